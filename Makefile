@@ -1,0 +1,43 @@
+# Every target does its own set-up: a virtualenv in .venv, the project's dependencies, and
+# (for test and demo) the local control plane binaries, built once and cached in
+# ~/.cache/ack-secret-manager (override with ASM_CACHE_DIR).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: all venv controlplane test unit lint demo bench manifests clean
+
+all: lint test
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+controlplane: $(STAMP)
+	bash hack/build-control-plane.sh >/dev/null
+	$(PY) hack/fetch_tools.py >/dev/null
+
+# pytest exits 5 when it collected no test: that is a broken suite, not a pass.
+test: controlplane
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
+
+unit: $(STAMP)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+demo: controlplane
+	$(PY) hack/demo.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

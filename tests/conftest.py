@@ -1,0 +1,82 @@
+"""Shared fixtures: the real control plane (one per session), a fresh namespace per test, an
+admin Kubernetes client and a ServiceAccount token minter."""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+# The Alibaba SDK honours HTTP(S)_PROXY but ignores NO_PROXY: tests talk to 127.0.0.1 only.
+for _var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+    os.environ.pop(_var, None)
+
+from tests.cluster import ControlPlane  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[ControlPlane]:
+    cp = ControlPlane()
+    cp.start()
+    try:
+        yield cp
+    finally:
+        cp.stop()
+
+
+@pytest.fixture(scope="session")
+def kube(cluster: ControlPlane) -> Iterator[Any]:
+    """An admin kubernetes.client.ApiClient."""
+    from kubernetes import config
+
+    api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    try:
+        yield api
+    finally:
+        api.close()
+
+
+@pytest.fixture
+def namespace(kube: Any, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for one test, deleted afterwards."""
+    from kubernetes import client
+
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"t-{slug}-{uuid.uuid4().hex[:5]}"
+    core = client.CoreV1Api(kube)
+    core.create_namespace({"metadata": {"name": name}})
+    try:
+        yield name
+    finally:
+        core.delete_namespace(name)
+
+
+@pytest.fixture
+def mint_token(kube: Any) -> Callable[..., str]:
+    """mint_token(namespace, service_account, audiences=[...], seconds=3600) -> JWT.
+
+    Creates the ServiceAccount if it does not exist, then asks the TokenRequest API.
+    """
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    core = client.CoreV1Api(kube)
+
+    def mint(
+        ns: str, sa: str, audiences: list[str] | None = None, seconds: int = 3600
+    ) -> str:
+        try:
+            core.create_namespaced_service_account(ns, {"metadata": {"name": sa}})
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        body = {"spec": {"audiences": audiences or ["sts.aliyuncs.com"],
+                         "expirationSeconds": seconds}}
+        resp = core.create_namespaced_service_account_token(sa, ns, body)
+        return str(resp.status.token)
+
+    return mint
