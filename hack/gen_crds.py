@@ -1,0 +1,334 @@
+"""Generate the CRDs in helm/ack-secret-manager/crds/ from one Python description.
+
+The three kinds share their building blocks (a data entry, a secret reference, the KMS
+provider), so they are described once here; `make crds` writes the YAML, and a test fails when
+the committed files differ from what this script produces.
+Run: python hack/gen_crds.py [--check]
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+from typing import Any
+
+import yaml
+
+GROUP = "alibabacloud.com"
+OUT = pathlib.Path(__file__).resolve().parents[1] / "helm/ack-secret-manager/crds"
+KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+DURATION_PATTERN = r"^(0|([0-9]+(\.[0-9]+)?(ms|s|m|h))+)$"
+
+S: dict[str, Any] = {"type": "string"}
+
+
+def obj(props: dict[str, Any], required: list[str] | None = None, **extra: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "object", "properties": props}
+    if required:
+        out["required"] = required
+    out.update(extra)
+    return out
+
+
+def arr(items: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"type": "array", "items": items, **extra}
+
+
+def s(desc: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "string", "description": desc, **extra}
+
+
+SECRET_REF = obj(
+    {
+        "name": s("Secret name", minLength=1),
+        "namespace": s("Secret namespace (default: the referring object's namespace)"),
+        "key": s("key in the Secret's data", minLength=1),
+    },
+    ["name", "key"],
+)
+
+STORE_REF = obj(
+    {
+        "name": s("SecretStore or ClusterSecretStore name", minLength=1),
+        "namespace": s("SecretStore namespace (default: the ExternalSecret's namespace)"),
+        "kind": s("SecretStore (default) or ClusterSecretStore",
+                  enum=["SecretStore", "ClusterSecretStore"]),
+    },
+    ["name"],
+)
+
+DATA_ENTRY = obj(
+    {
+        "key": s("name of the secret in KMS Secrets Manager", minLength=1),
+        "name": s("key in the Kubernetes Secret (default: key)", pattern=KEY_PATTERN,
+                  maxLength=253),
+        "versionStage": s("KMS version stage, e.g. ACSCurrent (default), ACSPrevious"),
+        "versionId": s("KMS version id"),
+        "kmsEndpoint": s("KMS endpoint for this entry, e.g. "
+                          "<instanceId>.cryptoservice.kms.aliyuncs.com"),
+        "secretStoreRef": STORE_REF,
+        "jmesPath": arr(
+            obj(
+                {
+                    "path": s("JMESPath expression into the JSON value", minLength=1),
+                    "objectAlias": s("key in the Kubernetes Secret", pattern=KEY_PATTERN,
+                                     maxLength=253),
+                },
+                ["path", "objectAlias"],
+            )
+        ),
+    },
+    ["key"],
+)
+
+ES_SPEC = obj(
+    {
+        "provider": s("kms (default) or oos", enum=["", "kms", "oos"]),
+        "type": s("type of the Kubernetes Secret (default Opaque)"),
+        "refreshInterval": s("how often to re-read KMS (Go duration, 0 = never); "
+                             "default: the controller's --polling-interval",
+                             pattern=DURATION_PATTERN),
+        "rotationInterval": s("ack-secret-manager v0.6 name of refreshInterval",
+                              pattern=DURATION_PATTERN),
+        "data": arr(DATA_ENTRY),
+        "dataProcess": arr(
+            obj(
+                {
+                    "extract": DATA_ENTRY,
+                    "replaceRule": arr(
+                        obj(
+                            {"source": s("regular expression on key names", minLength=1),
+                             "target": s("replacement")},
+                            ["source"],
+                        )
+                    ),
+                },
+                ["extract"],
+            )
+        ),
+        "target": obj(
+            {
+                "name": s("name of the Kubernetes Secret (default: the ExternalSecret's name)",
+                          pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", maxLength=253),
+                "creationPolicy": s("Owner (default): create and own the Secret; Merge: add keys "
+                                    "to an existing Secret; Orphan: create, never own",
+                                    enum=["Owner", "Merge", "Orphan"]),
+                "deletionPolicy": s("Delete (default): the owned Secret goes with the "
+                                    "ExternalSecret; Retain: it stays",
+                                    enum=["Delete", "Retain"]),
+                "template": obj(
+                    {
+                        "type": s("type of the Kubernetes Secret"),
+                        "metadata": obj(
+                            {
+                                "labels": {"type": "object",
+                                           "additionalProperties": S},
+                                "annotations": {"type": "object",
+                                                "additionalProperties": S},
+                            }
+                        ),
+                    },
+                    **{"x-kubernetes-preserve-unknown-fields": True},
+                ),
+            }
+        ),
+    },
+    **{
+        "x-kubernetes-validations": [
+            {
+                "rule": "(has(self.data) && size(self.data) > 0) || "
+                "(has(self.dataProcess) && size(self.dataProcess) > 0)",
+                "message": "set at least one entry in spec.data or spec.dataProcess",
+            }
+        ]
+    },
+)
+
+CONDITION = obj(
+    {
+        "type": S,
+        "status": s("True, False or Unknown"),
+        "reason": S,
+        "message": S,
+        "lastTransitionTime": {"type": "string", "format": "date-time"},
+        "observedGeneration": {"type": "integer", "format": "int64"},
+    },
+    ["type", "status"],
+)
+
+ES_STATUS = obj(
+    {
+        "conditions": arr(CONDITION, **{"x-kubernetes-list-type": "map",
+                                        "x-kubernetes-list-map-keys": ["type"]}),
+        "observedGeneration": {"type": "integer", "format": "int64"},
+        "refreshTime": {"type": "string", "format": "date-time",
+                        "description": "last time the Secret's content was written or confirmed "
+                        "after a change"},
+        "secretName": S,
+        "dataSyncResults": arr(
+            obj(
+                {
+                    "entry": s("data[i] or dataProcess[i].extract"),
+                    "KMSSecretKey": s("name of the KMS secret"),
+                    "versionId": s("KMS version synced"),
+                    "status": s("Synced or Failed"),
+                    "reason": S,
+                    "synchronizationTime": {"type": "string", "format": "date-time"},
+                }
+            )
+        ),
+    }
+)
+
+AUTH = obj(
+    {
+        "accessKey": SECRET_REF,
+        "accessKeySecret": SECRET_REF,
+        "ramRoleARN": S,
+        "ramRoleSessionName": S,
+        "oidcProviderARN": S,
+        "oidcTokenFilePath": S,
+        "roleSessionExpiration": S,
+        "remoteRamRoleARN": S,
+        "remoteRamRoleSessionName": S,
+        "serviceAccountRef": obj(
+            {"name": s("ServiceAccount name", minLength=1),
+             "namespace": S,
+             "audiences": arr(S)},
+            ["name"],
+        ),
+    }
+)
+
+STORE_SPEC_PROPS: dict[str, Any] = {
+    "KMS": obj(
+        {
+            "KMSAuth": AUTH,
+            "dedicatedKMSAuth": obj(
+                {"protocol": S, "endpoint": S, "ca": S, "ignoreSSL": {"type": "boolean"},
+                 "clientKeyContent": SECRET_REF, "password": SECRET_REF}
+            ),
+            "endpoint": s("KMS endpoint (shared gateway or "
+                          "<instanceId>.cryptoservice.kms.aliyuncs.com)"),
+            "ca": s("PEM CA bundle of a KMS instance endpoint"),
+            "caSecretRef": SECRET_REF,
+        }
+    ),
+    "OOS": obj({"OOSAuth": AUTH}),
+}
+
+ONE_PROVIDER = {
+    "x-kubernetes-validations": [
+        {"rule": "has(self.KMS) != has(self.OOS)",
+         "message": "set exactly one provider: spec.KMS or spec.OOS"}
+    ]
+}
+
+STORE_STATUS = obj(
+    {"conditions": arr(CONDITION, **{"x-kubernetes-list-type": "map",
+                                     "x-kubernetes-list-map-keys": ["type"]})}
+)
+
+CLUSTER_CONDITIONS = arr(
+    obj(
+        {
+            "namespaces": arr(S),
+            "namespaceSelector": obj(
+                {"matchLabels": {"type": "object", "additionalProperties": S}}
+            ),
+        }
+    ),
+    description="namespaces that may use this store (none: all namespaces)",
+)
+
+PRINTER = [
+    {"name": "Ready", "type": "string",
+     "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+    {"name": "Reason", "type": "string",
+     "jsonPath": '.status.conditions[?(@.type=="Ready")].reason'},
+]
+
+
+AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+
+
+def crd(kind: str, plural: str, scope: str, spec: dict[str, Any], status: dict[str, Any],
+        columns: list[dict[str, Any]], short: list[str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "names": {"kind": kind, "listKind": f"{kind}List", "plural": plural,
+                      "singular": kind.lower(), "shortNames": short},
+            "scope": scope,
+            "versions": [
+                {
+                    "name": "v1alpha1",
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [*columns, AGE],
+                    "schema": {
+                        "openAPIV3Schema": obj(
+                            {"apiVersion": S, "kind": S, "metadata": {"type": "object"},
+                             "spec": spec, "status": status},
+                            ["spec"],
+                        )
+                    },
+                }
+            ],
+        },
+    }
+
+
+def documents() -> dict[str, dict[str, Any]]:
+    cluster_spec = obj({**STORE_SPEC_PROPS, "conditions": CLUSTER_CONDITIONS}, **ONE_PROVIDER)
+    return {
+        "externalsecrets.yaml": crd(
+            "ExternalSecret", "externalsecrets", "Namespaced", ES_SPEC, ES_STATUS,
+            [*PRINTER, {"name": "Last Sync", "type": "date", "jsonPath": ".status.refreshTime"}],
+            ["es"],
+        ),
+        "secretstores.yaml": crd(
+            "SecretStore", "secretstores", "Namespaced", obj(STORE_SPEC_PROPS, **ONE_PROVIDER),
+            STORE_STATUS, PRINTER, ["ss"],
+        ),
+        "clustersecretstores.yaml": crd(
+            "ClusterSecretStore", "clustersecretstores", "Cluster", cluster_spec,
+            STORE_STATUS, PRINTER, ["css"],
+        ),
+    }
+
+
+class _NoAliasDumper(yaml.SafeDumper):
+    """Shared building blocks must be written out in full: no YAML anchors in a CRD."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+HEADER = "# Generated by hack/gen_crds.py; edit that file and run `make crds`.\n"
+
+
+def main() -> int:
+    check = "--check" in sys.argv
+    stale = []
+    for name, doc in documents().items():
+        text = HEADER + yaml.dump(doc, Dumper=_NoAliasDumper, sort_keys=False, width=100)
+        path = OUT / name
+        if check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(name)
+        else:
+            OUT.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    if stale:
+        print(f"stale CRDs: {', '.join(stale)}; run `make crds`", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
