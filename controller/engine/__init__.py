@@ -1,0 +1,1 @@
+"""The engine: work queue, clock, scheduler, reconciler and fetcher."""
