@@ -432,7 +432,7 @@ class WorkQueue(Generic[K]):
             return
         try:
             self._on_wait(seconds)
-        except Exception:
+        except Exception:  # noqa: BLE001 - a metrics callback must not lose the key
             _log.exception("work queue: on_wait callback failed")
 
 
