@@ -233,8 +233,20 @@ CLUSTER_CONDITIONS = arr(
     obj(
         {
             "namespaces": arr(S),
+            "namespaceRegexes": arr(S),
             "namespaceSelector": obj(
-                {"matchLabels": {"type": "object", "additionalProperties": S}}
+                {
+                    "matchLabels": {"type": "object", "additionalProperties": S},
+                    "matchExpressions": arr(
+                        obj(
+                            {"key": S,
+                             "operator": s("In, NotIn, Exists or DoesNotExist",
+                                           enum=["In", "NotIn", "Exists", "DoesNotExist"]),
+                             "values": arr(S)},
+                            ["key", "operator"],
+                        )
+                    ),
+                }
             ),
         }
     ),
