@@ -1,0 +1,289 @@
+"""From a data entry's secretStoreRef to the identity and endpoint its KMS read uses.
+
+Resolution follows ack-secret-manager's documented priority (ServiceAccount RRSA > RRSA >
+AccessKey + AssumeRole > AccessKey > worker role), with a cross-account role on top. Anything
+wrong (missing store, a store in another namespace without --enable-cross-namespace-secret-store,
+a missing credential Secret, no credentials at all) becomes a `StoreProblem` that names the
+object, the field and the fix; it never becomes a crash, and never carries key material.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from controller import model
+from controller.alicloud.identity import (
+    ACCESS_KEY,
+    ECS_RAM_ROLE,
+    OIDC_ROLE_ARN,
+    RAM_ROLE_ARN,
+    Identity,
+)
+from controller.alicloud.kms import Endpoint
+from controller.settings import Settings
+
+CREDENTIAL_TTL = 60.0  # re-read credential Secrets at least this often
+
+
+class StoreProblem(Exception):
+    """Why an entry cannot be read: `reason` is a condition reason, `str()` the message."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+class SecretReader(Protocol):
+    def read_secret_key(self, namespace: str, name: str, key: str) -> bytes | None:
+        """The value of one key of a Secret; None when the Secret or key is missing."""
+
+
+@dataclass(frozen=True)
+class Source:
+    identity: Identity
+    endpoint: Endpoint
+
+
+StoreGetter = Callable[[model.StoreKind, str, str], dict[str, Any] | None]
+NamespaceLabels = Callable[[str], Mapping[str, str]]
+
+
+def split_endpoint(text: str, default_protocol: str) -> tuple[str, str]:
+    """'http://host:port' -> ('host:port', 'http'); a bare host keeps the default protocol."""
+    for protocol in ("https", "http"):
+        prefix = f"{protocol}://"
+        if text.startswith(prefix):
+            return text[len(prefix):].rstrip("/"), protocol
+    return text.strip().rstrip("/"), default_protocol
+
+
+class StoreResolver:
+    def __init__(
+        self,
+        settings: Settings,
+        stores: StoreGetter,
+        secrets: SecretReader,
+        namespace_labels: NamespaceLabels,
+        sa_token_file: Callable[[model.ServiceAccountRef, str], tuple[str, str]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.stores = stores
+        self.secrets = secrets
+        self.namespace_labels = namespace_labels
+        # (ServiceAccountRef, default namespace) -> (token file path, role ARN)
+        self.sa_token_file = sa_token_file
+        self._cache: dict[tuple[str, str], tuple[float, Source]] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ public
+    def resolve(self, es: model.ExternalSecret, entry: model.DataEntry) -> Source:
+        ref = entry.store_ref
+        if ref is None:
+            identity = self._controller_identity()
+            return Source(identity, self._endpoint(entry, None, ""))
+        raw = self._store_object(es, entry, ref)
+        store = self._parse(raw, ref)
+        if isinstance(store, model.ClusterSecretStore) and not store.allows_namespace(
+            es.namespace, self.namespace_labels(es.namespace)
+        ):
+            raise StoreProblem(
+                "StoreNotAllowed",
+                f"{entry.spec_field}.secretStoreRef: ClusterSecretStore {ref.name} does not "
+                f"admit namespace {es.namespace}; add it to the store's spec.conditions",
+            )
+        if store.kms is None:
+            raise StoreProblem("InvalidStore", f"{_store_name(ref)} has no KMS provider")
+        cache_key = (store.uid, store.resource_version)
+        with self._lock:
+            hit = self._cache.get(cache_key)
+        if hit is not None and time.monotonic() - hit[0] < CREDENTIAL_TTL:
+            identity = hit[1].identity
+        else:
+            identity = self._store_identity(store, store.kms.auth)
+            with self._lock:
+                self._cache[cache_key] = (time.monotonic(),
+                                          Source(identity, Endpoint("")))
+        ca = self._ca(store)
+        return Source(identity, self._endpoint(entry, store.kms, ca))
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+    # ------------------------------------------------------------- the store
+    def _store_object(
+        self, es: model.ExternalSecret, entry: model.DataEntry, ref: model.StoreRef
+    ) -> dict[str, Any]:
+        if (ref.kind == model.StoreKind.SECRET_STORE and ref.namespace != es.namespace
+                and not self.settings.enable_cross_namespace_secret_store):
+            raise StoreProblem(
+                "CrossNamespaceRefused",
+                f"{entry.spec_field}.secretStoreRef: SecretStore {ref.namespace}/{ref.name} is "
+                f"in another namespace; use a store in {es.namespace}, a ClusterSecretStore, "
+                "or start the controller with --enable-cross-namespace-secret-store",
+            )
+        raw = self.stores(ref.kind, ref.namespace, ref.name)
+        if raw is None:
+            raise StoreProblem(
+                "StoreNotFound",
+                f"{entry.spec_field}.secretStoreRef: {_store_name(ref)} does not exist; "
+                "create it or fix the reference",
+            )
+        return raw
+
+    def _parse(self, raw: dict[str, Any], ref: model.StoreRef) -> model.SecretStore:
+        try:
+            return model.parse_store(raw)
+        except model.SpecError as exc:
+            raise StoreProblem("InvalidStore", str(exc)) from None
+
+    # -------------------------------------------------------------- identity
+    def _controller_identity(self) -> Identity:
+        c = self.settings.credentials
+        common = {
+            "remote_role_arn": c.remote_role_arn,
+            "remote_role_session_name": c.remote_role_session_name,
+            "sts_endpoint": self.settings.sts_endpoint,
+            "session_seconds": c.role_session_expiration,
+            "role_session_name": c.role_session_name or "ack-secret-manager",
+            "source": "the controller's environment",
+        }
+        if c.role_arn and c.oidc_provider_arn and c.oidc_token_file:
+            return Identity(OIDC_ROLE_ARN, role_arn=c.role_arn,
+                            oidc_provider_arn=c.oidc_provider_arn,
+                            oidc_token_file=c.oidc_token_file, **common)  # type: ignore[arg-type]
+        if c.access_key_id and c.access_key_secret:
+            kind = RAM_ROLE_ARN if c.role_arn else ACCESS_KEY
+            return Identity(kind, access_key_id=c.access_key_id,
+                            access_key_secret=c.access_key_secret, role_arn=c.role_arn,
+                            **common)  # type: ignore[arg-type]
+        if self.settings.enable_worker_role:
+            return Identity(ECS_RAM_ROLE, metadata_proxy=self.settings.metadata_proxy,
+                            **common)  # type: ignore[arg-type]
+        raise StoreProblem(
+            "NoCredentials",
+            "no secretStoreRef and the controller has no credentials: set a secretStoreRef, "
+            "give the controller RRSA or AccessKey environment variables, or start it with "
+            "--enable-worker-role",
+        )
+
+    def _store_identity(self, store: model.SecretStore, auth: model.KMSAuth | None) -> Identity:
+        if auth is None:
+            return self._controller_identity()
+        where = _store_name(store.ref)
+        common: dict[str, Any] = {
+            "remote_role_arn": auth.remote_ram_role_arn,
+            "remote_role_session_name": auth.remote_ram_role_session_name,
+            "sts_endpoint": self.settings.sts_endpoint,
+            "session_seconds": _seconds(auth.role_session_expiration),
+            "role_session_name": auth.ram_role_session_name or "ack-secret-manager",
+            "source": where,
+        }
+        c = self.settings.credentials
+        if auth.service_account_ref is not None:
+            if self.sa_token_file is None:
+                raise StoreProblem("InvalidStore", f"{where}: serviceAccountRef is not supported")
+            token_file, role_arn = self.sa_token_file(auth.service_account_ref, store.namespace)
+            provider = auth.oidc_provider_arn or c.oidc_provider_arn
+            if not provider:
+                raise StoreProblem(
+                    "InvalidStore",
+                    f"{where}: spec.KMS.KMSAuth.serviceAccountRef needs oidcProviderARN in the "
+                    "store or ALIBABA_CLOUD_OIDC_PROVIDER_ARN in the controller's environment")
+            return Identity(OIDC_ROLE_ARN, role_arn=role_arn, oidc_provider_arn=provider,
+                            oidc_token_file=token_file, **common)
+        if auth.oidc_provider_arn and auth.ram_role_arn:
+            token_file = auth.oidc_token_file_path or c.oidc_token_file
+            if not token_file:
+                raise StoreProblem(
+                    "InvalidStore",
+                    f"{where}: spec.KMS.KMSAuth has oidcProviderARN but no token: set "
+                    "oidcTokenFilePath or enable RRSA for the controller (rrsa.enable)")
+            return Identity(OIDC_ROLE_ARN, role_arn=auth.ram_role_arn,
+                            oidc_provider_arn=auth.oidc_provider_arn,
+                            oidc_token_file=token_file, **common)
+        if auth.access_key is not None or auth.access_key_secret is not None:
+            ak_id = self._secret_value(store, "accessKey", auth.access_key)
+            ak_secret = self._secret_value(store, "accessKeySecret", auth.access_key_secret)
+            kind = RAM_ROLE_ARN if auth.ram_role_arn else ACCESS_KEY
+            return Identity(kind, access_key_id=ak_id, access_key_secret=ak_secret,
+                            role_arn=auth.ram_role_arn, **common)
+        base = self._controller_identity()
+        if auth.remote_ram_role_arn:
+            return Identity(**{**base.__dict__, **{
+                "remote_role_arn": auth.remote_ram_role_arn,
+                "remote_role_session_name": auth.remote_ram_role_session_name,
+                "source": where}})
+        return base
+
+    def _secret_value(self, store: model.SecretStore, field: str,
+                      ref: model.SecretRef | None) -> str:
+        where = _store_name(store.ref)
+        if ref is None:
+            raise StoreProblem(
+                "InvalidStore",
+                f"{where}: spec.KMS.KMSAuth.{field} is missing; set both accessKey and "
+                "accessKeySecret")
+        namespace = ref.namespace or store.namespace
+        if (store.kind == model.StoreKind.SECRET_STORE and namespace != store.namespace
+                and not self.settings.enable_cross_namespace_secret_store):
+            raise StoreProblem(
+                "CrossNamespaceRefused",
+                f"{where}: spec.KMS.KMSAuth.{field} refers to Secret {namespace}/{ref.name} in "
+                "another namespace; move it, or start the controller with "
+                "--enable-cross-namespace-secret-store")
+        value = self.secrets.read_secret_key(namespace, ref.name, ref.key)
+        if value is None:
+            raise StoreProblem(
+                "CredentialsNotFound",
+                f"{where}: spec.KMS.KMSAuth.{field} refers to key {ref.key} of Secret "
+                f"{namespace}/{ref.name}, which does not exist; create it or fix the reference")
+        return value.decode().strip()
+
+    # -------------------------------------------------------------- endpoint
+    def _ca(self, store: model.SecretStore) -> str:
+        kms = store.kms
+        if kms is None:
+            return ""
+        if kms.ca:
+            return kms.ca
+        if kms.ca_secret_ref is not None:
+            ref = kms.ca_secret_ref
+            value = self.secrets.read_secret_key(ref.namespace, ref.name, ref.key)
+            if value is None:
+                raise StoreProblem(
+                    "CredentialsNotFound",
+                    f"{_store_name(store.ref)}: spec.KMS.caSecretRef refers to key {ref.key} of "
+                    f"Secret {ref.namespace}/{ref.name}, which does not exist")
+            return value.decode()
+        return ""
+
+    def _endpoint(self, entry: model.DataEntry, kms: model.KMSProvider | None, ca: str) -> Endpoint:
+        text = entry.kms_endpoint or (kms.endpoint if kms else "") \
+            or self.settings.default_kms_endpoint()
+        host, protocol = split_endpoint(text, self.settings.kms_protocol)
+        return Endpoint(host=host, protocol=protocol, ca_pem=ca)
+
+
+def _store_name(ref: model.StoreRef) -> str:
+    if ref.kind == model.StoreKind.CLUSTER_SECRET_STORE:
+        return f"ClusterSecretStore {ref.name}"
+    return f"SecretStore {ref.namespace}/{ref.name}"
+
+
+def _seconds(text: str) -> int:
+    text = (text or "").strip()
+    if not text:
+        return 3600
+    if text.isdigit():
+        return int(text)
+    try:
+        return max(900, int(model.parse_duration(text)))
+    except model.SpecError:
+        return 3600
+    except ValueError:
+        return 3600

@@ -1,0 +1,165 @@
+"""The reconciler's view of Kubernetes: cached reads from the informers, writes by
+server-side apply, Events through the recorder. Implements `engine.reconciler.Kube` and
+`engine.stores.SecretReader`."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from controller.kube.events import EventRecorder
+from controller.kube.informer import Informer
+from controller.kube.rest import (
+    EXTERNAL_SECRETS,
+    NAMESPACES,
+    SECRET_STORES,
+    SECRETS,
+    ApiError,
+    Rest,
+)
+
+log = logging.getLogger(__name__)
+
+MANAGER = "ack-secret-manager"
+NAMESPACE_TTL = 30.0
+
+
+class KubeAccess:
+    def __init__(
+        self,
+        rest: Rest,
+        events: EventRecorder,
+        *,
+        external_secrets: Callable[[str], Informer | None],
+        secret_stores: Callable[[str], Informer | None],
+        cluster_secret_stores: Informer | None,
+        secrets: Callable[[str], Informer | None],
+        on_write: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.rest = rest
+        self.events = events
+        self._es = external_secrets
+        self._stores = secret_stores
+        self._cluster_stores = cluster_secret_stores
+        self._secrets = secrets
+        self.on_write = on_write or (lambda _kind, _verb: None)
+        self._written: dict[tuple[str, str], str] = {}
+        self._ns_labels: dict[str, tuple[float, dict[str, str]]] = {}
+        self._lock = threading.Lock()
+
+    # -------------------------------------------------------------- reads
+    def external_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        informer = self._es(namespace)
+        return informer.get(namespace, name) if informer else None
+
+    def store(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        if kind == "ClusterSecretStore":
+            return self._cluster_stores.get("", name) if self._cluster_stores else None
+        informer = self._stores(namespace)
+        if informer is not None:
+            return informer.get(namespace, name)
+        return self._get(SECRET_STORES.path(namespace, name))  # outside the watched namespaces
+
+    def secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        informer = self._secrets(namespace)
+        cached = informer.get(namespace, name) if informer else None
+        if cached is not None:
+            return cached
+        # Not managed by us (or not yet in the cache): ask the apiserver.
+        return self._get(SECRETS.path(namespace, name))
+
+    def read_secret_key(self, namespace: str, name: str, key: str) -> bytes | None:
+        secret = self._get(SECRETS.path(namespace, name))
+        if secret is None:
+            return None
+        value = (secret.get("data") or {}).get(key)
+        if value is None:
+            return None
+        try:
+            return base64.b64decode(value)
+        except (binascii.Error, ValueError):
+            return None
+
+    def namespace_labels(self, namespace: str) -> dict[str, str]:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._ns_labels.get(namespace)
+        if hit is not None and now - hit[0] < NAMESPACE_TTL:
+            return hit[1]
+        obj = self._get(NAMESPACES.path(name=namespace)) or {}
+        labels = dict(obj.get("metadata", {}).get("labels") or {})
+        with self._lock:
+            self._ns_labels[namespace] = (now, labels)
+        return labels
+
+    def written_version(self, namespace: str, name: str) -> str | None:
+        """The resourceVersion of the Secret as our last write left it."""
+        with self._lock:
+            return self._written.get((namespace, name))
+
+    # ------------------------------------------------------------- writes
+    def apply_secret(self, body: dict[str, Any]) -> dict[str, Any]:
+        meta = body["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        result: dict[str, Any] = self.rest.apply(SECRETS.path(ns, name), body, MANAGER)
+        self.on_write("Secret", "apply")
+        with self._lock:
+            self._written[(ns, name)] = str(result.get("metadata", {}).get("resourceVersion"))
+        informer = self._secrets(ns)
+        if informer is not None:
+            informer.upsert(result)
+        return result
+
+    def apply_status(self, es: dict[str, Any], status: dict[str, Any]) -> None:
+        meta = es.get("metadata", {})
+        ns, name = meta.get("namespace", ""), meta.get("name", "")
+        body = {"apiVersion": EXTERNAL_SECRETS.api_version, "kind": EXTERNAL_SECRETS.kind,
+                "metadata": {"name": name, "namespace": ns}, "status": status}
+        try:
+            result = self.rest.apply(EXTERNAL_SECRETS.path(ns, name, "status"), body, MANAGER)
+        except ApiError as exc:
+            if exc.status == 404:
+                return  # deleted meanwhile
+            raise
+        self.on_write("ExternalSecretStatus", "apply")
+        informer = self._es(ns)
+        if informer is not None and result:
+            informer.upsert(result)
+
+    def remove_finalizer(self, es: dict[str, Any], finalizer: str) -> None:
+        meta = es.get("metadata", {})
+        current = list(meta.get("finalizers") or [])
+        if finalizer not in current:
+            return
+        ops = [{"op": "test", "path": "/metadata/finalizers", "value": current},
+               {"op": "replace", "path": "/metadata/finalizers",
+                "value": [f for f in current if f != finalizer]}]
+        path = EXTERNAL_SECRETS.path(meta.get("namespace", ""), meta.get("name", ""))
+        try:
+            self.rest.json_patch(path, ops)
+            self.on_write("ExternalSecret", "patch")
+            log.info("removed ack-secret-manager's finalizer from ExternalSecret %s/%s",
+                     meta.get("namespace"), meta.get("name"))
+        except ApiError as exc:
+            if exc.status not in (404, 409, 422):
+                raise
+
+    def event(self, es: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        if self.events.record(es, kind, reason, message):
+            self.on_write("Event", "create")
+
+    # ------------------------------------------------------------ helpers
+    def _get(self, path: str) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = self.rest.get(path)
+            return result
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+

@@ -1,0 +1,224 @@
+"""A list+watch cache of one resource, kept as plain dicts, with client-go's recovery rules.
+
+List, then watch from the list's resourceVersion with bookmarks. A 410 Gone (the apiserver
+restarted or the version is too old) means relist; after a relist, objects that vanished while
+we were away are reported as deleted, so no deletion is lost. Other failures back off with
+jitter (0.8 s .. 30 s) and resume. Handlers run on the informer's thread and must only enqueue.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import urllib3
+
+from controller.kube.rest import ApiError, Resource, Rest
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped objects
+Handler = Callable[[str, dict[str, Any]], None]  # (ADDED|MODIFIED|DELETED, object)
+
+LIST_PAGE = 500
+BACKOFF_MIN, BACKOFF_MAX = 0.8, 30.0
+READ_TIMEOUT = 90.0  # bookmarks arrive about every 60 s; silence longer than this is a dead link
+
+
+def key_of(obj: dict[str, Any]) -> Key:
+    meta = obj.get("metadata", {})
+    return (meta.get("namespace", ""), meta.get("name", ""))
+
+
+def _slim(obj: dict[str, Any]) -> dict[str, Any]:
+    obj.get("metadata", {}).pop("managedFields", None)
+    return obj
+
+
+class Informer:
+    def __init__(
+        self,
+        rest: Rest,
+        resource: Resource,
+        handler: Handler,
+        *,
+        namespace: str = "",
+        label_selector: str = "",
+    ) -> None:
+        self.rest = rest
+        self.resource = resource
+        self.handler = handler
+        self.namespace = namespace
+        self.label_selector = label_selector
+        self.name = f"{resource.plural}{'/' + namespace if namespace else ''}"
+        self._cache: dict[Key, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._synced = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._response: Any = None
+        self.last_contact = 0.0
+        self.relists = 0
+
+    # ---------------------------------------------------------------- reading
+    def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._cache.get((namespace, name))
+
+    def items(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._cache.values())
+
+    def upsert(self, obj: dict[str, Any]) -> None:
+        """Put an object we just wrote into the cache, ahead of its watch event, so the next
+        sync does not act on the version before our own write."""
+        with self._lock:
+            self._cache[key_of(obj)] = _slim(obj)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._cache)
+
+    @property
+    def synced(self) -> bool:
+        return self._synced.is_set()
+
+    def wait_synced(self, timeout: float | None = None) -> bool:
+        return self._synced.wait(timeout)
+
+    # ---------------------------------------------------------------- running
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"informer-{self.name}",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        resp = self._response
+        if resp is not None:
+            try:
+                resp.shutdown()
+            except Exception:
+                log.debug("closing watch of %s failed", self.name, exc_info=True)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        rv: str | None = None
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                if rv is None:
+                    rv = self._relist()
+                rv = self._watch(rv)
+                failures = 0
+            except ApiError as exc:
+                if exc.status == 410:
+                    log.info("watch of %s expired (410 Gone); relisting", self.name)
+                    rv = None
+                    continue
+                failures += 1
+                log.warning("watch of %s failed: %s", self.name, exc)
+            except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+                if self._stop.is_set():
+                    break
+                failures += 1
+                log.info("watch of %s interrupted (%s); resuming", self.name, type(exc).__name__)
+            if failures:
+                delay = min(BACKOFF_MAX, BACKOFF_MIN * 2 ** (failures - 1))
+                self._stop.wait(delay * random.uniform(0.5, 1.0))
+
+    def _relist(self) -> str:
+        fresh: dict[Key, dict[str, Any]] = {}
+        cont: str | None = None
+        while True:
+            page = self.rest.get(
+                self.resource.path(self.namespace),
+                labelSelector=self.label_selector or None,
+                limit=LIST_PAGE,
+                **{"continue": cont},
+            )
+            for item in page.get("items", []):
+                item.setdefault("apiVersion", self.resource.api_version)
+                item.setdefault("kind", self.resource.kind)
+                fresh[key_of(item)] = _slim(item)
+            cont = page.get("metadata", {}).get("continue")
+            if not cont:
+                rv = str(page.get("metadata", {}).get("resourceVersion", ""))
+                break
+        self.last_contact = time.monotonic()
+        self.relists += 1
+        with self._lock:
+            old, self._cache = self._cache, fresh
+        for key, obj in fresh.items():
+            prev = old.get(key)
+            if prev is None:
+                self.handler("ADDED", obj)
+            elif _rv(prev) != _rv(obj):
+                self.handler("MODIFIED", obj)
+        for key, obj in old.items():
+            if key not in fresh:
+                self.handler("DELETED", obj)
+        self._synced.set()
+        return rv
+
+    def _watch(self, rv: str) -> str:
+        query = {
+            "watch": True,
+            "resourceVersion": rv,
+            "allowWatchBookmarks": True,
+            "timeoutSeconds": random.randint(240, 360),
+            "labelSelector": self.label_selector or None,
+        }
+        resp = self.rest.request("GET", self.resource.path(self.namespace), query=query,
+                                 timeout=(10.0, READ_TIMEOUT), stream=True)
+        self._response = resp
+        try:
+            for event in _events(resp):
+                self.last_contact = time.monotonic()
+                rv = self._apply(event, rv)
+                if self._stop.is_set():
+                    break
+        finally:
+            self._response = None
+            resp.release_conn()
+        return rv
+
+    def _apply(self, event: dict[str, Any], rv: str) -> str:
+        kind, obj = event.get("type"), event.get("object") or {}
+        if kind == "ERROR":
+            raise ApiError(int(obj.get("code", 500)), str(obj.get("reason", "")), obj)
+        new_rv = _rv(obj) or rv
+        if kind == "BOOKMARK":
+            return new_rv
+        obj = _slim(obj)
+        key = key_of(obj)
+        with self._lock:
+            if kind == "DELETED":
+                self._cache.pop(key, None)
+            else:
+                self._cache[key] = obj
+        if kind in ("ADDED", "MODIFIED", "DELETED"):
+            self.handler(str(kind), obj)
+        return new_rv
+
+
+def _rv(obj: dict[str, Any]) -> str:
+    return str(obj.get("metadata", {}).get("resourceVersion", ""))
+
+
+def _events(resp: Any) -> Iterator[dict[str, Any]]:
+    buffer = b""
+    for chunk in resp.stream(64 * 1024, decode_content=True):
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            if line.strip():
+                yield json.loads(line)
+    if buffer.strip():
+        yield json.loads(buffer)

@@ -1,0 +1,302 @@
+"""Wires the parts into a running controller: informers feed keys into the work queue,
+workers reconcile, and every object comes back on its poll slot.
+
+Handlers only enqueue. Polls are aligned: each ExternalSecret has a fixed offset inside its
+interval (from its uid), so after a restart the re-syncs are spread over the interval instead
+of bursting, each object syncs once per poll window, and the fetcher can read each distinct KMS
+secret once per window.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import zlib
+from typing import Any
+
+from controller.alicloud.kms import Kms
+from controller.engine.clock import Clock, RealClock
+from controller.engine.fetcher import Fetcher
+from controller.engine.queue import ExponentialBackoff, Jitter, WorkQueue
+from controller.engine.reconciler import (
+    ACK_FINALIZER,
+    FORCE_SYNC,
+    MANAGED_BY,
+    MANAGER,
+    SOURCE,
+    Outcome,
+    Reconciler,
+)
+from controller.engine.stores import StoreResolver
+from controller.kube.access import KubeAccess
+from controller.kube.events import EventRecorder
+from controller.kube.informer import Informer
+from controller.kube.rest import (
+    CLUSTER_SECRET_STORES,
+    EXTERNAL_SECRETS,
+    SECRET_STORES,
+    SECRETS,
+    Rest,
+)
+from controller.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+RETRY_BASE, RETRY_CAP_NO_POLL = 5.0, 300.0
+
+
+class Hooks:
+    """Callbacks for metrics; every one defaults to doing nothing."""
+
+    def sync(self, namespace: str, name: str, outcome: Outcome, seconds: float) -> None: ...
+    def forget(self, namespace: str, name: str) -> None: ...
+    def queue_wait(self, seconds: float) -> None: ...
+    def write(self, kind: str, verb: str) -> None: ...
+    def secret_value(self, value: bytes) -> None: ...
+
+
+class Manager:
+    def __init__(self, settings: Settings, rest: Rest, kms: Kms, *, instance: str,
+                 hooks: Hooks | None = None, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.rest = rest
+        self.hooks = hooks or Hooks()
+        self.clock = clock or RealClock()
+        self.queue: WorkQueue[Key] = WorkQueue(clock=self.clock, on_wait=self.hooks.queue_wait)
+        self.backoff = ExponentialBackoff(base=RETRY_BASE, cap=3600.0, jitter=Jitter.EQUAL)
+        self.events = EventRecorder(rest, instance)
+        namespaces = settings.watch_namespaces or ("",)
+        self.es_informers = {ns: Informer(rest, EXTERNAL_SECRETS, self._on_external_secret,
+                                          namespace=ns) for ns in namespaces}
+        self.store_informers = {ns: Informer(rest, SECRET_STORES, self._on_store, namespace=ns)
+                                for ns in namespaces}
+        self.cluster_store_informer = Informer(rest, CLUSTER_SECRET_STORES, self._on_store)
+        self.secret_informers = {ns: Informer(rest, SECRETS, self._on_secret, namespace=ns,
+                                              label_selector=f"{MANAGED_BY}={MANAGER}")
+                                 for ns in namespaces}
+        self.kube = KubeAccess(
+            rest, self.events,
+            external_secrets=lambda ns: self._pick(self.es_informers, ns),
+            secret_stores=lambda ns: self._pick(self.store_informers, ns),
+            cluster_secret_stores=self.cluster_store_informer,
+            secrets=lambda ns: self._pick(self.secret_informers, ns),
+            on_write=self.hooks.write,
+        )
+        self.resolver = StoreResolver(settings, self.kube.store, self.kube,
+                                      self.kube.namespace_labels)
+        self.fetcher = Fetcher(kms, self.clock)
+        self.reconciler = Reconciler(
+            self.kube, self.resolver, self.fetcher,
+            default_interval=settings.polling_interval,
+            disable_polling=settings.disable_polling,
+            on_value=self.hooks.secret_value,
+        )
+        self._seen: dict[Key, tuple[int, str]] = {}  # generation, force-sync annotation
+        self._fresh: set[Key] = set()
+        self._lock = threading.Lock()
+        self._workers: list[threading.Thread] = []
+        self._started = threading.Event()
+        self.last_worker_beat = time.monotonic()
+
+    # ------------------------------------------------------------ lifecycle
+    def informers(self) -> list[Informer]:
+        return [*self.es_informers.values(), *self.store_informers.values(),
+                self.cluster_store_informer, *self.secret_informers.values()]
+
+    def start_caches(self) -> None:
+        self.events.start()
+        for informer in self.informers():
+            informer.start()
+
+    def caches_synced(self) -> bool:
+        return all(i.synced for i in self.informers())
+
+    def wait_caches(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for informer in self.informers():
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not informer.wait_synced(left):
+                return False
+        return True
+
+    def start_workers(self) -> None:
+        """Begin syncing (as leader): queue every known object, then start the workers."""
+        self._started.set()
+        for informer in self.es_informers.values():
+            for obj in informer.items():
+                self._enqueue_initial(obj)
+        for i in range(self.settings.workers):
+            t = threading.Thread(target=self._work, name=f"worker-{i}", daemon=True)
+            t.start()
+            self._workers.append(t)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop taking work, let in-flight syncs finish, then stop the caches."""
+        if self._workers:
+            self.queue.shutdown_with_drain(timeout)
+        else:
+            self.queue.shutdown()
+        for t in self._workers:
+            t.join(timeout)
+        for informer in self.informers():
+            informer.stop()
+        self.events.stop()
+
+    # ------------------------------------------------------------- handlers
+    def _pick(self, informers: dict[str, Informer], namespace: str) -> Informer | None:
+        return informers.get(namespace) or informers.get("")
+
+    def _excluded(self, namespace: str) -> bool:
+        return namespace in self.settings.exclude_namespaces
+
+    def _on_external_secret(self, kind: str, obj: dict[str, Any]) -> None:
+        meta = obj.get("metadata", {})
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        if self._excluded(key[0]):
+            return
+        if kind == "DELETED":
+            with self._lock:
+                self._seen.pop(key, None)
+            self.queue.forget(key)
+            self.backoff.forget(key)
+            self.hooks.forget(*key)
+            return
+        generation = int(meta.get("generation") or 0)
+        force = str((meta.get("annotations") or {}).get(FORCE_SYNC, ""))
+        with self._lock:
+            before = self._seen.get(key)
+            self._seen[key] = (generation, force)
+            if before is not None and before[1] != force:
+                self._fresh.add(key)
+        if not self._started.is_set():
+            return
+        if before is None or before != (generation, force) or \
+                ACK_FINALIZER in (meta.get("finalizers") or []):
+            self.queue.add(key)
+
+    def _enqueue_initial(self, obj: dict[str, Any]) -> None:
+        """After a (re)start: objects already in sync wait for their poll slot (no burst);
+        the rest, and any whose Secret is gone, sync now."""
+        meta = obj.get("metadata", {})
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        if self._excluded(key[0]):
+            return
+        status = obj.get("status") or {}
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                    for c in status.get("conditions") or [])
+        current = status.get("observedGeneration") == meta.get("generation")
+        secret_name = status.get("secretName") or meta.get("name", "")
+        informer = self._pick(self.secret_informers, key[0])
+        has_secret = informer is not None and informer.get(key[0], secret_name) is not None
+        interval = self._interval_of(obj)
+        if ready and current and has_secret and interval > 0:
+            self.queue.add_after(key, self._slot_delay(obj, interval))
+        else:
+            self.queue.add(key)
+
+    def _on_secret(self, kind: str, obj: dict[str, Any]) -> None:
+        if not self._started.is_set():
+            return
+        meta = obj.get("metadata", {})
+        namespace, name = meta.get("namespace", ""), meta.get("name", "")
+        owner = (meta.get("annotations") or {}).get(SOURCE)
+        if not owner or self._excluded(namespace):
+            return
+        if kind != "DELETED" and self.kube.written_version(namespace, name) == \
+                meta.get("resourceVersion"):
+            return  # our own write
+        self.queue.add((namespace, owner))
+
+    def _on_store(self, kind: str, obj: dict[str, Any]) -> None:
+        if not self._started.is_set():
+            return
+        meta = obj.get("metadata", {})
+        store_kind = obj.get("kind", "SecretStore")
+        store_ns, store_name = meta.get("namespace", ""), meta.get("name", "")
+        for informer in self.es_informers.values():
+            for es in informer.items():
+                if _uses_store(es, store_kind, store_ns, store_name):
+                    es_meta = es.get("metadata", {})
+                    self.queue.add((es_meta.get("namespace", ""), es_meta.get("name", "")))
+
+    # --------------------------------------------------------------- workers
+    def _work(self) -> None:
+        while True:
+            key = self.queue.get()
+            if key is None:
+                return
+            self.last_worker_beat = time.monotonic()
+            try:
+                self._process(key)
+            except Exception:
+                log.exception("sync of ExternalSecret %s/%s failed unexpectedly", *key)
+                self.queue.add_after(key, self.backoff.when(key))
+            finally:
+                self.queue.done(key)
+                self.last_worker_beat = time.monotonic()
+
+    def _process(self, key: Key) -> None:
+        with self._lock:
+            fresh = key in self._fresh
+            self._fresh.discard(key)
+        start = time.monotonic()
+        outcome = self.reconciler.reconcile(*key, fresh=fresh)
+        seconds = time.monotonic() - start
+        self.hooks.sync(*key, outcome, seconds)
+        log.info("sync ExternalSecret %s/%s result=%s reason=%s duration_ms=%d",
+                 key[0], key[1], outcome.result, outcome.reason or "-", seconds * 1000)
+        if outcome.result == "gone":
+            self.backoff.forget(key)
+            return
+        interval = outcome.interval
+        if outcome.retry:
+            cap = interval if interval > 0 else RETRY_CAP_NO_POLL
+            self.queue.add_after(key, min(self.backoff.when(key), cap))
+            return
+        self.backoff.forget(key)
+        if interval > 0:
+            obj = self.kube.external_secret(*key) or {}
+            self.queue.add_after(key, self._slot_delay(obj, interval))
+
+    # -------------------------------------------------------------- schedule
+    def _interval_of(self, obj: dict[str, Any]) -> float:
+        from controller import model
+
+        spec = obj.get("spec") or {}
+        text = spec.get("refreshInterval") or spec.get("rotationInterval")
+        if text:
+            try:
+                return model.parse_duration(str(text))
+            except model.SpecError:
+                pass
+        return 0.0 if self.settings.disable_polling else self.settings.polling_interval
+
+    def _slot_delay(self, obj: dict[str, Any], interval: float) -> float:
+        """Seconds until this object's next poll slot: its fixed offset within the interval."""
+        meta = obj.get("metadata", {})
+        seed = str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")
+        offset = (zlib.crc32(seed.encode()) / 2**32) * interval
+        now = self.clock.now()
+        due = (math.floor((now - offset) / interval) + 1) * interval + offset
+        return max(due - now, 0.001)
+
+
+def _uses_store(es: dict[str, Any], kind: str, namespace: str, name: str) -> bool:
+    spec = es.get("spec") or {}
+    es_ns = es.get("metadata", {}).get("namespace", "")
+    entries = list(spec.get("data") or []) + [
+        p.get("extract") for p in spec.get("dataProcess") or [] if p.get("extract")]
+    for entry in entries:
+        ref = entry.get("secretStoreRef") or {}
+        if not ref.get("name") or ref.get("name") != name:
+            continue
+        ref_kind = ref.get("kind") or "SecretStore"
+        if ref_kind != kind:
+            continue
+        if kind == "ClusterSecretStore" or (ref.get("namespace") or es_ns) == namespace:
+            return True
+    return False
+
