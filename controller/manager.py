@@ -1,24 +1,32 @@
 """Wires the parts into a running controller: informers feed keys into the work queue,
-workers reconcile, and every object comes back on its poll slot.
+workers reconcile, and each distinct KMS secret is polled on its own slot.
 
-Handlers only enqueue. Polls are aligned: each ExternalSecret has a fixed offset inside its
-interval (from its uid), so after a restart the re-syncs are spread over the interval instead
-of bursting, each object syncs once per poll window, and the fetcher can read each distinct KMS
-secret once per window.
+Handlers only enqueue. Polling is per KMS secret, not per ExternalSecret: every distinct
+(identity, endpoint, secret, version) that some ExternalSecret uses is read once per interval
+(the shortest interval among its users), at a fixed offset inside the interval so polls are
+spread; when the value (or the error) changes, every ExternalSecret that uses it syncs at once.
+A quiet poll therefore costs one KMS call per distinct secret and no Kubernetes write, and a
+change reaches the Secrets within one interval. ExternalSecret, Secret and SecretStore changes
+arrive by watch and sync at once. After a restart, objects already in sync wait for a slot
+spread over the interval, so a restart does not burst.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import threading
 import time
 import zlib
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
+from controller.alicloud.errors import FetchError
 from controller.alicloud.kms import Kms
 from controller.engine.clock import Clock, RealClock
-from controller.engine.fetcher import Fetcher
+from controller.engine.fetcher import Fetcher, FetchRequest, Result
 from controller.engine.queue import ExponentialBackoff, Jitter, WorkQueue
 from controller.engine.reconciler import (
     ACK_FINALIZER,
@@ -48,6 +56,13 @@ Key = tuple[str, str]
 RETRY_BASE, RETRY_CAP_NO_POLL = 5.0, 300.0
 
 
+@dataclass(frozen=True)
+class SecretPoll:
+    """Work queue key: poll one distinct KMS read."""
+
+    request: FetchRequest
+
+
 class Hooks:
     """Callbacks for metrics; every one defaults to doing nothing."""
 
@@ -56,6 +71,7 @@ class Hooks:
     def queue_wait(self, seconds: float) -> None: ...
     def write(self, kind: str, verb: str) -> None: ...
     def secret_value(self, value: bytes) -> None: ...
+    def polled(self, keys: Iterable[Key], changed: bool) -> None: ...
 
 
 class Manager:
@@ -65,7 +81,8 @@ class Manager:
         self.rest = rest
         self.hooks = hooks or Hooks()
         self.clock = clock or RealClock()
-        self.queue: WorkQueue[Key] = WorkQueue(clock=self.clock, on_wait=self.hooks.queue_wait)
+        self.queue: WorkQueue[Hashable] = WorkQueue(clock=self.clock,
+                                                    on_wait=self.hooks.queue_wait)
         self.backoff = ExponentialBackoff(base=RETRY_BASE, cap=3600.0, jitter=Jitter.EQUAL)
         self.events = EventRecorder(rest, instance)
         namespaces = settings.watch_namespaces or ("",)
@@ -95,6 +112,11 @@ class Manager:
             on_value=self.hooks.secret_value,
         )
         self._seen: dict[Key, tuple[int, str]] = {}  # generation, force-sync annotation
+        self._uses: dict[Key, frozenset[FetchRequest]] = {}
+        self._users: dict[FetchRequest, set[Key]] = {}
+        self._intervals: dict[Key, float] = {}
+        self._digests: dict[FetchRequest, tuple[str, str]] = {}
+        self._polled: set[FetchRequest] = set()
         self._fresh: set[Key] = set()
         self._lock = threading.Lock()
         self._workers: list[threading.Thread] = []
@@ -160,6 +182,7 @@ class Manager:
         if kind == "DELETED":
             with self._lock:
                 self._seen.pop(key, None)
+            self._track(key, frozenset(), 0.0)
             self.queue.forget(key)
             self.backoff.forget(key)
             self.hooks.forget(*key)
@@ -230,9 +253,12 @@ class Manager:
                 return
             self.last_worker_beat = time.monotonic()
             try:
-                self._process(key)
+                if isinstance(key, SecretPoll):
+                    self._poll(key)
+                else:
+                    self._process(key)  # type: ignore[arg-type]
             except Exception:
-                log.exception("sync of ExternalSecret %s/%s failed unexpectedly", *key)
+                log.exception("work item %s failed unexpectedly", _describe(key))
                 self.queue.add_after(key, self.backoff.when(key))
             finally:
                 self.queue.done(key)
@@ -250,16 +276,67 @@ class Manager:
                  key[0], key[1], outcome.result, outcome.reason or "-", seconds * 1000)
         if outcome.result == "gone":
             self.backoff.forget(key)
+            self._track(key, frozenset(), 0.0)
             return
-        interval = outcome.interval
+        self._track(key, outcome.requests, outcome.interval)
         if outcome.retry:
-            cap = interval if interval > 0 else RETRY_CAP_NO_POLL
+            cap = outcome.interval if outcome.interval > 0 else RETRY_CAP_NO_POLL
             self.queue.add_after(key, min(self.backoff.when(key), cap))
             return
         self.backoff.forget(key)
-        if interval > 0:
-            obj = self.kube.external_secret(*key) or {}
-            self.queue.add_after(key, self._slot_delay(obj, interval))
+
+    # ---------------------------------------------------------- secret polls
+    def _track(self, key: Key, requests: frozenset[FetchRequest], interval: float) -> None:
+        """Record which KMS reads `key` depends on; start polling reads that are new."""
+        start: list[tuple[FetchRequest, float]] = []
+        with self._lock:
+            before = self._uses.pop(key, frozenset())
+            for request in before - requests:
+                users = self._users.get(request)
+                if users is not None:
+                    users.discard(key)
+            if requests:
+                self._uses[key] = requests
+                self._intervals[key] = interval
+            else:
+                self._intervals.pop(key, None)
+            for request in requests:
+                self._users.setdefault(request, set()).add(key)
+                if interval > 0 and request not in self._polled:
+                    self._polled.add(request)
+                    self._digests[request] = _digest(self.fetcher.peek(request))
+                    start.append((request, interval))
+        for request, every in start:
+            self.queue.add_after(SecretPoll(request), self._poll_delay(request, every))
+
+    def _poll(self, poll: SecretPoll) -> None:
+        request = poll.request
+        with self._lock:
+            users = set(self._users.get(request, ()))
+            intervals = [self._intervals.get(k, 0.0) for k in users]
+            interval = min((i for i in intervals if i > 0), default=0.0)
+            if not users or interval <= 0:
+                self._polled.discard(request)
+                self._users.pop(request, None)
+                self._digests.pop(request, None)
+                self.fetcher.drop(request)
+                return
+        result = self.fetcher.fetch(request, 0.0, fresh=True)
+        digest = _digest(result)
+        with self._lock:
+            changed = digest != self._digests.get(request)
+            self._digests[request] = digest
+        if changed:
+            log.info("KMS secret %s changed; syncing %d ExternalSecret(s)",
+                     request.describe(), len(users))
+            for key in users:
+                self.queue.add(key)
+        self.hooks.polled(users, changed)
+        if isinstance(result, FetchError) and result.retryable:
+            self.queue.add_after(poll, min(self.backoff.when(poll), interval))
+            return
+        self.backoff.forget(poll)
+        self.queue.add_after(poll, self._poll_delay(request, interval))
 
     # -------------------------------------------------------------- schedule
     def _interval_of(self, obj: dict[str, Any]) -> float:
@@ -275,13 +352,36 @@ class Manager:
         return 0.0 if self.settings.disable_polling else self.settings.polling_interval
 
     def _slot_delay(self, obj: dict[str, Any], interval: float) -> float:
-        """Seconds until this object's next poll slot: its fixed offset within the interval."""
         meta = obj.get("metadata", {})
         seed = str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")
+        return self._until_slot(seed, interval)
+
+    def _poll_delay(self, request: FetchRequest, interval: float) -> float:
+        seed = f"{request.identity.fingerprint()}/{request.endpoint.host}/{request.name}/" \
+               f"{request.version_id}/{request.version_stage}"
+        return self._until_slot(seed, interval)
+
+    def _until_slot(self, seed: str, interval: float) -> float:
+        """Seconds until the next slot of `seed`: a fixed offset within each interval."""
         offset = (zlib.crc32(seed.encode()) / 2**32) * interval
         now = self.clock.now()
         due = (math.floor((now - offset) / interval) + 1) * interval + offset
         return max(due - now, 0.001)
+
+
+def _digest(result: Result | None) -> tuple[str, str]:
+    """What a poll compares: the version and a hash of the value, or the error class."""
+    if result is None:
+        return ("", "")
+    if isinstance(result, FetchError):
+        return ("error", f"{result.kind}:{result.code}")
+    return (result.version_id, hashlib.sha256(result.data).hexdigest())
+
+
+def _describe(key: Hashable) -> str:
+    if isinstance(key, SecretPoll):
+        return f"poll of {key.request.describe()}"
+    return f"ExternalSecret {'/'.join(map(str, key))}" if isinstance(key, tuple) else str(key)
 
 
 def _uses_store(es: dict[str, Any], kind: str, namespace: str, name: str) -> bool:

@@ -16,11 +16,14 @@ for _var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROX
     os.environ.pop(_var, None)
 
 from tests.cluster import ControlPlane  # noqa: E402
+from tests.cluster.tools import REPO  # noqa: E402
+
+CRDS = REPO / "helm/ack-secret-manager/crds"
 
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[ControlPlane]:
-    cp = ControlPlane()
+    cp = ControlPlane(crds=[CRDS])
     cp.start()
     try:
         yield cp

@@ -1,22 +1,20 @@
-"""Deduplicated KMS reads: within one poll window, one GetSecretValue per identity, endpoint,
-secret and version, however many ExternalSecrets (or entries) ask for it.
+"""Deduplicated KMS reads: the latest value of each (identity, endpoint, secret, version) is
+kept, and reads of the same one at the same time wait for a single call (single flight).
 
-Windows are aligned to the clock: window w of length T is [w*T, (w+1)*T). The scheduler puts
-each ExternalSecret's polls on its own fixed offset inside the window, so each object syncs once
-per window and each distinct secret is read once per window; a value changed in KMS is seen by
-every object's next poll, within one interval. Concurrent identical reads wait for the first
-(single flight). Failures are remembered only briefly, so a throttled secret is not hammered by
-every ExternalSecret that uses it, but is retried soon.
+Who reads KMS when: the controller polls each distinct secret once per interval (see
+`manager`), so an ExternalSecret's own sync finds a value younger than its interval here and
+costs no call; ten ExternalSecrets reading one KMS secret cost one call per interval, not ten.
+Failures are remembered only briefly, so a throttled secret is not hammered by every
+ExternalSecret that uses it, but is retried soon.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import dataclass
 from typing import Protocol
 
-from controller.alicloud.errors import FetchError, classify
+from controller.alicloud.errors import FetchError, Kind, classify
 from controller.alicloud.identity import Identity
 from controller.alicloud.kms import Endpoint, SecretValue
 from controller.engine.clock import Clock, RealClock
@@ -32,6 +30,10 @@ class FetchRequest:
     version_id: str = ""
     version_stage: str = ""
 
+    def describe(self) -> str:
+        version = self.version_id or self.version_stage or "ACSCurrent"
+        return f"{self.name}@{version} on {self.endpoint.host}"
+
 
 class SecretReader(Protocol):
     def get_secret_value(
@@ -45,7 +47,6 @@ Result = SecretValue | FetchError
 
 @dataclass
 class _Entry:
-    window: int
     at: float
     result: Result
 
@@ -60,27 +61,17 @@ class Fetcher:
     def __init__(self, reader: SecretReader, clock: Clock | None = None) -> None:
         self.reader = reader
         self.clock = clock or RealClock()
-        self._cache: dict[tuple[FetchRequest, float], _Entry] = {}
+        self._cache: dict[FetchRequest, _Entry] = {}
         self._flights: dict[FetchRequest, _Flight] = {}
         self._lock = threading.Lock()
-        self._puts = 0
         self.reads = 0
 
-    def window_of(self, interval: float) -> int:
-        if interval <= 0 or math.isinf(interval):
-            return -1
-        return int(self.clock.now() // interval)
-
-    def fetch(self, request: FetchRequest, interval: float, *, fresh: bool = False) -> Result:
-        """The value for `request` as of this poll window (`interval` seconds long).
-
-        `interval` <= 0 (polling off) or `fresh` always reads KMS (still single-flight).
-        """
-        window = self.window_of(interval)
-        key = (request, interval)
+    def fetch(self, request: FetchRequest, max_age: float, *, fresh: bool = False) -> Result:
+        """The value for `request`: cached if read less than `max_age` seconds ago (and not
+        `fresh`), else read from KMS once however many callers ask at the same time."""
         with self._lock:
-            entry = self._cache.get(key)
-            if not fresh and window >= 0 and entry is not None and self._usable(entry, window):
+            entry = self._cache.get(request)
+            if not fresh and entry is not None and self._usable(entry, max_age):
                 return entry.result
             flight = self._flights.get(request)
             leader = flight is None
@@ -92,24 +83,38 @@ class Fetcher:
             return flight.result
         try:
             result = self._read(request)
+            with self._lock:
+                self._cache[request] = _Entry(self.clock.now(), result)
+            flight.result = result
         finally:
             with self._lock:
                 del self._flights[request]
-        with self._lock:
-            self._cache[key] = _Entry(window, self.clock.now(), result)
-            self._puts += 1
-            if self._puts % 1024 == 0:
-                self._evict()
-        flight.result = result
-        flight.done.set()
+            if flight.result is None:
+                flight.result = FetchError(Kind.TRANSIENT, "InternalError",
+                                           "InternalError: the read was interrupted")
+            flight.done.set()
         return result
 
-    def _usable(self, entry: _Entry, window: int) -> bool:
-        if entry.window != window:
-            return False
+    def peek(self, request: FetchRequest) -> Result | None:
+        """The last result for `request`, however old; None when never read."""
+        with self._lock:
+            entry = self._cache.get(request)
+            return entry.result if entry else None
+
+    def drop(self, request: FetchRequest) -> None:
+        """Forget a value nobody uses any more."""
+        with self._lock:
+            self._cache.pop(request, None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._cache)
+
+    def _usable(self, entry: _Entry, max_age: float) -> bool:
+        age = self.clock.now() - entry.at
         if isinstance(entry.result, FetchError):
-            return self.clock.now() - entry.at < FAILURE_TTL
-        return True
+            return age < min(FAILURE_TTL, max_age)
+        return age < max_age
 
     def _read(self, request: FetchRequest) -> Result:
         self.reads += 1
@@ -120,14 +125,3 @@ class Fetcher:
         except Exception as exc:  # noqa: BLE001 - every failure becomes a classified result
             return classify(exc)
 
-    def _evict(self) -> None:
-        """Drop entries from windows before the previous one (caller holds the lock)."""
-        now = self.clock.now()
-        stale = [k for k, e in self._cache.items()
-                 if k[1] > 0 and e.window < int(now // k[1]) - 1]
-        for k in stale:
-            del self._cache[k]
-
-    def forget(self) -> None:
-        with self._lock:
-            self._cache.clear()

@@ -10,6 +10,7 @@ so; a failed entry keeps its last good keys; nothing here ever logs or reports a
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -32,6 +33,10 @@ KEYS = "alibabacloud.com/owned-keys"
 ADOPT = "alibabacloud.com/adopt"
 FORCE_SYNC = "alibabacloud.com/force-sync"
 ACK_FINALIZER = "finalizer.ack.secrets-manager.alibabacloud.com"
+
+# A value read by a poll is reused by syncs while younger than this many intervals: the
+# per-secret poll refreshes it every interval, the margin absorbs scheduling delays.
+MAX_AGE_FACTOR = 1.5
 
 # Condition reasons
 SYNCED = "Synced"
@@ -65,6 +70,7 @@ class Outcome:
     retry: bool = False
     ready: bool = False
     reason: str = ""
+    requests: frozenset[FetchRequest] = frozenset()  # the KMS reads this object depends on
 
 
 class Reconciler:
@@ -108,11 +114,13 @@ class Reconciler:
             es = model.parse_external_secret(raw)
         except model.SpecError as exc:
             return self._invalid(raw, str(exc))
-        return self._sync(raw, es, fresh=fresh, ack_managed=ack_managed)
+        used: set[FetchRequest] = set()
+        outcome = self._sync(raw, es, fresh=fresh, ack_managed=ack_managed, used=used)
+        return dataclasses.replace(outcome, requests=frozenset(used))
 
     # ----------------------------------------------------------------- sync
     def _sync(self, raw: dict[str, Any], es: model.ExternalSecret, *, fresh: bool,
-              ack_managed: bool) -> Outcome:
+              ack_managed: bool, used: set[FetchRequest]) -> Outcome:
         interval = self.interval_of(es)
         target = es.spec.target
         existing = self.kube.secret(es.namespace, target.name)
@@ -126,7 +134,7 @@ class Reconciler:
                        f"{target.name} does not exist; create it or use creationPolicy Owner")
             return self._finish(raw, es, False, SECRET_MISSING, message, [], False, interval,
                                 "failed", retry=True)
-        fetched = self._fetch(es, interval, fresh)
+        fetched = self._fetch(es, interval, fresh, used)
         previous, ownership = _previous(existing)
         result = render.render(es, fetched, previous, ownership)
         entries = [status_mod.EntryStatus(e.entry_id, e.secret_name, e.version_id,
@@ -158,8 +166,11 @@ class Reconciler:
                             "synced" if wrote else "unchanged")
 
     def _fetch(self, es: model.ExternalSecret, interval: float, fresh: bool,
-               ) -> dict[model.FetchKey, render.FetchResult]:
+               requests: set[FetchRequest]) -> dict[model.FetchKey, render.FetchResult]:
+        """Values for every entry, from the fetcher's cache when younger than the interval
+        (the manager's per-secret polls keep them fresh), else from KMS."""
         out: dict[model.FetchKey, render.FetchResult] = {}
+        max_age = interval * MAX_AGE_FACTOR if interval > 0 else 0.0
         for entry in es.spec.entries:
             key = entry.fetch_key
             if key in out:
@@ -171,7 +182,8 @@ class Reconciler:
                 continue
             request = FetchRequest(source.identity, source.endpoint, entry.key,
                                    entry.version_id, entry.version_stage)
-            value = self.fetcher.fetch(request, interval, fresh=fresh)
+            requests.add(request)
+            value = self.fetcher.fetch(request, max_age, fresh=fresh)
             if isinstance(value, FetchError):
                 out[key] = render.FetchFailure(value.kind.value, value.reason)
                 continue
@@ -243,8 +255,9 @@ class Reconciler:
                    f"ExternalSecret; it is left untouched. Set spec.target.creationPolicy: "
                    f"Merge to add keys to it, annotate the ExternalSecret with {ADOPT}: "
                    f"\"true\" to take it over, or choose another spec.target.name")
+        # Come back (with backoff, at least once per interval): the Secret may go away.
         return self._finish(raw, es, False, SECRET_CONFLICT, message, [], False, interval,
-                            "conflict", retry=False)
+                            "conflict", retry=True)
 
     def _finish(self, raw: dict[str, Any], es: model.ExternalSecret, ready: bool,
                 reason: str, message: str, entries: list[status_mod.EntryStatus],

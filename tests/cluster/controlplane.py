@@ -64,10 +64,12 @@ class ControlPlane:
         files: Mapping[str, str] | None = None,
         workdir: pathlib.Path | None = None,
         with_controller_manager: bool = True,
+        crds: Sequence[pathlib.Path] = (),
     ) -> None:
         self.extra_apiserver_args = list(extra_apiserver_args)
         self.files = dict(files or {})
         self.with_controller_manager = with_controller_manager
+        self.crds = list(crds)
         self._own_dir = workdir is None
         self.dir = workdir or pathlib.Path(tempfile.mkdtemp(prefix="asm-cluster-"))
         self.etcd_port = free_port()
@@ -104,6 +106,10 @@ class ControlPlane:
             self._write_kubeconfig()
             self._start_etcd(detach)
             self.start_apiserver(detach=detach)
+            # CRDs installed before kube-controller-manager starts are known to its garbage
+            # collector at once; installed later, it learns of them only on its next
+            # discovery pass (about 30 s).
+            self.apply_crds(self.crds)
             if self.with_controller_manager:
                 self._start_controller_manager(detach)
         except BaseException:
@@ -148,6 +154,41 @@ class ControlPlane:
         """The ServiceAccount issuer's public keys, as an OIDC verifier fetches them."""
         result: dict[str, Any] = self.get_json("/openid/v1/jwks", "application/jwk-set+json")
         return result
+
+    def apply_crds(self, paths: Sequence[pathlib.Path]) -> None:
+        """Server-side apply every CRD in the given files/directories; wait until Established."""
+        names = []
+        for path in paths:
+            files = sorted(path.glob("*.yaml")) if path.is_dir() else [path]
+            for file in files:
+                for doc in yaml.safe_load_all(file.read_text()):
+                    if doc and doc.get("kind") == "CustomResourceDefinition":
+                        name = doc["metadata"]["name"]
+                        self._request(
+                            "PATCH",
+                            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
+                            f"{name}?fieldManager=test-harness&force=true",
+                            json.dumps(doc).encode(), "application/apply-patch+yaml")
+                        names.append(name)
+
+        def established() -> bool:
+            for name in names:
+                crd = self.get_json(
+                    f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+                conditions = crd.get("status", {}).get("conditions", [])
+                if not any(c["type"] == "Established" and c["status"] == "True"
+                           for c in conditions):
+                    return False
+            return True
+
+        self._wait(established, "kube-apiserver")
+
+    def _request(self, method: str, path: str, body: bytes, content_type: str) -> Any:
+        req = urllib.request.Request(self.url + path, data=body, method=method,
+                                     headers={"Content-Type": content_type,
+                                              "Accept": "application/json"})
+        with urllib.request.urlopen(req, context=self.ssl_context(), timeout=10) as resp:
+            return json.loads(resp.read())
 
     def ssl_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.pki["ca.crt"]))
