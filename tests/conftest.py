@@ -59,6 +59,25 @@ def namespace(kube: Any, request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 @pytest.fixture
+def make_namespace(kube: Any) -> Iterator[Callable[..., str]]:
+    """make_namespace(prefix, labels=None) -> a new namespace, deleted after the test."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(kube)
+    made: list[str] = []
+
+    def make(prefix: str = "extra", labels: dict[str, str] | None = None) -> str:
+        name = f"t-{prefix}-{uuid.uuid4().hex[:6]}"
+        core.create_namespace({"metadata": {"name": name, "labels": labels or {}}})
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        core.delete_namespace(name)
+
+
+@pytest.fixture
 def mint_token(kube: Any) -> Callable[..., str]:
     """mint_token(namespace, service_account, audiences=[...], seconds=3600) -> JWT.
 

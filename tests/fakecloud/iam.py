@@ -148,6 +148,9 @@ class Iam:
         rules = self.rules.setdefault(identity, Rules())
         (rules.allow if allow else rules.deny).append(pattern)
 
+    def clear_rules(self, identity: str) -> None:
+        self.rules.pop(identity, None)
+
     def may_read(self, identity: str, secret_name: str) -> bool:
         rules = self.rules.get(identity)
         if rules is None:

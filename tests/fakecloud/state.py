@@ -165,6 +165,11 @@ class CloudState:
         with self.lock:
             self.iam.add_rule(identity, secret_pattern, allow=False)
 
+    def clear_rules(self, identity: str) -> None:
+        """Back to no rules: the identity may read everything again."""
+        with self.lock:
+            self.iam.clear_rules(identity)
+
     def may_read(self, identity: str, secret_name: str) -> bool:
         with self.lock:
             return self.iam.may_read(identity, secret_name)

@@ -1,0 +1,114 @@
+"""A Secret the controller did not create is never taken over, changed or deleted unless the
+user says so; migrating from ack-secret-manager adopts its Secrets and drops its finalizer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from tests.fakecloud import FakeCloud
+from tests.integration.conftest import K8s, wait_for
+
+ACK_FINALIZER = "finalizer.ack.secrets-manager.alibabacloud.com"
+
+
+def _es(name: str, key: str, **extra: Any) -> dict[str, Any]:
+    spec = {"data": [{"key": key, "secretStoreRef": {"name": "store"}}], **extra.pop("spec", {})}
+    return {"kind": "ExternalSecret", "metadata": {"name": name, **extra}, "spec": spec}
+
+
+def _reason(k8s: K8s, ns: str, name: str) -> str:
+    return str((k8s.ready(ns, name) or {}).get("reason", ""))
+
+
+def test_existing_secret_is_not_taken_over(
+    k8s: K8s, cloud: FakeCloud, namespace: str, start_controller: Callable[..., Any]
+) -> None:
+    cloud.put_secret("db", "from-kms")
+    k8s.access_key_store(namespace)
+    k8s.core.create_namespaced_secret(namespace, {"metadata": {"name": "app"},
+                                                  "stringData": {"db": "hand-made"}})
+    before = k8s.secret(namespace, "app").metadata.resource_version
+    start_controller("--kms-endpoint", cloud.kms_endpoint)
+    k8s.create(namespace, "externalsecrets", _es("app", "db"))
+    wait_for(lambda: _reason(k8s, namespace, "app") == "SecretConflict", what="SecretConflict")
+    cond = k8s.ready(namespace, "app")
+    assert cond["status"] == "False"
+    assert "creationPolicy: Merge" in cond["message"]
+    assert "alibabacloud.com/adopt" in cond["message"]
+    secret = k8s.secret(namespace, "app")
+    assert secret.metadata.resource_version == before
+    assert k8s.secret_data(namespace, "app") == {"db": "hand-made"}
+    warnings = [e for e in k8s.events(namespace, "app") if e.type == "Warning"]
+    assert [e.reason for e in warnings] == ["SecretConflict"]
+    # Deleting the ExternalSecret leaves the Secret it never owned.
+    k8s.delete(namespace, "externalsecrets", "app")
+    wait_for(lambda: _gone(k8s, namespace, "app"), what="ExternalSecret deleted")
+    assert k8s.secret_data(namespace, "app") == {"db": "hand-made"}
+
+
+def _gone(k8s: K8s, ns: str, name: str) -> bool:
+    try:
+        k8s.get(ns, "externalsecrets", name)
+    except ApiException as exc:
+        return exc.status == 404
+    return False
+
+
+def test_merge_adds_keys_and_leaves_the_rest(
+    k8s: K8s, cloud: FakeCloud, namespace: str, start_controller: Callable[..., Any]
+) -> None:
+    cloud.put_secret("db", "from-kms")
+    k8s.access_key_store(namespace)
+    k8s.core.create_namespaced_secret(namespace, {"metadata": {"name": "shared"},
+                                                  "stringData": {"other": "keep-me"}})
+    start_controller("--kms-endpoint", cloud.kms_endpoint)
+    k8s.create(namespace, "externalsecrets", _es(
+        "app", "db", spec={"target": {"name": "shared", "creationPolicy": "Merge"}}))
+    wait_for(lambda: k8s.secret_data(namespace, "shared") == {"other": "keep-me",
+                                                              "db": "from-kms"},
+             what="merged keys")
+    assert not k8s.secret(namespace, "shared").metadata.owner_references
+    # The merged key follows KMS; the other key stays.
+    cloud.put_secret("db", "rotated")
+    k8s.patch(namespace, "externalsecrets", "app",
+              {"metadata": {"annotations": {"alibabacloud.com/force-sync": "now"}}})
+    wait_for(lambda: k8s.secret_data(namespace, "shared") == {"other": "keep-me",
+                                                              "db": "rotated"},
+             what="merged key updated")
+
+
+def test_adopt_annotation_takes_over_an_existing_secret(
+    k8s: K8s, cloud: FakeCloud, namespace: str, start_controller: Callable[..., Any]
+) -> None:
+    cloud.put_secret("db", "from-kms")
+    k8s.access_key_store(namespace)
+    k8s.core.create_namespaced_secret(namespace, {"metadata": {"name": "app"},
+                                                  "stringData": {"db": "stale"}})
+    start_controller("--kms-endpoint", cloud.kms_endpoint)
+    es = k8s.create(namespace, "externalsecrets", _es(
+        "app", "db", annotations={"alibabacloud.com/adopt": "true"}))
+    wait_for(lambda: k8s.secret_data(namespace, "app") == {"db": "from-kms"}, what="adopted")
+    [owner] = k8s.secret(namespace, "app").metadata.owner_references
+    assert owner.uid == es["metadata"]["uid"]
+
+
+def test_migration_from_ack_secret_manager(
+    k8s: K8s, cloud: FakeCloud, namespace: str, start_controller: Callable[..., Any]
+) -> None:
+    """An ExternalSecret left by ack-secret-manager: its finalizer is removed (so it can be
+    deleted) and the same-name Secret ack wrote (no owner, no labels) is adopted."""
+    cloud.put_secret("db", "from-kms")
+    k8s.access_key_store(namespace)
+    k8s.core.create_namespaced_secret(namespace, {"metadata": {"name": "legacy"},
+                                                  "stringData": {"db": "written-by-ack"}})
+    k8s.create(namespace, "externalsecrets", _es("legacy", "db", finalizers=[ACK_FINALIZER]))
+    start_controller("--kms-endpoint", cloud.kms_endpoint)
+    wait_for(lambda: k8s.secret_data(namespace, "legacy") == {"db": "from-kms"},
+             what="ack's Secret adopted")
+    es = k8s.get(namespace, "externalsecrets", "legacy")
+    assert ACK_FINALIZER not in (es["metadata"].get("finalizers") or [])
+    k8s.delete(namespace, "externalsecrets", "legacy")
+    wait_for(lambda: _gone(k8s, namespace, "legacy"), what="ExternalSecret deletable")
