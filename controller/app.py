@@ -1,5 +1,5 @@
-"""Run the controller: build the clients from settings, start the caches, sync, and stop
-cleanly on SIGTERM (stop taking work, finish in-flight syncs)."""
+"""Run the controller: logging first, then the clients, the caches, the probes and metrics,
+the workers; stop cleanly on SIGTERM (stop taking work, finish in-flight syncs)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,19 @@ import os
 import signal
 import socket
 import threading
+from collections.abc import Iterable
 from types import FrameType
 
-from controller.alicloud.identity import IdentityPool
+from controller import __version__
+from controller.alicloud.identity import Identity, IdentityPool
 from controller.alicloud.kms import Kms
+from controller.engine.reconciler import Outcome
 from controller.kube.client import api_client
 from controller.kube.rest import Rest
-from controller.manager import Manager
+from controller.manager import Hooks, Key, Manager
+from controller.ops.health import OpsServers
+from controller.ops.logs import register_secret, setup_logging
+from controller.ops.metrics import Metrics
 from controller.settings import Settings
 
 log = logging.getLogger("ack-secret-manager")
@@ -22,19 +28,54 @@ log = logging.getLogger("ack-secret-manager")
 CACHE_SYNC_TIMEOUT = 120.0
 
 
-def _setup_logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # The credentials library logs whole STS request URLs (tokens, signatures) on its own
-    # handler; silence it.
-    creds = logging.getLogger("credentials")
-    for handler in list(creds.handlers):
-        creds.removeHandler(handler)
-    creds.setLevel(logging.CRITICAL)
+class MetricsHooks(Hooks):
+    """The manager's callbacks, recorded as Prometheus metrics (and values made redactable)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.ready: dict[Key, bool] = {}
+
+    def sync(self, namespace: str, name: str, outcome: Outcome, seconds: float) -> None:
+        if outcome.result == "gone":
+            self.forget(namespace, name)
+            return
+        self.ready[(namespace, name)] = outcome.ready
+        self.metrics.observe_sync(namespace, name, outcome.result, seconds, outcome.ready)
+
+    def forget(self, namespace: str, name: str) -> None:
+        self.ready.pop((namespace, name), None)
+        self.metrics.forget(namespace, name)
+
+    def queue_wait(self, seconds: float) -> None:
+        self.metrics.observe_queue_wait(seconds)
+
+    def write(self, kind: str, verb: str) -> None:
+        self.metrics.count_write(kind, verb)
+
+    def secret_value(self, value: bytes) -> None:
+        register_secret(value)
+
+    def polled(self, keys: Iterable[Key], changed: bool) -> None:
+        if changed:
+            return  # the syncs it triggers report themselves
+        for key in keys:
+            if self.ready.get(key):
+                self.metrics.observe_quiet_poll(*key)
+
+    def retry(self) -> None:
+        self.metrics.count_retry()
+
+
+def _register_environment_credentials(settings: Settings) -> None:
+    creds = settings.credentials
+    for value in (creds.access_key_secret, creds.access_key_id):
+        if value:
+            register_secret(value)
 
 
 def run(settings: Settings, stop: threading.Event | None = None) -> int:
-    _setup_logging(settings)
+    setup_logging(settings.log_format, settings.log_level)
+    _register_environment_credentials(settings)
     stop = stop or threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -45,23 +86,42 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
 
+    metrics = Metrics(version=__version__)
+    hooks = MetricsHooks(metrics)
+
+    def on_kms_call(endpoint: str, code: str, seconds: float) -> None:
+        metrics.observe_kms("GetSecretValue", endpoint,
+                            "OK" if code == "Success" else code, seconds)
+
+    def on_identity(identity: Identity) -> None:
+        metrics.count_credential_refresh(identity.kind)
+
     api = api_client(settings.kubeconfig, pool_size=settings.workers + 16)
     rest = Rest(api)
-    kms = Kms(IdentityPool(), region=settings.region,
-              rate_per_endpoint=settings.max_concurrent_kms_secret_pulls)
+    kms = Kms(IdentityPool(on_build=on_identity), region=settings.region,
+              rate_per_endpoint=settings.max_concurrent_kms_secret_pulls, on_call=on_kms_call)
     instance = os.environ.get("POD_NAME") or socket.gethostname()
-    manager = Manager(settings, rest, kms, instance=instance)
+    manager = Manager(settings, rest, kms, instance=instance, hooks=hooks,
+                      on_credential=register_secret)
+    metrics.track_queue_depth(manager.queue.depth)
+    servers = OpsServers(metrics, metrics_address=settings.metrics_bind_address,
+                         health_address=settings.health_probe_bind_address,
+                         liveness={"threads": manager.threads_alive},
+                         readiness={"caches": manager.caches_synced})
+    servers.start()
     try:
         manager.start_caches()
         if not manager.wait_caches(CACHE_SYNC_TIMEOUT):
-            log.error("caches did not sync within %ss; is the CRD installed and RBAC granted?",
-                      CACHE_SYNC_TIMEOUT)
+            log.error("caches did not sync within %ss; are the CRDs installed and the RBAC "
+                      "granted?", CACHE_SYNC_TIMEOUT)
             return 1
         log.info("caches synced; syncing with %d workers", settings.workers)
+        metrics.set_leader(True)
         manager.start_workers()
         stop.wait()
     finally:
         manager.stop()
+        servers.stop()
         kms.close()
         api.close()
     log.info("stopped")

@@ -19,7 +19,7 @@ import math
 import threading
 import time
 import zlib
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,15 +28,7 @@ from controller.alicloud.kms import Kms
 from controller.engine.clock import Clock, RealClock
 from controller.engine.fetcher import Fetcher, FetchRequest, Result
 from controller.engine.queue import ExponentialBackoff, Jitter, WorkQueue
-from controller.engine.reconciler import (
-    ACK_FINALIZER,
-    FORCE_SYNC,
-    MANAGED_BY,
-    MANAGER,
-    SOURCE,
-    Outcome,
-    Reconciler,
-)
+from controller.engine.reconciler import Outcome, Reconciler
 from controller.engine.stores import StoreResolver
 from controller.kube.access import KubeAccess
 from controller.kube.events import EventRecorder
@@ -48,6 +40,7 @@ from controller.kube.rest import (
     SECRETS,
     Rest,
 )
+from controller.names import ACK_FINALIZER, FORCE_SYNC, MANAGED_BY, MANAGER, SOURCE
 from controller.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -72,11 +65,13 @@ class Hooks:
     def write(self, kind: str, verb: str) -> None: ...
     def secret_value(self, value: bytes) -> None: ...
     def polled(self, keys: Iterable[Key], changed: bool) -> None: ...
+    def retry(self) -> None: ...
 
 
 class Manager:
     def __init__(self, settings: Settings, rest: Rest, kms: Kms, *, instance: str,
-                 hooks: Hooks | None = None, clock: Clock | None = None) -> None:
+                 hooks: Hooks | None = None, clock: Clock | None = None,
+                 on_credential: Callable[[str], None] | None = None) -> None:
         self.settings = settings
         self.rest = rest
         self.hooks = hooks or Hooks()
@@ -103,7 +98,8 @@ class Manager:
             on_write=self.hooks.write,
         )
         self.resolver = StoreResolver(settings, self.kube.store, self.kube,
-                                      self.kube.namespace_labels)
+                                      self.kube.namespace_labels,
+                                      on_credential=on_credential)
         self.fetcher = Fetcher(kms, self.clock)
         self.reconciler = Reconciler(
             self.kube, self.resolver, self.fetcher,
@@ -133,8 +129,15 @@ class Manager:
         for informer in self.informers():
             informer.start()
 
-    def caches_synced(self) -> bool:
-        return all(i.synced for i in self.informers())
+    def caches_synced(self) -> tuple[bool, str]:
+        waiting = [i.name for i in self.informers() if not i.synced]
+        return (not waiting, "synced" if not waiting else f"waiting for {', '.join(waiting)}")
+
+    def threads_alive(self) -> tuple[bool, str]:
+        """Liveness: every informer and (once started) every worker thread is running."""
+        dead = [i.name for i in self.informers() if not i.alive]
+        dead += [t.name for t in self._workers if not t.is_alive()]
+        return (not dead, "running" if not dead else f"stopped: {', '.join(dead)}")
 
     def wait_caches(self, timeout: float | None = None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -224,13 +227,12 @@ class Manager:
         if not self._started.is_set():
             return
         meta = obj.get("metadata", {})
-        namespace, name = meta.get("namespace", ""), meta.get("name", "")
+        namespace = meta.get("namespace", "")
         owner = (meta.get("annotations") or {}).get(SOURCE)
         if not owner or self._excluded(namespace):
             return
-        if kind != "DELETED" and self.kube.written_version(namespace, name) == \
-                meta.get("resourceVersion"):
-            return  # our own write
+        if kind != "DELETED" and self.kube.is_own_write(obj):
+            return  # the echo of our own write
         self.queue.add((namespace, owner))
 
     def _on_store(self, kind: str, obj: dict[str, Any]) -> None:
@@ -282,6 +284,7 @@ class Manager:
         if outcome.retry:
             cap = outcome.interval if outcome.interval > 0 else RETRY_CAP_NO_POLL
             self.queue.add_after(key, min(self.backoff.when(key), cap))
+            self.hooks.retry()
             return
         self.backoff.forget(key)
 

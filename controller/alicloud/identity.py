@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,10 +109,11 @@ class IdentityPool:
     """One credentials client per identity, built on first use; `invalidate` rebuilds it
     (after the service said the security token expired)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_build: Callable[[Identity], None] | None = None) -> None:
         self._clients: dict[Identity, Any] = {}
         self._lock = threading.Lock()
         self.builds = 0
+        self.on_build = on_build
 
     def credential(self, identity: Identity) -> Any:
         with self._lock:
@@ -122,6 +124,8 @@ class IdentityPool:
                 client = Client(provider=build_provider(identity))
                 self._clients[identity] = client
                 self.builds += 1
+                if self.on_build is not None:
+                    self.on_build(identity)
             return client
 
     def invalidate(self, identity: Identity) -> None:

@@ -22,17 +22,17 @@ from controller.alicloud.errors import FetchError, Kind
 from controller.engine import status as status_mod
 from controller.engine.fetcher import Fetcher, FetchRequest
 from controller.engine.stores import StoreProblem, StoreResolver
+from controller.names import (
+    ACK_FINALIZER,
+    ADOPT,
+    HASH,
+    KEYS,
+    MANAGED_BY,
+    MANAGER,
+    SOURCE,
+)
 
 log = logging.getLogger(__name__)
-
-MANAGER = "ack-secret-manager"
-MANAGED_BY = "app.kubernetes.io/managed-by"
-SOURCE = "alibabacloud.com/external-secret"
-HASH = "alibabacloud.com/content-hash"
-KEYS = "alibabacloud.com/owned-keys"
-ADOPT = "alibabacloud.com/adopt"
-FORCE_SYNC = "alibabacloud.com/force-sync"
-ACK_FINALIZER = "finalizer.ack.secrets-manager.alibabacloud.com"
 
 # A value read by a poll is reused by syncs while younger than this many intervals: the
 # per-secret poll refreshes it every interval, the margin absorbs scheduling delays.

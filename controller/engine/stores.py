@@ -69,6 +69,7 @@ class StoreResolver:
         secrets: SecretReader,
         namespace_labels: NamespaceLabels,
         sa_token_file: Callable[[model.ServiceAccountRef, str], tuple[str, str]] | None = None,
+        on_credential: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
         self.stores = stores
@@ -76,6 +77,8 @@ class StoreResolver:
         self.namespace_labels = namespace_labels
         # (ServiceAccountRef, default namespace) -> (token file path, role ARN)
         self.sa_token_file = sa_token_file
+        # Told every credential value read, so logs can redact it.
+        self.on_credential = on_credential or (lambda _value: None)
         self._cache: dict[tuple[str, str], tuple[float, Source]] = {}
         self._lock = threading.Lock()
 
@@ -242,7 +245,9 @@ class StoreResolver:
                 "CredentialsNotFound",
                 f"{where}: spec.KMS.KMSAuth.{field} refers to key {ref.key} of Secret "
                 f"{namespace}/{ref.name}, which does not exist; create it or fix the reference")
-        return value.decode().strip()
+        text = value.decode().strip()
+        self.on_credential(text)
+        return text
 
     # -------------------------------------------------------------- endpoint
     def _ca(self, store: model.SecretStore) -> str:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import json
 import logging
 import threading
 import time
@@ -22,11 +24,12 @@ from controller.kube.rest import (
     ApiError,
     Rest,
 )
+from controller.names import HASH, MANAGER
 
 log = logging.getLogger(__name__)
 
-MANAGER = "ack-secret-manager"
 NAMESPACE_TTL = 30.0
+WRITES_REMEMBERED = 4
 
 
 class KubeAccess:
@@ -48,7 +51,7 @@ class KubeAccess:
         self._cluster_stores = cluster_secret_stores
         self._secrets = secrets
         self.on_write = on_write or (lambda _kind, _verb: None)
-        self._written: dict[tuple[str, str], str] = {}
+        self._written: dict[tuple[str, str], tuple[str, ...]] = {}  # our recent writes
         self._ns_labels: dict[str, tuple[float, dict[str, str]]] = {}
         self._lock = threading.Lock()
 
@@ -97,19 +100,24 @@ class KubeAccess:
             self._ns_labels[namespace] = (now, labels)
         return labels
 
-    def written_version(self, namespace: str, name: str) -> str | None:
-        """The resourceVersion of the Secret as our last write left it."""
+    def is_own_write(self, secret: dict[str, Any]) -> bool:
+        """Whether `secret` holds exactly what our last write of it put there (its watch
+        event then needs no sync). Set before the write, so the event cannot outrun it."""
+        meta = secret.get("metadata", {})
         with self._lock:
-            return self._written.get((namespace, name))
+            written = self._written.get((meta.get("namespace", ""), meta.get("name", "")), ())
+        return _fingerprint(secret) in written
 
     # ------------------------------------------------------------- writes
     def apply_secret(self, body: dict[str, Any]) -> dict[str, Any]:
         meta = body["metadata"]
         ns, name = meta["namespace"], meta["name"]
+        with self._lock:
+            # The last few: a watch event of an earlier write may arrive after a later write.
+            recent = self._written.get((ns, name), ())
+            self._written[(ns, name)] = (*recent[-(WRITES_REMEMBERED - 1):], _fingerprint(body))
         result: dict[str, Any] = self.rest.apply(SECRETS.path(ns, name), body, MANAGER)
         self.on_write("Secret", "apply")
-        with self._lock:
-            self._written[(ns, name)] = str(result.get("metadata", {}).get("resourceVersion"))
         informer = self._secrets(ns)
         if informer is not None:
             informer.upsert(result)
@@ -163,3 +171,11 @@ class KubeAccess:
                 return None
             raise
 
+
+
+def _fingerprint(secret: dict[str, Any]) -> str:
+    """Digest of a Secret's data and content-hash annotation (what our writes decide)."""
+    annotations = secret.get("metadata", {}).get("annotations") or {}
+    material = json.dumps([secret.get("data") or {}, annotations.get(HASH, "")],
+                          sort_keys=True)
+    return hashlib.sha256(material.encode()).hexdigest()

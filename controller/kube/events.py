@@ -17,10 +17,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller.kube.rest import EVENTS, ApiError, Rest
+from controller.names import MANAGER as COMPONENT
 
 log = logging.getLogger(__name__)
 
-COMPONENT = "ack-secret-manager"
 MAX_MESSAGE = 1024
 
 

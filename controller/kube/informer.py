@@ -85,6 +85,10 @@ class Informer:
             return len(self._cache)
 
     @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
     def synced(self) -> bool:
         return self._synced.is_set()
 

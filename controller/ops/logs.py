@@ -1,0 +1,487 @@
+"""Log lines for people (text) and machines (JSON) that never carry a secret.
+
+Why this module exists: the controller handles secret values and cloud credentials all
+day, and a log line is the easiest place to leak one: an exception that quotes a request
+URL, a library that prints its HTTP headers, a careless f-string. So every line passes a
+`Redactor` on its way out, which replaces with "[REDACTED]":
+
+- values registered at runtime with `register_secret` (the engine registers each fetched
+  secret value and credential). Only hashes are kept, in a bounded FIFO, and values shorter
+  than 6 characters are ignored (they would scrub ordinary words). Their JSON-escaped,
+  repr-escaped, URL-encoded and base64 forms (Kubernetes Secret data) and, for multi-line
+  values, each line are registered too. Lookup cost is linear in the line's length,
+  whatever the number of registered values.
+- credential material by shape: AccessKeySecret / SecurityToken / OIDCToken / Signature
+  as query parameters (also percent-encoded, as in Alibaba's "string to sign" errors),
+  JSON or Python keys and HTTP headers; Authorization headers; bearer tokens; JWTs;
+  STS security tokens ("CAIS..."); PEM private keys.
+
+Redaction happens twice: `RedactingFilter` scrubs the record (message with its arguments,
+exception and stack text, extra fields) before formatting, and the handler scrubs the
+final formatted string again, so nothing a formatter adds can slip through.
+
+Fields: pass them as `extra`, e.g.
+    log.info("sync %s", key, extra={"object": "ns/name", "result": "synced", "duration_ms": 12})
+Every non-standard record attribute is a field. Text puts them after the message as
+key=value; JSON puts them at the top level next to time, level, logger and message (those
+four names win if a field repeats one; `exception` and `stack` are reserved too).
+
+The Alibaba SDKs configure their own loggers at import time ("credentials",
+"alibabacloud-tea", "darabonba-core": a StreamHandler, level INFO or DEBUG) and log whole
+request URLs and headers, tokens included. `setup_logging` strips those handlers, holds
+the loggers at WARNING and lets them propagate to ours, and a guard filter redoes this if
+the library is first imported later (the controller imports it lazily).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import re
+import sys
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, TextIO
+from urllib.parse import quote
+
+__all__ = [
+    "MIN_SECRET_LENGTH",
+    "REDACTED",
+    "JsonFormatter",
+    "RedactingFilter",
+    "Redactor",
+    "TextFormatter",
+    "default_redactor",
+    "parse_level",
+    "register_secret",
+    "scrub",
+    "setup_logging",
+]
+
+REDACTED = "[REDACTED]"
+MIN_SECRET_LENGTH = 6
+DEFAULT_MAX_ENTRIES = 200_000  # ~30 MB at most; about 10,000 ExternalSecrets' worth
+
+# -- redaction by value -----------------------------------------------------------------
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+
+
+def secret_variants(value: str | bytes) -> set[str]:
+    """The forms in which `value` could show up in a log line, each >= MIN_SECRET_LENGTH."""
+    raw = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else value
+    text = value if isinstance(value, str) else _utf8_or_none(value)
+    if len(text if text is not None else raw) < MIN_SECRET_LENGTH:
+        return set()
+    forms = {base64.b64encode(raw).decode("ascii")}
+    if isinstance(value, bytes):
+        forms.add(repr(value)[2:-1])
+    if text is not None:
+        forms |= {text, json.dumps(text)[1:-1], repr(text)[1:-1], quote(text, safe="")}
+        forms |= {line.strip() for line in text.splitlines()}
+    return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
+
+
+def _utf8_or_none(raw: bytes) -> str | None:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+class _Generation:
+    """Digests of registered forms, indexed by a hash of their first characters."""
+
+    __slots__ = ("anchors", "digests")
+
+    def __init__(self) -> None:
+        self.digests: set[bytes] = set()
+        # anchor -> the length of the forms starting with it (a set in the rare shared case)
+        self.anchors: dict[int, int | frozenset[int]] = {}
+
+    def add(self, digest: bytes, anchor: int, length: int) -> None:
+        self.digests.add(digest)
+        known = self.anchors.get(anchor)
+        if known is None or known == length:
+            self.anchors[anchor] = length
+        else:
+            lengths = known if isinstance(known, frozenset) else frozenset({known})
+            self.anchors[anchor] = lengths | {length}
+
+    def lengths(self, anchor: int) -> Iterable[int]:
+        known = self.anchors.get(anchor)
+        if known is None:
+            return ()
+        return known if isinstance(known, frozenset) else (known,)
+
+
+class Redactor:
+    """Registered secret values (as hashes) and credential patterns, scrubbed from text.
+
+    Each registered form is indexed by the hash of its first MIN_SECRET_LENGTH characters,
+    so `scrub` hashes one short window per position of the text and checks a full digest
+    only on an anchor hit. Forms are kept in two generations of `max_entries // 2`: when
+    the current one is full it becomes the previous one and the old previous one is
+    dropped, so memory stays bounded (~150 bytes a form) and values that stopped being
+    registered age out; registering a value again keeps it in the current generation.
+    Thread-safe.
+    """
+
+    def __init__(self, *, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+        self.capacity = max(1, max_entries // 2)
+        self._lock = threading.Lock()
+        self._current = _Generation()
+        self._previous = _Generation()
+
+    def __len__(self) -> int:
+        """How many distinct forms are remembered."""
+        with self._lock:
+            return len(self._current.digests | self._previous.digests)
+
+    def register(self, value: str | bytes) -> None:
+        for form in secret_variants(value):
+            self._add(form)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._current, self._previous = _Generation(), _Generation()
+
+    def scrub(self, text: str) -> str:
+        return scrub_patterns(self._scrub_registered(text))
+
+    def _add(self, form: str) -> None:
+        digest, anchor = _digest(form), hash(form[:MIN_SECRET_LENGTH])
+        with self._lock:
+            if digest in self._current.digests:
+                return
+            if len(self._current.digests) >= self.capacity:
+                self._previous, self._current = self._current, _Generation()
+            self._current.add(digest, anchor, len(form))
+
+    def _scrub_registered(self, text: str) -> str:
+        with self._lock:
+            generations = [g for g in (self._current, self._previous) if g.digests]
+            spans = list(self._matches(text, generations)) if generations else []
+        return _replace_spans(text, spans)
+
+    @staticmethod
+    def _matches(text: str, generations: list[_Generation]) -> Iterable[tuple[int, int]]:
+        end = len(text)
+        for start in range(end - MIN_SECRET_LENGTH + 1):
+            anchor = hash(text[start : start + MIN_SECRET_LENGTH])
+            longest = 0
+            for generation in generations:
+                if anchor not in generation.anchors:  # the common case: one dict miss
+                    continue
+                for n in generation.lengths(anchor):
+                    fits = n > longest and start + n <= end
+                    if fits and _digest(text[start : start + n]) in generation.digests:
+                        longest = n
+            if longest:
+                yield start, start + longest
+
+
+def _replace_spans(text: str, spans: list[tuple[int, int]]) -> str:
+    """`text` with each (start, end) span, merged where they overlap, replaced by REDACTED."""
+    if not spans:
+        return text
+    out, cursor, open_start, open_end = [], 0, spans[0][0], spans[0][1]
+    for start, end in spans[1:]:
+        if start <= open_end:
+            open_end = max(open_end, end)
+            continue
+        out += [text[cursor:open_start], REDACTED]
+        cursor, open_start, open_end = open_end, start, end
+    out += [text[cursor:open_start], REDACTED, text[open_end:]]
+    return "".join(out)
+
+
+# -- redaction by shape ------------------------------------------------------------------
+
+_SECRET_KEYS = r"access[_-]?key[_-]?secret|security[_-]?token|oidc[_-]?token|signature"
+_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # PEM private keys, whole.
+    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----",
+                re.DOTALL), REDACTED),
+    # Authorization headers in any spelling: "Authorization: acs AK:sig", "authorization : ..."
+    (re.compile(r"""(?i)(authorization\\?["']?\s*[:=]\s*\\?["']?)[^\n"'\\]+"""),
+     rf"\1{REDACTED}"),
+    (re.compile(r"(?i)(\bbearer\s+)[A-Za-z0-9._~+/-]+=*"), rf"\1{REDACTED}"),
+    # Key, separator, value: query (k=v, k%3Dv), JSON ("k": "v"), Python (k='v'), header (k: v).
+    # A value ends at whitespace, a quote, a delimiter or an encoded "&" (%26).
+    (re.compile(
+        rf"""(?i)({_SECRET_KEYS})(\\?["']?\s*(?:=|%3D|:)\s*\\?["']?)"""
+        r"""(?:[^\s"'&,;<>(){}\[\]%\\]|%(?!26)[0-9A-Fa-f]{2}|\\(?!["']))+"""),
+     rf"\1\2{REDACTED}"),
+    # JWTs (OIDC / ServiceAccount tokens): header.payload.signature, both JSON so "eyJ".
+    (re.compile(r"eyJ[A-Za-z0-9_-]{2,}\.eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*"), REDACTED),
+    # Alibaba STS security tokens on their own.
+    (re.compile(r"CAIS[A-Za-z0-9+/]{60,}={0,2}"), REDACTED),
+)
+
+
+def scrub_patterns(text: str) -> str:
+    """`text` with credential-shaped material replaced (no registered values needed)."""
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+_DEFAULT = Redactor()
+
+
+def default_redactor() -> Redactor:
+    """The process-wide redactor that `register_secret` feeds and `setup_logging` uses."""
+    return _DEFAULT
+
+
+def register_secret(value: str | bytes) -> None:
+    """Never log `value` (nor its escaped/base64 forms) from now on; short values are ignored."""
+    _DEFAULT.register(value)
+
+
+def scrub(text: str) -> str:
+    """`text` as it would be logged: registered values and credential shapes redacted.
+
+    Also for text that leaves the process another way (Event messages, status).
+    """
+    return _DEFAULT.scrub(text)
+
+
+# -- records and fields ------------------------------------------------------------------
+
+_STANDARD_ATTRS = frozenset(
+    logging.LogRecord("", 0, "", 0, "", None, None).__dict__
+) | {"message", "asctime", "taskName"}
+_CORE_KEYS = ("time", "level", "logger", "message")
+
+
+def record_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The caller's `extra` fields of `record`, in the order given."""
+    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRS}
+
+
+def _scrub_value(value: Any, scrub_text: Callable[[str], str], depth: int = 0) -> Any:
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if depth < 4 and isinstance(value, Mapping):
+        return {str(k): _scrub_value(v, scrub_text, depth + 1) for k, v in value.items()}
+    if depth < 4 and isinstance(value, list | tuple | set | frozenset):
+        return [_scrub_value(v, scrub_text, depth + 1) for v in value]
+    return scrub_text(value if isinstance(value, str) else str(value))
+
+
+class RedactingFilter(logging.Filter):
+    """Scrubs a record in place before any formatter sees it; never drops a record.
+
+    The message is formatted with its arguments first (an argument may be the secret),
+    the exception is formatted into `exc_text`, then both are scrubbed; `args` and
+    `exc_info` are cleared so no later formatter can render the originals.
+    """
+
+    def __init__(self, redactor: Redactor | None = None) -> None:
+        super().__init__()
+        self.redactor = redactor or _DEFAULT
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        scrub_text = self.redactor.scrub
+        record.msg, record.args = scrub_text(_message(record)), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = _PLAIN.formatException(record.exc_info)
+        record.exc_info = None
+        if record.exc_text:
+            record.exc_text = scrub_text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = scrub_text(record.stack_info)
+        for key, value in record_fields(record).items():
+            setattr(record, key, _scrub_value(value, scrub_text))
+        return True
+
+
+_PLAIN = logging.Formatter()
+
+
+def _message(record: logging.LogRecord) -> str:
+    try:
+        return record.getMessage()
+    except Exception:  # noqa: BLE001 - a bad format call must not raise into the caller
+        # The arguments may hold the very secret; keep only the format string.
+        return f"{record.msg} [log arguments did not match the format]"
+
+
+# -- formats -----------------------------------------------------------------------------
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    moment = datetime.fromtimestamp(record.created, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z"
+
+
+_TEXT_LEVELS = {"WARNING": "WARN", "CRITICAL": "FATAL"}
+_BARE = re.compile(r"[^\s\"=\\]+")
+
+
+def _text_value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if _BARE.fullmatch(text) else json.dumps(text, ensure_ascii=False)
+
+
+class _ExceptionText(logging.Formatter):
+    def exception_text(self, record: logging.LogRecord) -> str:
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        parts = [record.exc_text or "", self.formatStack(record.stack_info or "")]
+        return "\n".join(part for part in parts if part)
+
+
+class TextFormatter(_ExceptionText):
+    """`2026-11-23T13:00:00.000Z INFO  sync ns/name result=synced duration_ms=12`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = _TEXT_LEVELS.get(record.levelname, record.levelname)
+        line = f"{_timestamp(record)} {level:<5} {_message(record)}"
+        fields = record_fields(record)
+        if fields:
+            line += " " + " ".join(f"{k}={_text_value(v)}" for k, v in fields.items())
+        exception = self.exception_text(record)
+        return f"{line}\n{exception}" if exception else line
+
+
+class JsonFormatter(_ExceptionText):
+    """One JSON object per line: time, level, logger, message, fields, exception."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "time": _timestamp(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": _message(record),
+        }
+        for key, value in record_fields(record).items():
+            doc.setdefault(key, value)
+        if record.exc_info or record.exc_text:
+            doc["exception"] = self.exception_text(record)
+        elif record.stack_info:
+            doc["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(doc, ensure_ascii=False, default=str, separators=(",", ":"))
+
+
+class _RedactingHandler(logging.StreamHandler[TextIO]):
+    """Our only root handler: scrubs the record, formats it, scrubs the result again."""
+
+    def __init__(self, stream: TextIO, formatter: logging.Formatter, redactor: Redactor) -> None:
+        super().__init__(stream)
+        self.redactor = redactor
+        self.setFormatter(formatter)
+        self.addFilter(RedactingFilter(redactor))
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.redactor.scrub(super().format(record))
+
+
+# -- setup -------------------------------------------------------------------------------
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+# Loggers that add their own handler at import and log tokens, URLs or headers.
+SELF_CONFIGURED_LOGGERS = ("credentials", "alibabacloud-tea", "darabonba-core")
+# Loggers that print whole API bodies (Secret data) at DEBUG: never below INFO.
+_FLOORS = {"kubernetes.client.rest": logging.INFO}
+
+
+def parse_level(text: str) -> int:
+    """"debug", "INFO", "warn", ... or a number, to a logging level."""
+    name = text.strip().lower()
+    if name in _LEVELS:
+        return _LEVELS[name]
+    if name.isdigit():
+        return int(name)
+    raise ValueError(f"log level {text!r}: use one of debug, info, warning, error, critical")
+
+
+class _HoldSelfConfiguredLogger(logging.Filter):
+    """On a library logger: drops its own handlers, keeps it propagating, floors its level.
+
+    A logger's own filters run for every record logged on it, so this also undoes the
+    setup the library repeats when it is first imported after `setup_logging`.
+    """
+
+    def __init__(self, logger: logging.Logger, floor: int) -> None:
+        super().__init__()
+        self.logger, self.floor = logger, floor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        _detach_handlers(self.logger)
+        self.logger.propagate = True
+        return record.levelno >= self.floor
+
+
+def _detach_handlers(logger: logging.Logger) -> None:
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+
+
+def _hold(name: str, floor: int = logging.WARNING) -> None:
+    logger = logging.getLogger(name)
+    _detach_handlers(logger)
+    logger.setLevel(floor)
+    logger.propagate = True
+    if not any(isinstance(f, _HoldSelfConfiguredLogger) for f in logger.filters):
+        logger.addFilter(_HoldSelfConfiguredLogger(logger, floor))
+
+
+def _log_uncaught(
+    exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
+) -> None:
+    logging.getLogger("controller").critical("uncaught exception", exc_info=(exc_type, exc, tb))
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit or args.exc_value is None:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    logging.getLogger("controller").error(
+        "uncaught exception in thread %s", name,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+    )
+
+
+def setup_logging(
+    fmt: str = "text", level: str = "info", stream: TextIO | None = None
+) -> logging.Handler:
+    """Route all logging to one redacting handler on `stream` (default: sys.stderr).
+
+    Idempotent: each call replaces the root logger's handlers with one new handler, so
+    calling it again (tests, a reload) never duplicates lines. Also holds the Alibaba
+    SDK loggers at WARNING through our handler, keeps the Kubernetes client's body dumps
+    off, and sends uncaught exceptions (main thread and others) through the log so their
+    tracebacks are redacted too. Returns the handler.
+    """
+    if fmt not in ("text", "json"):
+        raise ValueError(f"log format {fmt!r}: use text or json")
+    root_level = parse_level(level)
+    formatter = JsonFormatter() if fmt == "json" else TextFormatter()
+    handler = _RedactingHandler(sys.stderr if stream is None else stream, formatter, _DEFAULT)
+    root = logging.getLogger()
+    _detach_handlers(root)
+    root.addHandler(handler)
+    root.setLevel(root_level)
+    for name in SELF_CONFIGURED_LOGGERS:
+        _hold(name)
+    for name, floor in _FLOORS.items():
+        logging.getLogger(name).setLevel(max(root_level, floor))
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
+    return handler

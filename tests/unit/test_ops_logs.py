@@ -1,0 +1,483 @@
+"""Logging: the two formats, and above all that no secret reaches the output.
+
+Every test runs against a fresh root configuration that the `logging_state` fixture puts
+back afterwards (handlers, levels, the SDK loggers, the exception hooks, the registry of
+secret values), so these tests neither see nor leave global logging state.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import re
+import secrets
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from urllib.parse import quote
+
+import pytest
+
+from controller.ops import logs
+from controller.ops.logs import (
+    REDACTED,
+    SELF_CONFIGURED_LOGGERS,
+    Redactor,
+    parse_level,
+    register_secret,
+    scrub,
+    setup_logging,
+)
+
+_TOUCHED_LOGGERS = (*SELF_CONFIGURED_LOGGERS, "kubernetes.client.rest")
+# A syntactically real JWT (header {"alg":"RS256","kid":"k"}, payload {"sub":"system:..."}).
+JWT = (
+    "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsifQ"
+    ".eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6a3ViZS1zeXN0ZW06YWNrIn0"
+    ".c2lnbmF0dXJlLWJ5dGVzLWhlcmU"
+)
+
+
+@pytest.fixture(autouse=True)
+def logging_state() -> Iterator[None]:
+    root = logging.getLogger()
+    saved_root = (list(root.handlers), root.level)
+    saved = {
+        name: (list(lg.handlers), lg.level, lg.propagate, list(lg.filters))
+        for name in _TOUCHED_LOGGERS
+        for lg in [logging.getLogger(name)]
+    }
+    hooks = (sys.excepthook, threading.excepthook)
+    logs.default_redactor().clear()
+    try:
+        yield
+    finally:
+        root.handlers[:] = saved_root[0]
+        root.setLevel(saved_root[1])
+        for name, (handlers, level, propagate, filters) in saved.items():
+            lg = logging.getLogger(name)
+            lg.handlers[:], lg.filters[:] = handlers, filters
+            lg.setLevel(level)
+            lg.propagate = propagate
+        sys.excepthook, threading.excepthook = hooks
+        logs.default_redactor().clear()
+
+
+def configure(fmt: str, level: str = "debug") -> io.StringIO:
+    out = io.StringIO()
+    setup_logging(fmt, level, stream=out)
+    return out
+
+
+def marker() -> str:
+    return "MARKER-" + secrets.token_hex(8)
+
+
+log = logging.getLogger("controller.test")
+
+
+# -- formats -------------------------------------------------------------------------------
+
+
+def test_json_line_carries_time_level_logger_message_and_extra_fields() -> None:
+    out = configure("json")
+    log.info("sync %s", "ns/name", extra={"object": "ns/name", "result": "synced",
+                                          "duration_ms": 12})
+    doc = json.loads(out.getvalue())
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", doc["time"])
+    assert doc["level"] == "info"
+    assert doc["logger"] == "controller.test"
+    assert doc["message"] == "sync ns/name"
+    assert (doc["object"], doc["result"], doc["duration_ms"]) == ("ns/name", "synced", 12)
+
+
+def test_json_core_keys_win_over_fields_of_the_same_name() -> None:
+    out = configure("json")
+    log.warning("hello", extra={"level": "fake", "logger": "fake"})
+    doc = json.loads(out.getvalue())
+    assert (doc["level"], doc["logger"]) == ("warning", "controller.test")
+
+
+def test_text_line_has_the_documented_shape() -> None:
+    out = configure("text")
+    log.info("sync %s", "ns/name", extra={"result": "synced", "duration_ms": 12})
+    line = out.getvalue().rstrip("\n")
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO  sync ns/name result=synced duration_ms=12",
+        line,
+    ), line
+
+
+def test_text_quotes_field_values_that_would_be_ambiguous() -> None:
+    out = configure("text")
+    log.warning("x", extra={"reason": "not found", "empty": "", "keys": ["a", "b"]})
+    assert 'WARN  x reason="not found" empty="" keys="[\\"a\\", \\"b\\"]"' in out.getvalue()
+
+
+def test_text_appends_the_traceback_on_following_lines() -> None:
+    out = configure("text")
+    try:
+        raise KeyError("gone")
+    except KeyError:
+        log.exception("lookup failed")
+    first, *rest = out.getvalue().splitlines()
+    assert first.endswith("ERROR lookup failed")
+    assert rest[0] == "Traceback (most recent call last):"
+    assert rest[-1] == "KeyError: 'gone'"
+
+
+# -- redaction of registered values ----------------------------------------------------------
+
+
+def _log_with_secret_in(where: str, secret: str) -> None:
+    if where == "message":
+        log.info(f"value is {secret}")
+    elif where == "args":
+        log.info("value is %s", secret)
+    elif where == "repr-args":
+        log.info("value is %r", {"password": secret})
+    elif where == "extra":
+        log.info("value", extra={"data": secret})
+    elif where == "nested-extra":
+        log.info("value", extra={"data": {"keys": [secret]}})
+    elif where == "exception":
+        try:
+            raise RuntimeError(f"request failed for {secret}")
+        except RuntimeError:
+            log.exception("sync failed")
+    elif where == "stack":
+        log.info("here %s", "x", stack_info=True, extra={"note": secret})
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+@pytest.mark.parametrize(
+    "where", ["message", "args", "repr-args", "extra", "nested-extra", "exception", "stack"]
+)
+def test_registered_value_never_appears(fmt: str, where: str) -> None:
+    out = configure(fmt)
+    secret = marker()
+    register_secret(secret)
+    _log_with_secret_in(where, secret)
+    text = out.getvalue()
+    assert secret not in text
+    assert REDACTED in text
+
+
+def test_exception_is_still_reported_after_redaction() -> None:
+    out = configure("json")
+    secret = marker()
+    register_secret(secret)
+    try:
+        raise RuntimeError(f"boom {secret}")
+    except RuntimeError:
+        log.exception("sync failed")
+    doc = json.loads(out.getvalue())
+    assert doc["exception"].endswith(f"RuntimeError: boom {REDACTED}")
+
+
+@pytest.mark.parametrize(
+    ("form", "encode"),
+    [
+        ("repr", lambda v: repr(v)),
+        ("json", lambda v: json.dumps({"v": v})),
+        ("url", lambda v: quote(v, safe="")),
+        ("base64", lambda v: base64.b64encode(v.encode()).decode()),
+    ],
+)
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_escaped_and_encoded_forms_of_a_value_are_redacted(
+    fmt: str, form: str, encode: Callable[[str], str]
+) -> None:
+    out = configure(fmt)
+    secret = 'q"uo\\te/x+' + secrets.token_hex(4)  # each form spells it differently
+    register_secret(secret)
+    encoded = encode(secret)
+    log.info("%s form: %s", form, encoded)
+    text = out.getvalue()
+    assert encoded not in text
+    assert secret.rsplit("+", 1)[1] not in text  # not even the random tail
+    assert REDACTED in text
+
+
+def test_each_line_of_a_multiline_value_is_redacted() -> None:
+    out = configure("text")
+    key = f"-----BEGIN CERTIFICATE-----\nMIIB{secrets.token_hex(8)}\nQUJD{secrets.token_hex(8)}"
+    register_secret(key)
+    for line in key.splitlines()[1:]:
+        log.info("line %s", line)
+    assert out.getvalue().count(REDACTED) == 2
+    assert all(line not in out.getvalue() for line in key.splitlines()[1:])
+
+
+def test_bytes_values_are_registered_in_repr_and_base64_form() -> None:
+    value = b"\x00\xffbinary-" + secrets.token_bytes(8)
+    register_secret(value)
+    assert scrub(f"data={value!r}").count(REDACTED) == 1
+    assert repr(value)[2:-1] not in scrub(repr(value))
+    assert base64.b64encode(value).decode() not in scrub(base64.b64encode(value).decode())
+
+
+def test_values_shorter_than_six_characters_are_not_registered() -> None:
+    register_secret("abcde")
+    register_secret(b"12345")
+    assert scrub("abcde 12345 default") == "abcde 12345 default"
+    register_secret("abcdef")
+    assert scrub("x abcdef y") == f"x {REDACTED} y"
+
+
+def test_overlapping_and_adjacent_values_are_replaced_once() -> None:
+    redactor = Redactor()
+    redactor.register("secretAAAA1234")
+    redactor.register("AAAA1234zzzz")
+    assert redactor.scrub("[secretAAAA1234zzzz]") == f"[{REDACTED}]"
+    assert redactor.scrub("secretAAAA1234 and AAAA1234zzzz") == f"{REDACTED} and {REDACTED}"
+
+
+def test_many_registered_values_are_all_found() -> None:
+    redactor = Redactor()
+    values = [secrets.token_urlsafe(18) for _ in range(3000)]
+    for value in values:
+        redactor.register(value)
+    line = f"a={values[0]} b={values[1500]} c={values[-1]} d=not-a-secret"
+    assert redactor.scrub(line) == f"a={REDACTED} b={REDACTED} c={REDACTED} d=not-a-secret"
+
+
+def test_memory_is_bounded_and_a_reregistered_value_survives() -> None:
+    redactor = Redactor(max_entries=8)  # two generations of 4 forms
+    # Each of these plain ASCII tokens registers 2 forms: itself and its base64.
+    a, b, c, d, e = (f"token-{name}-{secrets.token_hex(4)}" for name in "abcde")
+    for value in (a, b, c):
+        redactor.register(value)
+    redactor.register(a)  # a is in the previous generation: registered again, now current
+    redactor.register(d)
+    redactor.register(e)  # rotates: the generation holding b is dropped
+    assert len(redactor) <= 8
+    assert b in redactor.scrub(b), "the oldest value should have aged out"
+    assert a not in redactor.scrub(a), "the re-registered value should still be known"
+    assert e not in redactor.scrub(e)
+
+
+# -- redaction by shape ------------------------------------------------------------------------
+
+PATTERN_CASES = [
+    ("GET /?AccessKeyId=LTAIok&AccessKeySecret={s}&Action=GetSecretValue", "AccessKeyId=LTAIok"),
+    ("https://sts.aliyuncs.com/?SecurityToken={s}&Format=JSON", "Format=JSON"),
+    ("url=https://sts/?Action=AssumeRoleWithOIDC&OIDCToken={s}&RoleArn=acs:ram::1:role/r",
+     "RoleArn=acs:ram::1:role/r"),
+    ("string to sign is:GET&%2F&AccessKeyId%3DLTAIok%26OIDCToken%3D{s}%26Timestamp%3D1",
+     "Timestamp%3D1"),
+    ("GET&%2F&SecurityToken%3D{s}%252Bmore%26SignatureMethod%3DHMAC-SHA1", "HMAC-SHA1"),
+    ("/?Signature={s}&SignatureNonce=1", "SignatureNonce=1"),
+    ('{{"AccessKeySecret": "{s}", "AccessKeyId": "LTAIok"}}', '"AccessKeyId": "LTAIok"'),
+    ('{{"SecurityToken":"{s}","Expiration":"2026"}}', '"Expiration":"2026"'),
+    ('{{\\"AccessKeySecret\\":\\"{s}\\"}}', "{"),
+    ("Credentials(access_key_id='LTAIok', access_key_secret='{s}')", "access_key_id='LTAIok'"),
+    ("> x-acs-security-token : {s}\n> host : kms.cn-hangzhou.aliyuncs.com", "> host : kms"),
+    ("> authorization : acs LTAIok:{s}\n> host : kms", "> host : kms"),
+    ("Authorization: Bearer {s}", "Authorization:"),
+    ("token={jwt}", "token="),
+    ("sts said {sts} then", " then"),
+    ("key -----BEGIN RSA PRIVATE KEY-----\n{s}\n-----END RSA PRIVATE KEY----- end", " end"),
+]
+
+
+@pytest.mark.parametrize(("template", "kept"), PATTERN_CASES)
+def test_credential_shapes_are_redacted_without_registration(template: str, kept: str) -> None:
+    secret = "s3cr3t" + secrets.token_hex(6)
+    sts = "CAIS" + secrets.token_hex(40)
+    text = template.format(s=secret, jwt=JWT, sts=sts)
+    result = scrub(text)
+    for part in (secret, JWT, sts):
+        assert part not in result, result
+    assert REDACTED in result
+    assert kept in result, f"over-redacted: {result}"
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_credential_shapes_in_an_exception_are_redacted(fmt: str) -> None:
+    out = configure(fmt)
+    try:
+        raise ConnectionError(f"POST https://sts/?OIDCToken={JWT}&Signature=abc123def failed")
+    except ConnectionError:
+        log.exception("refresh failed")
+    text = out.getvalue()
+    assert JWT not in text
+    assert "abc123def" not in text
+    assert "ConnectionError" in text
+
+
+# -- the SDK loggers that configure themselves -----------------------------------------------
+
+
+@pytest.mark.parametrize("name", SELF_CONFIGURED_LOGGERS)
+def test_sdk_logger_configured_before_setup_goes_through_our_redacting_handler(name: str) -> None:
+    # What alibabacloud_credentials does at import time (Tea and darabonba alike).
+    foreign = io.StringIO()
+    sdk = logging.getLogger(name)
+    sdk.setLevel(logging.INFO)
+    sdk.addHandler(logging.StreamHandler(foreign))
+    ours = configure("json", "debug")
+
+    sdk.warning("POST https://sts.aliyuncs.com/?OIDCToken=%s", JWT)
+    sdk.info("GET https://sts.aliyuncs.com/?OIDCToken=%s", JWT)  # below WARNING: dropped
+
+    assert foreign.getvalue() == ""
+    lines = ours.getvalue().splitlines()
+    assert len(lines) == 1
+    doc = json.loads(lines[0])
+    assert doc["logger"] == name
+    assert doc["message"] == f"POST https://sts.aliyuncs.com/?OIDCToken={REDACTED}"
+
+
+def test_sdk_imported_after_setup_is_held_too() -> None:
+    ours = configure("text", "debug")
+    # The controller imports the SDK lazily: it adds its handler after our setup.
+    foreign = io.StringIO()
+    sdk = logging.getLogger("credentials")
+    sdk.setLevel(logging.INFO)
+    sdk.addHandler(logging.StreamHandler(foreign))
+
+    sdk.info("refreshing with %s", JWT)
+    sdk.warning("refresh failed for %s", JWT)
+
+    assert foreign.getvalue() == ""
+    assert sdk.handlers == []
+    text = ours.getvalue()
+    assert JWT not in text
+    assert f"WARN  refresh failed for {REDACTED}" in text
+    assert "refreshing" not in text
+
+
+def test_kubernetes_body_dumps_stay_off_at_debug() -> None:
+    out = configure("text", "debug")
+    logging.getLogger("kubernetes.client.rest").debug("response body: {...}")
+    logging.getLogger("controller.test").debug("our debug line")
+    assert "response body" not in out.getvalue()
+    assert "our debug line" in out.getvalue()
+
+
+def test_uncaught_exception_in_a_thread_is_logged_redacted() -> None:
+    out = configure("json")
+    secret = marker()
+    register_secret(secret)
+
+    def crash() -> None:
+        raise ValueError(f"leaked {secret}")
+
+    thread = threading.Thread(target=crash, name="worker-7")
+    thread.start()
+    thread.join(5)
+    doc = json.loads(out.getvalue())
+    assert doc["message"] == "uncaught exception in thread worker-7"
+    assert secret not in out.getvalue()
+    assert "ValueError" in doc["exception"]
+
+
+def test_uncaught_exception_in_the_main_thread_is_logged_redacted() -> None:
+    out = configure("text")
+    secret = marker()
+    register_secret(secret)
+    try:
+        raise OSError(f"no {secret}")
+    except OSError as exc:
+        sys.excepthook(type(exc), exc, exc.__traceback__)
+    assert "FATAL uncaught exception" in out.getvalue()
+    assert secret not in out.getvalue()
+
+
+# -- setup -----------------------------------------------------------------------------------
+
+
+def test_setup_is_idempotent_and_the_last_call_wins() -> None:
+    first = configure("json")
+    second = configure("text")
+    root = logging.getLogger()
+    assert len(root.handlers) == 1
+    log.info("once")
+    assert first.getvalue() == ""
+    assert second.getvalue().count("once") == 1
+    assert all(len(logging.getLogger(n).filters) == 1 for n in SELF_CONFIGURED_LOGGERS)
+
+
+def test_setup_replaces_foreign_root_handlers() -> None:
+    foreign = io.StringIO()
+    logging.getLogger().addHandler(logging.StreamHandler(foreign))
+    configure("text")
+    log.warning("only ours")
+    assert foreign.getvalue() == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "level"),
+    [("debug", logging.DEBUG), ("INFO", logging.INFO), ("warn", logging.WARNING),
+     ("Warning", logging.WARNING), ("error", logging.ERROR), ("critical", logging.CRITICAL),
+     (" info ", logging.INFO), ("15", 15)],
+)
+def test_parse_level(text: str, level: int) -> None:
+    assert parse_level(text) == level
+
+
+@pytest.mark.parametrize("text", ["", "verbose", "-1", "inf o"])
+def test_parse_level_refuses_unknown_names(text: str) -> None:
+    with pytest.raises(ValueError, match="log level"):
+        parse_level(text)
+
+
+def test_level_filters_lower_records() -> None:
+    out = configure("text", "warning")
+    log.info("quiet")
+    log.warning("loud")
+    assert "quiet" not in out.getvalue()
+    assert "loud" in out.getvalue()
+
+
+def test_unknown_format_is_refused() -> None:
+    with pytest.raises(ValueError, match="log format"):
+        setup_logging("yaml", "info", stream=io.StringIO())
+
+
+def test_mismatched_format_arguments_do_not_raise_or_print_the_arguments() -> None:
+    out = configure("text")
+    secret = marker()  # not registered: the arguments must be dropped, not just scrubbed
+    log.info("two %s %s", secret)
+    assert "log arguments did not match the format" in out.getvalue()
+    assert secret not in out.getvalue()
+
+
+# -- each redaction layer on its own ---------------------------------------------------------
+
+
+def test_redacting_filter_scrubs_the_record_for_any_formatter() -> None:
+    redactor = Redactor()
+    secret = marker()
+    redactor.register(secret)
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter("%(message)s data=%(data)s"))
+    handler.addFilter(logs.RedactingFilter(redactor))
+    plain = logging.getLogger("controller.test.plain")
+    plain.addHandler(handler)
+    plain.propagate = False
+    try:
+        try:
+            raise RuntimeError(secret)
+        except RuntimeError:
+            plain.error("got %s", secret, exc_info=True, extra={"data": [secret]})
+    finally:
+        plain.removeHandler(handler)
+        plain.propagate = True
+    text = out.getvalue()
+    assert secret not in text
+    assert text.startswith(f"got {REDACTED} data=['{REDACTED}']\nTraceback")
+
+
+def test_handler_scrubs_what_its_formatter_adds() -> None:
+    out = io.StringIO()
+    handler = setup_logging("text", "info", stream=out)
+    handler.setFormatter(logging.Formatter("%(threadName)s: %(message)s"))
+    thread = threading.Thread(target=lambda: log.info("hello"), name=f"token={JWT}")
+    thread.start()
+    thread.join(5)
+    assert out.getvalue() == f"token={REDACTED}: hello\n"

@@ -1,0 +1,123 @@
+"""The HTTP server under /metrics and the probes: addresses, routing, lifecycle."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import threading
+
+import pytest
+
+from controller.ops.server import EndpointServer, Reply, parse_address, same_endpoint
+
+
+def request(port: int, path: str, method: str = "GET") -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request(method, path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("0", None),
+        ("", None),
+        (":8080", ("", 8080)),
+        ("127.0.0.1:9090", ("127.0.0.1", 9090)),
+        ("127.0.0.1:0", ("127.0.0.1", 0)),
+        ("localhost:8081", ("localhost", 8081)),
+        ("[::1]:8080", ("::1", 8080)),
+        ("0.0.0.0:8080", ("0.0.0.0", 8080)),
+    ],
+)
+def test_parse_address(address: str, expected: tuple[str, int] | None) -> None:
+    assert parse_address(address) == expected
+
+
+@pytest.mark.parametrize("address", ["8080", "host:", "host:http", ":65536", ":-1"])
+def test_parse_address_refuses_malformed_addresses(address: str) -> None:
+    with pytest.raises(ValueError, match="bind address"):
+        parse_address(address)
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "shared"),
+    [
+        (":8080", ":8080", True),
+        (":8080", "0.0.0.0:8080", True),
+        ("127.0.0.1:8080", "127.0.0.1:8080", True),
+        (":8080", ":8081", False),
+        ("127.0.0.1:8080", "127.0.0.2:8080", False),
+        ("127.0.0.1:0", "127.0.0.1:0", False),  # each gets its own free port
+        ("0", "0", False),
+        (":8080", "0", False),
+    ],
+)
+def test_same_endpoint(first: str, second: str, shared: bool) -> None:
+    assert same_endpoint(first, second) is shared
+
+
+def test_routes_answer_and_unknown_paths_are_404() -> None:
+    with EndpointServer("127.0.0.1:0", {"/x": lambda q: Reply(201, f"q={q}".encode())}) as srv:
+        assert srv.port
+        assert request(srv.port, "/x?verbose") == (201, b"q=verbose")
+        assert request(srv.port, "/y")[0] == 404
+
+
+def test_head_sends_no_body() -> None:
+    with EndpointServer("127.0.0.1:0", {"/x": lambda q: Reply(200, b"body")}) as srv:
+        assert srv.port
+        assert request(srv.port, "/x", method="HEAD") == (200, b"")
+
+
+def test_a_failing_route_answers_500_and_the_server_keeps_serving() -> None:
+    def broken(query: str) -> Reply:
+        raise RuntimeError("bug")
+
+    with EndpointServer("127.0.0.1:0", {"/broken": broken, "/ok": lambda q: Reply(200, b"")}) \
+            as srv:
+        assert srv.port
+        assert request(srv.port, "/broken")[0] == 500
+        assert request(srv.port, "/ok")[0] == 200
+
+
+def test_routes_can_be_added_while_serving() -> None:
+    with EndpointServer("127.0.0.1:0") as srv:
+        assert srv.port
+        assert request(srv.port, "/late")[0] == 404
+        srv.add_route("/late", lambda q: Reply(200, b"here"))
+        assert request(srv.port, "/late") == (200, b"here")
+
+
+def test_a_taken_port_fails_at_start() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        srv = EndpointServer(f"127.0.0.1:{taken.getsockname()[1]}")
+        with pytest.raises(OSError):
+            srv.start()
+        assert srv.port is None
+
+
+def test_stop_ends_the_serving_thread_and_frees_the_port() -> None:
+    srv = EndpointServer("127.0.0.1:0", name="probe-test")
+    srv.start()
+    port = srv.port
+    assert port
+    assert any(t.name == "probe-test-http" for t in threading.enumerate())
+    srv.stop()
+    assert not any(t.name == "probe-test-http" for t in threading.enumerate())
+    with socket.socket() as again:
+        again.bind(("127.0.0.1", port))  # free again
+
+
+def test_start_twice_keeps_one_server() -> None:
+    with EndpointServer("127.0.0.1:0", name="twice") as srv:
+        port = srv.port
+        srv.start()
+        assert srv.port == port
+        assert sum(t.name == "twice-http" for t in threading.enumerate()) == 1
