@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all venv controlplane test unit lint demo bench manifests clean
+.PHONY: all venv controlplane test unit lint demo bench manifests crds clean
 
 all: lint test
 
@@ -35,6 +35,16 @@ unit: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/hadolint Dockerfile
+	$(PY) hack/gen_crds.py --check
+	$(PY) hack/gen_manifests.py --check
+
+manifests: $(STAMP)
+	$(PY) hack/gen_manifests.py
+
+crds: $(STAMP)
+	$(PY) hack/gen_crds.py
 
 demo: controlplane
 	$(PY) hack/demo.py

@@ -60,7 +60,8 @@ def test_spec_change_syncs_at_once_without_polling(
     cloud.put_secret("a", "1")
     cloud.put_secret("b", "2")
     k8s.access_key_store(namespace)
-    start_controller("--kms-endpoint", cloud.kms_endpoint, "--disable-polling")
+    proc = start_controller("--kms-endpoint", cloud.kms_endpoint, "--disable-polling",
+                            "--log-level", "debug")
     k8s.create(namespace, "externalsecrets", _es("app", "a"))
     wait_for(lambda: k8s.secret_data(namespace, "app") == {"a": "1"}, what="first sync")
     k8s.patch(namespace, "externalsecrets", "app", {"spec": {"data": [
@@ -72,7 +73,7 @@ def test_spec_change_syncs_at_once_without_polling(
     cloud.put_secret("a", "changed")
     reads = cloud.calls("GetSecretValue")
     time.sleep(2)  # nothing to await: we assert that nothing happens
-    assert cloud.calls("GetSecretValue") == reads
+    assert cloud.calls("GetSecretValue") == reads, proc.log
     # ... and the force-sync annotation reads KMS again at once.
     k8s.patch(namespace, "externalsecrets", "app",
               {"metadata": {"annotations": {"alibabacloud.com/force-sync": "1"}}})

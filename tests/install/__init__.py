@@ -1,0 +1,1 @@
+"""Install paths: the Helm chart, the plain manifests and the container image."""
