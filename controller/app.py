@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import threading
+import uuid
 from collections.abc import Iterable
 from types import FrameType
 
@@ -16,6 +17,7 @@ from controller.alicloud.identity import Identity, IdentityPool
 from controller.alicloud.kms import Kms
 from controller.engine.reconciler import Outcome
 from controller.kube.client import api_client
+from controller.kube.leader import LeaderElector
 from controller.kube.rest import Rest
 from controller.manager import Hooks, Key, Manager
 from controller.ops.health import OpsServers
@@ -26,6 +28,7 @@ from controller.settings import Settings
 log = logging.getLogger("ack-secret-manager")
 
 CACHE_SYNC_TIMEOUT = 120.0
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
 class MetricsHooks(Hooks):
@@ -108,6 +111,8 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
                          health_address=settings.health_probe_bind_address,
                          liveness={"threads": manager.threads_alive},
                          readiness={"caches": manager.caches_synced})
+    elector = _elector(settings, rest, instance) if settings.leader_elect else None
+    lost = threading.Event()
     servers.start()
     try:
         manager.start_caches()
@@ -115,14 +120,47 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
             log.error("caches did not sync within %ss; are the CRDs installed and the RBAC "
                       "granted?", CACHE_SYNC_TIMEOUT)
             return 1
-        log.info("caches synced; syncing with %d workers", settings.workers)
+        metrics.set_leader(False)
+        if elector is not None and not elector.acquire(stop):
+            return 0  # stopped while standing by
         metrics.set_leader(True)
+        log.info("caches synced; syncing with %d workers", settings.workers)
         manager.start_workers()
+        if elector is not None:
+            threading.Thread(target=_hold, args=(elector, stop, lost), name="lease",
+                             daemon=True).start()
         stop.wait()
     finally:
+        # Finish in-flight syncs before the Lease goes, so a successor never overlaps them.
         manager.stop()
+        if elector is not None:
+            elector.release()
+        metrics.set_leader(False)
         servers.stop()
         kms.close()
         api.close()
     log.info("stopped")
-    return 0
+    return 1 if lost.is_set() else 0
+
+
+def _elector(settings: Settings, rest: Rest, instance: str) -> LeaderElector:
+    namespace = settings.leader_election_namespace or _own_namespace() or "default"
+    return LeaderElector(
+        rest, namespace=namespace, name=settings.leader_election_id,
+        identity=f"{instance}_{uuid.uuid4().hex[:8]}",
+        lease_duration=settings.lease_duration, renew_deadline=settings.renew_deadline,
+        retry_period=settings.retry_period)
+
+
+def _own_namespace() -> str:
+    try:
+        with open(SERVICE_ACCOUNT_NAMESPACE) as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
+
+
+def _hold(elector: LeaderElector, stop: threading.Event, lost: threading.Event) -> None:
+    if not elector.hold(stop):
+        lost.set()  # another replica may lead now: stop working at once
+        stop.set()

@@ -241,8 +241,6 @@ def test_probes_answer_on_the_rendered_ports(running: Running) -> None:
     assert http_status(f"http://127.0.0.1:{running.metrics}/metrics") == 200
 
 
-@pytest.mark.xfail(strict=True, reason="leader election is not in app.py yet; "
-                                       "remove this marker when it is")
 def test_leader_takes_the_release_lease(running: Running, kube: Any) -> None:
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
