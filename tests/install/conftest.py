@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pathlib
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -38,19 +37,6 @@ def run(cmd: Sequence[str | pathlib.Path], *, check: bool = True,
             f"{' '.join(map(str, cmd))} exited {proc.returncode}\n"
             f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}")
     return proc
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition",
-             interval: float = 0.2) -> Any:
-    """Poll `check` until it returns something truthy; fail with `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def set_args(values: dict[str, str]) -> list[str]:

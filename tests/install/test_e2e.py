@@ -33,7 +33,8 @@ import yaml
 from tests.cluster import ControlPlane, free_port
 from tests.cluster.tools import REPO
 from tests.fakecloud import FakeCloud
-from tests.install.conftest import CHART, Helm, set_args, wait_for
+from tests.install.conftest import CHART, Helm, set_args
+from tests.waiting import wait_for
 
 pytestmark = [
     pytest.mark.cluster,

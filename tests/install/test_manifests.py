@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from tests.cluster.tools import REPO
-from tests.install.conftest import Helm, wait_for
+from tests.install.conftest import Helm
+from tests.waiting import wait_for
 
 MANIFESTS = REPO / "manifests"
 APP = MANIFESTS / "ack-secret-manager.yaml"

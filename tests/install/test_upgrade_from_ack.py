@@ -24,7 +24,8 @@ import pytest
 import controller
 from tests.cluster import ControlPlane
 from tests.cluster.tools import REPO
-from tests.install.conftest import CHART, VALUES_DIR, Helm, wait_for
+from tests.install.conftest import CHART, VALUES_DIR, Helm
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 

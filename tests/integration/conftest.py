@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,22 +19,10 @@ from kubernetes.client.exceptions import ApiException
 from tests.cluster import ControlPlane, ensure_tools
 from tests.cluster.tools import REPO
 from tests.fakecloud import FakeCloud
+from tests.waiting import wait_for
 
 GROUP, VERSION = "alibabacloud.com", "v1alpha1"
 AK_ID, AK_SECRET = "LTAI5tTestKeyId0001", "TestKeySecretValue0000000001"
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition",
-             interval: float = 0.1) -> Any:
-    """Poll `check` until it returns something truthy; fail with `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 @pytest.fixture(scope="session")
@@ -89,6 +76,13 @@ class K8s:
 
     def delete(self, ns: str, plural: str, name: str) -> None:
         self.custom.delete_namespaced_custom_object(GROUP, VERSION, ns, plural, name)
+
+    def gone(self, ns: str, plural: str, name: str) -> bool:
+        try:
+            self.get(ns, plural, name)
+        except ApiException as exc:
+            return exc.status == 404
+        return False
 
     def secret(self, ns: str, name: str) -> Any:
         try:

@@ -12,7 +12,8 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from tests.fakecloud import FakeCloud
-from tests.integration.conftest import K8s, wait_for
+from tests.integration.conftest import K8s
+from tests.waiting import wait_for
 
 
 def _es(name: str, entries: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:

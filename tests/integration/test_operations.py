@@ -13,7 +13,8 @@ from typing import Any
 
 from tests.cluster import ControlPlane, free_port
 from tests.fakecloud import FakeCloud
-from tests.integration.conftest import AK_SECRET, K8s, wait_for
+from tests.integration.conftest import AK_SECRET, K8s
+from tests.waiting import wait_for
 
 
 def _es(name: str, key: str) -> dict[str, Any]:

@@ -6,10 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
 from tests.fakecloud import FakeCloud
-from tests.integration.conftest import K8s, wait_for
+from tests.integration.conftest import K8s
+from tests.waiting import wait_for
 
 ACK_FINALIZER = "finalizer.ack.secrets-manager.alibabacloud.com"
 
@@ -45,16 +44,9 @@ def test_existing_secret_is_not_taken_over(
     assert [e.reason for e in warnings] == ["SecretConflict"]
     # Deleting the ExternalSecret leaves the Secret it never owned.
     k8s.delete(namespace, "externalsecrets", "app")
-    wait_for(lambda: _gone(k8s, namespace, "app"), what="ExternalSecret deleted")
+    wait_for(lambda: k8s.gone(namespace, "externalsecrets", "app"),
+             what="ExternalSecret deleted")
     assert k8s.secret_data(namespace, "app") == {"db": "hand-made"}
-
-
-def _gone(k8s: K8s, ns: str, name: str) -> bool:
-    try:
-        k8s.get(ns, "externalsecrets", name)
-    except ApiException as exc:
-        return exc.status == 404
-    return False
 
 
 def test_merge_adds_keys_and_leaves_the_rest(
@@ -111,4 +103,5 @@ def test_migration_from_ack_secret_manager(
     es = k8s.get(namespace, "externalsecrets", "legacy")
     assert ACK_FINALIZER not in (es["metadata"].get("finalizers") or [])
     k8s.delete(namespace, "externalsecrets", "legacy")
-    wait_for(lambda: _gone(k8s, namespace, "legacy"), what="ExternalSecret deletable")
+    wait_for(lambda: k8s.gone(namespace, "externalsecrets", "legacy"),
+             what="ExternalSecret deletable")

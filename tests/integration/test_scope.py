@@ -8,7 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 from tests.fakecloud import FakeCloud
-from tests.integration.conftest import AK_ID, AK_SECRET, K8s, wait_for
+from tests.integration.conftest import AK_ID, AK_SECRET, K8s
+from tests.waiting import wait_for
 
 
 def _es(name: str, key: str, ref: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -9,10 +9,10 @@ from collections.abc import Callable
 from typing import Any
 
 import yaml
-from kubernetes.client.exceptions import ApiException
 
 from tests.fakecloud import FakeCloud
-from tests.integration.conftest import K8s, wait_for
+from tests.integration.conftest import K8s
+from tests.waiting import wait_for
 
 COMPAT_EXAMPLE = """
 apiVersion: alibabacloud.com/v1alpha1
@@ -98,16 +98,9 @@ def test_retain_policy_keeps_the_secret_after_deletion(
     secret = wait_for(lambda: k8s.secret(namespace, "keep"), what="Secret")
     assert not secret.metadata.owner_references
     k8s.delete(namespace, "externalsecrets", "keep")
-    wait_for(lambda: _es_gone(k8s, namespace, "keep"), what="ExternalSecret deleted")
+    wait_for(lambda: k8s.gone(namespace, "externalsecrets", "keep"),
+             what="ExternalSecret deleted")
     assert k8s.secret_data(namespace, "keep") == {"api-token": "t0ken"}
-
-
-def _es_gone(k8s: K8s, namespace: str, name: str) -> bool:
-    try:
-        k8s.get(namespace, "externalsecrets", name)
-    except ApiException as exc:
-        return exc.status == 404
-    return False
 
 
 def test_binary_value_and_secret_type(

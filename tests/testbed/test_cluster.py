@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +15,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.cluster import ControlPlane, ensure_tools
 from tests.cluster.tools import REPO
+from tests.waiting import wait_for
 
 K8S_VERSION = "v1.37.2"
 
@@ -24,15 +24,6 @@ def _claims(token: str) -> dict[str, Any]:
     payload = token.split(".")[1]
     payload += "=" * (-len(payload) % 4)
     return dict(json.loads(base64.urlsafe_b64decode(payload)))
-
-
-def _wait_for(check: Callable[[], bool], timeout: float = 60.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def test_kubectl_shows_pinned_server_version(cluster: ControlPlane) -> None:
@@ -67,7 +58,7 @@ def test_crds_validate_with_the_real_apiserver(cluster: ControlPlane, kube: Any)
         return any(c.type == "Established" and c.status == "True"
                    for c in (crd.status.conditions or []))
 
-    _wait_for(established, what="ExternalSecret CRD established")
+    wait_for(established, what="ExternalSecret CRD established")
 
 
 def test_rbac_denies_a_service_account_without_binding(
@@ -119,4 +110,4 @@ def test_garbage_collector_removes_owned_secrets(kube: Any, namespace: str) -> N
             return exc.status == 404
         return False
 
-    _wait_for(gone, what="owned Secret garbage-collected")
+    wait_for(gone, what="owned Secret garbage-collected")
