@@ -40,6 +40,7 @@ from controller.kube.rest import (
     SECRETS,
     Rest,
 )
+from controller.kube.tokens import ServiceAccountTokens
 from controller.names import ACK_FINALIZER, FORCE_SYNC, MANAGED_BY, MANAGER, SOURCE
 from controller.settings import Settings
 
@@ -99,6 +100,8 @@ class Manager:
         )
         self.resolver = StoreResolver(settings, self.kube.store, self.kube,
                                       self.kube.namespace_labels,
+                                      sa_token_file=ServiceAccountTokens(rest,
+                                                                         on_token=on_credential),
                                       on_credential=on_credential)
         self.fetcher = Fetcher(kms, self.clock)
         self.reconciler = Reconciler(
@@ -201,6 +204,8 @@ class Manager:
             return
         if before is None or before != (generation, force) or \
                 ACK_FINALIZER in (meta.get("finalizers") or []):
+            log.debug("ExternalSecret %s/%s %s (generation %d): sync", *key, kind.lower(),
+                      generation)
             self.queue.add(key)
 
     def _enqueue_initial(self, obj: dict[str, Any]) -> None:
@@ -233,6 +238,8 @@ class Manager:
             return
         if kind != "DELETED" and self.kube.is_own_write(obj):
             return  # the echo of our own write
+        log.debug("Secret %s/%s %s by someone else: sync ExternalSecret %s", namespace,
+                  meta.get("name", ""), kind.lower(), owner)
         self.queue.add((namespace, owner))
 
     def _on_store(self, kind: str, obj: dict[str, Any]) -> None:

@@ -951,7 +951,8 @@ def _parse_auth(raw: object, field: str, namespace: str, p: _Problems) -> KMSAut
         service_account_ref=_parse_sa_ref(m.get("serviceAccountRef"),
                                           f"{field}.serviceAccountRef", namespace, p),
     )
-    if auth.oidc_provider_arn and not auth.ram_role_arn:
+    # With serviceAccountRef the role comes from the ServiceAccount's annotation.
+    if auth.oidc_provider_arn and not auth.ram_role_arn and auth.service_account_ref is None:
         p.add(f"{field}.ramRoleARN", "is required with oidcProviderARN (RRSA)",
               "set ramRoleARN to the role the ServiceAccount token may assume")
     return auth

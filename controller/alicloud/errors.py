@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
+from typing import Any
 
 
 class Kind(StrEnum):
@@ -49,6 +50,9 @@ class FetchError(Exception):
 
 
 _CODE_SAFE = re.compile(r"^[A-Za-z0-9_.:-]{1,80}$")
+_STS_STATUS = re.compile(r"http_code: (\d{3})")
+_STS_CODE = re.compile(r'"Code":\s*"([A-Za-z0-9_.:-]{1,80})"')
+_METADATA_STATUS = re.compile(r"HttpCode=(\d{3})")
 
 _DESCRIPTIONS = {
     Kind.NOT_FOUND: "the secret (or the requested version) does not exist in KMS",
@@ -60,6 +64,20 @@ _DESCRIPTIONS = {
     Kind.AUTH: "KMS refused the credentials (check the AccessKey, role or token)",
     Kind.CONFIG: "KMS refused the request",
 }
+
+# What to do when STS refuses to issue credentials, by (prefix of) its error code.
+_STS_FIXES = (
+    ("AuthenticationFail.OIDCToken", "the ServiceAccount token was refused (audience, issuer, "
+     "expiry or signature): check the OIDC provider registered in RAM and the token's audience"),
+    ("AuthenticationFail.NoPermission", "check the role's trust policy: it must trust this OIDC "
+     "provider and ServiceAccount (oidc:sub system:serviceaccount:<namespace>:<name>)"),
+    ("NoPermission", "check the role's trust policy: it must trust the account or user that "
+     "assumes it"),
+    ("EntityNotExist", "the role does not exist: fix the role ARN"),
+    ("InvalidParameter", "fix the parameter named by the code"),
+    ("InvalidAccessKeyId", "the AccessKey used to assume the role is wrong or disabled"),
+    ("SignatureDoesNotMatch", "the AccessKey secret used to assume the role is wrong"),
+)
 
 
 def _safe_code(code: object) -> str:
@@ -87,31 +105,115 @@ def describe(kind: Kind, code: str) -> str:
     return f"{code}: {_DESCRIPTIONS[kind]}" if code else _DESCRIPTIONS[kind]
 
 
-def classify(exc: BaseException) -> FetchError:
-    """Map any exception from the SDK (or the network under it) to a FetchError."""
+def classify(exc: BaseException, *, who: str = "", endpoint: str = "") -> FetchError:
+    """Map any exception from the SDK (or the network under it) to a FetchError.
+
+    `who` (a log-safe description of the identity, naming its SecretStore) and `endpoint`
+    (the KMS host) make the reason say whose problem it is and where. The exception's own
+    text is never copied: it can carry request URLs with tokens and signatures in them."""
     if isinstance(exc, FetchError):
         return exc
     from alibabacloud_tea_openapi import exceptions as api_exc
 
     if isinstance(exc, api_exc.AlibabaCloudException):
-        code = _safe_code(exc.code)
-        status = exc.status_code if isinstance(exc.status_code, int) else None
-        kind = Kind.THROTTLED if isinstance(exc, api_exc.ThrottlingException) else \
-            _kind_for(code, status)
-        retry_after = None
-        if getattr(exc, "retry_after", None):
-            retry_after = float(exc.retry_after) / 1000.0
-        return FetchError(kind, code, describe(kind, code), retry_after=retry_after,
-                          token_expired=code.startswith("InvalidSecurityToken"))
+        return _from_service(exc, who)
+    inner = getattr(exc, "inner_exception", None)  # the SDK wraps what failed under it
+    if isinstance(inner, BaseException) and inner is not exc:
+        return classify(inner, who=who, endpoint=endpoint)
+    return _from_local(exc, who, endpoint)
+
+
+def _from_service(exc: Any, who: str) -> FetchError:
+    from alibabacloud_tea_openapi import exceptions as api_exc
+
+    code = _safe_code(exc.code)
+    raw_status = exc.status_code
+    status = raw_status if isinstance(raw_status, int) else None
+    kind = Kind.THROTTLED if isinstance(exc, api_exc.ThrottlingException) else \
+        _kind_for(code, status)
+    retry_after = None
+    if getattr(exc, "retry_after", None):
+        retry_after = float(exc.retry_after) / 1000.0
+    reason = describe(kind, code)
+    if who and kind == Kind.DENIED:
+        reason = (f"{code}: {who} may not read this secret; grant it kms:GetSecretValue and "
+                  "kms:Decrypt on the secret (RAM policy)")
+    elif who and kind == Kind.AUTH:
+        reason = (f"{code}: KMS refused the credentials of {who}; check the AccessKey, or "
+                  "the role and its token")
+    return FetchError(kind, code, reason, retry_after=retry_after,
+                      token_expired=code.startswith("InvalidSecurityToken"))
+
+
+def _from_local(exc: BaseException, who: str, endpoint: str) -> FetchError:
     name = type(exc).__name__
-    if name in ("CredentialException",):
-        return FetchError(Kind.AUTH, "CredentialError",
-                          "could not obtain credentials (STS, OIDC token or instance metadata "
-                          "failed; check the role, its trust policy and the token)")
+    text = str(exc)  # inspected for shape only, never copied into the reason
+    subject = who or "the identity"
+    if name == "CredentialException":
+        return _credential_failure(text, subject)
+    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
+        path = str(getattr(exc, "filename", "") or "")
+        return FetchError(Kind.CONFIG, "TokenFileUnreadable",
+                          f"TokenFileUnreadable: cannot read the OIDC token file {path} of "
+                          f"{subject}; enable RRSA for the controller (rrsa.enable) or fix "
+                          "oidcTokenFilePath")
+    if isinstance(exc, ValueError):
+        # The credentials library refused the configuration; its messages are fixed texts.
+        detail = text.splitlines()[0][:200] if text else name
+        return FetchError(Kind.CONFIG, "InvalidCredentialConfig",
+                          f"InvalidCredentialConfig: the credentials of {subject} cannot be "
+                          f"built: {detail}")
+    at_sts = "Action=AssumeRole" in text
+    at_metadata = "100.100.100.200" in text or "/latest/" in text
+    if "CERTIFICATE_VERIFY_FAILED" in text or "SSLCertVerificationError" in text:
+        if at_sts:
+            return FetchError(Kind.CONFIG, "TLSVerifyFailed",
+                              "TLSVerifyFailed: the STS endpoint's certificate is not trusted; "
+                              "check --sts-endpoint (ALIBABA_CLOUD_STS_ENDPOINT)")
+        where = f"KMS endpoint {endpoint}" if endpoint else "the KMS endpoint"
+        return FetchError(Kind.CONFIG, "TLSVerifyFailed",
+                          f"TLSVerifyFailed: the certificate of {where} is not signed by a "
+                          "trusted CA; for a KMS instance endpoint set spec.KMS.ca (or "
+                          f"caSecretRef) of {who or 'the SecretStore'} to the instance's CA")
     if isinstance(exc, (OSError, TimeoutError)) or name in (
         "UnretryableException", "RetryError", "TeaUnretryableException"
     ):
+        if at_sts:
+            return FetchError(Kind.TRANSIENT, "NetworkError",
+                              f"NetworkError: could not reach STS to get credentials for "
+                              f"{subject} ({name}); will retry")
+        if at_metadata:
+            return FetchError(Kind.TRANSIENT, "NetworkError",
+                              f"NetworkError: could not reach the ECS metadata service for "
+                              f"{subject} ({name}); will retry")
+        where = f"KMS endpoint {endpoint}" if endpoint else "KMS"
         return FetchError(Kind.TRANSIENT, "NetworkError",
-                          f"NetworkError: could not reach KMS ({name}); will retry")
+                          f"NetworkError: could not reach {where} ({name}); will retry")
     return FetchError(Kind.TRANSIENT, "UnexpectedError",
                       f"UnexpectedError: {name} while calling KMS; will retry")
+
+
+def _credential_failure(text: str, subject: str) -> FetchError:
+    """STS or the metadata service refused (or failed) to give credentials."""
+    if "ECS metadata" in text or "Metadata Service" in text:
+        match = _METADATA_STATUS.search(text)
+        status = int(match.group(1)) if match else 0
+        if status >= 500 or not status:
+            return FetchError(Kind.TRANSIENT, "WorkerRoleUnavailable",
+                              f"WorkerRoleUnavailable: the ECS metadata service failed to give "
+                              f"credentials for {subject}; will retry")
+        return FetchError(Kind.AUTH, "WorkerRoleUnavailable",
+                          f"WorkerRoleUnavailable: the ECS metadata service has no RAM role "
+                          f"credentials for {subject} (HTTP {status}); attach a RAM role to "
+                          "the node's ECS instance, or configure another identity")
+    match = _STS_STATUS.search(text)
+    status = int(match.group(1)) if match else 0
+    code_match = _STS_CODE.search(text)
+    code = code_match.group(1) if code_match else "CredentialError"
+    if status >= 500 or code.startswith(("Throttling", "ServiceUnavailable", "InternalError")):
+        return FetchError(Kind.TRANSIENT, code,
+                          f"{code}: STS failed to issue credentials for {subject}; will retry")
+    fix = next((f for prefix, f in _STS_FIXES if code.startswith(prefix)),
+               "check the role ARN, its trust policy and the token")
+    return FetchError(Kind.AUTH, code,
+                      f"{code}: STS refused to issue credentials for {subject}; {fix}")

@@ -4,20 +4,37 @@ once per credential lifetime per identity rather than once per KMS call.
 
 An `Identity` is a value: two SecretStores that carry the same credentials are the same
 identity (and share KMS reads). Secret material is excluded from repr and never logged.
+
+Why `CachedCredentials` wraps every provider: the library refreshes synchronously on the first
+call after `Expiration - 15 min`, so credentials that live 15 minutes or less (a 900 s
+`roleSessionExpiration`, a short-lived role) cost one STS call per KMS call. The wrapper keeps
+each set until a quarter of its lifetime (at most 15 minutes) is left and asks the library
+only then; at that moment the library's own cache is stale too, so it really refreshes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from controller.ops.logs import register_secret
 
 ACCESS_KEY = "access_key"
 RAM_ROLE_ARN = "ram_role_arn"
 OIDC_ROLE_ARN = "oidc_role_arn"
 ECS_RAM_ROLE = "ecs_ram_role"
+
+_KIND_WORDS = {
+    ACCESS_KEY: "AccessKey",
+    RAM_ROLE_ARN: "AccessKey + AssumeRole",
+    OIDC_ROLE_ARN: "RRSA",
+    ECS_RAM_ROLE: "worker role",
+}
 
 
 @dataclass(frozen=True)
@@ -39,15 +56,17 @@ class Identity:
     source: str = field(default="", compare=False)
 
     def describe(self) -> str:
-        """A log-safe description: the kind and roles, no key material."""
-        parts = [self.kind]
+        """A log-safe description for messages: how, which role, from where; no key material.
+
+        "RRSA role acs:ram::1:role/app (SecretStore default/scdemo)"."""
+        text = _KIND_WORDS.get(self.kind, self.kind)
         if self.role_arn:
-            parts.append(f"role={self.role_arn}")
+            text += f" role {self.role_arn}"
         if self.remote_role_arn:
-            parts.append(f"remote-role={self.remote_role_arn}")
+            text = f"cross-account role {self.remote_role_arn} assumed with {text}"
         if self.source:
-            parts.append(f"from {self.source}")
-        return " ".join(parts)
+            text += f" ({self.source})"
+        return text
 
     def fingerprint(self) -> str:
         """A short stable id (hash) for metrics and cache keys; reveals nothing."""
@@ -57,11 +76,96 @@ class Identity:
         return hashlib.sha256(raw.encode()).hexdigest()[:12]
 
 
-def _http_options(identity: Identity) -> Any:
+class CachedCredentials:
+    """An `ICredentialsProvider` that holds the credentials of `inner` until a quarter of their
+    lifetime (at most 15 minutes, at least `min_gap` seconds after the last refresh) is left.
+
+    One refresh at a time per identity. While it runs, other callers keep using the held
+    credentials if they are still valid, and wait for it if not. If a refresh fails while the
+    held credentials are still valid, they are used on and the refresh is tried again
+    `retry_after_failure` seconds later.
+    """
+
+    MAX_MARGIN = 900.0
+    FRACTION = 0.25
+
+    def __init__(self, inner: Any, *, on_secret: Callable[[str], None] | None = None,
+                 clock: Callable[[], float] = time.time, min_gap: float = 1.0,
+                 retry_after_failure: float = 5.0) -> None:
+        self.inner = inner
+        self.on_secret = on_secret or (lambda _value: None)
+        self.clock = clock
+        self.min_gap = min_gap
+        self.retry_after_failure = retry_after_failure
+        self._value: Any = None
+        self._refresh_at = 0.0
+        self._expires_at = math.inf
+        self._lock = threading.Lock()  # guards the fields above
+        self._refreshing = threading.Lock()  # held by the one caller that refreshes
+        self.refreshes = 0
+
+    def get_credentials(self) -> Any:
+        with self._lock:
+            value, usable = self._held(self.clock())
+            if value is not None:
+                return value
+        # Due for a refresh. Valid ones in hand: refresh only if nobody else is.
+        if not self._refreshing.acquire(blocking=usable is None):
+            return usable
+        try:
+            with self._lock:
+                now = self.clock()
+                value, usable = self._held(now)
+                if value is not None:
+                    return value  # another caller refreshed meanwhile
+            try:
+                fresh = self.inner.get_credentials()
+            except Exception:
+                with self._lock:
+                    if usable is not None:
+                        self._refresh_at = now + self.retry_after_failure
+                        return usable
+                raise
+            with self._lock:
+                self._accept(fresh, now)
+            return fresh
+        finally:
+            self._refreshing.release()
+
+    async def get_credentials_async(self) -> Any:
+        return self.get_credentials()
+
+    def get_provider_name(self) -> str:
+        return str(self.inner.get_provider_name())
+
+    def _held(self, now: float) -> tuple[Any, Any]:
+        """(credentials to use as they are, or None; credentials still valid, or None)."""
+        if self._value is None:
+            return None, None
+        if now < self._refresh_at:
+            return self._value, self._value
+        return None, (self._value if now < self._expires_at - 1 else None)
+
+    def _accept(self, value: Any, now: float) -> None:
+        self.refreshes += 1
+        for secret in (value.get_access_key_secret(), value.get_security_token()):
+            if secret:
+                self.on_secret(secret)
+        expiration = value.get_expiration() if hasattr(value, "get_expiration") else None
+        self._value = value
+        if not expiration:
+            self._expires_at = self._refresh_at = math.inf  # long-term AccessKey
+            return
+        self._expires_at = float(expiration)
+        lifetime = max(0.0, self._expires_at - now)
+        margin = min(self.MAX_MARGIN, lifetime * self.FRACTION)
+        self._refresh_at = max(now + self.min_gap, self._expires_at - margin)
+
+
+def _http_options(proxy: str = "") -> Any:
     from alibabacloud_credentials.http import HttpOptions
 
-    return HttpOptions(proxy=identity.metadata_proxy or None, connect_timeout=5000,
-                       read_timeout=10000)
+    return HttpOptions(proxy=proxy or None, connect_timeout=5000, read_timeout=10000)
 
 
 def _base_provider(identity: Identity) -> Any:
@@ -76,44 +180,55 @@ def _base_provider(identity: Identity) -> Any:
             access_key_id=identity.access_key_id, access_key_secret=identity.access_key_secret,
             role_arn=identity.role_arn, role_session_name=identity.role_session_name,
             duration_seconds=identity.session_seconds, sts_endpoint=sts,
-            http_options=_http_options(identity))
+            http_options=_http_options())
     if identity.kind == OIDC_ROLE_ARN:
         return p.OIDCRoleArnCredentialsProvider(
             role_arn=identity.role_arn, oidc_provider_arn=identity.oidc_provider_arn,
             oidc_token_file_path=identity.oidc_token_file,
             role_session_name=identity.role_session_name,
             duration_seconds=identity.session_seconds, sts_endpoint=sts,
-            http_options=_http_options(identity))
+            http_options=_http_options())
     if identity.kind == ECS_RAM_ROLE:
+        # No background scheduler thread: CachedCredentials decides when to refresh.
         return p.EcsRamRoleCredentialsProvider(
             role_name=identity.ecs_role_name or None, disable_imds_v1=True,
-            http_options=_http_options(identity))
+            http_options=_http_options(identity.metadata_proxy), async_update_enabled=False)
     raise ValueError(f"unknown identity kind {identity.kind!r}")
 
 
-def build_provider(identity: Identity) -> Any:
-    """The credential provider for `identity`, with a cross-account role on top if set."""
+def build_provider(identity: Identity,
+                   on_secret: Callable[[str], None] | None = None) -> CachedCredentials:
+    """The credential provider for `identity`, with a cross-account role on top if set.
+
+    Raises ValueError when the library refuses the configuration (e.g. the worker role while
+    ALIBABA_CLOUD_ECS_METADATA_DISABLED=true)."""
     from alibabacloud_credentials import provider as p
 
-    base = _base_provider(identity)
+    base = CachedCredentials(_base_provider(identity), on_secret=on_secret)
     if not identity.remote_role_arn:
         return base
-    return p.RamRoleArnCredentialsProvider(
+    remote = p.RamRoleArnCredentialsProvider(
         credentials_provider=base, role_arn=identity.remote_role_arn,
         role_session_name=identity.remote_role_session_name or identity.role_session_name,
         duration_seconds=identity.session_seconds, sts_endpoint=identity.sts_endpoint or None,
-        http_options=_http_options(identity))
+        http_options=_http_options())
+    return CachedCredentials(remote, on_secret=on_secret)
 
 
 class IdentityPool:
     """One credentials client per identity, built on first use; `invalidate` rebuilds it
-    (after the service said the security token expired)."""
+    (after the service said the security token expired).
 
-    def __init__(self, on_build: Callable[[Identity], None] | None = None) -> None:
+    `on_secret` is told every AccessKeySecret and security token obtained, so that logs can
+    redact them (default: the process-wide redactor)."""
+
+    def __init__(self, on_build: Callable[[Identity], None] | None = None,
+                 on_secret: Callable[[str], None] | None = register_secret) -> None:
         self._clients: dict[Identity, Any] = {}
         self._lock = threading.Lock()
         self.builds = 0
         self.on_build = on_build
+        self.on_secret = on_secret
 
     def credential(self, identity: Identity) -> Any:
         with self._lock:
@@ -121,16 +236,22 @@ class IdentityPool:
             if client is None:
                 from alibabacloud_credentials.client import Client
 
-                client = Client(provider=build_provider(identity))
+                client = Client(provider=build_provider(identity, self.on_secret))
                 self._clients[identity] = client
                 self.builds += 1
                 if self.on_build is not None:
                     self.on_build(identity)
             return client
 
-    def invalidate(self, identity: Identity) -> None:
+    def invalidate(self, identity: Identity, credential: Any = None) -> bool:
+        """Forget the client of `identity` (only if it is still `credential`, when given, so
+        that many calls failing at once rebuild it once). Returns whether it was dropped."""
         with self._lock:
-            self._clients.pop(identity, None)
+            current = self._clients.get(identity)
+            if current is None or (credential is not None and current is not credential):
+                return False
+            del self._clients[identity]
+            return True
 
     def __len__(self) -> int:
         with self._lock:

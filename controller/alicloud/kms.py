@@ -5,6 +5,13 @@ Retries (tenacity): throttling waits for `x-acs-retry-after` when the service se
 5xx, timeouts and dropped connections back off exponentially with jitter; not found and
 access denied are final for this attempt; an expired security token rebuilds the identity and
 is retried once.
+
+A KMS instance endpoint's private CA is given as PEM (the store's `ca` or `caSecretRef`) and
+written to a file, as the SDK wants a path. Known limit of the SDK (darabonba 1.0.9): it keeps
+one https session per `host:port` per process and every CA file used with it is added to that
+session's trust store, so once a client with the right CA has connected, a client for the same
+host:port with a wrong CA (or none) succeeds too. A wrong CA fails closed only while no client
+of this process has used the right one for that host:port.
 """
 
 from __future__ import annotations
@@ -55,27 +62,32 @@ class SecretValue:
 
 
 class RateLimiter:
-    """Blocking token bucket (`rate` calls per second, burst `rate`) plus a concurrency cap."""
+    """At most `rate` calls per second to one endpoint, and at most `rate` at once.
 
-    def __init__(self, rate: float) -> None:
+    Calls start evenly spaced, one every `(1 + guard) / rate` seconds (a token bucket that holds
+    a single token), so no one-second window ever holds more than `rate` of them: a bucket with
+    a burst of `rate` would let through up to `2 * rate - 1` in some window. `rate + 1`
+    consecutive starts span `1 + guard` seconds, so `guard` (0.05: 50 ms, 5% of throughput) is
+    how late a call may reach the service (network jitter, a new connection) before the service
+    could count `rate + 1` in one second. Take a slot (`slots`) first, get everything ready
+    (client, credentials), then `acquire()` the start time right before sending.
+    """
+
+    def __init__(self, rate: float, guard: float = 0.05) -> None:
         self.rate = max(rate, 0.001)
-        self._tokens = max(1.0, rate)
-        self._burst = max(1.0, rate)
-        self._last = time.monotonic()
+        self.period = (1.0 + guard) / self.rate
+        self._next = 0.0
         self._lock = threading.Lock()
         self.slots = threading.BoundedSemaphore(max(1, int(rate)))
 
     def acquire(self) -> None:
-        while True:
-            with self._lock:
-                now = time.monotonic()
-                self._tokens = min(self._burst, self._tokens + (now - self._last) * self.rate)
-                self._last = now
-                if self._tokens >= 1:
-                    self._tokens -= 1
-                    return
-                wait = (1 - self._tokens) / self.rate
-            time.sleep(wait)
+        """Wait for this call's start time (reserved in arrival order)."""
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + self.period
+        if start > now:
+            time.sleep(start - now)
 
 
 class Kms:
@@ -98,14 +110,16 @@ class Kms:
         self.max_retry_seconds = max_retry_seconds
         self.timeouts = (connect_timeout_ms, read_timeout_ms)
         self.on_call = on_call
-        self._clients: dict[tuple[Endpoint, Identity], Any] = {}
+        # (endpoint, identity) -> (KMS client, the credentials client it signs with)
+        self._clients: dict[tuple[Endpoint, Identity], tuple[Any, Any]] = {}
         self._limiters: dict[str, RateLimiter] = {}
         self._lock = threading.Lock()
-        self._ca_dir = tempfile.mkdtemp(prefix="asm-kms-ca-")
+        self._ca_dir = ""  # made on first use: most installations have no private CA
         self.calls = 0
 
     def close(self) -> None:
-        shutil.rmtree(self._ca_dir, ignore_errors=True)
+        if self._ca_dir:
+            shutil.rmtree(self._ca_dir, ignore_errors=True)
 
     # ------------------------------------------------------------------ public
     def get_secret_value(
@@ -118,8 +132,7 @@ class Kms:
         def should_retry(exc: BaseException) -> bool:
             nonlocal refreshed
             if isinstance(exc, FetchError) and exc.token_expired and not refreshed:
-                refreshed = True
-                self._forget(identity)
+                refreshed = True  # `_call` rebuilt the identity; retry once with new credentials
                 return True
             return isinstance(exc, FetchError) and exc.retryable
 
@@ -145,20 +158,25 @@ class Kms:
         from alibabacloud_kms20160120 import models
 
         limiter = self._limiter(endpoint.host)
-        limiter.acquire()
+        credential = None
         start = time.monotonic()
         code = "Success"
         try:
             with limiter.slots:
-                client = self._client(identity, endpoint)
+                client, credential = self._client(identity, endpoint)
+                credential.get_credential()  # a due STS refresh happens now, not after the start
                 request = models.GetSecretValueRequest(
                     secret_name=name, version_id=version_id or None,
                     version_stage=version_stage or None)
+                limiter.acquire()
+                start = time.monotonic()
                 self.calls += 1
                 resp = client.get_secret_value(request)
         except Exception as exc:  # noqa: BLE001 - classified, re-raised as FetchError
-            error = classify(exc)
+            error = classify(exc, who=identity.describe(), endpoint=endpoint.host)
             code = error.code
+            if error.token_expired and credential is not None:
+                self._forget(identity, credential)
             raise error from None
         finally:
             if self.on_call is not None:
@@ -166,23 +184,28 @@ class Kms:
         return _value(name, resp.body)
 
     def _limiter(self, host: str) -> RateLimiter:
+        """The rate limiter of one endpoint host (shared by all identities using it)."""
         with self._lock:
             limiter = self._limiters.get(host)
             if limiter is None:
                 limiter = self._limiters[host] = RateLimiter(self.rate)
             return limiter
 
-    def _client(self, identity: Identity, endpoint: Endpoint) -> Any:
+    def _client(self, identity: Identity, endpoint: Endpoint) -> tuple[Any, Any]:
         key = (endpoint, identity)
         with self._lock:
-            client = self._clients.get(key)
-        if client is not None:
-            return client
+            entry = self._clients.get(key)
+        if entry is not None:
+            return entry
         from alibabacloud_kms20160120.client import Client
         from alibabacloud_tea_openapi.models import Config
 
+        try:
+            credential = self.identities.credential(identity)
+        except ValueError as exc:  # the credentials library refused the configuration
+            raise classify(exc, who=identity.describe()) from None
         config = Config(
-            credential=self.identities.credential(identity),
+            credential=credential,
             endpoint=endpoint.host,
             protocol=endpoint.protocol,
             region_id=self.region,
@@ -192,10 +215,13 @@ class Kms:
         )
         client = Client(config)
         with self._lock:
-            return self._clients.setdefault(key, client)
+            return self._clients.setdefault(key, (client, credential))
 
     def _ca_file(self, pem: str) -> str:
         """The SDK wants a CA file path, not PEM content: write each CA once."""
+        with self._lock:
+            if not self._ca_dir:
+                self._ca_dir = tempfile.mkdtemp(prefix="asm-kms-ca-")
         path = os.path.join(self._ca_dir, hashlib.sha256(pem.encode()).hexdigest()[:16] + ".pem")
         if not os.path.exists(path):
             tmp = path + ".tmp"
@@ -204,10 +230,15 @@ class Kms:
             os.replace(tmp, path)
         return path
 
-    def _forget(self, identity: Identity) -> None:
-        self.identities.invalidate(identity)
+    def _forget(self, identity: Identity, credential: Any) -> None:
+        """Rebuild `identity` after the service said its security token expired: drop its
+        credentials and the KMS clients that sign with them, unless a call that failed at the
+        same moment already did (then they are new and good)."""
+        if self.identities.invalidate(identity, credential):
+            log.info("security token of %s expired; getting new credentials",
+                     identity.describe())
         with self._lock:
-            for key in [k for k in self._clients if k[1] == identity]:
+            for key in [k for k, v in self._clients.items() if v[1] is credential]:
                 del self._clients[key]
 
 

@@ -9,6 +9,7 @@ object, the field and the fix; it never becomes a crash, and never carries key m
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -27,6 +28,10 @@ from controller.alicloud.kms import Endpoint
 from controller.settings import Settings
 
 CREDENTIAL_TTL = 60.0  # re-read credential Secrets at least this often
+# Where ack-secret-manager's chart (rrsa.enable) projects the controller's token, and where a
+# store's RRSA reads it when neither oidcTokenFilePath nor the environment names a file.
+DEFAULT_OIDC_TOKEN_FILE = "/var/run/secrets/tokens/ack-secret-manager"
+MIN_SESSION_SECONDS, MAX_SESSION_SECONDS = 900, 43200
 
 
 class StoreProblem(Exception):
@@ -146,35 +151,44 @@ class StoreResolver:
 
     # -------------------------------------------------------------- identity
     def _controller_identity(self) -> Identity:
+        """The controller's own identity, from its environment, in priority order: RRSA,
+        AccessKey + AssumeRole, AccessKey, then the worker role if enabled."""
         c = self.settings.credentials
-        common = {
+        common: dict[str, Any] = {
             "remote_role_arn": c.remote_role_arn,
             "remote_role_session_name": c.remote_role_session_name,
             "sts_endpoint": self.settings.sts_endpoint,
-            "session_seconds": c.role_session_expiration,
+            "session_seconds": _clamp_session(c.role_session_expiration),
             "role_session_name": c.role_session_name or "ack-secret-manager",
             "source": "the controller's environment",
         }
-        if c.role_arn and c.oidc_provider_arn and c.oidc_token_file:
+        if c.role_arn and c.oidc_provider_arn:
             return Identity(OIDC_ROLE_ARN, role_arn=c.role_arn,
                             oidc_provider_arn=c.oidc_provider_arn,
-                            oidc_token_file=c.oidc_token_file, **common)  # type: ignore[arg-type]
+                            oidc_token_file=c.oidc_token_file or DEFAULT_OIDC_TOKEN_FILE,
+                            **common)
         if c.access_key_id and c.access_key_secret:
             kind = RAM_ROLE_ARN if c.role_arn else ACCESS_KEY
             return Identity(kind, access_key_id=c.access_key_id,
                             access_key_secret=c.access_key_secret, role_arn=c.role_arn,
-                            **common)  # type: ignore[arg-type]
+                            **common)
         if self.settings.enable_worker_role:
             return Identity(ECS_RAM_ROLE, metadata_proxy=self.settings.metadata_proxy,
-                            **common)  # type: ignore[arg-type]
+                            **{**common, "source": "the node's ECS instance"})
         raise StoreProblem(
             "NoCredentials",
-            "no secretStoreRef and the controller has no credentials: set a secretStoreRef, "
-            "give the controller RRSA or AccessKey environment variables, or start it with "
+            "the controller has no credentials of its own (used by entries without a "
+            "secretStoreRef and by stores without spec.KMS.KMSAuth): set a secretStoreRef "
+            "whose store names an identity, give the controller RRSA (rrsa.enable with "
+            "ALICLOUD_ROLE_ARN and ALICLOUD_OIDC_PROVIDER_ARN) or AccessKey environment "
+            "variables (ACCESS_KEY_ID, SECRET_ACCESS_KEY), or start it with "
             "--enable-worker-role",
         )
 
     def _store_identity(self, store: model.SecretStore, auth: model.KMSAuth | None) -> Identity:
+        """The identity a store names, in priority order: ServiceAccount RRSA, RRSA,
+        AccessKey + AssumeRole, AccessKey; without KMSAuth (or with only a cross-account
+        role) the controller's own identity. A cross-account role goes on top of any."""
         if auth is None:
             return self._controller_identity()
         where = _store_name(store.ref)
@@ -188,24 +202,10 @@ class StoreResolver:
         }
         c = self.settings.credentials
         if auth.service_account_ref is not None:
-            if self.sa_token_file is None:
-                raise StoreProblem("InvalidStore", f"{where}: serviceAccountRef is not supported")
-            token_file, role_arn = self.sa_token_file(auth.service_account_ref, store.namespace)
-            provider = auth.oidc_provider_arn or c.oidc_provider_arn
-            if not provider:
-                raise StoreProblem(
-                    "InvalidStore",
-                    f"{where}: spec.KMS.KMSAuth.serviceAccountRef needs oidcProviderARN in the "
-                    "store or ALIBABA_CLOUD_OIDC_PROVIDER_ARN in the controller's environment")
-            return Identity(OIDC_ROLE_ARN, role_arn=role_arn, oidc_provider_arn=provider,
-                            oidc_token_file=token_file, **common)
+            return self._service_account_identity(store, auth, auth.service_account_ref, common)
         if auth.oidc_provider_arn and auth.ram_role_arn:
-            token_file = auth.oidc_token_file_path or c.oidc_token_file
-            if not token_file:
-                raise StoreProblem(
-                    "InvalidStore",
-                    f"{where}: spec.KMS.KMSAuth has oidcProviderARN but no token: set "
-                    "oidcTokenFilePath or enable RRSA for the controller (rrsa.enable)")
+            token_file = auth.oidc_token_file_path or c.oidc_token_file or \
+                DEFAULT_OIDC_TOKEN_FILE
             return Identity(OIDC_ROLE_ARN, role_arn=auth.ram_role_arn,
                             oidc_provider_arn=auth.oidc_provider_arn,
                             oidc_token_file=token_file, **common)
@@ -215,13 +215,57 @@ class StoreResolver:
             kind = RAM_ROLE_ARN if auth.ram_role_arn else ACCESS_KEY
             return Identity(kind, access_key_id=ak_id, access_key_secret=ak_secret,
                             role_arn=auth.ram_role_arn, **common)
+        if auth.ram_role_arn:
+            # ack-secret-manager: a role alone is RRSA with the cluster's OIDC provider.
+            if not c.oidc_provider_arn:
+                raise StoreProblem(
+                    "InvalidStore",
+                    f"{where}: spec.KMS.KMSAuth.ramRoleARN needs a way to assume the role: "
+                    "add oidcProviderARN (RRSA) or accessKey and accessKeySecret (AssumeRole)")
+            return Identity(OIDC_ROLE_ARN, role_arn=auth.ram_role_arn,
+                            oidc_provider_arn=c.oidc_provider_arn,
+                            oidc_token_file=auth.oidc_token_file_path or c.oidc_token_file
+                            or DEFAULT_OIDC_TOKEN_FILE, **common)
         base = self._controller_identity()
         if auth.remote_ram_role_arn:
-            return Identity(**{**base.__dict__, **{
-                "remote_role_arn": auth.remote_ram_role_arn,
-                "remote_role_session_name": auth.remote_ram_role_session_name,
-                "source": where}})
+            return dataclasses.replace(
+                base, remote_role_arn=auth.remote_ram_role_arn,
+                remote_role_session_name=auth.remote_ram_role_session_name,
+                source=f"{where}, on top of {base.source}")
         return base
+
+    def _service_account_identity(self, store: model.SecretStore, auth: model.KMSAuth,
+                                  ref: model.ServiceAccountRef,
+                                  common: dict[str, Any]) -> Identity:
+        where = _store_name(store.ref)
+        field = "spec.KMS.KMSAuth.serviceAccountRef"
+        if self.sa_token_file is None:
+            raise StoreProblem("InvalidStore", f"{where}: {field} is not supported")
+        namespace = ref.namespace or store.namespace
+        if (store.kind == model.StoreKind.SECRET_STORE and namespace != store.namespace
+                and not self.settings.enable_cross_namespace_secret_store):
+            raise StoreProblem(
+                "CrossNamespaceRefused",
+                f"{where}: {field} names ServiceAccount {namespace}/{ref.name} in another "
+                "namespace; use a ServiceAccount in the store's namespace, or start the "
+                "controller with --enable-cross-namespace-secret-store")
+        provider = auth.oidc_provider_arn or self.settings.credentials.oidc_provider_arn
+        if not provider:
+            raise StoreProblem(
+                "InvalidStore",
+                f"{where}: {field} needs oidcProviderARN in the store or "
+                "ALIBABA_CLOUD_OIDC_PROVIDER_ARN in the controller's environment")
+        try:
+            token_file, role_arn = self.sa_token_file(
+                dataclasses.replace(ref, namespace=namespace), store.namespace)
+        except StoreProblem:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the token source's errors carry the fix
+            reason = str(getattr(exc, "reason", "") or "TokenRequestFailed")
+            raise StoreProblem(reason, f"{where}: {field}: {exc}") from None
+        return Identity(OIDC_ROLE_ARN, role_arn=role_arn, oidc_provider_arn=provider,
+                        oidc_token_file=token_file,
+                        **{**common, "source": f"{where}, ServiceAccount {namespace}/{ref.name}"})
 
     def _secret_value(self, store: model.SecretStore, field: str,
                       ref: model.SecretRef | None) -> str:
@@ -258,12 +302,20 @@ class StoreResolver:
             return kms.ca
         if kms.ca_secret_ref is not None:
             ref = kms.ca_secret_ref
+            if (store.kind == model.StoreKind.SECRET_STORE and ref.namespace != store.namespace
+                    and not self.settings.enable_cross_namespace_secret_store):
+                raise StoreProblem(
+                    "CrossNamespaceRefused",
+                    f"{_store_name(store.ref)}: spec.KMS.caSecretRef refers to Secret "
+                    f"{ref.namespace}/{ref.name} in another namespace; move it, or start the "
+                    "controller with --enable-cross-namespace-secret-store")
             value = self.secrets.read_secret_key(ref.namespace, ref.name, ref.key)
             if value is None:
                 raise StoreProblem(
                     "CredentialsNotFound",
                     f"{_store_name(store.ref)}: spec.KMS.caSecretRef refers to key {ref.key} of "
-                    f"Secret {ref.namespace}/{ref.name}, which does not exist")
+                    f"Secret {ref.namespace}/{ref.name}, which does not exist; create it with "
+                    "the KMS instance's CA certificate (PEM) or fix the reference")
             return value.decode()
         return ""
 
@@ -280,15 +332,18 @@ def _store_name(ref: model.StoreRef) -> str:
     return f"SecretStore {ref.namespace}/{ref.name}"
 
 
+def _clamp_session(seconds: int) -> int:
+    return min(MAX_SESSION_SECONDS, max(MIN_SESSION_SECONDS, seconds))
+
+
 def _seconds(text: str) -> int:
+    """roleSessionExpiration ("3600", "1h") in seconds, within what STS accepts (900-43200)."""
     text = (text or "").strip()
     if not text:
         return 3600
     if text.isdigit():
-        return int(text)
+        return _clamp_session(int(text))
     try:
-        return max(900, int(model.parse_duration(text)))
-    except model.SpecError:
-        return 3600
-    except ValueError:
+        return _clamp_session(int(model.parse_duration(text)))
+    except (model.SpecError, ValueError):
         return 3600

@@ -385,6 +385,23 @@ def test_compat_secret_store_parses() -> None:
     assert parsed.oos is None
 
 
+def test_service_account_store_takes_its_role_from_the_service_account() -> None:
+    parsed = parse_secret_store(store({"KMS": {"KMSAuth": {
+        "oidcProviderARN": "acs:ram::1:oidc-provider/ack-rrsa-c1",
+        "serviceAccountRef": {"name": "app"},
+    }}}))
+    assert parsed.kms is not None and parsed.kms.auth is not None
+    assert parsed.kms.auth.ram_role_arn == ""
+    assert parsed.kms.auth.service_account_ref is not None
+
+
+def test_oidc_provider_without_role_or_service_account_is_an_error() -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_secret_store(store({"KMS": {"KMSAuth": {
+            "oidcProviderARN": "acs:ram::1:oidc-provider/ack-rrsa-c1"}}}))
+    assert caught.value.field == "spec.KMS.KMSAuth.ramRoleARN"
+
+
 def test_access_key_refs_default_to_the_store_namespace() -> None:
     parsed = parse_secret_store(store({"KMS": {"KMSAuth": {
         "accessKey": {"name": "ak", "key": "id"},

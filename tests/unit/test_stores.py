@@ -1,0 +1,321 @@
+"""Unit tests for controller.engine.stores: which identity and which endpoint a data entry
+uses (the documented priority order, the environment names, the overrides), and every refusal
+naming the store and the fix. Plain fakes: stores and Secrets are dicts."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from controller import model, settings
+from controller.alicloud.identity import ACCESS_KEY, ECS_RAM_ROLE, OIDC_ROLE_ARN, RAM_ROLE_ARN
+from controller.engine.stores import (
+    DEFAULT_OIDC_TOKEN_FILE,
+    Source,
+    StoreProblem,
+    StoreResolver,
+)
+
+NS = "team-a"
+PROVIDER = "acs:ram::1:oidc-provider/ack-rrsa"
+ROLE, REMOTE = "acs:ram::1:role/app", "acs:ram::2:role/remote"
+
+
+class FakeSecrets:
+    def __init__(self, data: Mapping[tuple[str, str], Mapping[str, str]]) -> None:
+        self.data = data
+
+    def read_secret_key(self, namespace: str, name: str, key: str) -> bytes | None:
+        value = self.data.get((namespace, name), {}).get(key)
+        return None if value is None else value.encode()
+
+
+class FakeTokens:
+    """Stands in for kube.tokens.ServiceAccountTokens."""
+
+    def __init__(self, roles: Mapping[tuple[str, str], str]) -> None:
+        self.roles = roles
+        self.asked: list[tuple[str, str, tuple[str, ...]]] = []
+
+    def __call__(self, ref: model.ServiceAccountRef, default_ns: str) -> tuple[str, str]:
+        self.asked.append((ref.namespace, ref.name, ref.audiences))
+        role = self.roles.get((ref.namespace, ref.name))
+        if role is None:
+            raise _Problem("CredentialsNotFound", f"ServiceAccount {ref.namespace}/{ref.name} "
+                           "has no annotation ack.alibabacloud.com/role-arn")
+        return f"/tokens/{ref.namespace}-{ref.name}", role
+
+
+class _Problem(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+AK = {("team-a", "ak"): {"id": "LTAI-id", "secret": "ak-secret-value"},
+      ("platform", "ak"): {"id": "LTAI-platform", "secret": "platform-secret"},
+      ("platform", "ca"): {"ca.pem": "-----BEGIN CERTIFICATE-----\nXYZ\n"}}
+AK_REFS = {"accessKey": {"name": "ak", "key": "id"},
+           "accessKeySecret": {"name": "ak", "key": "secret"}}
+
+
+def _settings(argv: list[str] | None = None, env: Mapping[str, str] | None = None
+              ) -> settings.Settings:
+    return settings.load(argv or [], env or {})
+
+
+def _store(name: str, kms: dict[str, Any], kind: str = "SecretStore",
+           namespace: str = NS, **spec: Any) -> dict[str, Any]:
+    meta = {"name": name, "uid": f"uid-{name}", "resourceVersion": "1"}
+    if kind == "SecretStore":
+        meta["namespace"] = namespace
+    return {"kind": kind, "metadata": meta, "spec": {"KMS": kms, **spec}}
+
+
+class World:
+    def __init__(self, cfg: settings.Settings, stores: list[dict[str, Any]],
+                 tokens: FakeTokens | None = None) -> None:
+        self.stores = {(s["kind"], s["metadata"].get("namespace", ""), s["metadata"]["name"]): s
+                       for s in stores}
+        self.credentials: list[str] = []
+        self.tokens = tokens or FakeTokens({(NS, "app"): ROLE})
+        self.resolver = StoreResolver(
+            cfg, self._get, FakeSecrets(AK), lambda _ns: {},
+            sa_token_file=self.tokens, on_credential=self.credentials.append)
+
+    def _get(self, kind: model.StoreKind, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.stores.get((str(kind), namespace, name))
+
+    def resolve(self, ref: dict[str, Any] | None = None, **entry: Any) -> Source:
+        raw_entry: dict[str, Any] = {"key": "db", **entry}
+        if ref is not None:
+            raw_entry["secretStoreRef"] = ref
+        es = model.parse_external_secret({
+            "metadata": {"name": "app", "namespace": NS, "uid": "u"},
+            "spec": {"data": [raw_entry]}})
+        return self.resolver.resolve(es, es.spec.data[0])
+
+
+def _problem(world: World, ref: dict[str, Any] | None, reason: str, *parts: str) -> str:
+    with pytest.raises(StoreProblem) as err:
+        world.resolve(ref)
+    assert err.value.reason == reason
+    for part in parts:
+        assert part in str(err.value)
+    return str(err.value)
+
+
+# --------------------------------------------------------------------------- priority
+
+
+def test_store_priority_service_account_then_rrsa_then_assume_role_then_access_key() -> None:
+    everything = {"serviceAccountRef": {"name": "app"}, "oidcProviderARN": PROVIDER,
+                  "ramRoleARN": ROLE, "oidcTokenFilePath": "/t", **AK_REFS}
+    without_sa = {k: v for k, v in everything.items() if k != "serviceAccountRef"}
+    world = World(_settings(), [
+        _store("all", {"KMSAuth": everything}),
+        _store("rrsa", {"KMSAuth": without_sa}),
+        _store("assume", {"KMSAuth": {**AK_REFS, "ramRoleARN": ROLE,
+                                      "ramRoleSessionName": "tenant-a"}}),
+        _store("ak", {"KMSAuth": AK_REFS}),
+    ])
+    sa = world.resolve({"name": "all"}).identity
+    assert (sa.kind, sa.role_arn, sa.oidc_token_file) == (OIDC_ROLE_ARN, ROLE, "/tokens/team-a-app")
+    assert "ServiceAccount team-a/app" in sa.describe()
+    rrsa = world.resolve({"name": "rrsa"}).identity
+    assert (rrsa.kind, rrsa.oidc_token_file, rrsa.oidc_provider_arn) == (OIDC_ROLE_ARN, "/t",
+                                                                         PROVIDER)
+    assume = world.resolve({"name": "assume"}).identity
+    assert (assume.kind, assume.access_key_id, assume.role_arn) == (RAM_ROLE_ARN, "LTAI-id",
+                                                                    ROLE)
+    assert assume.role_session_name == "tenant-a"
+    ak = world.resolve({"name": "ak"}).identity
+    assert (ak.kind, ak.access_key_secret, ak.role_arn) == (ACCESS_KEY, "ak-secret-value", "")
+    assert "ak-secret-value" in world.credentials  # handed to the log redactor
+    assert "ak-secret-value" not in repr(ak) and "ak-secret-value" not in ak.describe()
+
+
+@pytest.mark.parametrize(("env", "argv", "kind"), [
+    ({"ALIBABA_CLOUD_ROLE_ARN": ROLE, "ALIBABA_CLOUD_OIDC_PROVIDER_ARN": PROVIDER,
+      "ALIBABA_CLOUD_OIDC_TOKEN_FILE": "/var/run/ack/token", "ACCESS_KEY_ID": "x",
+      "SECRET_ACCESS_KEY": "y"}, ["--enable-worker-role"], OIDC_ROLE_ARN),
+    ({"ALICLOUD_ROLE_ARN": ROLE, "ACCESS_KEY_ID": "x", "SECRET_ACCESS_KEY": "y"},
+     ["--enable-worker-role"], RAM_ROLE_ARN),
+    ({"ACCESS_KEY_ID": "x", "SECRET_ACCESS_KEY": "y"}, ["--enable-worker-role"], ACCESS_KEY),
+    ({}, ["--enable-worker-role", "--metadata-proxy", "http://proxy"], ECS_RAM_ROLE),
+])
+def test_controller_identity_priority_from_the_environment(
+    env: dict[str, str], argv: list[str], kind: str
+) -> None:
+    world = World(_settings(argv, env), [])
+    identity = world.resolve(None).identity
+    assert identity.kind == kind
+    if kind == ECS_RAM_ROLE:
+        assert identity.metadata_proxy == "http://proxy"
+    if kind == OIDC_ROLE_ARN:
+        assert identity.oidc_token_file == "/var/run/ack/token"
+
+
+def test_ack_secret_manager_names_and_sts_endpoint_from_the_environment() -> None:
+    env = {"ALICLOUD_ROLE_ARN": ROLE, "ALICLOUD_OIDC_PROVIDER_ARN": PROVIDER,
+           "ALICLOUD_ROLE_SESSION_NAME": "asm", "ALICLOUD_ROLE_SESSION_EXPIRATION": "600",
+           "ALICLOUD_REMOTE_ROLE_ARN": REMOTE, "ALICLOUD_REMOTE_ROLE_SESSION_NAME": "far",
+           "ALIBABA_CLOUD_STS_ENDPOINT": "sts-vpc.cn-beijing.aliyuncs.com"}
+    identity = World(_settings([], env), []).resolve(None).identity
+    assert identity.kind == OIDC_ROLE_ARN
+    assert identity.oidc_token_file == DEFAULT_OIDC_TOKEN_FILE  # rrsa.enable's projected token
+    assert identity.sts_endpoint == "sts-vpc.cn-beijing.aliyuncs.com"
+    assert (identity.role_session_name, identity.session_seconds) == ("asm", 900)
+    assert (identity.remote_role_arn, identity.remote_role_session_name) == (REMOTE, "far")
+    flag = World(_settings(["--sts-endpoint", "sts.example"], env), []).resolve(None).identity
+    assert flag.sts_endpoint == "sts.example"
+
+
+def test_no_credentials_and_no_worker_role_names_every_way_out() -> None:
+    world = World(_settings(), [_store("empty", {})])
+    for ref in (None, {"name": "empty"}):
+        _problem(world, ref, "NoCredentials", "--enable-worker-role", "ACCESS_KEY_ID",
+                 "ALICLOUD_ROLE_ARN", "secretStoreRef")
+
+
+def test_cross_account_role_goes_on_top_of_any_identity() -> None:
+    env = {"ACCESS_KEY_ID": "env-id", "SECRET_ACCESS_KEY": "env-secret"}
+    world = World(_settings([], env), [
+        _store("ak-remote", {"KMSAuth": {**AK_REFS, "remoteRamRoleARN": REMOTE,
+                                         "remoteRamRoleSessionName": "far"}}),
+        _store("only-remote", {"KMSAuth": {"remoteRamRoleARN": REMOTE}}),
+        _store("sa-remote", {"KMSAuth": {"serviceAccountRef": {"name": "app"},
+                                         "oidcProviderARN": PROVIDER, "ramRoleARN": ROLE,
+                                         "remoteRamRoleARN": REMOTE}}),
+    ])
+    ak = world.resolve({"name": "ak-remote"}).identity
+    assert (ak.kind, ak.remote_role_arn, ak.remote_role_session_name) == (ACCESS_KEY, REMOTE,
+                                                                          "far")
+    on_env = world.resolve({"name": "only-remote"}).identity
+    assert (on_env.kind, on_env.access_key_id, on_env.remote_role_arn) == (ACCESS_KEY, "env-id",
+                                                                           REMOTE)
+    assert "SecretStore team-a/only-remote" in on_env.describe()
+    sa = world.resolve({"name": "sa-remote"}).identity
+    assert (sa.kind, sa.remote_role_arn) == (OIDC_ROLE_ARN, REMOTE)
+    assert sa.describe().startswith(f"cross-account role {REMOTE} assumed with RRSA")
+
+
+def test_role_alone_is_rrsa_with_the_controllers_provider_or_a_clear_refusal() -> None:
+    store = _store("role", {"KMSAuth": {"ramRoleARN": ROLE}})
+    with_provider = World(_settings([], {"ALICLOUD_OIDC_PROVIDER_ARN": PROVIDER}), [store])
+    identity = with_provider.resolve({"name": "role"}).identity
+    assert (identity.kind, identity.role_arn, identity.oidc_provider_arn) == (
+        OIDC_ROLE_ARN, ROLE, PROVIDER)
+    _problem(World(_settings(), [store]), {"name": "role"}, "InvalidStore",
+             "SecretStore team-a/role", "ramRoleARN", "oidcProviderARN", "accessKey")
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("", 3600), ("600", 900), ("7200", 7200), ("2h", 7200), ("100000", 43200), ("soon", 3600)])
+def test_role_session_expiration_stays_within_what_sts_accepts(text: str, seconds: int) -> None:
+    world = World(_settings(), [_store("s", {"KMSAuth": {
+        **AK_REFS, "ramRoleARN": ROLE, "roleSessionExpiration": text}})])
+    assert world.resolve({"name": "s"}).identity.session_seconds == seconds
+
+
+# ------------------------------------------------------------------- service accounts
+
+
+def test_service_account_in_another_namespace_needs_the_flag() -> None:
+    stores = [_store("cross", {"KMSAuth": {"serviceAccountRef": {
+        "name": "app", "namespace": "platform"}, "oidcProviderARN": PROVIDER,
+        "ramRoleARN": ROLE}})]
+    tokens = FakeTokens({("platform", "app"): ROLE})
+    refused = World(_settings(), stores, tokens)
+    _problem(refused, {"name": "cross"}, "CrossNamespaceRefused", "ServiceAccount platform/app",
+             "--enable-cross-namespace-secret-store")
+    assert tokens.asked == []  # refused before any token is minted
+    allowed = World(_settings(["--enable-cross-namespace-secret-store"]), stores, tokens)
+    assert allowed.resolve({"name": "cross"}).identity.oidc_token_file == "/tokens/platform-app"
+
+
+def test_cluster_secret_store_names_the_service_accounts_namespace() -> None:
+    store = _store("shared", {"KMSAuth": {"serviceAccountRef": {
+        "name": "app", "namespace": NS, "audiences": ["sts.example"]},
+        "oidcProviderARN": PROVIDER, "ramRoleARN": ROLE}}, kind="ClusterSecretStore")
+    world = World(_settings(), [store])
+    identity = world.resolve({"name": "shared", "kind": "ClusterSecretStore"}).identity
+    assert identity.role_arn == ROLE
+    assert world.tokens.asked == [(NS, "app", ("sts.example",))]
+
+
+def test_service_account_problems_name_the_store_and_keep_their_reason() -> None:
+    world = World(_settings(), [
+        _store("plain", {"KMSAuth": {"serviceAccountRef": {"name": "plain"},
+                                     "oidcProviderARN": PROVIDER, "ramRoleARN": ROLE}}),
+        _store("no-provider", {"KMSAuth": {"serviceAccountRef": {"name": "app"}}}),
+    ])
+    _problem(world, {"name": "plain"}, "CredentialsNotFound", "SecretStore team-a/plain",
+             "spec.KMS.KMSAuth.serviceAccountRef", "ack.alibabacloud.com/role-arn")
+    _problem(world, {"name": "no-provider"}, "InvalidStore", "oidcProviderARN",
+             "ALIBABA_CLOUD_OIDC_PROVIDER_ARN")
+    env = World(_settings([], {"ALIBABA_CLOUD_OIDC_PROVIDER_ARN": PROVIDER}),
+                [_store("no-provider", {"KMSAuth": {"serviceAccountRef": {"name": "app"}}})])
+    assert env.resolve({"name": "no-provider"}).identity.oidc_provider_arn == PROVIDER
+
+
+# ---------------------------------------------------------------------------- endpoints
+
+
+@pytest.mark.parametrize(("argv", "env", "host"), [
+    ([], {}, "kms-vpc.cn-hangzhou.aliyuncs.com"),
+    (["--region="], {}, "kms-vpc.cn-hangzhou.aliyuncs.com"),  # empty --region from a chart
+    (["--region="], {"ALIBABA_CLOUD_REGION_ID": "cn-beijing"}, "kms-vpc.cn-beijing.aliyuncs.com"),
+    (["--region", "cn-shanghai", "--kms-endpoint-type", "public"], {},
+     "kms.cn-shanghai.aliyuncs.com"),
+    (["--region", "cn-shanghai", "--kms-endpoint", "kms.example:8443"], {}, "kms.example:8443"),
+])
+def test_default_endpoint_from_region_and_flags(
+    argv: list[str], env: dict[str, str], host: str
+) -> None:
+    world = World(_settings(argv, {"ACCESS_KEY_ID": "x", "SECRET_ACCESS_KEY": "y", **env}), [
+        _store("ak", {"KMSAuth": AK_REFS})])
+    for ref in (None, {"name": "ak"}):
+        endpoint = world.resolve(ref).endpoint
+        assert (endpoint.host, endpoint.protocol) == (host, "https")
+
+
+def test_store_endpoint_overrides_the_flag_and_entry_overrides_the_store() -> None:
+    pem = "-----BEGIN CERTIFICATE-----\nABC\n"
+    world = World(_settings(["--kms-endpoint", "http://kms.flag:80"]), [
+        _store("plain", {"KMSAuth": AK_REFS}),
+        _store("instance", {"KMSAuth": AK_REFS, "ca": pem,
+                            "endpoint": "kst-1.cryptoservice.kms.aliyuncs.com"}),
+    ])
+    assert world.resolve({"name": "plain"}).endpoint.host == "kms.flag:80"
+    assert world.resolve({"name": "plain"}).endpoint.protocol == "http"
+    instance = world.resolve({"name": "instance"}).endpoint
+    assert (instance.host, instance.protocol, instance.ca_pem) == (
+        "kst-1.cryptoservice.kms.aliyuncs.com", "https", pem)
+    entry = world.resolve({"name": "instance"}, kmsEndpoint="https://kst-2.example/").endpoint
+    assert (entry.host, entry.protocol, entry.ca_pem) == ("kst-2.example", "https", pem)
+
+
+def test_ca_from_a_secret_follows_the_cross_namespace_rule() -> None:
+    store = _store("instance", {"KMSAuth": AK_REFS, "endpoint": "kst-1.example",
+                                "caSecretRef": {"name": "ca", "namespace": "platform",
+                                                "key": "ca.pem"}})
+    _problem(World(_settings(), [store]), {"name": "instance"}, "CrossNamespaceRefused",
+             "spec.KMS.caSecretRef", "platform/ca")
+    allowed = World(_settings(["--enable-cross-namespace-secret-store"]), [store])
+    assert allowed.resolve({"name": "instance"}).endpoint.ca_pem.startswith("-----BEGIN")
+    missing = _store("missing", {"KMSAuth": AK_REFS, "caSecretRef": {"name": "nope",
+                                                                     "key": "ca.pem"}})
+    _problem(World(_settings(), [missing]), {"name": "missing"}, "CredentialsNotFound",
+             "caSecretRef", f"{NS}/nope", "CA certificate")
+
+
+def test_identity_values_are_equal_across_stores_with_the_same_credentials() -> None:
+    world = World(_settings(), [_store("one", {"KMSAuth": AK_REFS}),
+                                _store("two", {"KMSAuth": AK_REFS})])
+    one, two = (world.resolve({"name": n}).identity for n in ("one", "two"))
+    assert one == two and hash(one) == hash(two)  # one credentials client, one KMS read
+    assert base64.b64encode(b"ak-secret-value").decode() not in one.fingerprint()
