@@ -67,13 +67,13 @@ class RateLimiter:
     Calls start evenly spaced, one every `(1 + guard) / rate` seconds (a token bucket that holds
     a single token), so no one-second window ever holds more than `rate` of them: a bucket with
     a burst of `rate` would let through up to `2 * rate - 1` in some window. `rate + 1`
-    consecutive starts span `1 + guard` seconds, so `guard` (0.05: 50 ms, 5% of throughput) is
-    how late a call may reach the service (network jitter, a new connection) before the service
-    could count `rate + 1` in one second. Take a slot (`slots`) first, get everything ready
+    consecutive starts span `1 + guard` seconds, so `guard` (0.1: 100 ms, 10% of throughput) is
+    how late a call may reach the service (network jitter, a new connection, a busy CPU)
+    before the service could count `rate + 1` in one second. Take a slot (`slots`) first, get everything ready
     (client, credentials), then `acquire()` the start time right before sending.
     """
 
-    def __init__(self, rate: float, guard: float = 0.05) -> None:
+    def __init__(self, rate: float, guard: float = 0.1) -> None:
         self.rate = max(rate, 0.001)
         self.period = (1.0 + guard) / self.rate
         self._next = 0.0

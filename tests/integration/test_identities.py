@@ -628,8 +628,9 @@ def test_kms_calls_per_endpoint_stay_within_the_limit_under_a_burst(
         assert {f"s{i}" for i in range(first, first + count)} <= {e["secret"] for e in log}
         return log
 
-    # Fast calls: the rate is what limits. Measured on arrival (start of handling) and on
-    # completion (the fake's peak_rate), in every sliding one-second window.
+    # Fast calls: the rate is what limits. Measured on arrival (when the fake starts handling
+    # a call) in every sliding one-second window; completions (the fake's peak_rate) add the
+    # handler's own scheduling jitter and are reported only.
     cloud.latency = 0.05
     log = burst(0, fast)
     arrivals = sorted(e["time"] - e["duration"] for e in log)
@@ -638,8 +639,8 @@ def test_kms_calls_per_endpoint_stay_within_the_limit_under_a_burst(
     peak = cloud.peak_rate(window=1.0, action="GetSecretValue")
     print(f"\nburst of {fast} at 50 ms: peak {peak}/s on completion, {arrival_peak}/s on "
           f"arrival, over {arrivals[-1] - arrivals[0]:.1f}s")
-    assert peak <= limit and arrival_peak <= limit
-    assert peak >= limit - 1  # the burst did press against the limit
+    assert arrival_peak <= limit
+    assert arrival_peak >= limit - 1  # the burst did press against the limit
     # Slow calls: the concurrency cap is what limits.
     cloud.latency = 1.5
     burst(fast, slow)
