@@ -69,8 +69,9 @@ class RateLimiter:
     a burst of `rate` would let through up to `2 * rate - 1` in some window. `rate + 1`
     consecutive starts span `1 + guard` seconds, so `guard` (0.1: 100 ms, 10% of throughput) is
     how late a call may reach the service (network jitter, a new connection, a busy CPU)
-    before the service could count `rate + 1` in one second. Take a slot (`slots`) first, get everything ready
-    (client, credentials), then `acquire()` the start time right before sending.
+    before the service could count `rate + 1` in one second. Take a slot (`slots`) first, get
+    everything ready (client, credentials), then `acquire()` the start time right before
+    sending.
     """
 
     def __init__(self, rate: float, guard: float = 0.1) -> None:
