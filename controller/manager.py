@@ -281,8 +281,9 @@ class Manager:
         outcome = self.reconciler.reconcile(*key, fresh=fresh)
         seconds = time.monotonic() - start
         self.hooks.sync(*key, outcome, seconds)
-        log.info("sync ExternalSecret %s/%s result=%s reason=%s duration_ms=%d",
-                 key[0], key[1], outcome.result, outcome.reason or "-", seconds * 1000)
+        log.info("sync ExternalSecret %s/%s", key[0], key[1],
+                 extra={"result": outcome.result, "reason": outcome.reason or "-",
+                        "duration_ms": round(seconds * 1000)})
         if outcome.result == "gone":
             self.backoff.forget(key)
             self._track(key, frozenset(), 0.0)

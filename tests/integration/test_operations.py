@@ -172,3 +172,23 @@ def test_apiserver_restart_is_survived(
     wait_for(lambda: k8s.secret_data(namespace, "before") == {"db": "pw"}, timeout=30,
              what="edit repaired after the restart")
     assert proc.proc.poll() is None
+
+
+def test_json_logs_have_one_line_per_sync_decision(
+    k8s: K8s, cloud: FakeCloud, namespace: str, start_controller: Callable[..., Any]
+) -> None:
+    import json
+
+    cloud.put_secret("db", "pw")
+    k8s.access_key_store(namespace)
+    proc = start_controller("--kms-endpoint", cloud.kms_endpoint, "--log-format", "json")
+    k8s.create(namespace, "externalsecrets", _es("app", "db"))
+    wait_for(lambda: k8s.secret_data(namespace, "app"), what="synced")
+
+    def sync_lines() -> list[dict[str, Any]]:
+        lines = [json.loads(line) for line in proc.log.splitlines() if line.startswith("{")]
+        return [r for r in lines if r["message"] == f"sync ExternalSecret {namespace}/app"]
+
+    [record] = wait_for(sync_lines, what="a sync log line")
+    assert record["result"] == "synced" and record["reason"] == "Synced"
+    assert isinstance(record["duration_ms"], int) and record["level"] == "info"
