@@ -242,13 +242,9 @@ class StoreResolver:
         if self.sa_token_file is None:
             raise StoreProblem("InvalidStore", f"{where}: {field} is not supported")
         namespace = ref.namespace or store.namespace
-        if (store.kind == model.StoreKind.SECRET_STORE and namespace != store.namespace
-                and not self.settings.enable_cross_namespace_secret_store):
-            raise StoreProblem(
-                "CrossNamespaceRefused",
-                f"{where}: {field} names ServiceAccount {namespace}/{ref.name} in another "
-                "namespace; use a ServiceAccount in the store's namespace, or start the "
-                "controller with --enable-cross-namespace-secret-store")
+        self._same_namespace(store, namespace, f"{field} names ServiceAccount "
+                             f"{namespace}/{ref.name}", "use a ServiceAccount in the store's "
+                             "namespace")
         provider = auth.oidc_provider_arn or self.settings.credentials.oidc_provider_arn
         if not provider:
             raise StoreProblem(
@@ -276,13 +272,8 @@ class StoreResolver:
                 f"{where}: spec.KMS.KMSAuth.{field} is missing; set both accessKey and "
                 "accessKeySecret")
         namespace = ref.namespace or store.namespace
-        if (store.kind == model.StoreKind.SECRET_STORE and namespace != store.namespace
-                and not self.settings.enable_cross_namespace_secret_store):
-            raise StoreProblem(
-                "CrossNamespaceRefused",
-                f"{where}: spec.KMS.KMSAuth.{field} refers to Secret {namespace}/{ref.name} in "
-                "another namespace; move it, or start the controller with "
-                "--enable-cross-namespace-secret-store")
+        self._same_namespace(store, namespace, f"spec.KMS.KMSAuth.{field} refers to Secret "
+                             f"{namespace}/{ref.name}", "move it")
         value = self.secrets.read_secret_key(namespace, ref.name, ref.key)
         if value is None:
             raise StoreProblem(
@@ -293,6 +284,17 @@ class StoreResolver:
         self.on_credential(text)
         return text
 
+    def _same_namespace(self, store: model.SecretStore, namespace: str, what: str,
+                        fix: str) -> None:
+        """A SecretStore may only use objects of its own namespace, unless the operator
+        allowed otherwise (a ClusterSecretStore names namespaces by design)."""
+        if (store.kind == model.StoreKind.SECRET_STORE and namespace != store.namespace
+                and not self.settings.enable_cross_namespace_secret_store):
+            raise StoreProblem(
+                "CrossNamespaceRefused",
+                f"{_store_name(store.ref)}: {what} in another namespace; {fix}, or start the "
+                "controller with --enable-cross-namespace-secret-store")
+
     # -------------------------------------------------------------- endpoint
     def _ca(self, store: model.SecretStore) -> str:
         kms = store.kms
@@ -302,13 +304,8 @@ class StoreResolver:
             return kms.ca
         if kms.ca_secret_ref is not None:
             ref = kms.ca_secret_ref
-            if (store.kind == model.StoreKind.SECRET_STORE and ref.namespace != store.namespace
-                    and not self.settings.enable_cross_namespace_secret_store):
-                raise StoreProblem(
-                    "CrossNamespaceRefused",
-                    f"{_store_name(store.ref)}: spec.KMS.caSecretRef refers to Secret "
-                    f"{ref.namespace}/{ref.name} in another namespace; move it, or start the "
-                    "controller with --enable-cross-namespace-secret-store")
+            self._same_namespace(store, ref.namespace, "spec.KMS.caSecretRef refers to Secret "
+                                 f"{ref.namespace}/{ref.name}", "move it")
             value = self.secrets.read_secret_key(ref.namespace, ref.name, ref.key)
             if value is None:
                 raise StoreProblem(
