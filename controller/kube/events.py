@@ -13,6 +13,7 @@ import logging
 import queue
 import threading
 import time
+from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +23,7 @@ from controller.names import MANAGER as COMPONENT
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE = 1024
+MAX_RECENT = 10_000
 
 
 class EventRecorder:
@@ -42,7 +44,7 @@ class EventRecorder:
         self._tokens = float(burst)
         self._burst = float(burst)
         self._last_refill = time.monotonic()
-        self._recent: dict[tuple[str, str, str], float] = {}
+        self._recent: OrderedDict[tuple[str, str, str], float] = OrderedDict()
         self._lock = threading.Lock()
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(capacity)
         self._thread = threading.Thread(target=self._run, name="events", daemon=True)
@@ -67,9 +69,13 @@ class EventRecorder:
             if last is not None and now - last < self.dedup_window:
                 return False
             self._recent[dedup] = now
-            if len(self._recent) > 10_000:
-                cutoff = now - self.dedup_window
-                self._recent = {k: t for k, t in self._recent.items() if t >= cutoff}
+            self._recent.move_to_end(dedup)
+            # Oldest first: drop what is past the window, and never keep more than MAX_RECENT.
+            while self._recent:
+                oldest = next(iter(self._recent.values()))
+                if now - oldest < self.dedup_window and len(self._recent) <= MAX_RECENT:
+                    break
+                self._recent.popitem(last=False)
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         event = {
             "metadata": {"generateName": f"{meta.get('name', 'object')}.",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -35,9 +36,30 @@ def key_of(obj: dict[str, Any]) -> Key:
     return (meta.get("namespace", ""), meta.get("name", ""))
 
 
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+INTERN_MAX = 64  # strings up to this long are shared between cached objects
+
+
 def _slim(obj: dict[str, Any]) -> dict[str, Any]:
-    obj.get("metadata", {}).pop("managedFields", None)
-    return obj
+    """What the cache keeps of an object: no managedFields, no kubectl's copy of the last
+    applied spec (nothing here reads either), and one shared copy of every key and short
+    string instead of one per object (10,000 ExternalSecrets repeat the same few hundred)."""
+    meta = obj.get("metadata", {})
+    meta.pop("managedFields", None)
+    (meta.get("annotations") or {}).pop(LAST_APPLIED, None)
+    compact: dict[str, Any] = _intern(obj, in_data=False)
+    return compact
+
+
+def _intern(value: Any, in_data: bool) -> Any:
+    if isinstance(value, dict):
+        return {sys.intern(k): _intern(v, in_data or k in ("data", "stringData"))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_intern(v, in_data) for v in value]
+    if isinstance(value, str) and not in_data and len(value) <= INTERN_MAX:
+        return sys.intern(value)
+    return value  # Secret values are never interned: they stay private to their object
 
 
 class Informer:

@@ -1,0 +1,110 @@
+"""`python -m bench.patched <controller flags>`: the controller with experimental changes
+applied in memory, for `python -m bench --controller-patch NAME`.
+
+This is how the benchmark measures a proposed change before anyone edits controller/: the
+same run with and without the patch. The patches named in $BENCH_PATCHES (comma-separated)
+are applied, then `controller.cli.main` runs unchanged. None of them is meant to ship as is;
+docs/performance.md says what each one stands for.
+
+- `intern`: the informer caches keep one copy of each dict key and of each short string
+  value (`sys.intern`), instead of one per object, and drop kubectl's
+  last-applied-configuration annotation. Secret `data` values are left alone.
+- `events-lru`: the Event recorder's dedup memory (`EventRecorder._recent`) becomes an
+  OrderedDict in time order that forgets its oldest entries as new ones come (beyond 10,000
+  or older than the dedup window), so `record()` never rebuilds the whole dict.
+- `no-secret-get`: a Secret missing from the cache is taken as missing, without asking the
+  apiserver. UNSAFE as is (an unmanaged Secret of the same name would be overwritten): it
+  is the upper bound of what a metadata-only cache of all Secrets would save.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import OrderedDict
+from typing import Any
+
+INTERN_MAX = 64
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def _compact(value: Any, in_data: bool = False) -> Any:
+    if isinstance(value, dict):
+        return {sys.intern(k): _compact(v, in_data or k in ("data", "stringData"))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_compact(v, in_data) for v in value]
+    if isinstance(value, str) and not in_data and len(value) <= INTERN_MAX:
+        return sys.intern(value)
+    return value
+
+
+def _patch_intern() -> None:
+    from controller.kube import informer
+
+    def slim(obj: dict[str, Any]) -> dict[str, Any]:
+        meta = obj.get("metadata", {})
+        meta.pop("managedFields", None)
+        (meta.get("annotations") or {}).pop(LAST_APPLIED, None)
+        compact: dict[str, Any] = _compact(obj)
+        return compact
+
+    informer._slim = slim
+
+
+def _patch_no_secret_get() -> None:
+    from controller.kube.access import KubeAccess
+
+    def secret(self: KubeAccess, namespace: str, name: str) -> dict[str, Any] | None:
+        informer = self._secrets(namespace)
+        return informer.get(namespace, name) if informer else None
+
+    KubeAccess.secret = secret  # type: ignore[method-assign]
+
+
+class _RecentEvents(OrderedDict[Any, float]):
+    """Insertion (= time) ordered; setting a key moves it to the end and evicts from the
+    front what is older than `window` or beyond `cap`, so len() never exceeds `cap`."""
+
+    def __init__(self, window: float, cap: int = 10_000) -> None:
+        super().__init__()
+        self.window, self.cap = window, cap
+
+    def __setitem__(self, key: Any, value: float) -> None:
+        if key in self:
+            self.move_to_end(key)
+        super().__setitem__(key, value)
+        while self and (len(self) > self.cap or next(iter(self.values())) < value - self.window):
+            self.popitem(last=False)
+
+
+def _patch_events_lru() -> None:
+    from controller.kube.events import EventRecorder
+
+    original = EventRecorder.__init__
+
+    def init(self: EventRecorder, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self._recent = _RecentEvents(self.dedup_window)
+
+    EventRecorder.__init__ = init  # type: ignore[method-assign]
+
+
+PATCHES = {"intern": _patch_intern, "no-secret-get": _patch_no_secret_get,
+           "events-lru": _patch_events_lru}
+
+
+def apply_from_env() -> None:
+    for name in filter(None, os.environ.get("BENCH_PATCHES", "").split(",")):
+        PATCHES[name]()
+
+
+def main() -> int:
+    apply_from_env()
+    from controller.cli import main as controller_main
+
+    return controller_main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
