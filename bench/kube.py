@@ -12,12 +12,14 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from kubernetes import client, config
+
+from controller.kube.informer import watch_events
 
 GROUP, VERSION = "alibabacloud.com", "v1alpha1"
 MANAGED_BY = "app.kubernetes.io/managed-by=ack-secret-manager"
@@ -163,7 +165,7 @@ class _Watch(threading.Thread):
             timeout=(10.0, 120.0), stream=True)
         self._resp = resp
         try:
-            for event in _lines(resp):
+            for event in watch_events(resp):
                 kind, obj = event.get("type"), event.get("object") or {}
                 if kind == "ERROR":
                     raise ApiError(int(obj.get("code", 500)), json.dumps(obj).encode())
@@ -177,16 +179,6 @@ class _Watch(threading.Thread):
             with contextlib.suppress(Exception):
                 resp.release_conn()
         return rv
-
-
-def _lines(resp: Any) -> Iterator[dict[str, Any]]:
-    buffer = b""
-    for chunk in resp.stream(64 * 1024, decode_content=True):
-        buffer += chunk
-        while b"\n" in buffer:
-            line, buffer = buffer.split(b"\n", 1)
-            if line.strip():
-                yield json.loads(line)
 
 
 class Tracker:

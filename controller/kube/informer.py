@@ -205,7 +205,7 @@ class Informer:
                                  timeout=(10.0, READ_TIMEOUT), stream=True)
         self._response = resp
         try:
-            for event in _events(resp):
+            for event in watch_events(resp):
                 self.last_contact = time.monotonic()
                 rv = self._apply(event, rv)
                 if self._stop.is_set():
@@ -238,7 +238,8 @@ def _rv(obj: dict[str, Any]) -> str:
     return str(obj.get("metadata", {}).get("resourceVersion", ""))
 
 
-def _events(resp: Any) -> Iterator[dict[str, Any]]:
+def watch_events(resp: Any) -> Iterator[dict[str, Any]]:
+    """The JSON events of a streaming watch response, one per line."""
     buffer = b""
     for chunk in resp.stream(64 * 1024, decode_content=True):
         buffer += chunk
