@@ -90,6 +90,9 @@ def _interrupt(signum: int, _frame: FrameType | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    # Ctrl-C, kill and a closed terminal all end in the same clean-up. SIGINT explicitly:
+    # a shell that starts us in the background would otherwise leave it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

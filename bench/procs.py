@@ -38,7 +38,9 @@ def _die_with_parent() -> None:
 
 
 def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """This environment without proxies or cloud credentials (everything is on 127.0.0.1)."""
+    """This environment without proxies or cloud credentials (everything is on 127.0.0.1).
+    Callers set TMPDIR to a directory of the benchmark's, so whatever a child leaves there
+    (even when it has to be killed) goes with the benchmark's working directory."""
     env = {k: v for k, v in os.environ.items()
            if "proxy" not in k.lower()
            and not k.startswith(("ALIBABA_CLOUD", "ALICLOUD", "ACCESS_KEY", "SECRET_ACCESS_KEY"))}
@@ -89,10 +91,13 @@ class FakeCloudProcess:
 
     def start(self, timeout: float = 60.0) -> FakeCloudProcess:
         ak_id, ak_secret = self.access_key
+        tmp = self.workdir / "tmp-fakecloud"
+        tmp.mkdir(exist_ok=True)
         self.proc = spawn([sys.executable, "-m", "tests.fakecloud",
                            "--secrets", str(self.secrets_file), "--latency", str(self.latency),
                            "--access-key", f"{ak_id}:{ak_secret}:bench"],
-                          self.workdir / "fakecloud.log", stdout_pipe=True)
+                          self.workdir / "fakecloud.log", env=clean_env({"TMPDIR": str(tmp)}),
+                          stdout_pipe=True)
         assert self.proc.stdout is not None
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
         line = self.proc.stdout.readline() if ready else b""
@@ -127,7 +132,10 @@ class ControllerProcess:
         self.args = list(args)
         self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         self.readyz_url = f"http://127.0.0.1:{health_port}/readyz"
-        self.env = clean_env({"ALIBABA_CLOUD_ECS_METADATA_DISABLED": "true", **(env or {})})
+        tmp = workdir / "tmp-controller"
+        tmp.mkdir(exist_ok=True)
+        self.env = clean_env({"ALIBABA_CLOUD_ECS_METADATA_DISABLED": "true", "TMPDIR": str(tmp),
+                              **(env or {})})
         self.cmd = [sys.executable, "-m", module, *self.args,
                     "--metrics-bind-address", f"127.0.0.1:{metrics_port}",
                     "--health-probe-bind-address", f"127.0.0.1:{health_port}"]
@@ -165,5 +173,5 @@ class ControllerProcess:
             return ""
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
-    def stop(self) -> None:
-        stop(self.proc)
+    def stop(self, grace: float = 30.0) -> None:
+        stop(self.proc, grace)

@@ -135,7 +135,8 @@ class SizeRun:
 
     def _teardown(self) -> None:
         for step in (lambda: self.recorder and self.recorder.stop(),
-                     lambda: self.controller and self.controller.stop(),
+                     # It drains in-flight syncs; after a Ctrl-C the apiserver may be gone.
+                     lambda: self.controller and self.controller.stop(grace=15),
                      lambda: self.tracker and self.tracker.stop(),
                      lambda: self.kube and self.kube.close(),
                      lambda: self.cloud and self.cloud.stop(),
