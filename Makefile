@@ -47,7 +47,7 @@ crds: $(STAMP)
 	$(PY) hack/gen_crds.py
 
 # The scale benchmark (not part of the tests): 1,000, 5,000 and 10,000 ExternalSecrets,
-# about 25 minutes on 2 cores; results in bench/results/ and docs/performance.md.
+# about 11 minutes on 2 cores; results in bench/results/ and docs/performance.md.
 bench: controlplane
 	$(PY) -m pip install -q -r bench/requirements.txt
 	$(PY) -m bench --sizes 1000,5000,10000

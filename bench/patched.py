@@ -14,6 +14,8 @@ repeat the before/after on older revisions.
 - `events-lru`: the Event recorder's dedup memory (`EventRecorder._recent`) becomes an
   OrderedDict in time order that forgets its oldest entries as new ones come (beyond 10,000
   or older than the dedup window), so `record()` never rebuilds the whole dict.
+- `no-intern`: the informer caches as before 7f51226 (only managedFields dropped), to measure
+  what interning costs and saves on a revision that has it.
 - `no-secret-get`: a Secret missing from the cache is taken as missing, without asking the
   apiserver. UNSAFE as is (an unmanaged Secret of the same name would be overwritten): it
   is the upper bound of what a metadata-only cache of all Secrets would save.
@@ -50,6 +52,16 @@ def _patch_intern() -> None:
         (meta.get("annotations") or {}).pop(LAST_APPLIED, None)
         compact: dict[str, Any] = _compact(obj)
         return compact
+
+    informer._slim = slim
+
+
+def _patch_no_intern() -> None:
+    from controller.kube import informer
+
+    def slim(obj: dict[str, Any]) -> dict[str, Any]:
+        obj.get("metadata", {}).pop("managedFields", None)
+        return obj
 
     informer._slim = slim
 
@@ -92,8 +104,8 @@ def _patch_events_lru() -> None:
     EventRecorder.__init__ = init  # type: ignore[method-assign]
 
 
-PATCHES = {"intern": _patch_intern, "no-secret-get": _patch_no_secret_get,
-           "events-lru": _patch_events_lru}
+PATCHES = {"intern": _patch_intern, "no-intern": _patch_no_intern,
+           "no-secret-get": _patch_no_secret_get, "events-lru": _patch_events_lru}
 
 
 def apply_from_env() -> None:
