@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all venv controlplane test unit lint demo bench manifests crds clean
+.PHONY: all venv controlplane test unit lint demo bench manifests crds proto clean image image-save
 
 all: lint test
 
@@ -39,6 +39,15 @@ lint: $(STAMP)
 	$(VENV)/bin/hadolint Dockerfile
 	$(PY) hack/gen_crds.py --check
 	$(PY) hack/gen_manifests.py --check
+	$(PY) hack/gen_proto.py --check
+
+# The controller image (podman, or docker when it works), tagged VERSION and
+# VERSION-<digest of its inputs>; SBOM in dist/. image-save: dist/*.oci.tar as well.
+image: $(STAMP)
+	bash hack/build-image.sh build
+
+image-save: $(STAMP)
+	bash hack/build-image.sh save
 
 manifests: $(STAMP)
 	$(PY) hack/gen_manifests.py
@@ -46,11 +55,16 @@ manifests: $(STAMP)
 crds: $(STAMP)
 	$(PY) hack/gen_crds.py
 
+# The KMS v2 plugin's gRPC code, from controller/kmsplugin/proto/api.proto (grpcio-tools).
+proto: $(STAMP)
+	$(PY) hack/gen_proto.py
+
 # The scale benchmark (not part of the tests): 1,000, 5,000 and 10,000 ExternalSecrets,
 # about 11 minutes on 2 cores; results in bench/results/ and docs/performance.md.
 bench: controlplane
 	$(PY) -m pip install -q -r bench/requirements.txt
 	$(PY) -m bench --sizes 1000,5000,10000
+	$(PY) -m bench.encryption --secrets 10000 --out bench/results/encryption-10000.json
 
 demo: controlplane
 	$(PY) hack/demo.py

@@ -1,5 +1,10 @@
 """Run the controller: logging first, then the clients, the caches, the probes and metrics,
-the workers; stop cleanly on SIGTERM (stop taking work, finish in-flight syncs)."""
+the workers; stop cleanly on SIGTERM in every phase (start-up, cache sync, standby, running).
+
+Stop is one deadline (`--shutdown-timeout`, default 25 s: inside the Pod's default 30 s grace
+period): no new work, KMS retries cancelled, in-flight syncs finish, and only then is the Lease
+released; it is renewed until the last worker has exited, so no successor overlaps them.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import os
 import signal
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterable
 from types import FrameType
@@ -28,6 +34,7 @@ from controller.settings import Settings
 log = logging.getLogger("ack-secret-manager")
 
 CACHE_SYNC_TIMEOUT = 120.0
+RELEASE_RESERVE = 3.0  # seconds of the stop deadline kept for releasing the Lease
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
@@ -99,7 +106,13 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
     def on_identity(identity: Identity) -> None:
         metrics.count_credential_refresh(identity.kind)
 
-    api = api_client(settings.kubeconfig, pool_size=settings.workers + 16)
+    try:
+        api = api_client(settings.kubeconfig, pool_size=settings.workers + 16)
+    except Exception as exc:  # noqa: BLE001 - one line that names the problem and the fix
+        log.error("cannot reach Kubernetes: no usable configuration (%s: %s); run in a Pod "
+                  "with a ServiceAccount, or pass --kubeconfig (or KUBECONFIG) naming a "
+                  "readable kubeconfig file", type(exc).__name__, str(exc)[:200])
+        return 2
     rest = Rest(api)
     kms = Kms(IdentityPool(on_build=on_identity), region=settings.region,
               rate_per_endpoint=settings.max_concurrent_kms_secret_pulls, on_call=on_kms_call)
@@ -113,10 +126,19 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
                          readiness={"caches": manager.caches_synced})
     elector = _elector(settings, rest, instance) if settings.leader_elect else None
     lost = threading.Event()
-    servers.start()
+    release = threading.Event()  # set once the workers are gone: the Lease may go then
+    holder: threading.Thread | None = None
+    try:
+        servers.start()
+    except OSError as exc:
+        log.error("cannot listen for metrics or health probes (%s); choose free addresses with "
+                  "--metrics-bind-address and --health-probe-bind-address (0 disables)", exc)
+        return 2
     try:
         manager.start_caches()
-        if not manager.wait_caches(CACHE_SYNC_TIMEOUT):
+        if not manager.wait_caches(CACHE_SYNC_TIMEOUT, stop):
+            if stop.is_set():
+                return 0  # stopped while the caches synced
             log.error("caches did not sync within %ss; are the CRDs installed and the RBAC "
                       "granted?", CACHE_SYNC_TIMEOUT)
             return 1
@@ -127,20 +149,35 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
         log.info("caches synced; syncing with %d workers", settings.workers)
         manager.start_workers()
         if elector is not None:
-            threading.Thread(target=_hold, args=(elector, stop, lost), name="lease",
-                             daemon=True).start()
+            holder = threading.Thread(target=_hold, args=(elector, release, lost, stop),
+                                      name="lease", daemon=True)
+            holder.start()
         stop.wait()
     finally:
-        # Finish in-flight syncs before the Lease goes, so a successor never overlaps them.
-        manager.stop()
-        if elector is not None:
-            elector.release()
+        _shut_down(settings, manager, kms, elector, release, holder)
         metrics.set_leader(False)
         servers.stop()
         kms.close()
         api.close()
     log.info("stopped")
     return 1 if lost.is_set() else 0
+
+
+def _shut_down(settings: Settings, manager: Manager, kms: Kms,
+               elector: LeaderElector | None, release: threading.Event,
+               holder: threading.Thread | None) -> None:
+    """Within `settings.shutdown_timeout`: the workers first (the Lease is still renewed
+    meanwhile, so no successor overlaps them), then the Lease is released."""
+    started = time.monotonic()
+    # Keep a little of the deadline for the Lease release and the caches.
+    manager.stop(timeout=max(0.5, settings.shutdown_timeout - RELEASE_RESERVE),
+                 cancel=kms.cancel)
+    release.set()
+    if holder is not None:
+        holder.join(max(0.1, settings.shutdown_timeout - (time.monotonic() - started)))
+    if elector is not None:
+        elector.release()
+    log.info("shut down in %.1fs", time.monotonic() - started)
 
 
 def _elector(settings: Settings, rest: Rest, instance: str) -> LeaderElector:
@@ -160,7 +197,9 @@ def _own_namespace() -> str:
         return ""
 
 
-def _hold(elector: LeaderElector, stop: threading.Event, lost: threading.Event) -> None:
-    if not elector.hold(stop):
+def _hold(elector: LeaderElector, release: threading.Event, lost: threading.Event,
+          stop: threading.Event) -> None:
+    """Renew the Lease until `release` (set after the workers stopped)."""
+    if not elector.hold(release):
         lost.set()  # another replica may lead now: stop working at once
         stop.set()

@@ -13,6 +13,7 @@ spread over the interval, so a restart does not burst.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -23,6 +24,7 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from controller import model
 from controller.alicloud.errors import FetchError
 from controller.alicloud.kms import Kms
 from controller.engine.clock import Clock, RealClock
@@ -41,7 +43,15 @@ from controller.kube.rest import (
     Rest,
 )
 from controller.kube.tokens import ServiceAccountTokens
-from controller.names import ACK_FINALIZER, FORCE_SYNC, MANAGED_BY, MANAGER, SOURCE
+from controller.names import (
+    ACK_FINALIZER,
+    FORCE_SYNC,
+    MANAGED_BY,
+    MANAGER,
+    MERGE_DOMAIN,
+    MERGE_TARGET,
+    SOURCE,
+)
 from controller.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -90,12 +100,19 @@ class Manager:
         self.secret_informers = {ns: Informer(rest, SECRETS, self._on_secret, namespace=ns,
                                               label_selector=f"{MANAGED_BY}={MANAGER}")
                                  for ns in namespaces}
+        # Secrets that ExternalSecrets merge into carry no managed-by label (they are not ours)
+        self.merged_informers = {ns: Informer(rest, SECRETS, self._on_secret, namespace=ns,
+                                              label_selector=f"{MERGE_TARGET}=true")
+                                 for ns in namespaces}
+        for informer in self.merged_informers.values():
+            informer.name = f"merged-{informer.name}"
         self.kube = KubeAccess(
             rest, self.events,
             external_secrets=lambda ns: self._pick(self.es_informers, ns),
             secret_stores=lambda ns: self._pick(self.store_informers, ns),
             cluster_secret_stores=self.cluster_store_informer,
             secrets=lambda ns: self._pick(self.secret_informers, ns),
+            merged_secrets=lambda ns: self._pick(self.merged_informers, ns),
             on_write=self.hooks.write,
         )
         self.resolver = StoreResolver(settings, self.kube.store, self.kube,
@@ -109,6 +126,8 @@ class Manager:
             default_interval=settings.polling_interval,
             disable_polling=settings.disable_polling,
             on_value=self.hooks.secret_value,
+            bounds=model.IntervalBounds(settings.refresh_floor(),
+                                        settings.max_refresh_interval),
         )
         self._seen: dict[Key, tuple[int, str]] = {}  # generation, force-sync annotation
         self._uses: dict[Key, frozenset[FetchRequest]] = {}
@@ -120,12 +139,14 @@ class Manager:
         self._lock = threading.Lock()
         self._workers: list[threading.Thread] = []
         self._started = threading.Event()
+        self.stopping = threading.Event()
         self.last_worker_beat = time.monotonic()
 
     # ------------------------------------------------------------ lifecycle
     def informers(self) -> list[Informer]:
         return [*self.es_informers.values(), *self.store_informers.values(),
-                self.cluster_store_informer, *self.secret_informers.values()]
+                self.cluster_store_informer, *self.secret_informers.values(),
+                *self.merged_informers.values()]
 
     def start_caches(self) -> None:
         self.events.start()
@@ -142,12 +163,20 @@ class Manager:
         dead += [t.name for t in self._workers if not t.is_alive()]
         return (not dead, "running" if not dead else f"stopped: {', '.join(dead)}")
 
-    def wait_caches(self, timeout: float | None = None) -> bool:
+    def wait_caches(self, timeout: float | None = None,
+                    stop: threading.Event | None = None) -> bool:
+        """Wait until every cache has synced: False when `timeout` passes or `stop` is set
+        first (checked at least every 0.2 s, so a signal during start-up is honoured)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         for informer in self.informers():
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not informer.wait_synced(left):
-                return False
+            while True:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                if stop is not None and stop.is_set():
+                    return False
+                if informer.wait_synced(0.2 if left is None else min(0.2, left)):
+                    break
         return True
 
     def start_workers(self) -> None:
@@ -155,23 +184,36 @@ class Manager:
         self._started.set()
         for informer in self.es_informers.values():
             for obj in informer.items():
-                self._enqueue_initial(obj)
+                try:
+                    self._enqueue_initial(obj)
+                except Exception:
+                    log.exception("could not schedule an ExternalSecret; syncing it now")
+                    meta = obj.get("metadata") or {}
+                    self.queue.add((str(meta.get("namespace", "")), str(meta.get("name", ""))))
         for i in range(self.settings.workers):
             t = threading.Thread(target=self._work, name=f"worker-{i}", daemon=True)
             t.start()
             self._workers.append(t)
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop taking work, let in-flight syncs finish, then stop the caches."""
-        if self._workers:
-            self.queue.shutdown_with_drain(timeout)
-        else:
-            self.queue.shutdown()
+    def stop(self, timeout: float = 20.0, cancel: Callable[[], None] | None = None) -> bool:
+        """Stop within `timeout` seconds in all: no new work from now on (keys still queued
+        are dropped: the next leader syncs them), `cancel` ends KMS retries in flight, in-flight
+        syncs finish, then the caches stop. True when every worker exited in time."""
+        deadline = time.monotonic() + timeout
+        self.stopping.set()
+        self.queue.shutdown()
+        if cancel is not None:
+            cancel()
         for t in self._workers:
-            t.join(timeout)
-        for informer in self.informers():
-            informer.stop()
-        self.events.stop()
+            t.join(max(0.0, deadline - time.monotonic()))
+        stuck = [t.name for t in self._workers if t.is_alive()]
+        if stuck:
+            log.warning("stop deadline passed with %d sync(s) still running (%s)", len(stuck),
+                        ", ".join(stuck))
+        for informer in self.informers():  # daemon threads with nothing to flush: no wait
+            informer.stop(timeout=0)
+        self.events.stop(timeout=min(2.0, max(0.05, deadline - time.monotonic())))
+        return not stuck
 
     # ------------------------------------------------------------- handlers
     def _pick(self, informers: dict[str, Informer], namespace: str) -> Informer | None:
@@ -188,10 +230,10 @@ class Manager:
         if kind == "DELETED":
             with self._lock:
                 self._seen.pop(key, None)
+                self.hooks.forget(*key)
             self._track(key, frozenset(), 0.0)
             self.queue.forget(key)
             self.backoff.forget(key)
-            self.hooks.forget(*key)
             return
         generation = int(meta.get("generation") or 0)
         force = str((meta.get("annotations") or {}).get(FORCE_SYNC, ""))
@@ -233,32 +275,48 @@ class Manager:
             return
         meta = obj.get("metadata", {})
         namespace = meta.get("namespace", "")
-        owner = (meta.get("annotations") or {}).get(SOURCE)
-        if not owner or self._excluded(namespace):
+        writers = _writers(meta.get("annotations") or {})
+        if not writers or self._excluded(namespace):
             return
         if kind != "DELETED" and self.kube.is_own_write(obj):
             return  # the echo of our own write
-        log.debug("Secret %s/%s %s by someone else: sync ExternalSecret %s", namespace,
-                  meta.get("name", ""), kind.lower(), owner)
-        self.queue.add((namespace, owner))
+        for writer in writers:
+            log.debug("Secret %s/%s %s by someone else: sync ExternalSecret %s", namespace,
+                      meta.get("name", ""), kind.lower(), writer)
+            self.queue.add((namespace, writer))
 
     def _on_store(self, kind: str, obj: dict[str, Any]) -> None:
         if not self._started.is_set():
             return
         meta = obj.get("metadata", {})
-        store_kind = obj.get("kind", "SecretStore")
-        store_ns, store_name = meta.get("namespace", ""), meta.get("name", "")
+        ref = model.StoreRef(
+            model.StoreKind.CLUSTER_SECRET_STORE if obj.get("kind") == "ClusterSecretStore"
+            else model.StoreKind.SECRET_STORE, meta.get("namespace", ""), meta.get("name", ""))
         for informer in self.es_informers.values():
             for es in informer.items():
-                if _uses_store(es, store_kind, store_ns, store_name):
+                try:
+                    uses = ref in self._stores_of(es)
+                except Exception:  # noqa: BLE001 - a bad object: sync it, it reports itself
+                    uses = True
+                if uses:
                     es_meta = es.get("metadata", {})
                     self.queue.add((es_meta.get("namespace", ""), es_meta.get("name", "")))
+
+    def _stores_of(self, raw: dict[str, Any]) -> frozenset[model.StoreRef]:
+        try:
+            es = self.reconciler.parse(raw)
+        except model.SpecError:
+            return frozenset()
+        return frozenset(e.store_ref for e in es.spec.entries if e.store_ref is not None)
 
     # --------------------------------------------------------------- workers
     def _work(self) -> None:
         while True:
             key = self.queue.get()
             if key is None:
+                return
+            if self.stopping.is_set():
+                self.queue.done(key)  # stopping: no new work, the next leader syncs it
                 return
             self.last_worker_beat = time.monotonic()
             try:
@@ -280,7 +338,10 @@ class Manager:
         start = time.monotonic()
         outcome = self.reconciler.reconcile(*key, fresh=fresh)
         seconds = time.monotonic() - start
-        self.hooks.sync(*key, outcome, seconds)
+        with self._lock:  # against DELETED arriving while this sync ran (see the handler)
+            if key not in self._seen:
+                outcome = dataclasses.replace(outcome, result="gone")
+            self.hooks.sync(*key, outcome, seconds)
         log.info("sync ExternalSecret %s/%s", key[0], key[1],
                  extra={"result": outcome.result, "reason": outcome.reason or "-",
                         "duration_ms": round(seconds * 1000)})
@@ -301,6 +362,10 @@ class Manager:
         """Record which KMS reads `key` depends on; start polling reads that are new."""
         start: list[tuple[FetchRequest, float]] = []
         with self._lock:
+            if key not in self._seen:
+                # Deleted (possibly while its sync ran): nothing of it may stay registered,
+                # whichever of the sync and the DELETED event gets here last.
+                requests, interval = frozenset(), 0.0
             before = self._uses.pop(key, frozenset())
             for request in before - requests:
                 users = self._users.get(request)
@@ -351,16 +416,12 @@ class Manager:
 
     # -------------------------------------------------------------- schedule
     def _interval_of(self, obj: dict[str, Any]) -> float:
-        from controller import model
-
-        spec = obj.get("spec") or {}
-        text = spec.get("refreshInterval") or spec.get("rotationInterval")
-        if text:
-            try:
-                return model.parse_duration(str(text))
-            except model.SpecError:
-                pass
-        return 0.0 if self.settings.disable_polling else self.settings.polling_interval
+        """The poll interval of an ExternalSecret, from the same parse the sync uses; 0 for
+        one that does not parse (it syncs at once and reports InvalidSpec)."""
+        try:
+            return self.reconciler.interval_of(self.reconciler.parse(obj))
+        except model.SpecError:
+            return 0.0
 
     def _slot_delay(self, obj: dict[str, Any], interval: float) -> float:
         meta = obj.get("metadata", {})
@@ -395,19 +456,9 @@ def _describe(key: Hashable) -> str:
     return f"ExternalSecret {'/'.join(map(str, key))}" if isinstance(key, tuple) else str(key)
 
 
-def _uses_store(es: dict[str, Any], kind: str, namespace: str, name: str) -> bool:
-    spec = es.get("spec") or {}
-    es_ns = es.get("metadata", {}).get("namespace", "")
-    entries = list(spec.get("data") or []) + [
-        p.get("extract") for p in spec.get("dataProcess") or [] if p.get("extract")]
-    for entry in entries:
-        ref = entry.get("secretStoreRef") or {}
-        if not ref.get("name") or ref.get("name") != name:
-            continue
-        ref_kind = ref.get("kind") or "SecretStore"
-        if ref_kind != kind:
-            continue
-        if kind == "ClusterSecretStore" or (ref.get("namespace") or es_ns) == namespace:
-            return True
-    return False
-
+def _writers(annotations: dict[str, str]) -> list[str]:
+    """The ExternalSecrets that write a Secret: its owner and every one merging into it."""
+    names = [annotations[SOURCE]] if annotations.get(SOURCE) else []
+    suffix = f".{MERGE_DOMAIN}/external-secret"
+    names += [v for k, v in annotations.items() if k.endswith(suffix) and v]
+    return list(dict.fromkeys(names))

@@ -18,6 +18,11 @@ v1alpha1), so objects users already have parse unchanged. Notable rules:
 * Regular expressions were written for Go's RE2; ``compile_go_regexp`` translates the
   few spellings Python's ``re`` lacks (``\\z``, ``\\Q..\\E``, ``(?<name>``, POSIX
   classes such as ``[[:alpha:]]``) and refuses what it cannot honour.
+* Bounds: every string of a spec is at most ``MAX_FIELD_LENGTH`` characters and every list
+  at most its ``MAX_*`` count (the CRD schema says the same; these hold for objects stored
+  before it did). ``refreshInterval`` is kept within ``IntervalBounds`` (flags of the
+  operator): a shorter or longer one is raised or lowered, never refused, and the adjustment
+  is kept in ``ExternalSecret.notices`` for the status to report.
 * Entries are identified by position (``data[0]``, ``dataProcess[1].extract``):
   readable in status, stable while the spec is not reordered.
 """
@@ -35,6 +40,12 @@ import jmespath
 from jmespath.exceptions import JMESPathError
 
 __all__ = [
+    "MAX_DATA",
+    "MAX_DATA_PROCESS",
+    "MAX_FIELD_LENGTH",
+    "MAX_JMES_PATHS",
+    "MAX_REPLACE_RULES",
+    "MAX_TEMPLATE_ITEMS",
     "ClusterSecretStore",
     "CreationPolicy",
     "DataEntry",
@@ -44,6 +55,7 @@ __all__ = [
     "ExternalSecret",
     "ExternalSecretSpec",
     "FetchKey",
+    "IntervalBounds",
     "JMESPathItem",
     "KMSAuth",
     "KMSProvider",
@@ -62,6 +74,7 @@ __all__ = [
     "Template",
     "UnsupportedSpecError",
     "compile_go_regexp",
+    "format_duration",
     "key_name_problem",
     "parse_cluster_secret_store",
     "parse_duration",
@@ -73,6 +86,27 @@ __all__ = [
 KMS_PROVIDER = "kms"
 OOS_PROVIDER = "oos"
 DEFAULT_SECRET_TYPE = "Opaque"
+
+# Bounds on one object (the CRD schema in hack/gen_crds.py uses the same numbers).
+MAX_FIELD_LENGTH = 4096  # any string field (PEM CAs excepted: MAX_PEM_LENGTH)
+MAX_PEM_LENGTH = 65536
+MAX_DATA = 100  # spec.data items
+MAX_DATA_PROCESS = 20  # spec.dataProcess items
+MAX_JMES_PATHS = 100  # jmesPath items of one entry
+MAX_REPLACE_RULES = 50  # replaceRule items of one dataProcess
+MAX_TEMPLATE_ITEMS = 64  # labels, annotations of spec.target.template.metadata
+
+
+@dataclass(frozen=True, slots=True)
+class IntervalBounds:
+    """The refreshInterval range the operator allows (seconds); 0 (never poll) is always
+    allowed."""
+
+    minimum: float = 10.0
+    maximum: float = 30 * 24 * 3600.0
+
+
+DEFAULT_BOUNDS = IntervalBounds()
 
 
 # ---------------------------------------------------------------- errors
@@ -405,6 +439,7 @@ class ExternalSecret:
     annotations: Mapping[str, str] = dataclasses.field(hash=False)
     labels: Mapping[str, str] = dataclasses.field(hash=False)
     spec: ExternalSecretSpec
+    notices: tuple[str, ...] = ()  # adjustments made to the spec (bounds), for the status
 
     @property
     def qualified_name(self) -> str:
@@ -546,6 +581,7 @@ class _Problems:
     def __init__(self, obj: str) -> None:
         self.obj = obj
         self.found: list[SpecError] = []
+        self.notices: list[str] = []
 
     def add(self, field: str, message: str, fix: str, kind: type[SpecError] = SpecError) -> None:
         self.found.append(kind(field, message, fix, self.obj))
@@ -566,20 +602,29 @@ def _mapping(raw: object, field: str, p: _Problems) -> Mapping[str, object]:
     return {}
 
 
-def _items(raw: object, field: str, p: _Problems) -> list[object]:
+def _items(raw: object, field: str, p: _Problems, limit: int = 0) -> list[object]:
     if raw is None:
         return []
     if isinstance(raw, list):
+        if limit and len(raw) > limit:
+            p.add(field, f"has {len(raw)} items (at most {limit} allowed)",
+                  "split the work over several ExternalSecrets")
+            return raw[:limit]
         return raw
     p.add(field, "must be a list", "write it as a YAML list (lines starting with '- ')")
     return []
 
 
-def _text(m: Mapping[str, object], key: str, field: str, p: _Problems) -> str:
+def _text(m: Mapping[str, object], key: str, field: str, p: _Problems,
+          limit: int = MAX_FIELD_LENGTH) -> str:
     value = m.get(key)
     if value is None or isinstance(value, str):
+        if value and len(value) > limit:
+            p.add(f"{field}.{key}", f"is {len(value)} characters long (at most {limit} "
+                  "allowed)", "shorten it")
+            return ""
         return value or ""
-    p.add(f"{field}.{key}", "must be a string", f'quote the value: {key}: "{value}"')
+    p.add(f"{field}.{key}", "must be a string", f'quote the value: {key}: "{str(value)[:40]}"')
     return ""
 
 
@@ -599,11 +644,18 @@ def _strings(raw: object, field: str, p: _Problems) -> tuple[str, ...]:
     return tuple(v for v in values if isinstance(v, str))
 
 
-def _string_map(raw: object, field: str, p: _Problems) -> dict[str, str]:
+def _string_map(raw: object, field: str, p: _Problems, limit: int = 0) -> dict[str, str]:
     m = _mapping(raw, field, p)
+    if limit and len(m) > limit:
+        p.add(field, f"has {len(m)} entries (at most {limit} allowed)", "remove some")
+        return {}
     for key, value in m.items():
         if not isinstance(value, str):
             p.add(f"{field}.{key}", "must be a string", "quote the value")
+        elif limit and (len(value) > MAX_FIELD_LENGTH or len(str(key)) > MAX_FIELD_LENGTH):
+            p.add(f"{field}.{str(key)[:63]}", f"is longer than {MAX_FIELD_LENGTH} characters",
+                  "shorten it")
+            return {}
     return {str(k): v for k, v in m.items() if isinstance(v, str)}
 
 
@@ -640,12 +692,13 @@ def _meta_int(meta: Mapping[str, object], key: str) -> int:
 # ---------------------------------------------------------------- ExternalSecret parsing
 
 
-def parse_external_secret(obj: Mapping[str, object]) -> ExternalSecret:
+def parse_external_secret(obj: Mapping[str, object],
+                          bounds: IntervalBounds = DEFAULT_BOUNDS) -> ExternalSecret:
     """Parse an ExternalSecret as returned by the API. Raises SpecError (see module doc)."""
     meta = _meta(obj)
     namespace, name = _meta_text(meta, "namespace"), _meta_text(meta, "name")
     p = _Problems(f"ExternalSecret {namespace}/{name}")
-    spec = _parse_es_spec(_mapping(obj.get("spec"), "spec", p), namespace, name, p)
+    spec = _parse_es_spec(_mapping(obj.get("spec"), "spec", p), namespace, name, p, bounds)
     annotations = meta.get("annotations")
     labels = meta.get("labels")
     result = ExternalSecret(
@@ -657,23 +710,26 @@ def parse_external_secret(obj: Mapping[str, object]) -> ExternalSecret:
         annotations=_string_map(annotations, "metadata.annotations", p),
         labels=_string_map(labels, "metadata.labels", p),
         spec=spec,
+        notices=tuple(p.notices),
     )
     p.raise_if_any()
     return result
 
 
 def _parse_es_spec(
-    spec: Mapping[str, object], namespace: str, name: str, p: _Problems
+    spec: Mapping[str, object], namespace: str, name: str, p: _Problems,
+    bounds: IntervalBounds,
 ) -> ExternalSecretSpec:
     provider = _parse_provider(spec, p)
     secret_type = _text(spec, "type", "spec", p) or DEFAULT_SECRET_TYPE
     data = tuple(
         _parse_entry(raw, f"spec.data[{i}]", f"data[{i}]", namespace, p, extract=False)
-        for i, raw in enumerate(_items(spec.get("data"), "spec.data", p))
+        for i, raw in enumerate(_items(spec.get("data"), "spec.data", p, MAX_DATA))
     )
     processes = tuple(
         _parse_data_process(raw, i, namespace, p)
-        for i, raw in enumerate(_items(spec.get("dataProcess"), "spec.dataProcess", p))
+        for i, raw in enumerate(_items(spec.get("dataProcess"), "spec.dataProcess", p,
+                                       MAX_DATA_PROCESS))
     )
     target = _parse_target(spec.get("target"), name, p)
     template_type = target.template.type
@@ -685,7 +741,7 @@ def _parse_es_spec(
         type=secret_type,
         data=data,
         data_process=processes,
-        refresh_interval=_parse_interval(spec, p),
+        refresh_interval=_parse_interval(spec, p, bounds),
         target=target,
     )
 
@@ -702,7 +758,8 @@ def _parse_provider(spec: Mapping[str, object], p: _Problems) -> str:
     return provider
 
 
-def _parse_interval(spec: Mapping[str, object], p: _Problems) -> float | None:
+def _parse_interval(spec: Mapping[str, object], p: _Problems,
+                    bounds: IntervalBounds) -> float | None:
     for key in ("refreshInterval", "rotationInterval"):  # rotationInterval: v0.6 name
         text = _text(spec, key, "spec", p)
         if not text:
@@ -712,11 +769,34 @@ def _parse_interval(spec: Mapping[str, object], p: _Problems) -> float | None:
         except ValueError:
             seconds = -1.0
         if seconds < 0:
-            p.add(f"spec.{key}", f"is not a valid interval ({text!r})",
-                  "use a Go duration such as 30s, 5m, 1h or 1h30m; 0 turns polling off")
+            p.add(f"spec.{key}", f"is not a valid interval ({text[:40]!r})",
+                  "use a Go duration such as 30s, 5m, 1h or 1h30m, at most "
+                  f"{format_duration(bounds.maximum)}; 0 turns polling off")
             return None
+        if 0 < seconds < bounds.minimum:
+            p.notices.append(f"spec.{key} ({text}) is shorter than the minimum "
+                             f"{format_duration(bounds.minimum)} (--min-refresh-interval); "
+                             f"polling every {format_duration(bounds.minimum)}")
+            return bounds.minimum
+        if seconds > bounds.maximum:
+            p.notices.append(f"spec.{key} ({text[:40]}) is longer than the maximum "
+                             f"{format_duration(bounds.maximum)} (--max-refresh-interval); "
+                             f"polling every {format_duration(bounds.maximum)}")
+            return bounds.maximum
         return seconds
     return None
+
+
+def format_duration(seconds: float) -> str:
+    """A short Go-style duration for messages: 10s, 1m30s, 720h, 500ms."""
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{hours}h" if hours else "", f"{minutes}m" if minutes else "",
+             f"{secs}s" if secs or whole == 0 else ""]
+    return "".join(parts) or "0s"
 
 
 def _parse_entry(
@@ -755,7 +835,7 @@ def _parse_jmes_path(
     raw: object, field: str, key: str, p: _Problems
 ) -> tuple[JMESPathItem, ...]:
     items: list[JMESPathItem] = []
-    for i, item_raw in enumerate(_items(raw, field, p)):
+    for i, item_raw in enumerate(_items(raw, field, p, MAX_JMES_PATHS)):
         item_field = f"{field}[{i}]"
         m = _mapping(item_raw, item_field, p)
         path = _text(m, "path", item_field, p)
@@ -809,7 +889,8 @@ def _parse_data_process(raw: object, index: int, namespace: str, p: _Problems) -
         extract = _parse_entry(m.get("extract"), f"{field}.extract",
                                f"dataProcess[{index}].extract", namespace, p, extract=True)
     rules: list[ReplaceRule] = []
-    for i, rule_raw in enumerate(_items(m.get("replaceRule"), f"{field}.replaceRule", p)):
+    for i, rule_raw in enumerate(_items(m.get("replaceRule"), f"{field}.replaceRule", p,
+                                        MAX_REPLACE_RULES)):
         rule_field = f"{field}.replaceRule[{i}]"
         rule = _mapping(rule_raw, rule_field, p)
         source = _text(rule, "source", rule_field, p)
@@ -841,14 +922,34 @@ def _parse_target(raw: object, default_name: str, p: _Problems) -> Target:
     )
 
 
+# Labels and annotations the controller writes to record ownership: a template may not set
+# them (that would let one ExternalSecret forge another's claim on a Secret).
+RESERVED_PREFIXES = ("alibabacloud.com/",)
+RESERVED_DOMAIN_SUFFIX = ".merge.alibabacloud.com/"
+RESERVED_LABELS = ("app.kubernetes.io/managed-by",)
+
+
+def _reserved(key: str, labels: bool) -> bool:
+    return key.startswith(RESERVED_PREFIXES) or RESERVED_DOMAIN_SUFFIX in key or (
+        labels and key in RESERVED_LABELS)
+
+
 def _parse_template(raw: object, p: _Problems) -> Template:
     field = "spec.target.template"
     m = _mapping(raw, field, p)
     meta = _mapping(m.get("metadata"), f"{field}.metadata", p)
+    labels = _string_map(meta.get("labels"), f"{field}.metadata.labels", p, MAX_TEMPLATE_ITEMS)
+    annotations = _string_map(meta.get("annotations"), f"{field}.metadata.annotations", p,
+                              MAX_TEMPLATE_ITEMS)
+    for kind, items in (("labels", labels), ("annotations", annotations)):
+        for key in items:
+            if _reserved(key, kind == "labels"):
+                p.add(f"{field}.metadata.{kind}.{key[:100]}", "is reserved for the controller "
+                      "(it records which ExternalSecret owns the Secret)", "remove it")
     return Template(
         type=_text(m, "type", field, p),
-        labels=_string_map(meta.get("labels"), f"{field}.metadata.labels", p),
-        annotations=_string_map(meta.get("annotations"), f"{field}.metadata.annotations", p),
+        labels=labels,
+        annotations=annotations,
         extra={k: v for k, v in m.items() if k not in ("type", "metadata")},
     )
 
@@ -915,7 +1016,7 @@ def _parse_providers(
 def _parse_kms(m: Mapping[str, object], namespace: str, p: _Problems) -> KMSProvider:
     field = "spec.KMS"
     ca_ref = _parse_secret_ref(m.get("caSecretRef"), f"{field}.caSecretRef", namespace, p)
-    ca = _text(m, "ca", field, p)
+    ca = _text(m, "ca", field, p, MAX_PEM_LENGTH)
     if ca and ca_ref:
         p.add(f"{field}.caSecretRef", "is set together with spec.KMS.ca",
               "keep only one of ca (inline PEM) and caSecretRef")
@@ -995,7 +1096,7 @@ def _parse_dedicated(raw: object, namespace: str, p: _Problems) -> DedicatedKMSA
     auth = DedicatedKMSAuth(
         protocol=_text(m, "protocol", field, p) or "https",
         endpoint=_text(m, "endpoint", field, p),
-        ca=_text(m, "ca", field, p),
+        ca=_text(m, "ca", field, p, MAX_PEM_LENGTH),
         ignore_ssl=_flag(m, "ignoreSSL", field, p),
         client_key_content=_parse_secret_ref(m.get("clientKeyContent"),
                                              f"{field}.clientKeyContent", namespace, p),

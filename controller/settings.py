@@ -79,6 +79,24 @@ class Settings:
     sts_endpoint: str = ""
     metadata_proxy: str = ""
     credentials: Credentials = field(default_factory=Credentials)
+    shutdown_timeout: float = 25.0
+    # Tenant bounds (see docs/security.md)
+    min_refresh_interval: float = 10.0
+    max_refresh_interval: float = 30 * 24 * 3600.0
+    # None: every namespace may use the controller's own identity (ack-secret-manager's rule)
+    controller_identity_namespaces: tuple[str, ...] | None = None
+    require_cluster_store_conditions: bool = False
+    allowed_endpoints: tuple[str, ...] = ()
+    allow_http_endpoints: bool = False
+
+    def refresh_floor(self) -> float:
+        """The shortest refreshInterval a tenant gets: --min-refresh-interval, or the operator's
+        own --polling-interval when that is shorter."""
+        return min(self.min_refresh_interval, self.polling_interval)
+
+    def controller_identity_allowed(self, namespace: str) -> bool:
+        allowed = self.controller_identity_namespaces
+        return allowed is None or namespace in allowed
 
     def default_kms_endpoint(self) -> str:
         """--kms-endpoint if set, else the region's VPC (or public) KMS endpoint."""
@@ -126,6 +144,26 @@ def build_parser() -> argparse.ArgumentParser:
     a("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     a("--sts-endpoint", default="", help="STS endpoint (env ALIBABA_CLOUD_STS_ENDPOINT)")
     a("--metadata-proxy", default="", help=argparse.SUPPRESS)  # tests: fake ECS metadata
+    a("--shutdown-timeout", type=_duration_arg, default=25.0,
+      help="the whole stop after SIGTERM, Lease release included (default 25s: keep it under "
+      "the Pod's terminationGracePeriodSeconds)")
+    # Tenant bounds: what an ExternalSecret or SecretStore may ask for (docs/security.md).
+    a("--min-refresh-interval", type=_duration_arg, default=10.0,
+      help="shortest refreshInterval honoured; shorter ones are raised to it (default 10s, "
+      "or --polling-interval when that is shorter)")
+    a("--max-refresh-interval", type=_duration_arg, default=30 * 24 * 3600.0,
+      help="longest refreshInterval honoured; longer ones are lowered to it (default 720h)")
+    a("--controller-identity-namespaces", type=_csv, default=None,
+      help="namespaces whose ExternalSecrets may use the controller's own identity (entries "
+      "without a store, stores without credentials); default: all, as ack-secret-manager; "
+      "'' allows none")
+    a("--require-cluster-store-conditions", action="store_true",
+      help="a ClusterSecretStore without spec.conditions admits no namespace")
+    a("--allowed-endpoints", type=_csv, default=(),
+      help="hosts (or *.suffix patterns) that stores and entries may name as KMS endpoints, "
+      "besides *.aliyuncs.com")
+    a("--allow-http-endpoints", action="store_true",
+      help="let stores and entries name plain http:// KMS endpoints (tests and demos only)")
     # ack-secret-manager flags that this controller accepts and does not need.
     for legacy in ("--backend", "--reconcile-period", "--reconcile-count",
                    "--token-rotation-period", "--max-concurrent-oos-secret-pulls",
@@ -191,4 +229,12 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         sts_endpoint=ns.sts_endpoint or creds.sts_endpoint,
         metadata_proxy=ns.metadata_proxy,
         credentials=creds,
+        shutdown_timeout=max(1.0, ns.shutdown_timeout),
+        min_refresh_interval=max(0.0, ns.min_refresh_interval),
+        max_refresh_interval=max(ns.max_refresh_interval, ns.min_refresh_interval, 1.0),
+        controller_identity_namespaces=(None if ns.controller_identity_namespaces is None
+                                        else tuple(ns.controller_identity_namespaces)),
+        require_cluster_store_conditions=ns.require_cluster_store_conditions,
+        allowed_endpoints=tuple(ns.allowed_endpoints),
+        allow_http_endpoints=ns.allow_http_endpoints,
     )

@@ -20,6 +20,9 @@ KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
 DURATION_PATTERN = r"^(0|([0-9]+(\.[0-9]+)?(ms|s|m|h))+)$"
 
 S: dict[str, Any] = {"type": "string"}
+# Bounds (controller/model.py enforces the same for objects stored before the schema did).
+MAX_TEXT = 4096
+MAX_HOST = 255
 
 
 def obj(props: dict[str, Any], required: list[str] | None = None, **extra: Any) -> dict[str, Any]:
@@ -59,23 +62,27 @@ STORE_REF = obj(
 
 DATA_ENTRY = obj(
     {
-        "key": s("name of the secret in KMS Secrets Manager", minLength=1),
+        "key": s("name of the secret in KMS Secrets Manager", minLength=1, maxLength=MAX_TEXT),
         "name": s("key in the Kubernetes Secret (default: key)", pattern=KEY_PATTERN,
                   maxLength=253),
-        "versionStage": s("KMS version stage, e.g. ACSCurrent (default), ACSPrevious"),
-        "versionId": s("KMS version id"),
+        "versionStage": s("KMS version stage, e.g. ACSCurrent (default), ACSPrevious",
+                          maxLength=MAX_TEXT),
+        "versionId": s("KMS version id", maxLength=MAX_TEXT),
         "kmsEndpoint": s("KMS endpoint for this entry, e.g. "
-                          "<instanceId>.cryptoservice.kms.aliyuncs.com"),
+                          "<instanceId>.cryptoservice.kms.aliyuncs.com (https on "
+                          "*.aliyuncs.com unless the operator allows others)", maxLength=MAX_HOST),
         "secretStoreRef": STORE_REF,
         "jmesPath": arr(
             obj(
                 {
-                    "path": s("JMESPath expression into the JSON value", minLength=1),
+                    "path": s("JMESPath expression into the JSON value", minLength=1,
+                              maxLength=MAX_TEXT),
                     "objectAlias": s("key in the Kubernetes Secret", pattern=KEY_PATTERN,
                                      maxLength=253),
                 },
                 ["path", "objectAlias"],
-            )
+            ),
+            maxItems=100,
         ),
     },
     ["key"],
@@ -86,25 +93,29 @@ ES_SPEC = obj(
         "provider": s("kms (default) or oos", enum=["", "kms", "oos"]),
         "type": s("type of the Kubernetes Secret (default Opaque)"),
         "refreshInterval": s("how often to re-read KMS (Go duration, 0 = never); "
-                             "default: the controller's --polling-interval",
-                             pattern=DURATION_PATTERN),
+                             "default: the controller's --polling-interval; kept within the "
+                             "controller's --min-refresh-interval and --max-refresh-interval",
+                             pattern=DURATION_PATTERN, maxLength=64),
         "rotationInterval": s("ack-secret-manager v0.6 name of refreshInterval",
-                              pattern=DURATION_PATTERN),
-        "data": arr(DATA_ENTRY),
+                              pattern=DURATION_PATTERN, maxLength=64),
+        "data": arr(DATA_ENTRY, maxItems=100),
         "dataProcess": arr(
             obj(
                 {
                     "extract": DATA_ENTRY,
                     "replaceRule": arr(
                         obj(
-                            {"source": s("regular expression on key names", minLength=1),
-                             "target": s("replacement")},
+                            {"source": s("regular expression on key names", minLength=1,
+                                         maxLength=MAX_TEXT),
+                             "target": s("replacement", maxLength=MAX_TEXT)},
                             ["source"],
-                        )
+                        ),
+                        maxItems=50,
                     ),
                 },
                 ["extract"],
-            )
+            ),
+            maxItems=20,
         ),
         "target": obj(
             {
@@ -121,9 +132,9 @@ ES_SPEC = obj(
                         "type": s("type of the Kubernetes Secret"),
                         "metadata": obj(
                             {
-                                "labels": {"type": "object",
+                                "labels": {"type": "object", "maxProperties": 64,
                                            "additionalProperties": S},
-                                "annotations": {"type": "object",
+                                "annotations": {"type": "object", "maxProperties": 64,
                                                 "additionalProperties": S},
                             }
                         ),

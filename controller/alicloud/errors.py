@@ -1,5 +1,8 @@
-"""What a failed KMS call means for the controller: not found, denied, throttled, transient,
-bad credentials or bad configuration.
+"""What a failed KMS (or OOS, or KMS instance) call means for the controller: not found,
+denied, throttled, transient, bad credentials or bad configuration.
+
+`product` names the service in the reason ("KMS", "OOS", "KMS instance"), so that each says
+what to grant and what to check for the service actually called.
 
 The reason text is built from the error code and our own words, never from the service's
 message: that message carries a RequestId (which would churn the status on every retry) and,
@@ -9,6 +12,7 @@ for credential errors, may echo request parameters.
 from __future__ import annotations
 
 import re
+import ssl
 from enum import StrEnum
 from typing import Any
 
@@ -65,6 +69,37 @@ _DESCRIPTIONS = {
     Kind.CONFIG: "KMS refused the request",
 }
 
+# The same for OOS encryption parameters and for a KMS instance reached with a client key.
+_PRODUCT_DESCRIPTIONS = {
+    "OOS": {
+        Kind.NOT_FOUND: "the encryption parameter (or the requested version) does not exist in "
+        "OOS",
+        Kind.DENIED: "the identity is not allowed to read this parameter "
+        "(grant oos:GetSecretParameter, and kms:GetSecretValue on its key)",
+        Kind.THROTTLED: "OOS throttled the request (lower --max-concurrent-oos-secret-pulls "
+        "or raise the polling interval)",
+        Kind.TRANSIENT: "OOS or the network failed; will retry",
+        Kind.AUTH: "OOS refused the credentials (check the AccessKey, role or token)",
+        Kind.CONFIG: "OOS refused the request",
+    },
+    "KMS instance": {
+        Kind.NOT_FOUND: "the secret (or the requested version) does not exist in the KMS "
+        "instance",
+        Kind.DENIED: "the client key's application access point may not read this secret "
+        "(check its permission policy and network rules)",
+        Kind.THROTTLED: "the KMS instance throttled the request (lower "
+        "--max-concurrent-kms-secret-pulls or raise the polling interval)",
+        Kind.TRANSIENT: "the KMS instance or the network failed; will retry",
+        Kind.AUTH: "the KMS instance refused the client key (check clientKeyContent: the key "
+        "may be revoked or belong to another instance)",
+        Kind.CONFIG: "the KMS instance refused the request",
+    },
+}
+_PERMISSIONS = {
+    "KMS": "kms:GetSecretValue and kms:Decrypt on the secret (RAM policy)",
+    "OOS": "oos:GetSecretParameter on the parameter and kms:GetSecretValue (RAM policy)",
+}
+
 # What to do when STS refuses to issue credentials, by (prefix of) its error code.
 _STS_FIXES = (
     ("AuthenticationFail.OIDCToken", "the ServiceAccount token was refused (audience, issuer, "
@@ -86,12 +121,14 @@ def _safe_code(code: object) -> str:
 
 
 def _kind_for(code: str, status: int | None) -> Kind:
-    if code == "Forbidden.ResourceNotFound" or status == 404 or (code.endswith("NotFound") and \
-            not code.startswith("InvalidAccessKeyId")):
-        return Kind.NOT_FOUND
+    # Credentials first: an unknown AccessKey is "InvalidAccessKeyId.NotFound" with HTTP 404,
+    # which is not a missing secret.
     if code.startswith(("InvalidSecurityToken", "InvalidAccessKeyId", "SignatureDoesNotMatch",
-                        "IncompleteSignature", "InvalidTimeStamp", "SignatureNonceUsed")):
+                        "IncompleteSignature", "InvalidTimeStamp", "SignatureNonceUsed",
+                        "RequestTimeTooSkewed")) or status == 401:
         return Kind.AUTH
+    if code == "Forbidden.ResourceNotFound" or status == 404 or code.endswith("NotFound"):
+        return Kind.NOT_FOUND
     if "Throttling" in code or status == 429:
         return Kind.THROTTLED
     if code.startswith("Forbidden") or status == 403:
@@ -101,51 +138,61 @@ def _kind_for(code: str, status: int | None) -> Kind:
     return Kind.CONFIG
 
 
-def describe(kind: Kind, code: str) -> str:
-    return f"{code}: {_DESCRIPTIONS[kind]}" if code else _DESCRIPTIONS[kind]
+def describe(kind: Kind, code: str, product: str = "KMS") -> str:
+    text = _PRODUCT_DESCRIPTIONS.get(product, _DESCRIPTIONS)[kind]
+    return f"{code}: {text}" if code else text
 
 
-def classify(exc: BaseException, *, who: str = "", endpoint: str = "") -> FetchError:
+def classify(exc: BaseException, *, who: str = "", endpoint: str = "",
+             product: str = "KMS") -> FetchError:
     """Map any exception from the SDK (or the network under it) to a FetchError.
 
     `who` (a log-safe description of the identity, naming its SecretStore) and `endpoint`
-    (the KMS host) make the reason say whose problem it is and where. The exception's own
-    text is never copied: it can carry request URLs with tokens and signatures in them."""
+    (the service host) make the reason say whose problem it is and where; `product` which
+    service it is. The exception's own text is never copied: it can carry request URLs with
+    tokens and signatures in them."""
     if isinstance(exc, FetchError):
         return exc
     from alibabacloud_tea_openapi import exceptions as api_exc
 
     if isinstance(exc, api_exc.AlibabaCloudException):
-        return _from_service(exc, who)
+        return _from_service(exc, who, product)
     inner = getattr(exc, "inner_exception", None)  # the SDK wraps what failed under it
     if isinstance(inner, BaseException) and inner is not exc:
-        return classify(inner, who=who, endpoint=endpoint)
-    return _from_local(exc, who, endpoint)
+        return classify(inner, who=who, endpoint=endpoint, product=product)
+    return _from_local(exc, who, endpoint, product)
 
 
-def _from_service(exc: Any, who: str) -> FetchError:
+def _from_service(exc: Any, who: str, product: str) -> FetchError:
     from alibabacloud_tea_openapi import exceptions as api_exc
 
-    code = _safe_code(exc.code)
     raw_status = exc.status_code
-    status = raw_status if isinstance(raw_status, int) else None
-    kind = Kind.THROTTLED if isinstance(exc, api_exc.ThrottlingException) else \
-        _kind_for(code, status)
     retry_after = None
     if getattr(exc, "retry_after", None):
         retry_after = float(exc.retry_after) / 1000.0
-    reason = describe(kind, code)
-    if who and kind == Kind.DENIED:
-        reason = (f"{code}: {who} may not read this secret; grant it kms:GetSecretValue and "
-                  "kms:Decrypt on the secret (RAM policy)")
+    return service_error(exc.code, raw_status if isinstance(raw_status, int) else None,
+                         who=who, product=product, retry_after=retry_after,
+                         throttled=isinstance(exc, api_exc.ThrottlingException))
+
+
+def service_error(code: object, status: int | None, *, who: str = "", product: str = "KMS",
+                  retry_after: float | None = None, throttled: bool = False) -> FetchError:
+    """The FetchError for an error answer of the service (`code` as sent, HTTP `status`)."""
+    safe = _safe_code(code)
+    kind = Kind.THROTTLED if throttled else _kind_for(safe, status)
+    reason = describe(kind, safe, product)
+    if who and kind == Kind.DENIED and product in _PERMISSIONS:
+        thing = "parameter" if product == "OOS" else "secret"
+        reason = f"{safe}: {who} may not read this {thing}; grant it {_PERMISSIONS[product]}"
     elif who and kind == Kind.AUTH:
-        reason = (f"{code}: KMS refused the credentials of {who}; check the AccessKey, or "
-                  "the role and its token")
-    return FetchError(kind, code, reason, retry_after=retry_after,
-                      token_expired=code.startswith("InvalidSecurityToken"))
+        fix = ("check the client key (clientKeyContent) and that it belongs to this instance"
+               if product == "KMS instance" else "check the AccessKey, or the role and its token")
+        reason = f"{safe}: {product} refused the credentials of {who}; {fix}"
+    return FetchError(kind, safe, reason, retry_after=retry_after,
+                      token_expired=safe.startswith("InvalidSecurityToken"))
 
 
-def _from_local(exc: BaseException, who: str, endpoint: str) -> FetchError:
+def _from_local(exc: BaseException, who: str, endpoint: str, product: str) -> FetchError:
     name = type(exc).__name__
     text = str(exc)  # inspected for shape only, never copied into the reason
     subject = who or "the identity"
@@ -157,7 +204,7 @@ def _from_local(exc: BaseException, who: str, endpoint: str) -> FetchError:
                           f"TokenFileUnreadable: cannot read the OIDC token file {path} of "
                           f"{subject}; enable RRSA for the controller (rrsa.enable) or fix "
                           "oidcTokenFilePath")
-    if isinstance(exc, ValueError):
+    if isinstance(exc, ValueError) and not isinstance(exc, ssl.SSLError):
         # The credentials library refused the configuration; its messages are fixed texts.
         detail = text.splitlines()[0][:200] if text else name
         return FetchError(Kind.CONFIG, "InvalidCredentialConfig",
@@ -170,11 +217,13 @@ def _from_local(exc: BaseException, who: str, endpoint: str) -> FetchError:
             return FetchError(Kind.CONFIG, "TLSVerifyFailed",
                               "TLSVerifyFailed: the STS endpoint's certificate is not trusted; "
                               "check --sts-endpoint (ALIBABA_CLOUD_STS_ENDPOINT)")
-        where = f"KMS endpoint {endpoint}" if endpoint else "the KMS endpoint"
+        where = f"{product} endpoint {endpoint}" if endpoint else f"the {product} endpoint"
+        field = ("spec.KMS.dedicatedKMSAuth.ca" if product == "KMS instance"
+                 else "spec.KMS.ca (or caSecretRef)")
         return FetchError(Kind.CONFIG, "TLSVerifyFailed",
                           f"TLSVerifyFailed: the certificate of {where} is not signed by a "
-                          "trusted CA; for a KMS instance endpoint set spec.KMS.ca (or "
-                          f"caSecretRef) of {who or 'the SecretStore'} to the instance's CA")
+                          f"trusted CA; for a KMS instance endpoint set {field} of "
+                          f"{who or 'the SecretStore'} to the instance's CA")
     if isinstance(exc, (OSError, TimeoutError)) or name in (
         "UnretryableException", "RetryError", "TeaUnretryableException"
     ):
@@ -186,11 +235,11 @@ def _from_local(exc: BaseException, who: str, endpoint: str) -> FetchError:
             return FetchError(Kind.TRANSIENT, "NetworkError",
                               f"NetworkError: could not reach the ECS metadata service for "
                               f"{subject} ({name}); will retry")
-        where = f"KMS endpoint {endpoint}" if endpoint else "KMS"
+        where = f"{product} endpoint {endpoint}" if endpoint else product
         return FetchError(Kind.TRANSIENT, "NetworkError",
                           f"NetworkError: could not reach {where} ({name}); will retry")
     return FetchError(Kind.TRANSIENT, "UnexpectedError",
-                      f"UnexpectedError: {name} while calling KMS; will retry")
+                      f"UnexpectedError: {name} while calling {product}; will retry")
 
 
 def _credential_failure(text: str, subject: str) -> FetchError:

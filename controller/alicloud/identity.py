@@ -54,6 +54,9 @@ class Identity:
     metadata_proxy: str = ""
     # Where it came from, for messages ("SecretStore default/scdemo"); not part of equality.
     source: str = field(default="", compare=False)
+    # The controller's own identity (its environment, its projected token, the node's role),
+    # lent to a namespace: subject to --controller-identity-namespaces. Not part of equality.
+    borrowed: bool = field(default=False, compare=False)
 
     def describe(self) -> str:
         """A log-safe description for messages: how, which role, from where; no key material.

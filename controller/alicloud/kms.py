@@ -7,11 +7,10 @@ access denied are final for this attempt; an expired security token rebuilds the
 is retried once.
 
 A KMS instance endpoint's private CA is given as PEM (the store's `ca` or `caSecretRef`) and
-written to a file, as the SDK wants a path. Known limit of the SDK (darabonba 1.0.9): it keeps
-one https session per `host:port` per process and every CA file used with it is added to that
-session's trust store, so once a client with the right CA has connected, a client for the same
-host:port with a wrong CA (or none) succeeds too. A wrong CA fails closed only while no client
-of this process has used the right one for that host:port.
+written to a file, as the SDK wants a path. The SDK (darabonba 1.0.9) keeps one https session
+per protocol, `host:port` and pool size per process, and every CA file used with a session is
+added to its trust store; so each distinct CA of a host is given its own pool size (see
+`_pool_size`), hence its own session: one store's CA never widens another store's trust.
 """
 
 from __future__ import annotations
@@ -34,15 +33,18 @@ from tenacity import (
     retry_if_exception,
     stop_after_attempt,
     stop_after_delay,
+    stop_when_event_set,
     wait_random_exponential,
 )
 
-from controller.alicloud.errors import FetchError, classify
+from controller.alicloud.errors import FetchError, Kind, classify
 from controller.alicloud.identity import Identity, IdentityPool
 
 log = logging.getLogger(__name__)
 
 CallHook = Callable[[str, str, float], None]  # (endpoint host, result code, seconds)
+COOLDOWN_BASE, COOLDOWN_CAP = 5.0, 60.0  # seconds an identity waits after sustained throttling
+SDK_DEFAULT_POOL = 40  # darabonba's DEFAULT_POOL_MAXSIZE: the session of endpoints without a CA
 
 
 @dataclass(frozen=True)
@@ -81,14 +83,18 @@ class RateLimiter:
         self._lock = threading.Lock()
         self.slots = threading.BoundedSemaphore(max(1, int(rate)))
 
-    def acquire(self) -> None:
-        """Wait for this call's start time (reserved in arrival order)."""
+    def acquire(self, cancel: threading.Event | None = None) -> None:
+        """Wait for this call's start time (reserved in arrival order); returns early when
+        `cancel` is set."""
         with self._lock:
             now = time.monotonic()
             start = max(now, self._next)
             self._next = start + self.period
         if start > now:
-            time.sleep(start - now)
+            if cancel is not None:
+                cancel.wait(start - now)
+            else:
+                time.sleep(start - now)
 
 
 class Kms:
@@ -116,11 +122,33 @@ class Kms:
         self._limiters: dict[str, RateLimiter] = {}
         self._lock = threading.Lock()
         self._ca_dir = ""  # made on first use: most installations have no private CA
+        self._cancelled = threading.Event()
+        self._pool_sizes: dict[tuple[str, str, str], int] = {}
+        # (identity fingerprint, endpoint host) -> (monotonic end of its cool-down, strikes)
+        self._cooldowns: dict[tuple[str, str], tuple[float, int]] = {}
         self.calls = 0
+
+    def _sleep(self, seconds: float) -> None:
+        self._cancelled.wait(seconds)
+
+    def cancel(self) -> None:
+        """Stop retrying: calls in back-off or waiting for their start time end at once with a
+        transient error, new calls fail fast. Used by shutdown, so that no KMS retry outlives
+        the stop deadline (a call already on the wire ends within its read timeout)."""
+        self._cancelled.set()
 
     def close(self) -> None:
         if self._ca_dir:
             shutil.rmtree(self._ca_dir, ignore_errors=True)
+
+    def client(self, identity: Identity, endpoint: Endpoint) -> tuple[Any, Any]:
+        """(SDK client, the credentials client it signs with) for `endpoint` as `identity`,
+        built once with this pool's timeouts and CA handling (shared with kms_crypto)."""
+        return self._client(identity, endpoint)
+
+    def forget(self, identity: Identity, credential: Any) -> None:
+        """Drop `identity`'s credentials and clients after an expired security token."""
+        self._forget(identity, credential)
 
     # ------------------------------------------------------------------ public
     def get_secret_value(
@@ -138,14 +166,47 @@ class Kms:
             return isinstance(exc, FetchError) and exc.retryable
 
         retrying = Retrying(
-            stop=stop_after_attempt(self.max_attempts) | stop_after_delay(self.max_retry_seconds),
+            stop=(stop_after_attempt(self.max_attempts) | stop_after_delay(self.max_retry_seconds)
+                  | stop_when_event_set(self._cancelled)),
             wait=self._wait,
+            sleep=self._sleep,
             retry=retry_if_exception(should_retry),
             reraise=True,
         )
-        result: SecretValue = retrying(self._call, identity, endpoint, name, version_id,
-                                       version_stage)
+        key = (identity.fingerprint(), endpoint.host)
+        self._check_cooldown(key, identity, endpoint)
+        try:
+            result: SecretValue = retrying(self._call, identity, endpoint, name, version_id,
+                                           version_stage)
+        except FetchError as exc:
+            if exc.kind == Kind.THROTTLED:
+                self._cool_down(key, exc.retry_after)
+            raise
+        with self._lock:
+            self._cooldowns.pop(key, None)
         return result
+
+    def _check_cooldown(self, key: tuple[str, str], identity: Identity,
+                        endpoint: Endpoint) -> None:
+        """Fairness: an identity that KMS keeps throttling on an endpoint (after the retries
+        of a whole call) gets no call there until its cool-down ends. Its reads fail at once
+        instead of each holding a worker for the whole retry budget, so one tenant's quota
+        never starves another tenant's syncs."""
+        with self._lock:
+            until, _strikes = self._cooldowns.get(key, (0.0, 0))
+        left = until - time.monotonic()
+        if left > 0:
+            raise FetchError(
+                Kind.THROTTLED, "Throttled",
+                f"Throttled: KMS kept throttling {identity.describe()} on {endpoint.host}; its "
+                f"reads there wait {left:.0f}s (lower its call rate or raise its intervals)",
+                retry_after=left)
+
+    def _cool_down(self, key: tuple[str, str], retry_after: float | None) -> None:
+        with self._lock:
+            _until, strikes = self._cooldowns.get(key, (0.0, 0))
+            seconds = retry_after or min(COOLDOWN_BASE * 2 ** min(strikes, 8), COOLDOWN_CAP)
+            self._cooldowns[key] = (time.monotonic() + seconds, strikes + 1)
 
     # ----------------------------------------------------------------- private
     def _wait(self, state: RetryCallState) -> float:
@@ -158,6 +219,9 @@ class Kms:
               version_stage: str) -> SecretValue:
         from alibabacloud_kms20160120 import models
 
+        if self._cancelled.is_set():
+            raise FetchError(Kind.TRANSIENT, "Cancelled",
+                             "Cancelled: the controller is shutting down")
         limiter = self._limiter(endpoint.host)
         credential = None
         start = time.monotonic()
@@ -169,7 +233,10 @@ class Kms:
                 request = models.GetSecretValueRequest(
                     secret_name=name, version_id=version_id or None,
                     version_stage=version_stage or None)
-                limiter.acquire()
+                limiter.acquire(self._cancelled)
+                if self._cancelled.is_set():
+                    raise FetchError(Kind.TRANSIENT, "Cancelled",
+                                     "Cancelled: the controller is shutting down")
                 start = time.monotonic()
                 self.calls += 1
                 resp = client.get_secret_value(request)
@@ -213,10 +280,27 @@ class Kms:
             connect_timeout=self.timeouts[0],
             read_timeout=self.timeouts[1],
             ca=self._ca_file(endpoint.ca_pem) if endpoint.ca_pem else None,
+            max_idle_conns=self._pool_size(endpoint),
         )
         client = Client(config)
         with self._lock:
             return self._clients.setdefault(key, (client, credential))
+
+    def _pool_size(self, endpoint: Endpoint) -> int | None:
+        """The SDK keeps one HTTPS session (and one TLS trust store, to which every CA used with
+        it is added) per protocol, host:port and pool size. Each distinct private CA of a host
+        gets a pool size of its own, hence a session and trust store of its own: a CA that one
+        store names is never trusted for another store's connections."""
+        if not endpoint.ca_pem:
+            return None  # the SDK's default session: the system trust store only
+        key = (endpoint.protocol, endpoint.host, hashlib.sha256(endpoint.ca_pem.encode())
+               .hexdigest())
+        with self._lock:
+            size = self._pool_sizes.get(key)
+            if size is None:
+                taken = sum(1 for k in self._pool_sizes if k[:2] == key[:2])
+                size = self._pool_sizes[key] = SDK_DEFAULT_POOL + 1 + taken
+            return size
 
     def _ca_file(self, pem: str) -> str:
         """The SDK wants a CA file path, not PEM content: write each CA once."""
@@ -250,3 +334,28 @@ def _value(name: str, body: Any) -> SecretValue:
     stages = tuple(body.version_stages.version_stage or ()) if body.version_stages else ()
     return SecretValue(name=name, data=data, data_type=data_type,
                        version_id=str(body.version_id or ""), stages=stages)
+
+
+def retrying(*, max_attempts: int, max_retry_seconds: float, cancelled: threading.Event,
+             should_retry: Callable[[BaseException], bool]) -> Retrying:
+    """The retry policy of every read (KMS, OOS, KMS instance): at most `max_attempts` calls
+    and `max_retry_seconds`; waits for the service's retry-after when it sends one, else
+    exponential back-off with jitter; stops at once when `cancelled` is set."""
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, FetchError) and exc.retry_after:
+            return min(exc.retry_after, max_retry_seconds)
+        return float(wait_random_exponential(multiplier=0.2, max=5.0)(state))
+
+    def sleep(seconds: float) -> None:
+        cancelled.wait(seconds)
+
+    return Retrying(
+        stop=(stop_after_attempt(max_attempts) | stop_after_delay(max_retry_seconds)
+              | stop_when_event_set(cancelled)),
+        wait=wait,
+        sleep=sleep,
+        retry=retry_if_exception(should_retry),
+        reraise=True,
+    )

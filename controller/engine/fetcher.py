@@ -4,8 +4,10 @@ kept, and reads of the same one at the same time wait for a single call (single 
 Who reads KMS when: the controller polls each distinct secret once per interval (see
 `manager`), so an ExternalSecret's own sync finds a value younger than its interval here and
 costs no call; ten ExternalSecrets reading one KMS secret cost one call per interval, not ten.
-Failures are remembered only briefly, so a throttled secret is not hammered by every
-ExternalSecret that uses it, but is retried soon.
+Failures back off per distinct read, shared by every ExternalSecret that uses it: a failed
+read is answered from the cache for 2 s after the first failure, then 4, 8, ... up to the
+readers' interval (or 5 minutes), so a throttled or broken secret costs one call per back-off
+step, not one per ExternalSecret retry; a success resets it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from controller.alicloud.identity import Identity
 from controller.alicloud.kms import Endpoint, SecretValue
 from controller.engine.clock import Clock, RealClock
 
-FAILURE_TTL = 2.0
+FAILURE_TTL = 2.0  # the first back-off step of a failed read
+FAILURE_TTL_CAP = 300.0
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class Fetcher:
         self.clock = clock or RealClock()
         self._cache: dict[FetchRequest, _Entry] = {}
         self._flights: dict[FetchRequest, _Flight] = {}
+        self._failures: dict[FetchRequest, int] = {}  # consecutive failures of each read
         self._lock = threading.Lock()
         self.reads = 0
 
@@ -71,7 +75,7 @@ class Fetcher:
         `fresh`), else read from KMS once however many callers ask at the same time."""
         with self._lock:
             entry = self._cache.get(request)
-            if not fresh and entry is not None and self._usable(entry, max_age):
+            if not fresh and entry is not None and self._usable(request, entry, max_age):
                 return entry.result
             flight = self._flights.get(request)
             leader = flight is None
@@ -85,6 +89,10 @@ class Fetcher:
             result = self._read(request)
             with self._lock:
                 self._cache[request] = _Entry(self.clock.now(), result)
+                if isinstance(result, FetchError):
+                    self._failures[request] = self._failures.get(request, 0) + 1
+                else:
+                    self._failures.pop(request, None)
             flight.result = result
         finally:
             with self._lock:
@@ -105,16 +113,23 @@ class Fetcher:
         """Forget a value nobody uses any more."""
         with self._lock:
             self._cache.pop(request, None)
+            self._failures.pop(request, None)
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._cache)
 
-    def _usable(self, entry: _Entry, max_age: float) -> bool:
+    def _usable(self, request: FetchRequest, entry: _Entry, max_age: float) -> bool:
         age = self.clock.now() - entry.at
         if isinstance(entry.result, FetchError):
-            return age < min(FAILURE_TTL, max_age)
+            return age < self.failure_ttl(request, max_age)
         return age < max_age
+
+    def failure_ttl(self, request: FetchRequest, max_age: float) -> float:
+        """How long the last failure of `request` answers for it (call with the lock held)."""
+        failures = self._failures.get(request, 1)
+        cap = max_age if max_age > 0 else FAILURE_TTL_CAP
+        return float(min(FAILURE_TTL * 2.0 ** min(failures - 1, 16), cap, FAILURE_TTL_CAP))
 
     def _read(self, request: FetchRequest) -> Result:
         self.reads += 1

@@ -3,8 +3,13 @@ Secret, write it only if it changed, and report in status and Events.
 
 The sync converges on the current state and is safe to repeat. It reads top to bottom with
 early returns; each way it can end is an `Outcome` that tells the controller when to come back.
-Safety rules: a Secret this controller did not create is never taken over unless the user says
-so; a failed entry keeps its last good keys; nothing here ever logs or reports a secret value.
+Safety rules: a Secret is an ExternalSecret's only by an ownerReference to its uid or the
+uid annotation that only its creator writes (never by labels); a Secret this ExternalSecret did
+not create is never taken over unless the user says so (the adopt annotation), and never when
+another ExternalSecret owns it; each ExternalSecret writes with its own field manager and forces
+fields only on a Secret proven its own, so Merge never removes or steals another writer's keys;
+a failed entry keeps its last good keys; an unexpected error in one sync becomes that object's
+Ready=False, never a crash; nothing here ever logs or reports a secret value.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,7 +35,11 @@ from controller.names import (
     KEYS,
     MANAGED_BY,
     MANAGER,
+    MERGE_TARGET,
+    OWNER_UID,
     SOURCE,
+    field_manager,
+    merge_annotation,
 )
 
 log = logging.getLogger(__name__)
@@ -47,6 +57,8 @@ ACCESS_DENIED = "AccessDenied"
 INVALID_SECRET = "InvalidSecret"
 SECRET_MISSING = "TargetSecretMissing"
 WRITE_FAILED = "SecretWriteFailed"
+INTERNAL_ERROR = "InternalError"
+SPEC_ADJUSTED = "SpecAdjusted"
 
 
 class Kube(Protocol):
@@ -54,7 +66,9 @@ class Kube(Protocol):
 
     def external_secret(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     def secret(self, namespace: str, name: str) -> dict[str, Any] | None: ...
-    def apply_secret(self, body: dict[str, Any]) -> dict[str, Any]: ...
+    def apply_secret(self, body: dict[str, Any], *, manager: str,
+                     force: bool) -> dict[str, Any]: ...
+    def release_fields(self, namespace: str, name: str, manager: str) -> None: ...
     def apply_status(self, es: dict[str, Any], status: dict[str, Any]) -> None: ...
     def remove_finalizer(self, es: dict[str, Any], finalizer: str) -> None: ...
     def event(self, es: dict[str, Any], kind: str, reason: str, message: str) -> None: ...
@@ -84,7 +98,9 @@ class Reconciler:
         disable_polling: bool,
         on_value: Callable[[bytes], None] | None = None,
         now: Callable[[], datetime] | None = None,
+        bounds: model.IntervalBounds = model.DEFAULT_BOUNDS,
     ) -> None:
+        self.bounds = bounds
         self.kube = kube
         self.resolver = resolver
         self.fetcher = fetcher
@@ -94,6 +110,10 @@ class Reconciler:
         self.now = now or (lambda: datetime.now(UTC))
 
     # ---------------------------------------------------------------- entry
+    def parse(self, raw: dict[str, Any]) -> model.ExternalSecret:
+        """The one way an ExternalSecret is read (raises model.SpecError)."""
+        return model.parse_external_secret(raw, self.bounds)
+
     def interval_of(self, es: model.ExternalSecret) -> float:
         if es.spec.refresh_interval is not None:
             return es.spec.refresh_interval
@@ -111,12 +131,38 @@ class Reconciler:
         if meta.get("deletionTimestamp"):
             return Outcome("gone")
         try:
-            es = model.parse_external_secret(raw)
+            es = self.parse(raw)
         except model.SpecError as exc:
             return self._invalid(raw, str(exc))
         used: set[FetchRequest] = set()
-        outcome = self._sync(raw, es, fresh=fresh, ack_managed=ack_managed, used=used)
+        try:
+            outcome = self._sync(raw, es, fresh=fresh, ack_managed=ack_managed, used=used)
+        except Exception as exc:
+            log.exception("sync of ExternalSecret %s failed unexpectedly", es.qualified_name)
+            outcome = self.crashed(raw, exc, interval=self.interval_of(es))
         return dataclasses.replace(outcome, requests=frozenset(used))
+
+    def crashed(self, raw: dict[str, Any], exc: BaseException, *,
+                interval: float = 0.0) -> Outcome:
+        """Report an unexpected error as the object's Ready=False (the Secret keeps its data).
+        Only the exception's type is shown: its text could carry anything."""
+        message = (f"the sync failed unexpectedly ({type(exc).__name__}); the Secret keeps "
+                   "its data and the sync is retried with backoff; the controller's log has "
+                   "the details")
+        try:
+            meta = raw.get("metadata", {})
+            old = raw.get("status")
+            new = status_mod.build(old, ready=False, reason=INTERNAL_ERROR, message=message,
+                                   generation=int(meta.get("generation") or 0),
+                                   secret_name=str((old or {}).get("secretName", "")),
+                                   entries=[], wrote=False, now=self.now(),
+                                   keep_entries=True)
+            if status_mod.changed(old, new):
+                self.kube.apply_status(raw, new)
+            self.kube.event(raw, "Warning", INTERNAL_ERROR, message)
+        except Exception:
+            log.exception("could not report the failed sync")
+        return Outcome("failed", interval=interval, retry=True, reason=INTERNAL_ERROR)
 
     # ----------------------------------------------------------------- sync
     def _sync(self, raw: dict[str, Any], es: model.ExternalSecret, *, fresh: bool,
@@ -127,15 +173,19 @@ class Reconciler:
         merge = target.creation_policy == model.CreationPolicy.MERGE
         adopt = ack_managed or (raw.get("metadata", {}).get("annotations") or {}).get(
             ADOPT) == "true"
-        if existing is not None and not merge and not adopt and not _is_ours(existing, es):
-            return self._conflict(raw, es, interval)
+        if existing is not None:
+            other = _other_owner(existing, es)
+            if other:
+                return self._conflict(raw, es, interval, owner=other)
+            if not merge and not adopt and not _is_ours(existing, es):
+                return self._conflict(raw, es, interval)
         if existing is None and merge:
             message = (f"spec.target.creationPolicy is Merge but Secret {es.namespace}/"
                        f"{target.name} does not exist; create it or use creationPolicy Owner")
             return self._finish(raw, es, False, SECRET_MISSING, message, [], False, interval,
                                 "failed", retry=True)
         fetched = self._fetch(es, interval, fresh, used)
-        previous, ownership = _previous(existing)
+        previous, ownership = _previous(existing, es, merge)
         result = render.render(es, fetched, previous, ownership)
         entries = [status_mod.EntryStatus(e.entry_id, e.secret_name, e.version_id,
                                           e.state.value, e.reason) for e in result.entries]
@@ -150,6 +200,9 @@ class Reconciler:
         try:
             wrote, changed_keys = self._write(es, existing, result, merge)
         except WriteError as exc:
+            if exc.conflict:
+                return self._finish(raw, es, False, SECRET_CONFLICT, str(exc), entries, False,
+                                    interval, "conflict", retry=True)
             return self._finish(raw, es, False, WRITE_FAILED, str(exc), entries, False,
                                 interval, "failed", retry=exc.retry)
         if wrote:
@@ -162,6 +215,8 @@ class Reconciler:
             return self._finish(raw, es, False, reason, message, entries, wrote, interval,
                                 "failed", retry=True)
         message = f"Secret {target.name} is in sync with KMS"
+        if es.notices:
+            message += " (" + "; ".join(es.notices) + ")"
         return self._finish(raw, es, True, SYNCED, message, entries, wrote, interval,
                             "synced" if wrote else "unchanged")
 
@@ -205,16 +260,36 @@ class Reconciler:
         data_same = all(current.get(k) == v for k, v in ours.items()) and (
             merge or set(current) == set(ours))
         annotations = (existing or {}).get("metadata", {}).get("annotations") or {}
+        hash_key = merge_annotation(es.uid, "content-hash") if merge else HASH
         if existing is not None and data_same and \
-                annotations.get(HASH) == body["metadata"]["annotations"][HASH]:
+                annotations.get(hash_key) == body["metadata"]["annotations"][hash_key]:
             return False, []
         changed = sorted(k for k in set(ours) | set(current)
                          if current.get(k) != ours.get(k) and (k in ours or not merge))
+        # Force only over a Secret proven ours (repairs edits by people); a new Secret, or one
+        # merged into, must not overwrite a field another writer owns: 409 instead.
+        force = existing is not None and not merge
+        manager = field_manager(es.uid)
         try:
-            self.kube.apply_secret(body)
+            written = self.kube.apply_secret(body, manager=manager, force=force)
         except Exception as exc:  # noqa: BLE001 - reported in status, retried
-            raise WriteError.from_exception(es, exc) from None
+            raise WriteError.from_exception(es, exc, merge=merge) from None
+        self._retire_shared_manager(es, written)
         return True, changed
+
+    def _retire_shared_manager(self, es: model.ExternalSecret, written: dict[str, Any]) -> None:
+        """Earlier releases applied every Secret as one shared field manager; once this
+        ExternalSecret's own manager holds its fields, that manager gives up what it held (what
+        nobody else holds, such as a label an old Merge added, goes away)."""
+        entries = written.get("metadata", {}).get("managedFields") or []
+        if not any(e.get("manager") == MANAGER and e.get("operation") == "Apply"
+                   for e in entries):
+            return
+        try:
+            self.kube.release_fields(es.namespace, es.spec.target.name, MANAGER)
+        except Exception:
+            log.warning("could not retire the shared field manager on Secret %s/%s",
+                        es.namespace, es.spec.target.name, exc_info=True)
 
     # --------------------------------------------------------------- endings
     def _failure_summary(self, result: render.RenderResult) -> tuple[str, str]:
@@ -224,7 +299,8 @@ class Reconciler:
             reason = ACCESS_DENIED
         elif len(reasons) == 1 and next(iter(reasons)) in (
                 "StoreNotFound", "CrossNamespaceRefused", "InvalidStore", "NoCredentials",
-                "CredentialsNotFound", "StoreNotAllowed"):
+                "CredentialsNotFound", "StoreNotAllowed", "ControllerIdentityRefused",
+                "EndpointRefused", "UnsupportedStore"):
             reason = next(iter(reasons))
         else:
             reason = FETCH_FAILED
@@ -249,12 +325,17 @@ class Reconciler:
         return Outcome("invalid", interval=0.0, retry=False, reason=INVALID_SPEC)
 
     def _conflict(self, raw: dict[str, Any], es: model.ExternalSecret,
-                  interval: float) -> Outcome:
+                  interval: float, owner: str = "") -> Outcome:
         name = es.spec.target.name
-        message = (f"Secret {es.namespace}/{name} exists and was not created by this "
-                   f"ExternalSecret; it is left untouched. Set spec.target.creationPolicy: "
-                   f"Merge to add keys to it, annotate the ExternalSecret with {ADOPT}: "
-                   f"\"true\" to take it over, or choose another spec.target.name")
+        if owner:
+            message = (f"Secret {es.namespace}/{name} belongs to {owner}; it is left "
+                       "untouched. Choose another spec.target.name, or delete that "
+                       "ExternalSecret first")
+        else:
+            message = (f"Secret {es.namespace}/{name} exists and was not created by this "
+                       f"ExternalSecret; it is left untouched. Set spec.target.creationPolicy:"
+                       f" Merge to add keys to it, annotate the ExternalSecret with {ADOPT}: "
+                       f"\"true\" to take it over, or choose another spec.target.name")
         # Come back (with backoff, at least once per interval): the Secret may go away.
         return self._finish(raw, es, False, SECRET_CONFLICT, message, [], False, interval,
                             "conflict", retry=True)
@@ -274,14 +355,27 @@ class Reconciler:
 
 
 class WriteError(Exception):
-    def __init__(self, message: str, retry: bool) -> None:
+    def __init__(self, message: str, retry: bool, conflict: bool = False) -> None:
         self.retry = retry
+        self.conflict = conflict
         super().__init__(message)
 
     @classmethod
-    def from_exception(cls, es: model.ExternalSecret, exc: Exception) -> WriteError:
+    def from_exception(cls, es: model.ExternalSecret, exc: Exception, *,
+                       merge: bool = False) -> WriteError:
         status = int(getattr(exc, "status", 0) or 0)
         name = f"{es.namespace}/{es.spec.target.name}"
+        if status == 409:
+            managers = sorted(set(_CONFLICT_MANAGER.findall(str(getattr(exc, "message", "")))))
+            who = ", ".join(managers) or "another writer"
+            if merge:
+                fix = ("remove those keys from this ExternalSecret, or from the other writer")
+            else:
+                fix = ("another ExternalSecret (or a person) created it at the same moment; "
+                       "choose another spec.target.name")
+            return cls(f"Secret {name}: fields this ExternalSecret would write are owned by "
+                       f"{who}; nothing was overwritten. Fix: {fix}", retry=True,
+                       conflict=True)
         if status == 422:
             detail = str(getattr(exc, "message", ""))[:300]
             return cls(f"the apiserver refused Secret {name} (422): {detail}. If the Secret "
@@ -294,13 +388,33 @@ class WriteError(Exception):
 
 
 # ------------------------------------------------------------------- helpers
+_CONFLICT_MANAGER = re.compile(r'conflict with "([^"]{1,128})"')
+
+
 def _is_ours(secret: dict[str, Any], es: model.ExternalSecret) -> bool:
+    """Proof of ownership: an ownerReference to this ExternalSecret's uid, or the uid
+    annotation that only the ExternalSecret that created the Secret writes. Labels and the
+    source annotation prove nothing (anyone, including a Merge, can write them)."""
+    if not es.uid:
+        return False
     meta = secret.get("metadata", {})
     if any(ref.get("uid") == es.uid for ref in meta.get("ownerReferences") or []):
         return True
-    labels = meta.get("labels") or {}
+    return (meta.get("annotations") or {}).get(OWNER_UID) == es.uid
+
+
+def _other_owner(secret: dict[str, Any], es: model.ExternalSecret) -> str:
+    """Which other ExternalSecret owns `secret` ("" when none does)."""
+    meta = secret.get("metadata", {})
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("kind") == "ExternalSecret" and str(ref.get("apiVersion", "")).startswith(
+                "alibabacloud.com/") and ref.get("uid") != es.uid:
+            return f"ExternalSecret {es.namespace}/{ref.get('name', '')}"
     annotations = meta.get("annotations") or {}
-    return labels.get(MANAGED_BY) == MANAGER and annotations.get(SOURCE) == es.name
+    uid = annotations.get(OWNER_UID)
+    if uid and uid != es.uid:
+        return f"ExternalSecret {es.namespace}/{annotations.get(SOURCE, '')} (uid {uid})"
+    return ""
 
 
 def _data_of(secret: dict[str, Any] | None) -> dict[str, bytes]:
@@ -309,13 +423,14 @@ def _data_of(secret: dict[str, Any] | None) -> dict[str, bytes]:
     return {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
 
 
-def _previous(existing: dict[str, Any] | None,
+def _previous(existing: dict[str, Any] | None, es: model.ExternalSecret, merge: bool,
               ) -> tuple[dict[str, bytes], Mapping[str, list[str]] | None]:
-    """The data this controller wrote last time, and its ownership record."""
+    """The data this ExternalSecret wrote last time, and its ownership record."""
     if existing is None:
         return {}, None
     annotations = existing.get("metadata", {}).get("annotations") or {}
-    ownership = render.ownership_from_json(annotations.get(KEYS))
+    keys_annotation = merge_annotation(es.uid, "owned-keys") if merge else KEYS
+    ownership = render.ownership_from_json(annotations.get(keys_annotation))
     data = _data_of(existing)
     if ownership is not None:
         owned = {k for keys in ownership.values() for k in keys}
@@ -328,12 +443,23 @@ def _secret_body(es: model.ExternalSecret, result: render.RenderResult,
     target = es.spec.target
     owner = target.creation_policy == model.CreationPolicy.OWNER and \
         target.deletion_policy == model.DeletionPolicy.DELETE
-    labels = {**target.template.labels, MANAGED_BY: MANAGER}
-    annotations = {**target.template.annotations, SOURCE: es.name,
-                   KEYS: render.ownership_to_json(result.ownership)}
+    keys = render.ownership_to_json(result.ownership)
+    if merge:
+        # Nothing that claims the Secret: no managed-by label, no ownerReference, no type;
+        # only this ExternalSecret's own annotations and the label that lets us watch it.
+        labels = {**target.template.labels, MERGE_TARGET: "true"}
+        annotations = {**target.template.annotations,
+                       merge_annotation(es.uid, "external-secret"): es.name,
+                       merge_annotation(es.uid, "owned-keys"): keys}
+        hash_key = merge_annotation(es.uid, "content-hash")
+    else:
+        labels = {**target.template.labels, MANAGED_BY: MANAGER}
+        annotations = {**target.template.annotations, SOURCE: es.name, KEYS: keys,
+                       OWNER_UID: es.uid}
+        hash_key = HASH
     secret_type = "" if merge else es.spec.secret_type
     marker = {**annotations, "owner-reference": es.uid if owner else ""}
-    annotations[HASH] = render.content_hash(result.data, secret_type, labels, marker)
+    annotations[hash_key] = render.content_hash(result.data, secret_type, labels, marker)
     metadata: dict[str, Any] = {"name": target.name, "namespace": es.namespace,
                                 "labels": labels, "annotations": annotations}
     if owner:

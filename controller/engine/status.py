@@ -73,16 +73,20 @@ def build(
     entries: Sequence[EntryStatus],
     wrote: bool,
     now: datetime,
+    keep_entries: bool = False,
 ) -> dict[str, Any]:
-    """The new status. `wrote`: the Secret was written by this sync."""
+    """The new status. `wrote`: the Secret was written by this sync; `keep_entries`: the
+    per-entry results of the last sync stay as they were (this sync did not get that far)."""
     old = old_status or {}
     status = "True" if ready else "False"
+    results = list(old.get("dataSyncResults") or []) if keep_entries else \
+        _entries(old.get("dataSyncResults") or [], entries, now)
     new: dict[str, Any] = {
         "conditions": [_condition(old.get("conditions") or [], status, reason, message,
                                   generation, now)],
         "observedGeneration": generation,
         "secretName": secret_name,
-        "dataSyncResults": _entries(old.get("dataSyncResults") or [], entries, now),
+        "dataSyncResults": results,
     }
     refresh = old.get("refreshTime")
     if wrote or not refresh or _differs(old, new):

@@ -5,6 +5,14 @@ AccessKey + AssumeRole > AccessKey > worker role), with a cross-account role on 
 wrong (missing store, a store in another namespace without --enable-cross-namespace-secret-store,
 a missing credential Secret, no credentials at all) becomes a `StoreProblem` that names the
 object, the field and the fix; it never becomes a crash, and never carries key material.
+
+Boundaries (docs/security.md): the controller's own identity (its environment's AccessKey or
+role, its projected token, the node's worker role) serves only the namespaces in
+--controller-identity-namespaces (default: all, as ack-secret-manager); a ClusterSecretStore
+stands for its admin, so the namespaces its conditions admit may use it (with
+--require-cluster-store-conditions one without conditions admits none). Endpoints named by
+stores and entries must be https on *.aliyuncs.com or on --allowed-endpoints (http only with
+--allow-http-endpoints); the operator's own --kms-endpoint is trusted as given.
 """
 
 from __future__ import annotations
@@ -91,20 +99,23 @@ class StoreResolver:
     def resolve(self, es: model.ExternalSecret, entry: model.DataEntry) -> Source:
         ref = entry.store_ref
         if ref is None:
+            self._may_use_controller_identity(
+                es.namespace, f"{entry.spec_field} has no secretStoreRef, so it")
             identity = self._controller_identity()
-            return Source(identity, self._endpoint(entry, None, ""))
+            return Source(identity, self._endpoint(entry, None, "", None))
         raw = self._store_object(es, entry, ref)
         store = self._parse(raw, ref)
-        if isinstance(store, model.ClusterSecretStore) and not store.allows_namespace(
-            es.namespace, self.namespace_labels(es.namespace)
-        ):
-            raise StoreProblem(
-                "StoreNotAllowed",
-                f"{entry.spec_field}.secretStoreRef: ClusterSecretStore {ref.name} does not "
-                f"admit namespace {es.namespace}; add it to the store's spec.conditions",
-            )
+        if isinstance(store, model.ClusterSecretStore):
+            self._cluster_store_admits(store, es, entry)
         if store.kms is None:
             raise StoreProblem("InvalidStore", f"{_store_name(ref)} has no KMS provider")
+        if store.kms.dedicated is not None:
+            raise StoreProblem(
+                "UnsupportedStore",
+                f"{_store_name(ref)}: spec.KMS.dedicatedKMSAuth (a KMS instance reached with an "
+                "application access point's client key) is not supported by this release; it "
+                "is refused rather than read with another identity. Use KMSAuth with "
+                "spec.KMS.endpoint <instance>.cryptoservice.kms.aliyuncs.com and spec.KMS.ca")
         cache_key = (store.uid, store.resource_version)
         with self._lock:
             hit = self._cache.get(cache_key)
@@ -115,8 +126,36 @@ class StoreResolver:
             with self._lock:
                 self._cache[cache_key] = (time.monotonic(),
                                           Source(identity, Endpoint("")))
+        if identity.borrowed and store.kind == model.StoreKind.SECRET_STORE:
+            self._may_use_controller_identity(
+                es.namespace, f"{_store_name(ref)} names no credentials of its own, so it")
         ca = self._ca(store)
-        return Source(identity, self._endpoint(entry, store.kms, ca))
+        return Source(identity, self._endpoint(entry, store.kms, ca, store))
+
+    def _cluster_store_admits(self, store: model.ClusterSecretStore,
+                              es: model.ExternalSecret, entry: model.DataEntry) -> None:
+        field = f"{entry.spec_field}.secretStoreRef"
+        if not store.conditions and self.settings.require_cluster_store_conditions:
+            raise StoreProblem(
+                "StoreNotAllowed",
+                f"{field}: ClusterSecretStore {store.name} has no spec.conditions and the "
+                "controller runs with --require-cluster-store-conditions; its admin must list "
+                f"the namespaces (e.g. {es.namespace}) in spec.conditions")
+        if not store.allows_namespace(es.namespace, self.namespace_labels(es.namespace)):
+            raise StoreProblem(
+                "StoreNotAllowed",
+                f"{field}: ClusterSecretStore {store.name} does not admit namespace "
+                f"{es.namespace}; add it to the store's spec.conditions")
+
+    def _may_use_controller_identity(self, namespace: str, what: str) -> None:
+        if self.settings.controller_identity_allowed(namespace):
+            return
+        raise StoreProblem(
+            "ControllerIdentityRefused",
+            f"{what} would use the controller's own identity, which namespace {namespace} may "
+            "not use (--controller-identity-namespaces); give it a SecretStore with its own "
+            "credentials (serviceAccountRef, or accessKey and accessKeySecret from a Secret), "
+            f"or ask the operator to add {namespace} to --controller-identity-namespaces")
 
     def invalidate(self) -> None:
         with self._lock:
@@ -162,6 +201,7 @@ class StoreResolver:
             "role_session_name": c.role_session_name or "ack-secret-manager",
             "source": "the controller's environment",
         }
+        common["borrowed"] = True
         if c.role_arn and c.oidc_provider_arn:
             return Identity(OIDC_ROLE_ARN, role_arn=c.role_arn,
                             oidc_provider_arn=c.oidc_provider_arn,
@@ -204,11 +244,13 @@ class StoreResolver:
         if auth.service_account_ref is not None:
             return self._service_account_identity(store, auth, auth.service_account_ref, common)
         if auth.oidc_provider_arn and auth.ram_role_arn:
+            # A token file is a file of the controller's Pod (its projected token by default):
+            # using one is using the controller's own identity.
             token_file = auth.oidc_token_file_path or c.oidc_token_file or \
                 DEFAULT_OIDC_TOKEN_FILE
             return Identity(OIDC_ROLE_ARN, role_arn=auth.ram_role_arn,
                             oidc_provider_arn=auth.oidc_provider_arn,
-                            oidc_token_file=token_file, **common)
+                            oidc_token_file=token_file, **{**common, "borrowed": True})
         if auth.access_key is not None or auth.access_key_secret is not None:
             ak_id = self._secret_value(store, "accessKey", auth.access_key)
             ak_secret = self._secret_value(store, "accessKeySecret", auth.access_key_secret)
@@ -225,7 +267,7 @@ class StoreResolver:
             return Identity(OIDC_ROLE_ARN, role_arn=auth.ram_role_arn,
                             oidc_provider_arn=c.oidc_provider_arn,
                             oidc_token_file=auth.oidc_token_file_path or c.oidc_token_file
-                            or DEFAULT_OIDC_TOKEN_FILE, **common)
+                            or DEFAULT_OIDC_TOKEN_FILE, **{**common, "borrowed": True})
         base = self._controller_identity()
         if auth.remote_ram_role_arn:
             return dataclasses.replace(
@@ -316,11 +358,52 @@ class StoreResolver:
             return value.decode()
         return ""
 
-    def _endpoint(self, entry: model.DataEntry, kms: model.KMSProvider | None, ca: str) -> Endpoint:
-        text = entry.kms_endpoint or (kms.endpoint if kms else "") \
-            or self.settings.default_kms_endpoint()
-        host, protocol = split_endpoint(text, self.settings.kms_protocol)
-        return Endpoint(host=host, protocol=protocol, ca_pem=ca)
+    def _endpoint(self, entry: model.DataEntry, kms: model.KMSProvider | None, ca: str,
+                  store: model.SecretStore | None) -> Endpoint:
+        if entry.kms_endpoint:
+            text, field = entry.kms_endpoint, f"{entry.spec_field}.kmsEndpoint"
+        elif kms is not None and kms.endpoint:
+            text = kms.endpoint
+            field = f"{_store_name(store.ref)}: spec.KMS.endpoint" if store else "spec.KMS.endpoint"
+        else:  # the operator's own choice (--kms-endpoint, --region): trusted as given
+            host, protocol = split_endpoint(self.settings.default_kms_endpoint(),
+                                            self.settings.kms_protocol)
+            return Endpoint(host=host, protocol=protocol, ca_pem=ca)
+        host, protocol = split_endpoint(text, "https")
+        self._check_endpoint(host, protocol, field)
+        # A store's CA verifies TLS; a plain-http endpoint (when allowed) has nothing to verify.
+        return Endpoint(host=host, protocol=protocol, ca_pem=ca if protocol == "https" else "")
+
+    def _check_endpoint(self, host: str, protocol: str, field: str) -> None:
+        if protocol == "http" and not self.settings.allow_http_endpoints:
+            raise StoreProblem(
+                "EndpointRefused",
+                f"{field}: http://{host} is plain HTTP, which would send signed requests "
+                f"unencrypted; use https://{host}, or ask the operator to start the "
+                "controller with --allow-http-endpoints")
+        if not endpoint_allowed(host, self.settings.allowed_endpoints):
+            raise StoreProblem(
+                "EndpointRefused",
+                f"{field}: {host} is not an Alibaba Cloud endpoint (*.aliyuncs.com) nor on "
+                "the controller's --allowed-endpoints; use the KMS endpoint of your region or "
+                "instance, or ask the operator to allow the host")
+
+
+def endpoint_allowed(host: str, allowed: tuple[str, ...]) -> bool:
+    """`host` (host[:port]) is on *.aliyuncs.com or matches an entry of `allowed`: an exact
+    host or host:port, or a '*.suffix' pattern."""
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    name = name.lower().rstrip(".")
+    if name.endswith(".aliyuncs.com"):
+        return True
+    for pattern in allowed:
+        pattern = pattern.lower()
+        if pattern.startswith("*."):
+            if name.endswith(pattern[1:]):
+                return True
+        elif pattern in (host.lower(), name):
+            return True
+    return False
 
 
 def _store_name(ref: model.StoreRef) -> str:

@@ -1,6 +1,12 @@
 """The reconciler's view of Kubernetes: cached reads from the informers, writes by
 server-side apply, Events through the recorder. Implements `engine.reconciler.Kube` and
-`engine.stores.SecretReader`."""
+`engine.stores.SecretReader`.
+
+Each write goes through its informer's write ticket, so the cache takes the result only if
+nothing newer (an edit, a delete) reached the watch meanwhile. The fingerprints of our recent
+Secret writes (`is_own_write`) are forgotten when the Secret's DELETED arrives and are bounded
+in number, so they do not grow with every Secret ever written.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +17,12 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 from controller.kube.events import EventRecorder
-from controller.kube.informer import Informer
+from controller.kube.informer import Informer, Key
 from controller.kube.rest import (
     EXTERNAL_SECRETS,
     NAMESPACES,
@@ -24,12 +31,13 @@ from controller.kube.rest import (
     ApiError,
     Rest,
 )
-from controller.names import HASH, MANAGER
+from controller.names import HASH, MANAGER, MERGE_TARGET
 
 log = logging.getLogger(__name__)
 
 NAMESPACE_TTL = 30.0
 WRITES_REMEMBERED = 4
+WRITTEN_MAX = 50_000  # Secrets whose writes we remember; forgetting one costs one extra sync
 
 
 class KubeAccess:
@@ -42,7 +50,9 @@ class KubeAccess:
         secret_stores: Callable[[str], Informer | None],
         cluster_secret_stores: Informer | None,
         secrets: Callable[[str], Informer | None],
+        merged_secrets: Callable[[str], Informer | None] | None = None,
         on_write: Callable[[str, str], None] | None = None,
+        written_max: int = WRITTEN_MAX,
     ) -> None:
         self.rest = rest
         self.events = events
@@ -50,8 +60,12 @@ class KubeAccess:
         self._stores = secret_stores
         self._cluster_stores = cluster_secret_stores
         self._secrets = secrets
+        self._merged = merged_secrets or (lambda _ns: None)
         self.on_write = on_write or (lambda _kind, _verb: None)
-        self._written: dict[tuple[str, str], tuple[str, ...]] = {}  # our recent writes
+        # Fingerprints of our recent writes per Secret, oldest Secret first.
+        self._written: OrderedDict[Key, tuple[str, ...]] = OrderedDict()
+        self._written_max = written_max
+        self._watching_deletes: set[int] = set()  # id() of the Secret informers subscribed
         self._ns_labels: dict[str, tuple[float, dict[str, str]]] = {}
         self._lock = threading.Lock()
 
@@ -69,10 +83,10 @@ class KubeAccess:
         return self._get(SECRET_STORES.path(namespace, name))  # outside the watched namespaces
 
     def secret(self, namespace: str, name: str) -> dict[str, Any] | None:
-        informer = self._secrets(namespace)
-        cached = informer.get(namespace, name) if informer else None
-        if cached is not None:
-            return cached
+        for informer in (self._secrets(namespace), self._merged(namespace)):
+            cached = informer.get(namespace, name) if informer else None
+            if cached is not None:
+                return cached
         # Not managed by us (or not yet in the cache): ask the apiserver.
         return self._get(SECRETS.path(namespace, name))
 
@@ -109,35 +123,74 @@ class KubeAccess:
         return _fingerprint(secret) in written
 
     # ------------------------------------------------------------- writes
-    def apply_secret(self, body: dict[str, Any]) -> dict[str, Any]:
+    def apply_secret(self, body: dict[str, Any], *, manager: str = MANAGER,
+                     force: bool = True) -> dict[str, Any]:
+        """Server-side apply `body` as `manager`; `force` takes over fields that other
+        managers own (only for a Secret proven to be the writer's). Raises ApiError (409:
+        conflicting fields, message names their managers)."""
         meta = body["metadata"]
         ns, name = meta["namespace"], meta["name"]
-        with self._lock:
-            # The last few: a watch event of an earlier write may arrive after a later write.
-            recent = self._written.get((ns, name), ())
-            self._written[(ns, name)] = (*recent[-(WRITES_REMEMBERED - 1):], _fingerprint(body))
-        result: dict[str, Any] = self.rest.apply(SECRETS.path(ns, name), body, MANAGER)
+        labels = meta.get("labels") or {}
+        informer = self._merged(ns) if MERGE_TARGET in labels else self._secrets(ns)
+        self._remember_write((ns, name), _fingerprint(body), informer)
+        ticket = informer.begin_write(ns, name) if informer is not None else None
+        result: dict[str, Any] | None = None
+        try:
+            result = self.rest.apply(SECRETS.path(ns, name), body, manager, force=force)
+        finally:
+            if informer is not None and ticket is not None:
+                informer.finish_write(ticket, result)
         self.on_write("Secret", "apply")
-        informer = self._secrets(ns)
-        if informer is not None:
-            informer.upsert(result)
-        return result
+        return result or {}
+
+    def forget_secret(self, key: Key) -> None:
+        """Drop what we remember of our writes of the Secret `key` (it was deleted)."""
+        with self._lock:
+            self._written.pop(key, None)
+
+    def written_count(self) -> int:
+        with self._lock:
+            return len(self._written)
+
+    def _remember_write(self, key: Key, fingerprint: str, informer: Informer | None) -> None:
+        """Set before the write, so its watch event cannot outrun it."""
+        with self._lock:
+            if informer is not None and id(informer) not in self._watching_deletes:
+                informer.on_deleted(self.forget_secret)
+                self._watching_deletes.add(id(informer))
+            # The last few: a watch event of an earlier write may arrive after a later write.
+            recent = self._written.pop(key, ())
+            self._written[key] = (*recent[-(WRITES_REMEMBERED - 1):], fingerprint)
+            while len(self._written) > self._written_max:
+                self._written.popitem(last=False)
+
+    def release_fields(self, namespace: str, name: str, manager: str) -> None:
+        """Give up every field `manager` owns on a Secret (an apply of an empty body): fields
+        no other manager owns are removed. Used once to retire the shared field manager of
+        earlier releases."""
+        body = {"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": name, "namespace": namespace}}
+        self.rest.apply(SECRETS.path(namespace, name), body, manager, force=False)
+        self.on_write("Secret", "apply")
 
     def apply_status(self, es: dict[str, Any], status: dict[str, Any]) -> None:
         meta = es.get("metadata", {})
         ns, name = meta.get("namespace", ""), meta.get("name", "")
         body = {"apiVersion": EXTERNAL_SECRETS.api_version, "kind": EXTERNAL_SECRETS.kind,
                 "metadata": {"name": name, "namespace": ns}, "status": status}
+        informer = self._es(ns)
+        ticket = informer.begin_write(ns, name) if informer is not None else None
+        result: dict[str, Any] | None = None
         try:
             result = self.rest.apply(EXTERNAL_SECRETS.path(ns, name, "status"), body, MANAGER)
         except ApiError as exc:
             if exc.status == 404:
                 return  # deleted meanwhile
             raise
+        finally:
+            if informer is not None and ticket is not None:
+                informer.finish_write(ticket, result)
         self.on_write("ExternalSecretStatus", "apply")
-        informer = self._es(ns)
-        if informer is not None and result:
-            informer.upsert(result)
 
     def remove_finalizer(self, es: dict[str, Any], finalizer: str) -> None:
         meta = es.get("metadata", {})

@@ -4,6 +4,14 @@ List, then watch from the list's resourceVersion with bookmarks. A 410 Gone (the
 restarted or the version is too old) means relist; after a relist, objects that vanished while
 we were away are reported as deleted, so no deletion is lost. Other failures back off with
 jitter (0.8 s .. 30 s) and resume. Handlers run on the informer's thread and must only enqueue.
+
+The cache only moves forward. Our own writes are put in ahead of their watch events (so the
+next sync does not act on the version before the write), but a write's result replaces the
+cached object only if its resourceVersion is newer than what the watch already delivered, and
+a DELETED delivered while the write was in flight wins: otherwise a user's edit or delete that
+landed in between would be undone in the cache, and nothing would trigger a sync to repair it.
+resourceVersions are opaque strings; etcd-backed ones are integers and are compared as such,
+anything else prefers the watch.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped objects
 Handler = Callable[[str, dict[str, Any]], None]  # (ADDED|MODIFIED|DELETED, object)
+DeleteListener = Callable[[Key], None]
 
 LIST_PAGE = 500
 BACKOFF_MIN, BACKOFF_MAX = 0.8, 30.0
@@ -62,6 +71,25 @@ def _intern(value: Any, in_data: bool) -> Any:
     return value  # Secret values are never interned: they stay private to their object
 
 
+def newer(candidate: dict[str, Any], cached: dict[str, Any]) -> bool:
+    """Whether `candidate` is a later version than `cached`: integer resourceVersions are
+    compared; when either does not parse as one, the cached (watched) object is kept."""
+    try:
+        return int(_rv(candidate)) > int(_rv(cached))
+    except ValueError:
+        return False
+
+
+class WriteTicket:
+    """One write of one object in flight; learns of a DELETED of that object meanwhile."""
+
+    __slots__ = ("deleted", "key")
+
+    def __init__(self, key: Key) -> None:
+        self.key = key
+        self.deleted = False
+
+
 class Informer:
     def __init__(
         self,
@@ -79,6 +107,8 @@ class Informer:
         self.label_selector = label_selector
         self.name = f"{resource.plural}{'/' + namespace if namespace else ''}"
         self._cache: dict[Key, dict[str, Any]] = {}
+        self._writing: dict[Key, list[WriteTicket]] = {}  # emptied by finish_write
+        self._delete_listeners: list[DeleteListener] = []
         self._lock = threading.Lock()
         self._synced = threading.Event()
         self._stop = threading.Event()
@@ -96,11 +126,59 @@ class Informer:
         with self._lock:
             return list(self._cache.values())
 
-    def upsert(self, obj: dict[str, Any]) -> None:
-        """Put an object we just wrote into the cache, ahead of its watch event, so the next
-        sync does not act on the version before our own write."""
+    def upsert(self, obj: dict[str, Any]) -> bool:
+        """Put an object we just wrote into the cache, ahead of its watch event, unless the
+        watch already delivered the same or a later version. True when cached."""
+        slim = _slim(obj)
+        key = key_of(slim)
         with self._lock:
-            self._cache[key_of(obj)] = _slim(obj)
+            return self._put_if_newer(key, slim)
+
+    def begin_write(self, namespace: str, name: str) -> WriteTicket:
+        """Call before writing an object; pass the ticket to `finish_write` afterwards."""
+        ticket = WriteTicket((namespace, name))
+        with self._lock:
+            self._writing.setdefault(ticket.key, []).append(ticket)
+        return ticket
+
+    def finish_write(self, ticket: WriteTicket, result: dict[str, Any] | None) -> bool:
+        """End a write: cache its `result` (None: the write failed) unless a DELETED arrived
+        meanwhile or the watch already has a later version. True when cached."""
+        slim = _slim(result) if result else None
+        with self._lock:
+            tickets = self._writing.get(ticket.key, [])
+            if ticket in tickets:
+                tickets.remove(ticket)
+            if not tickets:
+                self._writing.pop(ticket.key, None)
+            if slim is None or ticket.deleted or key_of(slim) != ticket.key:
+                return False
+            return self._put_if_newer(ticket.key, slim)
+
+    def on_deleted(self, listener: DeleteListener) -> None:
+        """Also call `listener(key)` (on the informer's thread) for every deletion seen."""
+        with self._lock:
+            if listener not in self._delete_listeners:
+                self._delete_listeners.append(listener)
+
+    def _put_if_newer(self, key: Key, obj: dict[str, Any]) -> bool:
+        cached = self._cache.get(key)
+        if cached is not None and not newer(obj, cached):
+            return False
+        self._cache[key] = obj
+        return True
+
+    def _deleted(self, key: Key) -> None:
+        """Record a deletion (the lock held): writes in flight must not bring the object back."""
+        for ticket in self._writing.get(key, ()):
+            ticket.deleted = True
+
+    def _notify_deleted(self, keys: list[Key]) -> None:
+        with self._lock:
+            listeners = list(self._delete_listeners)
+        for key in keys:
+            for listener in listeners:
+                listener(key)
 
     def __len__(self) -> int:
         with self._lock:
@@ -181,6 +259,13 @@ class Informer:
         self.relists += 1
         with self._lock:
             old, self._cache = self._cache, fresh
+            for key, kept in old.items():  # a write answered after the list's snapshot
+                if key in fresh and newer(kept, fresh[key]):
+                    fresh[key] = kept
+            vanished = [key for key in old if key not in fresh]
+            for key in vanished:
+                self._deleted(key)
+        self._notify_deleted(vanished)
         for key, obj in fresh.items():
             prev = old.get(key)
             if prev is None:
@@ -227,8 +312,13 @@ class Informer:
         with self._lock:
             if kind == "DELETED":
                 self._cache.pop(key, None)
+                self._deleted(key)
             else:
-                self._cache[key] = obj
+                cached = self._cache.get(key)
+                if cached is None or not newer(cached, obj):  # never back to an older version
+                    self._cache[key] = obj
+        if kind == "DELETED":
+            self._notify_deleted([key])
         if kind in ("ADDED", "MODIFIED", "DELETED"):
             self.handler(str(kind), obj)
         return new_rv

@@ -38,6 +38,16 @@ Public API (``CloudState`` methods, all thread-safe, also on ``FakeCloud``):
 ``request_log``, ``peak_rate``, ``peak_concurrency``, ``reset_counters``,
 ``metadata_require_token``.
 
+OOS encryption parameters (GetSecretParameter, versions 1, 2, ...): ``cloud.oos``
+(``put``, ``delete``), endpoint ``oos_endpoint`` (http), admin ``/_admin/oos/parameters``,
+seed key ``secretParameters``; see ``oos.py``. KMS instance gateway as the client-key SDK
+speaks it (protobuf, RSA-signed): ``dkms_endpoint`` (https, ``ca_file``), client keys from
+``cloud.dkms.create_client_key(identity, password)``, admin ``/_admin/dkms/client-keys``;
+see ``dkms.py``.
+
+KMS keys (Encrypt, Decrypt, DescribeKey, ListKeyVersions): ``cloud.keys`` (a ``KeyRing``:
+``create_key``, ``rotate_key``, ``set_state``), admin ``/_admin/keys``; see ``keys.py``.
+
 Run alone: ``python -m tests.fakecloud --secrets file.yaml [--latency 0.02]
 [--access-key ID:SECRET[:IDENTITY]]...`` prints one JSON line with the
 endpoints, CA paths and ``admin_url``, then serves until SIGTERM/SIGINT. Drive
@@ -54,6 +64,9 @@ Secrets file (YAML; the same document is accepted as JSON by ``/_admin/seed``)::
           - {id: v1, data: old}
           - {id: v2, data: new}              # takes ACSCurrent; v1 becomes ACSPrevious
           - {id: v3, data: next, stages: [ACSPending]}
+    secretParameters:                        # OOS encryption parameters
+      app-db-password: "s3cret"              # version 1
+      app-token: {versions: [old, new]}      # versions 1 and 2; 2 is served by default
     accessKeys:
       - {id: AKID, secret: AKSECRET, identity: alice}
     rules:

@@ -19,6 +19,9 @@ secrets, inject faults, set latency and read counters over JSON:
   GET    /_admin/counters?action=&secret=&identity=&service=&window=
                                             {calls, peak_concurrency, peak_rate}
   GET    /_admin/log                        {"entries": [...]}
+  /_admin/oos/parameters[/<name>]           OOS encryption parameters (see ``oos.admin_route``)
+  /_admin/dkms/client-keys[/<id>]           KMS instance client keys (see ``dkms.admin_route``)
+  /_admin/keys[/<id>[/rotate|/state]]       KMS keys: create, rotate, state (``keys.admin_route``)
   POST   /_admin/reset                      reset counters, log and peak concurrency
 
 Bound to 127.0.0.1 and unauthenticated: it is a test fixture.
@@ -34,7 +37,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
-from . import seed
+from . import dkms, keys, oos, seed
 from .state import CloudState
 from .wire import Request, Response, json_response
 
@@ -63,6 +66,12 @@ class AdminService:
         self, method: str, route: str, body: dict[str, Any], query: dict[str, str]
     ) -> dict[str, Any] | None:
         state = self.state
+        if route == "/keys" or route.startswith("/keys/"):
+            return keys.admin_route(state.keys, method, route, body)
+        if route.startswith("/oos/"):
+            return oos.admin_route(state.oos, method, route, body)
+        if route.startswith("/dkms/"):
+            return dkms.admin_route(state.dkms, method, route, body)
         if (method, route) == ("GET", "/info"):
             return self.info()
         if (method, route) == ("POST", "/seed"):
@@ -133,7 +142,7 @@ class AdminError(RuntimeError):
     pass
 
 
-class FakeCloudAdmin:
+class FakeCloudAdmin(keys.KeyAdmin, oos.ParameterAdmin, dkms.ClientKeyAdmin):
     """Client for the admin API: ``FakeCloudAdmin(info["admin_url"])``."""
 
     def __init__(self, url: str, *, timeout: float = 10.0) -> None:

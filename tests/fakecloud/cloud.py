@@ -16,8 +16,10 @@ from pathlib import Path
 from types import TracebackType
 
 from .admin import AdminService
+from .dkms import DkmsService
 from .kms import KmsService
 from .metadata import MetadataService
+from .oos import OosService
 from .server import ServiceServer
 from .state import DEFAULT_ACCOUNT_ID, CloudState
 from .sts import StsService
@@ -64,6 +66,8 @@ class FakeCloud(CloudState):
                     tls=context,
                 ),
                 "sts": ServiceServer(StsService(self), name="sts", tls=context),
+                "oos": ServiceServer(OosService(self), name="oos"),
+                "dkms": ServiceServer(DkmsService(self), name="dkms", tls=context),
                 "metadata": ServiceServer(MetadataService(self), name="metadata"),
             }
             if self._admin:
@@ -132,6 +136,16 @@ class FakeCloud(CloudState):
         return self._server("kms-tls").endpoint
 
     @property
+    def oos_endpoint(self) -> str:
+        """Plain http OOS: ``Config(endpoint=..., protocol="http")``."""
+        return self._server("oos").endpoint
+
+    @property
+    def dkms_endpoint(self) -> str:
+        """https KMS instance gateway for the client-key SDK (trust ``ca_file``)."""
+        return self._server("dkms").endpoint
+
+    @property
     def sts_endpoint(self) -> str:
         """https STS, for the credentials library's ``sts_endpoint`` (see ``trust_env``)."""
         return self._server("sts").endpoint
@@ -179,6 +193,8 @@ class FakeCloud(CloudState):
             "kms_endpoint": self.kms_endpoint,
             "kms_tls_endpoint": self.kms_tls_endpoint,
             "sts_endpoint": self.sts_endpoint,
+            "oos_endpoint": self.oos_endpoint,
+            "dkms_endpoint": self.dkms_endpoint,
             "metadata_proxy": self.metadata_proxy,
             "ca_file": self.ca_file,
             "ca_bundle_file": self.ca_bundle_file,

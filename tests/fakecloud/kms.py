@@ -13,6 +13,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from . import keys
 from .auth import authenticate
 from .faults import apply_fault
 from .state import CloudState
@@ -39,7 +40,7 @@ class KmsService:
         request_id = new_request_id()
         params = req.params()
         action = req.header("x-acs-action") or params.get("Action")
-        secret = params.get("SecretName")
+        secret = params.get("SecretName") or params.get("KeyId")  # faults match keys too
         identity: str | None = None
         status, code = 200, None
         with self.state.log.in_flight():
@@ -76,6 +77,8 @@ class KmsService:
     ) -> dict[str, Any]:
         if not action:
             raise ApiError(400, "MissingAction", "Action is mandatory for this request.")
+        if action in keys.KEY_ACTIONS:
+            return self._key_action(action, params, identity)
         if action != "GetSecretValue":
             raise ApiError(
                 404,
@@ -83,6 +86,13 @@ class KmsService:
                 f"Specified api {action} is not found, please check your url and method.",
             )
         return self._get_secret_value(params, identity)
+
+    def _key_action(self, action: str, params: dict[str, str], identity: str) -> dict[str, Any]:
+        key_id = params.get("KeyId")
+        if key_id and not self.state.may_read(identity, key_id):  # rules' globs match key ids
+            raise ApiError(403, "Forbidden.NoPermission",
+                           f"This operation for {key_id} is forbidden by permission system.")
+        return keys.handle(self.state.keys, action, params)
 
     def _get_secret_value(self, params: dict[str, str], identity: str) -> dict[str, Any]:
         name = params.get("SecretName")

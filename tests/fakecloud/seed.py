@@ -17,7 +17,10 @@ import yaml
 from .iam import DEFAULT_AUDIENCE, Trust
 from .state import CloudState
 
-TOP_LEVEL = {"secrets", "accessKeys", "rules", "roles", "oidcProviders", "ecsRole", "latency"}
+TOP_LEVEL = {
+    "secrets", "secretParameters", "accessKeys", "rules", "roles", "oidcProviders", "ecsRole",
+    "latency",
+}
 
 
 def load_file(state: CloudState, path: str | Path) -> None:
@@ -31,6 +34,8 @@ def apply(state: CloudState, document: Mapping[str, Any], *, base_dir: Path | No
         raise ValueError(f"unknown keys in secrets file: {', '.join(sorted(unknown))}")
     for name, spec in (document.get("secrets") or {}).items():
         _put_secret(state, str(name), spec)
+    for name, spec in (document.get("secretParameters") or {}).items():
+        _put_parameter(state, str(name), spec)
     for key in document.get("accessKeys") or []:
         state.add_access_key(str(key["id"]), str(key["secret"]), str(key["identity"]))
     for rule in document.get("rules") or []:
@@ -84,6 +89,15 @@ def _put_secret(state: CloudState, name: str, spec: Any) -> None:
             stages=version.get("stages", ["ACSCurrent"]),
             data_type=data_type,
         )
+
+
+def _put_parameter(state: CloudState, name: str, spec: Any) -> None:
+    """``name: value`` or ``name: {versions: [v1, v2, ...], keyId?: ...}`` (1, 2, ... in order)."""
+    if not isinstance(spec, Mapping):
+        state.oos.put(name, str(spec))
+        return
+    for value in spec.get("versions") or []:
+        state.oos.put(name, str(value), key_id=str(spec.get("keyId", "")))
 
 
 def _version_data(name: str, version: Mapping[str, Any]) -> tuple[str | bytes, str]:

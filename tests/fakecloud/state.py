@@ -14,9 +14,12 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .auth import NonceCache
+from .dkms import ClientKeyRing
 from .faults import Fault, FaultBook
 from .iam import DEFAULT_AUDIENCE, EcsRole, Iam, JwksSource, KeyRecord, OidcProvider, Role, Trust
+from .keys import KeyRing
 from .observe import RequestLog
+from .oos import SecretParameterStore
 from .store import CURRENT, SecretStore, SecretVersion
 from .wire import Request
 
@@ -37,6 +40,9 @@ class CloudState:
         self.lock = threading.RLock()
         self.account_id = account_id
         self.store = SecretStore()
+        self.keys = KeyRing(account_id)  # KMS keys (Encrypt/Decrypt/DescribeKey); own lock
+        self.oos = SecretParameterStore()  # OOS encryption parameters; own lock
+        self.dkms = ClientKeyRing()  # KMS instance client keys; own lock
         self.iam = Iam(account_id)
         self.faults = FaultBook()
         self.log = RequestLog(max_log=max_log)

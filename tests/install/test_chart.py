@@ -402,31 +402,64 @@ def test_existing_service_account_and_no_rbac(tools: Helm) -> None:
 # --------------------------------------------------------------------------- RBAC and names
 
 
-EXPECTED_RULES = [
-    {"apiGroups": ["alibabacloud.com"],
-     "resources": ["externalsecrets", "secretstores", "clustersecretstores"],
-     "verbs": ["get", "list", "watch"]},
-    {"apiGroups": ["alibabacloud.com"], "resources": ["externalsecrets"],
-     "verbs": ["patch", "update"]},
-    {"apiGroups": ["alibabacloud.com"], "resources": ["externalsecrets/status"],
-     "verbs": ["get", "patch", "update"]},
-    {"apiGroups": [""], "resources": ["secrets"],
-     "verbs": ["get", "list", "watch", "create", "patch", "update"]},
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
-    {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get"]},
-    {"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"]},
-    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
-]
+NAMESPACED = {"externalsecrets", "externalsecrets/status", "secretstores", "secrets", "events",
+              "serviceaccounts", "serviceaccounts/token"}
+DESTRUCTIVE = {"delete", "deletecollection", "escalate", "bind", "impersonate", "update", "*"}
 
 
-def test_cluster_role_is_exactly_what_the_controller_uses(tools: Helm) -> None:
-    objs = tools.template()
-    rules = find(objs, "ClusterRole")["rules"]
-    assert rules == EXPECTED_RULES
-    flat = {(g, r, v) for rule in rules for g in rule["apiGroups"]
+def flat_rules(role: dict[str, Any]) -> set[tuple[str, str, str]]:
+    return {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"]
             for r in rule["resources"] for v in rule["verbs"]}
-    assert not [x for x in flat if "*" in x or x[2] in ("delete", "deletecollection",
-                                                          "escalate", "bind", "impersonate")]
+
+
+def roles_by_namespace(objs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["namespace"]: o for o in objs if o["kind"] == "Role"
+            and not o["metadata"]["name"].endswith("-leader-election")}
+
+
+# Which verbs the controller really uses is proven by tests/install/test_rbac_audit.py (the
+# apiserver's audit log against the rendered grants); these tests check the chart's shape.
+def test_cluster_role_grants_nothing_destructive(tools: Helm) -> None:
+    flat = flat_rules(find(tools.template(), "ClusterRole"))
+    assert not [x for x in flat if "*" in x or x[2] in DESTRUCTIVE], flat
+    assert ("", "secrets", "get") in flat and ("", "secrets", "patch") in flat
+
+
+@pytest.mark.parametrize("values", [{"command.watchNamespaces": "team-a\\,team-b"},
+                                    {"env.WATCH_NAMESPACE": "team-a\\,team-b"}],
+                         ids=["watchNamespaces", "WATCH_NAMESPACE"])
+def test_watched_namespaces_get_roles_not_a_cluster_wide_secret_grant(
+        tools: Helm, values: dict[str, str]) -> None:
+    cluster_wide = flat_rules(find(tools.template(), "ClusterRole"))
+    objs = tools.template(*set_args({**values, "rbac.credentialNamespaces[0]": "platform",
+                                     "rbac.credentialNamespaces[1]": "team-a"}))
+    cluster_role = flat_rules(find(objs, "ClusterRole"))
+    assert not [x for x in cluster_role if x[1] in NAMESPACED], cluster_role
+    roles = roles_by_namespace(objs)
+    assert sorted(roles) == ["platform", "team-a", "team-b"]
+    for ns in ("team-a", "team-b"):  # the same namespaced grants, in that namespace only
+        assert flat_rules(roles[ns]) | cluster_role == cluster_wide
+    assert {r for _, r, _ in flat_rules(roles["platform"])} == {
+        "secrets", "serviceaccounts", "serviceaccounts/token"}
+    assert ("", "secrets", "get") in flat_rules(roles["platform"])
+    assert not [x for x in flat_rules(roles["platform"]) if x[1] == "secrets" and x[2] != "get"]
+    bindings = {o["metadata"]["namespace"]: o for o in objs if o["kind"] == "RoleBinding"}
+    for ns, role in roles.items():
+        assert bindings[ns]["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io",
+                                           "kind": "Role", "name": role["metadata"]["name"]}
+        assert bindings[ns]["subjects"][0]["name"] == "asm-ack-secret-manager"
+
+
+def test_token_minting_can_be_limited_to_names_or_turned_off(tools: Helm) -> None:
+    named = find(tools.template(*set_args({"rbac.serviceAccountNames[0]": "app"})),
+                 "ClusterRole")
+    token_rules = [r for r in named["rules"]
+                   if set(r["resources"]) & {"serviceaccounts", "serviceaccounts/token"}]
+    assert len(token_rules) == 2
+    assert all(r["resourceNames"] == ["app"] for r in token_rules)
+    off = flat_rules(find(tools.template(*set_args({"rbac.serviceAccountTokens": "false"})),
+                          "ClusterRole"))
+    assert not [x for x in off if x[1].startswith("serviceaccounts")]
 
 
 def test_names_are_unique_per_release(tools: Helm) -> None:

@@ -485,8 +485,11 @@ def test_kms_endpoint_flag_store_and_entry_override_each_other(
     k8s.access_key_store(namespace, "shared")
     k8s.access_key_store(namespace, "instance", endpoint=f"https://{cloud.kms_tls_endpoint}")
     k8s.patch(namespace, "secretstores", "instance", {"spec": {"KMS": {"ca": cloud.ca_pem}}})
+    # The fake's endpoints are on 127.0.0.1, the entry's over plain http: the operator allows
+    # both explicitly (by default only https on *.aliyuncs.com is accepted from a store).
     start_controller("--kms-endpoint", f"http://{cloud.kms_endpoint}",
-                     "--polling-interval", "1h")
+                     "--polling-interval", "1h", "--allowed-endpoints", "127.0.0.1",
+                     "--allow-http-endpoints")
     k8s.create(namespace, "externalsecrets", _es(
         "app", _entry("via-flag", "shared"), _entry("via-store", "instance"),
         _entry("via-entry", "instance", kmsEndpoint=f"http://{cloud.kms_endpoint}")))
@@ -504,7 +507,6 @@ def test_kms_instance_endpoint_with_its_private_ca(
     proxy: ForwardProxy, tmp_path: Path,
 ) -> None:
     cloud.put_secret("db", "pw")
-    port = cloud.kms_tls_endpoint.rsplit(":", 1)[1]
     k8s.core.create_namespaced_secret(namespace, {"metadata": {"name": "instance-ca"},
                                                   "stringData": {"ca.pem": cloud.ca_pem}})
     # The instance's real host name (through the proxy), its CA in a Secret.
@@ -512,20 +514,22 @@ def test_kms_instance_endpoint_with_its_private_ca(
                          endpoint="https://kst-hzz65f1example.cryptoservice.kms.aliyuncs.com")
     k8s.patch(namespace, "secretstores", "by-ref", {"spec": {"KMS": {
         "caSecretRef": {"name": "instance-ca", "key": "ca.pem"}}}})
-    # Another CA than the instance's: must fail closed. (A different host name than any
-    # store with the right CA: the SDK shares one trust store per host:port, see kms.py.)
+    # Another tenant's store names the same instance host with another CA: it must fail
+    # closed even after the right CA has connected (each CA gets its own TLS session, so one
+    # store's CA never widens another's trust).
     (tmp_path / "other").mkdir()
     other_ca = write_tls_files(tmp_path / "other").ca_pem
-    k8s.access_key_store(namespace, "wrong-ca", endpoint=f"https://localhost:{port}")
+    host = "kst-hzz65f1example.cryptoservice.kms.aliyuncs.com"
+    k8s.access_key_store(namespace, "wrong-ca", endpoint=f"https://{host}")
     k8s.patch(namespace, "secretstores", "wrong-ca", {"spec": {"KMS": {"ca": other_ca}}})
     start_controller("--polling-interval", "1h",
                      env={"HTTPS_PROXY": proxy.url, "NO_PROXY": "127.0.0.1,localhost"})
     k8s.create(namespace, "externalsecrets", _es("app", _entry("db", "by-ref")))
-    k8s.create(namespace, "externalsecrets", _es("wrong", _entry("db", "wrong-ca")))
     wait_for(_synced(k8s, namespace, "app", {"db": "pw"}), what="sync over TLS")
-    assert "kst-hzz65f1example.cryptoservice.kms.aliyuncs.com" in proxy.hosts
+    assert host in proxy.hosts
     assert cloud.calls("GetSecretValue", service="kms-instance") == 1
-    _failed(k8s, namespace, "wrong", "FetchFailed", "TLSVerifyFailed", f"localhost:{port}",
+    k8s.create(namespace, "externalsecrets", _es("wrong", _entry("db", "wrong-ca")))
+    _failed(k8s, namespace, "wrong", "FetchFailed", "TLSVerifyFailed", host,
             "spec.KMS.ca", f"SecretStore {namespace}/wrong-ca")
     assert k8s.secret(namespace, "wrong") is None
     assert cloud.calls("GetSecretValue", service="kms-instance") == 1  # nothing got through

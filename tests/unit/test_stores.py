@@ -295,12 +295,14 @@ def test_store_endpoint_overrides_the_flag_and_entry_overrides_the_store() -> No
     instance = world.resolve({"name": "instance"}).endpoint
     assert (instance.host, instance.protocol, instance.ca_pem) == (
         "kst-1.cryptoservice.kms.aliyuncs.com", "https", pem)
-    entry = world.resolve({"name": "instance"}, kmsEndpoint="https://kst-2.example/").endpoint
-    assert (entry.host, entry.protocol, entry.ca_pem) == ("kst-2.example", "https", pem)
+    entry = world.resolve({"name": "instance"}, kmsEndpoint="https://kst-2.cryptoservice.kms.aliyuncs.com/").endpoint
+    assert (entry.host, entry.protocol, entry.ca_pem) == (
+        "kst-2.cryptoservice.kms.aliyuncs.com", "https", pem)
 
 
 def test_ca_from_a_secret_follows_the_cross_namespace_rule() -> None:
-    store = _store("instance", {"KMSAuth": AK_REFS, "endpoint": "kst-1.example",
+    store = _store("instance", {"KMSAuth": AK_REFS,
+                                "endpoint": "kst-1.cryptoservice.kms.aliyuncs.com",
                                 "caSecretRef": {"name": "ca", "namespace": "platform",
                                                 "key": "ca.pem"}})
     _problem(World(_settings(), [store]), {"name": "instance"}, "CrossNamespaceRefused",
@@ -319,3 +321,63 @@ def test_identity_values_are_equal_across_stores_with_the_same_credentials() -> 
     one, two = (world.resolve({"name": n}).identity for n in ("one", "two"))
     assert one == two and hash(one) == hash(two)  # one credentials client, one KMS read
     assert base64.b64encode(b"ak-secret-value").decode() not in one.fingerprint()
+
+
+# ------------------------------------------------------------- tenant boundaries
+
+
+def test_the_controller_identity_is_lent_only_to_allowed_namespaces() -> None:
+    env = {"ACCESS_KEY_ID": "LTAI-env", "SECRET_ACCESS_KEY": "env-secret"}
+    stores = [_store("bare", {}), _store("rrsa", {"KMSAuth": {
+        "ramRoleARN": ROLE, "oidcProviderARN": PROVIDER,
+        "oidcTokenFilePath": "/var/run/secrets/kubernetes.io/serviceaccount/token"}}),
+        _store("own", {"KMSAuth": AK_REFS})]
+    open_world = World(_settings([], env), stores)
+    assert open_world.resolve().identity.access_key_id == "LTAI-env"  # ack's default: all
+    closed = World(_settings(["--controller-identity-namespaces", "platform"], env), stores)
+    for ref, what in ((None, "spec.data[0] has no secretStoreRef"),
+                      ({"name": "bare"}, f"SecretStore {NS}/bare names no credentials"),
+                      ({"name": "rrsa"}, f"SecretStore {NS}/rrsa names no credentials")):
+        _problem(closed, ref, "ControllerIdentityRefused", what, f"namespace {NS}",
+                 "--controller-identity-namespaces")
+    assert closed.resolve({"name": "own"}).identity.access_key_id == "LTAI-id"
+    none = World(_settings(["--controller-identity-namespaces="], env), stores)
+    _problem(none, None, "ControllerIdentityRefused")
+
+
+def test_cluster_stores_without_conditions_can_be_closed() -> None:
+    store = _store("shared", {"KMSAuth": {**AK_REFS, "accessKey": {
+        "name": "ak", "namespace": "platform", "key": "id"}, "accessKeySecret": {
+        "name": "ak", "namespace": "platform", "key": "secret"}}}, kind="ClusterSecretStore")
+    ref = {"name": "shared", "kind": "ClusterSecretStore"}
+    assert World(_settings(), [store]).resolve(ref).identity.access_key_id == "LTAI-platform"
+    _problem(World(_settings(["--require-cluster-store-conditions"]), [store]), ref,
+             "StoreNotAllowed", "no spec.conditions", "--require-cluster-store-conditions")
+
+
+@pytest.mark.parametrize(("endpoint", "argv", "allowed"), [
+    ("kms.cn-shanghai.aliyuncs.com", [], True),
+    ("https://kst-9.cryptoservice.kms.aliyuncs.com:443", [], True),
+    ("https://kms.attacker.example", [], False),
+    ("https://aliyuncs.com.attacker.example", [], False),
+    ("http://kms.cn-hangzhou.aliyuncs.com", [], False),
+    ("http://kms.cn-hangzhou.aliyuncs.com", ["--allow-http-endpoints"], True),
+    ("https://127.0.0.1:8443", ["--allowed-endpoints", "127.0.0.1:8443"], True),
+    ("https://127.0.0.1:9443", ["--allowed-endpoints", "127.0.0.1:8443"], False),
+    ("https://kms.corp.example", ["--allowed-endpoints", "*.corp.example"], True),
+])
+def test_endpoint_rules(endpoint: str, argv: list[str], allowed: bool) -> None:
+    world = World(_settings(argv), [_store("s", {"KMSAuth": AK_REFS, "endpoint": endpoint})])
+    if allowed:
+        world.resolve({"name": "s"})
+    else:
+        _problem(world, {"name": "s"}, "EndpointRefused", "spec.KMS.endpoint", f"{NS}/s")
+
+
+def test_a_dedicated_kms_auth_store_is_refused() -> None:
+    dedicated = {"endpoint": "kst-1.cryptoservice.kms.aliyuncs.com",
+                 "clientKeyContent": {"name": "ak", "key": "id"},
+                 "password": {"name": "ak", "key": "secret"}}
+    world = World(_settings([], {"ACCESS_KEY_ID": "LTAI-env", "SECRET_ACCESS_KEY": "s"}),
+                  [_store("dkms", {"dedicatedKMSAuth": dedicated})])
+    _problem(world, {"name": "dkms"}, "UnsupportedStore", "dedicatedKMSAuth", f"{NS}/dkms")

@@ -1,0 +1,233 @@
+"""Encryption-at-rest benchmark: the kms-plugin against the fake KMS (20 ms latency) and a
+real kube-apiserver; results in docs/performance.md ("Encryption at rest").
+
+Why these numbers: the apiserver calls Status every minute and under health probes (it must
+cost no KMS call), Encrypt once per seed and Decrypt once per seed after a restart (not once
+per object), and `reencrypt` must move a whole cluster's Secrets in minutes.
+
+Run: `python -m bench.encryption --secrets 10000` (`make bench`); small sizes for a quick look.
+Prints one JSON document; `--out FILE` writes it too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import grpc
+import yaml
+from kubernetes import client, config
+
+from bench.procs import REPO, FakeCloudProcess
+from controller.alicloud.identity import ACCESS_KEY, Identity, IdentityPool
+from controller.alicloud.kms import Endpoint, Kms
+from controller.alicloud.kms_crypto import KmsCrypto
+from controller.kmsplugin.proto import api_pb2, api_pb2_grpc
+from tests.cluster import ControlPlane, free_port
+from tests.fakecloud import FakeCloudAdmin
+
+AK = ("LTAI5tBenchEncryption1", "bench-encryption-secret-1")
+PROVIDER = "alibaba-kms"
+
+
+def env() -> dict[str, str]:
+    out = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    out.update(ACCESS_KEY_ID=AK[0], SECRET_ACCESS_KEY=AK[1])
+    return out
+
+
+class Plugin:
+    """The kms-plugin as a process on `sock`, restartable."""
+
+    def __init__(self, cloud: FakeCloudProcess, key: str, sock: Path) -> None:
+        self.cloud, self.key, self.sock = cloud, key, sock
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Plugin:
+        port = free_port()
+        cmd = [sys.executable, "-m", "controller", "kms-plugin", "--key-id", self.key,
+               "--path-to-unix-socket", str(self.sock), "--cluster-name", "bench",
+               "--kms-endpoint", self.cloud.info["kms_endpoint"], "--kms-protocol", "http",
+               "--key-refresh-interval", "30s",
+               "--health-probe-bind-address", f"127.0.0.1:{port}",
+               "--metrics-bind-address", f"127.0.0.1:{port}", "--log-level", "warning"]
+        self.proc = subprocess.Popen(cmd, env=env(), cwd=str(REPO), stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while not self.sock.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("kms-plugin did not start")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(15)
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
+
+
+def direct_kms_p50(cloud: FakeCloudProcess, key: str, calls: int) -> float:
+    """Encrypt through KmsCrypto in this process: the KMS round trip without the plugin."""
+    kms = Kms(IdentityPool(), region="cn-hangzhou")
+    crypto = KmsCrypto(kms, Identity(ACCESS_KEY, access_key_id=AK[0], access_key_secret=AK[1]),
+                       Endpoint(cloud.info["kms_endpoint"], "http"))
+    times = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        crypto.encrypt(key, os.urandom(32), {"kubernetes-cluster": "bench"})
+        times.append(time.perf_counter() - started)
+    kms.close()
+    return round(statistics.median(times) * 1000, 2)
+
+
+def grpc_latencies(sock: Path, admin: FakeCloudAdmin, calls: int) -> dict[str, Any]:
+    stub = api_pb2_grpc.KeyManagementServiceStub(grpc.insecure_channel(f"unix://{sock}"))
+    before = admin.calls("DescribeKey")
+    for _ in range(calls):
+        stub.Status(api_pb2.StatusRequest(), timeout=5)
+    status_kms_calls = admin.calls("DescribeKey") - before
+    enc, dec = [], []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        out = stub.Encrypt(api_pb2.EncryptRequest(plaintext=os.urandom(32)), timeout=5)
+        t1 = time.perf_counter()
+        stub.Decrypt(api_pb2.DecryptRequest(ciphertext=out.ciphertext, key_id=out.key_id,
+                                            annotations=out.annotations), timeout=5)
+        t2 = time.perf_counter()
+        enc.append(t1 - t0)
+        dec.append(t2 - t1)
+    return {"status_calls": calls, "status_kms_calls": status_kms_calls,
+            "encrypt_p50_ms": round(statistics.median(enc) * 1000, 2),
+            "encrypt_p99_ms": round(percentile(enc, 0.99) * 1000, 2),
+            "decrypt_p50_ms": round(statistics.median(dec) * 1000, 2),
+            "decrypt_p99_ms": round(percentile(dec, 0.99) * 1000, 2)}
+
+
+def write_secrets(core: Any, namespace: str, count: int, workers: int = 16) -> float:
+    core.create_namespace({"metadata": {"name": namespace}})
+    payload = base64.b64encode(os.urandom(48)).decode()
+
+    def one(i: int) -> None:
+        core.create_namespaced_secret(namespace, {"metadata": {"name": f"s-{i:05d}"},
+                                                  "data": {"v": payload}})
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(one, range(count)))
+    return time.perf_counter() - started
+
+
+def encryption_file(sock: Path) -> str:
+    return yaml.safe_dump({
+        "apiVersion": "apiserver.config.k8s.io/v1", "kind": "EncryptionConfiguration",
+        "resources": [{"resources": ["secrets"], "providers": [
+            {"kms": {"apiVersion": "v2", "name": PROVIDER, "endpoint": f"unix://{sock}",
+                     "timeout": "3s"}}, {"identity": {}}]}]})
+
+
+def timed(step: Callable[[], Any]) -> tuple[float, Any]:
+    started = time.perf_counter()
+    result = step()
+    return time.perf_counter() - started, result
+
+
+def reencrypt(cp: ControlPlane, namespace: str) -> tuple[float, str]:
+    cmd = [sys.executable, "-m", "controller", "reencrypt", "--kubeconfig", str(cp.kubeconfig),
+           "-n", namespace, "--qps", "5000", "--workers", "16"]
+    seconds, out = timed(lambda: subprocess.run(cmd, env=env(), cwd=str(REPO), check=True,
+                                                capture_output=True, text=True))
+    return seconds, out.stdout.strip().splitlines()[-1]
+
+
+def run(count: int, latency: float, calls: int) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="bench-enc-", dir="/tmp"))
+    cloud = FakeCloudProcess(work, {}, AK, latency).start()
+    result: dict[str, Any] = {"secrets": count, "kms_latency_ms": latency * 1000}
+    try:
+        admin = FakeCloudAdmin(cloud.admin_url)
+        key = admin.create_key(description="bench")
+        runner = Plugin(cloud, key, work / "kms.sock").start()
+        try:
+            result["grpc"] = grpc_latencies(runner.sock, admin, calls)
+            direct = direct_kms_p50(cloud, key, calls)
+            result["grpc"]["kms_direct_encrypt_p50_ms"] = direct
+            result["grpc"]["plugin_overhead_p50_ms"] = round(
+                result["grpc"]["encrypt_p50_ms"] - direct, 2)
+            result.update(cluster_numbers(admin, runner, count))
+        finally:
+            runner.stop()
+    finally:
+        cloud.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def cluster_numbers(admin: FakeCloudAdmin, runner: Plugin, count: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    with ControlPlane(with_controller_manager=False) as plain:
+        core = client.CoreV1Api(config.new_client_from_config(str(plain.kubeconfig)))
+        out["write_plain_s"] = round(write_secrets(core, "bench", count), 2)
+    encrypts = admin.calls("Encrypt")
+    with ControlPlane(extra_apiserver_args=["--encryption-provider-config={dir}/enc.yaml"],
+                      files={"enc.yaml": encryption_file(runner.sock)},
+                      with_controller_manager=False) as cp:
+        core = client.CoreV1Api(config.new_client_from_config(str(cp.kubeconfig)))
+        out["write_encrypted_s"] = round(write_secrets(core, "bench", count), 2)
+        out["write_ratio"] = round(out["write_encrypted_s"] / out["write_plain_s"], 2)
+        out["encrypt_calls_start_and_writes"] = admin.calls("Encrypt") - encrypts
+        decrypts = admin.calls("Decrypt")
+        cp.restart_apiserver()  # its watch cache reads (and decrypts) every Secret at start
+        core = client.CoreV1Api(config.new_client_from_config(str(cp.kubeconfig)))
+        seconds, listed = timed(lambda: core.list_namespaced_secret("bench").items)
+        out["list_after_restart_s"] = round(seconds, 2)
+        out["listed"] = len(listed)
+        out["decrypt_calls_restart_and_list"] = admin.calls("Decrypt") - decrypts
+        admin.rotate_key(runner.key)
+        # Restarts instead of waiting: the plugin's next DescribeKey (30 s) and the
+        # apiserver's next Status (a minute) would pick the rotation up by themselves.
+        runner.stop()
+        runner.start()
+        cp.restart_apiserver()
+        seconds, summary = reencrypt(cp, "bench")
+        out["reencrypt_s"] = round(seconds, 2)
+        out["reencrypt_per_s"] = round(count / seconds, 1)
+        out["reencrypt_summary"] = summary
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.encryption")
+    p.add_argument("--secrets", type=int, default=1000)
+    p.add_argument("--latency", type=float, default=0.02, help="KMS latency in seconds")
+    p.add_argument("--grpc-calls", type=int, default=200)
+    p.add_argument("--out", default="")
+    args = p.parse_args(argv)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        os.environ.pop(name, None)
+    result = run(args.secrets, args.latency, args.grpc_calls)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""Reading OOS encryption parameters (`provider: oos`, ack-secret-manager's `SecretStore.spec.OOS`)
+with `GetSecretParameter` and decryption, as any identity the KMS path has.
+
+Why its own module: OOS is another product (own SDK `alibabacloud_oos20190601`, own endpoint
+`oos.<region>.aliyuncs.com`, numbered parameter versions instead of version ids and stages),
+but reads must behave exactly like KMS reads: the same identities (`IdentityPool`), one SDK
+client per (endpoint, identity), a rate limit and concurrency cap per endpoint
+(`kms.RateLimiter`), the same retry policy (`kms.retrying`) and the same error classes
+(`errors.classify(product="OOS")`). The result is the `SecretValue` the fetcher already
+consumes: `data` the decrypted value, `data_type` "text", `version_id` the parameter
+version ("1", "2", ...), no stages.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from controller.alicloud.errors import FetchError, Kind, classify
+from controller.alicloud.identity import Identity, IdentityPool
+from controller.alicloud.kms import CallHook, Endpoint, RateLimiter, SecretValue, retrying
+
+log = logging.getLogger(__name__)
+
+PRODUCT = "OOS"
+MAX_VERSION = 100  # documented range of ParameterVersion: 1-100
+
+
+def endpoint_for(region: str, *, host: str = "", vpc: bool = False) -> Endpoint:
+    """The OOS endpoint: `host` when given (a flag or the store), else the SDK's 'regional'
+    rule: `oos.<region>.aliyuncs.com`, or `oos-vpc.<region>.aliyuncs.com` inside a VPC."""
+    if host:
+        return Endpoint(host=host)
+    if not region:
+        raise FetchError(Kind.CONFIG, "MissingRegion",
+                         "MissingRegion: no OOS endpoint: set --region (or the store's "
+                         "endpoint) so that oos.<region>.aliyuncs.com can be used")
+    return Endpoint(host=f"oos{'-vpc' if vpc else ''}.{region}.aliyuncs.com")
+
+
+def parameter_version(version: str | int) -> int | None:
+    """`versionId` of a data entry as an OOS ParameterVersion (empty: the latest)."""
+    text = str(version).strip()
+    if not text:
+        return None
+    if not text.isdigit() or not 1 <= int(text) <= MAX_VERSION:
+        raise FetchError(Kind.CONFIG, "InvalidParameterVersion",
+                         f"InvalidParameterVersion: versionId {text[:20]!r} is not an OOS "
+                         f"parameter version; use a number from 1 to {MAX_VERSION}, or leave "
+                         "it empty for the latest")
+    return int(text)
+
+
+class Oos:
+    """`get_secret_parameter` (and the fetcher's `get_secret_value` shape) for OOS."""
+
+    def __init__(
+        self,
+        identities: IdentityPool,
+        *,
+        region: str,
+        rate_per_endpoint: float = 10.0,
+        max_attempts: int = 4,
+        max_retry_seconds: float = 20.0,
+        connect_timeout_ms: int = 5000,
+        read_timeout_ms: int = 10000,
+        on_call: CallHook | None = None,
+    ) -> None:
+        self.identities = identities
+        self.region = region
+        self.rate = rate_per_endpoint
+        self.max_attempts = max_attempts
+        self.max_retry_seconds = max_retry_seconds
+        self.timeouts = (connect_timeout_ms, read_timeout_ms)
+        self.on_call = on_call
+        self._clients: dict[tuple[Endpoint, Identity], tuple[Any, Any]] = {}
+        self._limiters: dict[str, RateLimiter] = {}
+        self._lock = threading.Lock()
+        self._cancelled = threading.Event()
+        self.calls = 0
+
+    def cancel(self) -> None:
+        """Stop retrying (shutdown): waiting calls end at once with a transient error."""
+        self._cancelled.set()
+
+    def close(self) -> None:
+        with self._lock:
+            self._clients.clear()
+
+    # ------------------------------------------------------------------ public
+    def get_secret_parameter(self, identity: Identity, endpoint: Endpoint, name: str,
+                             version: str | int = "") -> SecretValue:
+        """Read one encryption parameter, decrypted (`version` empty: the latest); raises
+        FetchError, already retried where that helps."""
+        number = parameter_version(version)
+        refreshed = False
+
+        def should_retry(exc: BaseException) -> bool:
+            nonlocal refreshed
+            if isinstance(exc, FetchError) and exc.token_expired and not refreshed:
+                refreshed = True  # `_call` rebuilt the identity; retry once with new credentials
+                return True
+            return isinstance(exc, FetchError) and exc.retryable
+
+        policy = retrying(max_attempts=self.max_attempts,
+                          max_retry_seconds=self.max_retry_seconds,
+                          cancelled=self._cancelled, should_retry=should_retry)
+        result: SecretValue = policy(self._call, identity, endpoint, name, number)
+        return result
+
+    def get_secret_value(self, identity: Identity, endpoint: Endpoint, name: str,
+                         version_id: str = "", version_stage: str = "") -> SecretValue:
+        """The fetcher's reader shape: `version_id` is the parameter version; OOS has no
+        version stages, so a `versionStage` is refused (naming the field and the fix)."""
+        if version_stage:
+            raise FetchError(Kind.CONFIG, "VersionStageUnsupported",
+                             "VersionStageUnsupported: OOS parameters have numbered versions, "
+                             "not stages; remove versionStage from the data entry and use "
+                             "versionId (1-100)")
+        return self.get_secret_parameter(identity, endpoint, name, version_id)
+
+    # ----------------------------------------------------------------- private
+    def _call(self, identity: Identity, endpoint: Endpoint, name: str,
+              number: int | None) -> SecretValue:
+        from alibabacloud_oos20190601 import models
+
+        self._check_cancelled()
+        limiter = self._limiter(endpoint.host)
+        credential = None
+        start = time.monotonic()
+        code = "Success"
+        try:
+            with limiter.slots:
+                client, credential = self._client(identity, endpoint)
+                credential.get_credential()  # a due STS refresh happens now, not after the start
+                request = models.GetSecretParameterRequest(
+                    name=name, parameter_version=number, with_decryption=True,
+                    region_id=self.region or None)
+                limiter.acquire(self._cancelled)
+                self._check_cancelled()
+                start = time.monotonic()
+                self.calls += 1
+                resp = client.get_secret_parameter(request)
+        except Exception as exc:  # noqa: BLE001 - classified, re-raised as FetchError
+            error = classify(exc, who=identity.describe(), endpoint=endpoint.host,
+                             product=PRODUCT)
+            code = error.code
+            if error.token_expired and credential is not None:
+                self._forget(identity, credential)
+            raise error from None
+        finally:
+            if self.on_call is not None:
+                self.on_call(endpoint.host, code, time.monotonic() - start)
+        return _value(name, resp.body)
+
+    def _check_cancelled(self) -> None:
+        if self._cancelled.is_set():
+            raise FetchError(Kind.TRANSIENT, "Cancelled",
+                             "Cancelled: the controller is shutting down")
+
+    def _limiter(self, host: str) -> RateLimiter:
+        with self._lock:
+            limiter = self._limiters.get(host)
+            if limiter is None:
+                limiter = self._limiters[host] = RateLimiter(self.rate)
+            return limiter
+
+    def _client(self, identity: Identity, endpoint: Endpoint) -> tuple[Any, Any]:
+        key = (endpoint, identity)
+        with self._lock:
+            entry = self._clients.get(key)
+        if entry is not None:
+            return entry
+        from alibabacloud_oos20190601.client import Client
+        from alibabacloud_tea_openapi.models import Config
+
+        if endpoint.ca_pem:
+            raise FetchError(Kind.CONFIG, "CANotSupported",
+                             "CANotSupported: OOS endpoints use public certificates; remove "
+                             "the CA from the OOS store")
+        try:
+            credential = self.identities.credential(identity)
+        except ValueError as exc:  # the credentials library refused the configuration
+            raise classify(exc, who=identity.describe(), product=PRODUCT) from None
+        config = Config(credential=credential, endpoint=endpoint.host, protocol=endpoint.protocol,
+                        region_id=self.region or None, connect_timeout=self.timeouts[0],
+                        read_timeout=self.timeouts[1])
+        client = Client(config)
+        with self._lock:
+            return self._clients.setdefault(key, (client, credential))
+
+    def _forget(self, identity: Identity, credential: Any) -> None:
+        """After an expired security token: new credentials, and clients that use them."""
+        if self.identities.invalidate(identity, credential):
+            log.info("security token of %s expired; getting new credentials",
+                     identity.describe())
+        with self._lock:
+            for key in [k for k, v in self._clients.items() if v[1] is credential]:
+                del self._clients[key]
+
+
+def _value(name: str, body: Any) -> SecretValue:
+    parameter = body.parameter if body is not None else None
+    if parameter is None:
+        raise FetchError(Kind.TRANSIENT, "EmptyResponse",
+                         f"EmptyResponse: OOS answered without the parameter {name}; will retry")
+    version = parameter.parameter_version
+    return SecretValue(name=name, data=str(parameter.value or "").encode(), data_type="text",
+                       version_id="" if version is None else str(version))

@@ -1,0 +1,136 @@
+"""The key's state and primary version, from DescribeKey, refreshed in the background.
+
+Why a cache: the kube-apiserver calls Status every minute (every 10 s after a failure) and
+under load; answering it from KMS would cost calls and add KMS latency to its health. One
+thread asks DescribeKey every `interval` seconds (sooner after a failure) and Status reads
+the last answer. A KMS blip does not flip health: the last good answer stays valid for
+`stale_after` seconds. A Disabled or PendingDeletion key is unhealthy at once, with a
+message that names the key and the state, and the plugin keeps running (no crash loop).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from controller.alicloud.kms_crypto import CryptoError, KeyInfo
+from controller.kmsplugin.keyids import key_id_for
+
+log = logging.getLogger(__name__)
+
+Describe = Callable[[str], KeyInfo]
+RETRY_AFTER_FAILURE = 5.0
+_FIX_BY_STATE = {
+    "Disabled": "enable it in KMS (EnableKey)",
+    "PendingDeletion": "cancel its deletion in KMS (CancelKeyDeletion)",
+}
+
+
+@dataclass(frozen=True)
+class Health:
+    """What Status says: the current key_id ("" before the first answer) and "ok" or why not."""
+
+    key_id: str
+    healthz: str
+    version_id: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.healthz == "ok"
+
+
+class KeyStateCache:
+    def __init__(self, key_id: str, describe: Describe, *, interval: float,
+                 stale_after: float | None = None,
+                 on_change: Callable[[str], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.kms_key_id = key_id
+        self.describe = describe
+        self.interval = interval
+        self.stale_after = stale_after if stale_after is not None else 3 * interval + 10
+        self.on_change = on_change or (lambda _key_id: None)
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._info: KeyInfo | None = None
+        self._good_at = 0.0
+        self._error = ""
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.refreshes = 0
+
+    # ----------------------------------------------------------------------------- public
+    def refresh(self) -> bool:
+        """Ask DescribeKey once now; returns whether it answered."""
+        self.refreshes += 1
+        try:
+            info = self.describe(self.kms_key_id)
+        except CryptoError as err:
+            with self._lock:
+                changed = err.reason != self._error
+                self._error = err.reason
+            if changed:
+                log.warning("DescribeKey failed: %s", err.reason)
+            return False
+        self._accept(info)
+        return True
+
+    def observe_version(self, version_id: str) -> None:
+        """Encrypt saw a newer primary version than the cache: use it now, verify soon."""
+        with self._lock:
+            info = self._info
+        if info is not None and info.primary_version != version_id:
+            self._accept(KeyInfo(info.key_id, info.state, version_id))
+            self._wake.set()
+
+    def health(self) -> Health:
+        with self._lock:
+            info, good_at, error = self._info, self._good_at, self._error
+        if info is None:
+            return Health("", f"no answer from KMS yet for key {self.kms_key_id}: {error}"
+                          if error else f"no answer from KMS yet for key {self.kms_key_id}")
+        key_id = key_id_for(info.key_id, info.primary_version)
+        if not info.usable:
+            fix = _FIX_BY_STATE.get(info.state, "make it Enabled")
+            return Health(key_id, f"KMS key {info.key_id} is {info.state}: {fix}",
+                          info.primary_version)
+        age = self.clock() - good_at
+        if error and age > self.stale_after:
+            return Health(key_id, f"KMS key {info.key_id}: no DescribeKey answer for "
+                          f"{int(age)}s: {error}", info.primary_version)
+        return Health(key_id, "ok", info.primary_version)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="key-state", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    # ---------------------------------------------------------------------------- private
+    def _accept(self, info: KeyInfo) -> None:
+        with self._lock:
+            before = self._info
+            self._info, self._good_at, self._error = info, self.clock(), ""
+        new_id = key_id_for(info.key_id, info.primary_version)
+        if before is None or (before.primary_version, before.state) != (
+                info.primary_version, info.state):
+            log.info("KMS key %s: state %s, primary version %s, key_id %s",
+                     info.key_id, info.state, info.primary_version, new_id)
+            self.on_change(new_id)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                failing = bool(self._error) or self._info is None
+            wait = min(self.interval, RETRY_AFTER_FAILURE) if failing else self.interval
+            self._wake.wait(wait)
+            self._wake.clear()
+            if not self._stop.is_set():
+                self.refresh()

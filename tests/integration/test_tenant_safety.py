@@ -1,0 +1,287 @@
+"""A hostile or careless tenant, with create rights on ExternalSecrets and SecretStores in one
+namespace, against the real controller process: it cannot crash or stall the controller, wipe
+or take over another ExternalSecret's (or a user's) Secret, borrow the controller's identity
+where the operator did not allow it, or send signed requests to a host of its choosing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from tests.fakecloud import FakeCloud
+from tests.integration.conftest import AK_ID, AK_SECRET, K8s
+from tests.waiting import wait_for
+
+
+def _es(name: str, key: str, store: str | None = "store", **spec: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {"key": key}
+    if store:
+        entry["secretStoreRef"] = {"name": store}
+    return {"kind": "ExternalSecret", "metadata": {"name": name},
+            "spec": {"data": [entry], **spec}}
+
+
+def _cond(k8s: K8s, ns: str, name: str) -> dict[str, Any]:
+    return k8s.ready(ns, name) or {}
+
+
+def _reason_is(k8s: K8s, ns: str, name: str, reason: str, *parts: str) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        cond = _cond(k8s, ns, name)
+        message = str(cond.get("message", ""))
+        return cond if cond.get("reason") == reason and all(p in message for p in parts) \
+            else None
+
+    cond: dict[str, Any] = wait_for(check, what=f"{ns}/{name}: {reason} with {parts}")
+    return cond
+
+
+def _synced(k8s: K8s, ns: str, name: str) -> bool:
+    return _cond(k8s, ns, name).get("status") == "True"
+
+
+# ------------------------------------------------------------------ bounds and crashes
+
+
+def test_an_overflowing_interval_never_stops_the_controller(
+    k8s: K8s, cloud: FakeCloud, namespace: str, start_controller: Callable[..., Any],
+) -> None:
+    """Before: every start-up with this object in the cluster exited 1 (a crash loop)."""
+    cloud.put_secret("db", "pw")
+    k8s.access_key_store(namespace)
+    k8s.create(namespace, "externalsecrets",
+               _es("overflow", "db", refreshInterval="9999999999999999h"))
+    first = start_controller("--kms-endpoint", cloud.kms_endpoint, "--polling-interval", "1h")
+    cond = _reason_is(k8s, namespace, "overflow", "InvalidSpec", "spec.refreshInterval",
+                      "at most 720h")
+    assert cond["status"] == "False"
+    assert first.stop() == 0
+    # A restart (an upgrade, a standby taking over) starts with the object already there.
+    second = start_controller("--kms-endpoint", cloud.kms_endpoint, "--polling-interval", "1h")
+    k8s.create(namespace, "externalsecrets", _es("fine", "db"))
+    wait_for(lambda: k8s.secret_data(namespace, "fine") == {"db": "pw"},
+             what="a healthy ExternalSecret synced after the restart")
+    assert second.proc.poll() is None, second.log
+    assert "Traceback" not in second.log
+
+
+def test_a_tiny_interval_is_raised_to_the_floor(
+    k8s: K8s, cloud: FakeCloud, namespace: str, start_controller: Callable[..., Any],
+) -> None:
+    cloud.put_secret("db", "pw")
+    k8s.access_key_store(namespace)
+    start_controller("--kms-endpoint", cloud.kms_endpoint, "--polling-interval", "1h",
+                     "--min-refresh-interval", "3s")
+    k8s.create(namespace, "externalsecrets", _es("eager", "db", refreshInterval="1ms"))
+    cond = _reason_is(k8s, namespace, "eager", "Synced", "spec.refreshInterval (1ms)",
+                      "minimum 3s", "--min-refresh-interval")
+    assert cond["status"] == "True"
+    start = cloud.calls("GetSecretValue", secret="db")
+    # Two polls at most 3 s apart: not the thousand a second that 1ms asked for.
+    wait_for(lambda: cloud.calls("GetSecretValue", secret="db") >= start + 2, timeout=15,
+             what="two polls")
+    calls = cloud.calls("GetSecretValue", secret="db") - start
+    assert calls <= 3, calls
+
+
+# ---------------------------------------------------------------------------- ownership
+
+
+def test_merge_into_another_external_secrets_secret_is_refused(
+    k8s: K8s, cloud: FakeCloud, namespace: str, start_controller: Callable[..., Any],
+) -> None:
+    cloud.put_secret("db", "pw")
+    cloud.put_secret("other", "theirs")
+    k8s.access_key_store(namespace)
+    start_controller("--kms-endpoint", cloud.kms_endpoint, "--polling-interval", "1h")
+    owner = k8s.create(namespace, "externalsecrets", _es("owner", "db"))
+    wait_for(lambda: k8s.secret_data(namespace, "owner") == {"db": "pw"}, what="owner synced")
+    before = k8s.secret(namespace, "owner")
+    k8s.create(namespace, "externalsecrets", _es(
+        "intruder", "other", target={"name": "owner", "creationPolicy": "Merge"}))
+    _reason_is(k8s, namespace, "intruder", "SecretConflict",
+               f"belongs to ExternalSecret {namespace}/owner")
+    after = k8s.secret(namespace, "owner")
+    assert after.metadata.resource_version == before.metadata.resource_version
+    assert k8s.secret_data(namespace, "owner") == {"db": "pw"}
+    assert [r.uid for r in after.metadata.owner_references] == [owner["metadata"]["uid"]]
+    assert _synced(k8s, namespace, "owner")
+    assert [e.reason for e in k8s.events(namespace, "intruder") if e.type == "Warning"] == [
+        "SecretConflict"]
+
+
+def test_merge_then_owner_never_takes_a_users_secret(
+    k8s: K8s, cloud: FakeCloud, namespace: str, start_controller: Callable[..., Any],
+) -> None:
+    """Before: Merge wrote the managed-by label and the source annotation, the switch to Owner
+    added an ownerReference, and deleting the ExternalSecret garbage-collected the Secret."""
+    cloud.put_secret("db", "pw")
+    k8s.access_key_store(namespace)
+    k8s.core.create_namespaced_secret(namespace, {"metadata": {"name": "users"},
+                                                  "stringData": {"a": "mine"}})
+    start_controller("--kms-endpoint", cloud.kms_endpoint, "--polling-interval", "1h")
+    k8s.create(namespace, "externalsecrets", _es(
+        "app", "db", target={"name": "users", "creationPolicy": "Merge"}))
+    wait_for(lambda: k8s.secret_data(namespace, "users") == {"a": "mine", "db": "pw"},
+             what="merged")
+    labels = k8s.secret(namespace, "users").metadata.labels or {}
+    assert "app.kubernetes.io/managed-by" not in labels
+    k8s.patch(namespace, "externalsecrets", "app",
+              {"spec": {"target": {"name": "users", "creationPolicy": "Owner"}}})
+    _reason_is(k8s, namespace, "app", "SecretConflict", "was not created by this ExternalSecret")
+    assert not k8s.secret(namespace, "users").metadata.owner_references
+    # A sentinel the garbage collector must remove shows that it ran after the deletes.
+    k8s.create(namespace, "externalsecrets", _es("sentinel", "db"))
+    wait_for(lambda: k8s.secret(namespace, "sentinel") is not None, what="sentinel synced")
+    k8s.delete(namespace, "externalsecrets", "app")
+    k8s.delete(namespace, "externalsecrets", "sentinel")
+    wait_for(lambda: k8s.secret(namespace, "sentinel") is None, what="sentinel collected")
+    assert k8s.secret_data(namespace, "users") == {"a": "mine", "db": "pw"}
+
+
+def test_a_helm_managed_secret_is_never_relabelled(
+    k8s: K8s, cloud: FakeCloud, namespace: str, start_controller: Callable[..., Any],
+) -> None:
+    cloud.put_secret("db", "pw")
+    k8s.access_key_store(namespace)
+    k8s.core.create_namespaced_secret(namespace, {
+        "metadata": {"name": "chart", "labels": {"app.kubernetes.io/managed-by": "Helm"},
+                     "annotations": {"meta.helm.sh/release-name": "web"}},
+        "stringData": {"x": "from-helm"}})
+    start_controller("--kms-endpoint", cloud.kms_endpoint, "--polling-interval", "1h")
+    k8s.create(namespace, "externalsecrets", _es(
+        "app", "db", target={"name": "chart", "creationPolicy": "Merge"}))
+    wait_for(lambda: k8s.secret_data(namespace, "chart") == {"x": "from-helm", "db": "pw"},
+             what="merged into the Helm Secret")
+    meta = k8s.secret(namespace, "chart").metadata
+    assert meta.labels["app.kubernetes.io/managed-by"] == "Helm"
+    assert meta.annotations["meta.helm.sh/release-name"] == "web"
+    assert not meta.owner_references
+
+
+def test_two_external_secrets_racing_for_one_target_one_wins(
+    k8s: K8s, cloud: FakeCloud, namespace: str, start_controller: Callable[..., Any],
+) -> None:
+    cloud.put_secret("a", "from-a")
+    cloud.put_secret("b", "from-b")
+    k8s.access_key_store(namespace)
+    start_controller("--kms-endpoint", cloud.kms_endpoint, "--polling-interval", "1h",
+                     "--workers", "4")
+    uids = {}
+    for name, key in (("first", "a"), ("second", "b")):
+        uids[name] = k8s.create(namespace, "externalsecrets", _es(
+            name, key, target={"name": "contested"}))["metadata"]["uid"]
+
+    def settled() -> tuple[str, str] | None:
+        reasons = {n: _cond(k8s, namespace, n).get("reason") for n in uids}
+        winners = [n for n, r in reasons.items() if r == "Synced"]
+        losers = [n for n, r in reasons.items() if r == "SecretConflict"]
+        return (winners[0], losers[0]) if len(winners) == 1 and len(losers) == 1 else None
+
+    winner, _loser = wait_for(settled, what="one winner and one conflict")
+    secret = k8s.secret(namespace, "contested")
+    assert [r.uid for r in secret.metadata.owner_references] == [uids[winner]]
+    expected = {"first": {"a": "from-a"}, "second": {"b": "from-b"}}[winner]
+    assert k8s.secret_data(namespace, "contested") == expected
+
+
+def test_a_template_cannot_forge_an_ownership_annotation(
+    k8s: K8s, cloud: FakeCloud, namespace: str, start_controller: Callable[..., Any],
+) -> None:
+    cloud.put_secret("db", "pw")
+    k8s.access_key_store(namespace)
+    start_controller("--kms-endpoint", cloud.kms_endpoint, "--polling-interval", "1h")
+    k8s.create(namespace, "externalsecrets", _es("forger", "db", target={
+        "name": "forged", "template": {"metadata": {"annotations": {
+            "alibabacloud.com/external-secret-uid": "someone-elses-uid"}}}}))
+    _reason_is(k8s, namespace, "forger", "InvalidSpec",
+               "alibabacloud.com/external-secret-uid", "reserved")
+    assert k8s.secret(namespace, "forged") is None
+
+
+# ------------------------------------------------------------------------------ identity
+
+
+def test_the_controllers_identity_serves_only_allowed_namespaces(
+    k8s: K8s, cloud: FakeCloud, namespace: str, make_namespace: Callable[..., str],
+    start_controller: Callable[..., Any],
+) -> None:
+    cloud.put_secret("db", "pw")
+    allowed = make_namespace()
+    k8s.create(namespace, "secretstores", {"kind": "SecretStore", "metadata": {"name": "bare"},
+                                           "spec": {"KMS": {}}})
+    start_controller("--kms-endpoint", cloud.kms_endpoint, "--polling-interval", "1h",
+                     "--controller-identity-namespaces", allowed,
+                     env={"ACCESS_KEY_ID": AK_ID, "SECRET_ACCESS_KEY": AK_SECRET})
+    k8s.create(allowed, "externalsecrets", _es("ok", "db", store=None))
+    wait_for(lambda: k8s.secret_data(allowed, "ok") == {"db": "pw"}, what="allowed namespace")
+    reads = cloud.calls("GetSecretValue", secret="db")
+    k8s.create(namespace, "externalsecrets", _es("no-store", "db", store=None))
+    k8s.create(namespace, "externalsecrets", _es("bare-store", "db", store="bare"))
+    for name, what in (("no-store", "spec.data[0] has no secretStoreRef"),
+                       ("bare-store", f"SecretStore {namespace}/bare names no credentials")):
+        _reason_is(k8s, namespace, name, "ControllerIdentityRefused", what,
+                   f"namespace {namespace}", "--controller-identity-namespaces")
+        assert k8s.secret(namespace, name) is None
+    assert cloud.calls("GetSecretValue", secret="db") == reads
+
+
+# ------------------------------------------------------------------------------ endpoints
+
+
+def test_endpoints_outside_the_allow_list_and_plain_http_are_refused(
+    k8s: K8s, cloud: FakeCloud, namespace: str, start_controller: Callable[..., Any],
+) -> None:
+    cloud.put_secret("db", "pw")
+    k8s.access_key_store(namespace, "elsewhere", endpoint="https://kms.attacker.example")
+    k8s.access_key_store(namespace, "plain", endpoint="http://kms.cn-hangzhou.aliyuncs.com")
+    start_controller("--kms-endpoint", cloud.kms_endpoint, "--polling-interval", "1h")
+    k8s.create(namespace, "externalsecrets", _es("elsewhere", "db", store="elsewhere"))
+    k8s.create(namespace, "externalsecrets", _es("plain", "db", store="plain"))
+    k8s.create(namespace, "externalsecrets", {
+        "kind": "ExternalSecret", "metadata": {"name": "by-entry"}, "spec": {"data": [{
+            "key": "db", "secretStoreRef": {"name": "elsewhere"},
+            "kmsEndpoint": "https://127.0.0.1:1"}]}})
+    _reason_is(k8s, namespace, "elsewhere", "EndpointRefused", "spec.KMS.endpoint",
+               "kms.attacker.example", "--allowed-endpoints")
+    _reason_is(k8s, namespace, "plain", "EndpointRefused", "plain HTTP",
+               "--allow-http-endpoints")
+    _reason_is(k8s, namespace, "by-entry", "EndpointRefused", "spec.data[0].kmsEndpoint",
+               "127.0.0.1:1")
+    assert cloud.calls("GetSecretValue") == 0
+
+
+def test_an_allowed_http_endpoint_works_when_the_operator_says_so(
+    k8s: K8s, cloud: FakeCloud, namespace: str, start_controller: Callable[..., Any],
+) -> None:
+    cloud.put_secret("db", "pw")
+    k8s.access_key_store(namespace, endpoint=f"http://{cloud.kms_endpoint}")
+    start_controller("--polling-interval", "1h", "--allow-http-endpoints",
+                     "--allowed-endpoints", cloud.kms_endpoint)
+    k8s.create(namespace, "externalsecrets", _es("app", "db"))
+    wait_for(lambda: k8s.secret_data(namespace, "app") == {"db": "pw"}, what="synced")
+
+
+def test_a_dedicated_kms_auth_store_is_refused_not_run_as_another_identity(
+    k8s: K8s, cloud: FakeCloud, namespace: str, start_controller: Callable[..., Any],
+) -> None:
+    cloud.put_secret("db", "pw")
+    k8s.core.create_namespaced_secret(namespace, {"metadata": {"name": "client-key"},
+                                                  "stringData": {"key": "{}", "pw": "x"}})
+    k8s.create(namespace, "secretstores", {"kind": "SecretStore", "metadata": {"name": "dkms"},
+                                           "spec": {"KMS": {"dedicatedKMSAuth": {
+                                               "protocol": "https",
+                                               "endpoint": "kst-1.cryptoservice.kms.aliyuncs.com",
+                                               "ca": "", "ignoreSSL": False,
+                                               "clientKeyContent": {"name": "client-key",
+                                                                    "key": "key"},
+                                               "password": {"name": "client-key",
+                                                            "key": "pw"}}}}})
+    start_controller("--kms-endpoint", cloud.kms_endpoint, "--polling-interval", "1h",
+                     env={"ACCESS_KEY_ID": AK_ID, "SECRET_ACCESS_KEY": AK_SECRET})
+    k8s.create(namespace, "externalsecrets", _es("app", "db", store="dkms"))
+    _reason_is(k8s, namespace, "app", "UnsupportedStore", "dedicatedKMSAuth",
+               f"SecretStore {namespace}/dkms")
+    assert cloud.calls("GetSecretValue") == 0
+    assert k8s.secret(namespace, "app") is None
+

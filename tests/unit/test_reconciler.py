@@ -1,0 +1,207 @@
+"""Unit tests for controller.engine.reconciler through its Protocols, with plain fakes
+(tests/fakes.py): who owns a Secret, what Merge may touch, races between creators, failures
+that keep data, and unexpected errors that become the object's status instead of a crash."""
+
+from __future__ import annotations
+
+from controller.alicloud.errors import FetchError, Kind
+from controller.names import MANAGED_BY, MANAGER, MERGE_TARGET, OWNER_UID, field_manager
+from tests.fakes import World, entry
+
+NS = "team"
+
+
+def _spec(*entries: dict[str, object], **extra: object) -> dict[str, object]:
+    return {"data": list(entries), **extra}
+
+
+def test_owner_creates_the_secret_with_its_own_field_manager() -> None:
+    w = World()
+    w.kms.values["db"] = "pw"
+    es = w.add_es("app", _spec(entry("db")))
+    outcome = w.reconcile("app")
+    assert (outcome.result, outcome.ready) == ("synced", True)
+    assert w.kube.data(NS, "app") == {"db": "pw"}
+    meta = w.kube.secrets[(NS, "app")]["metadata"]
+    assert [r["uid"] for r in meta["ownerReferences"]] == [es["metadata"]["uid"]]
+    assert meta["annotations"][OWNER_UID] == es["metadata"]["uid"]
+    assert w.kube.applies == [("app", field_manager(es["metadata"]["uid"]), False)]
+    # The next write over its own Secret may force (it repairs edits by people).
+    w.kms.values["db"] = "pw2"
+    w.reconciler.fetcher.drop(next(iter(outcome.requests)))
+    w.reconcile("app")
+    assert w.kube.applies[-1][2] is True
+    assert w.kube.data(NS, "app") == {"db": "pw2"}
+
+
+def test_labels_and_the_source_annotation_are_no_proof_of_ownership() -> None:
+    w = World()
+    w.kms.values["db"] = "pw"
+    w.kube.put_user_secret(NS, "app", {"a": "mine"}, labels={MANAGED_BY: MANAGER},
+                           annotations={"alibabacloud.com/external-secret": "app"})
+    w.add_es("app", _spec(entry("db")))
+    assert w.reconcile("app").result == "conflict"
+    assert w.reason("app") == "SecretConflict"
+    assert w.kube.data(NS, "app") == {"a": "mine"}
+    assert w.kube.applies == []
+
+
+def test_merge_writes_no_claim_and_keeps_a_helm_label() -> None:
+    w = World()
+    w.kms.values["db"] = "pw"
+    w.kube.put_user_secret(NS, "chart", {"x": "helm"}, labels={MANAGED_BY: "Helm"})
+    w.add_es("app", _spec(entry("db"), target={"name": "chart", "creationPolicy": "Merge"}))
+    assert w.reconcile("app").ready
+    secret = w.kube.secrets[(NS, "chart")]
+    assert w.kube.data(NS, "chart") == {"x": "helm", "db": "pw"}
+    assert secret["metadata"]["labels"] == {MANAGED_BY: "Helm", MERGE_TARGET: "true"}
+    assert "ownerReferences" not in secret["metadata"]
+    assert OWNER_UID not in secret["metadata"]["annotations"]
+    assert w.kube.applies[-1][2] is False  # never forced
+
+
+def test_merge_into_another_external_secrets_secret_is_a_conflict() -> None:
+    w = World()
+    w.kms.values.update(db="pw", other="theirs")
+    w.add_es("owner", _spec(entry("db")))
+    w.reconcile("owner")
+    before = w.kube.secrets[(NS, "owner")]
+    w.add_es("intruder", _spec(entry("other"), target={"name": "owner",
+                                                        "creationPolicy": "Merge"}))
+    assert w.reconcile("intruder").result == "conflict"
+    assert "belongs to ExternalSecret team/owner" in w.message("intruder")
+    assert w.kube.secrets[(NS, "owner")] == before
+    assert [e[2] for e in w.kube.events if e[0] == "intruder"] == ["SecretConflict"]
+
+
+def test_merge_then_owner_is_a_conflict_and_deletion_leaves_the_secret() -> None:
+    w = World()
+    w.kms.values["db"] = "pw"
+    w.kube.put_user_secret(NS, "users", {"a": "mine"})
+    es = w.add_es("app", _spec(entry("db"), target={"name": "users",
+                                                     "creationPolicy": "Merge"}))
+    w.reconcile("app")
+    w.update_spec("app", _spec(entry("db"), target={"name": "users"}))
+    assert w.reconcile("app").result == "conflict"
+    w.kube.gc(es["metadata"]["uid"])  # the ExternalSecret is deleted
+    assert w.kube.data(NS, "users") == {"a": "mine", "db": "pw"}
+
+
+def test_two_merges_into_one_secret_keep_each_others_keys() -> None:
+    w = World()
+    w.kms.values.update(a="1", b="2")
+    w.kube.put_user_secret(NS, "shared", {"own": "x"})
+    for name, key in (("one", "a"), ("two", "b")):
+        w.add_es(name, _spec(entry(key), target={"name": "shared", "creationPolicy": "Merge"}))
+        assert w.reconcile(name).ready
+    assert w.kube.data(NS, "shared") == {"own": "x", "a": "1", "b": "2"}
+    # One of them drops its key: only its own key goes.
+    w.kms.values["c"] = "3"
+    w.update_spec("one", _spec(entry("c"), target={"name": "shared", "creationPolicy": "Merge"}))
+    assert w.reconcile("one").ready
+    assert w.kube.data(NS, "shared") == {"own": "x", "b": "2", "c": "3"}
+
+
+def test_merge_never_overwrites_a_key_another_writer_owns() -> None:
+    w = World()
+    w.kms.values["db"] = "from-kms"
+    w.kube.put_user_secret(NS, "users", {"db": "hand-made"})
+    w.add_es("app", _spec(entry("db"), target={"name": "users", "creationPolicy": "Merge"}))
+    outcome = w.reconcile("app")
+    assert (outcome.result, outcome.retry) == ("conflict", True)
+    assert 'owned by kubectl' in w.message("app")
+    assert w.kube.data(NS, "users") == {"db": "hand-made"}
+
+
+def test_two_creators_racing_one_wins_the_other_reports_the_conflict() -> None:
+    w = World()
+    w.kms.values.update(a="from-a", b="from-b")
+    first = w.add_es("first", _spec(entry("a"), target={"name": "contested"}))
+    w.add_es("second", _spec(entry("b"), target={"name": "contested"}))
+    # Both read the cache before either wrote: the second's write meets the first's Secret.
+    w.kube.hide_secrets = True
+    assert w.reconcile("first").ready
+    assert w.reconcile("second").result == "conflict"
+    w.kube.hide_secrets = False
+    assert w.kube.data(NS, "contested") == {"a": "from-a"}
+    refs = w.kube.secrets[(NS, "contested")]["metadata"]["ownerReferences"]
+    assert [r["uid"] for r in refs] == [first["metadata"]["uid"]]
+    assert w.reason("second") == "SecretConflict"
+    assert w.reconcile("second").result == "conflict"  # and stays refused
+
+
+def test_the_shared_manager_of_earlier_releases_is_retired() -> None:
+    w = World()
+    w.kms.values["db"] = "pw"
+    es = w.add_es("app", _spec(entry("db")))
+    uid = es["metadata"]["uid"]
+    # As an earlier release wrote it: one shared manager, labels as proof, a stale key.
+    w.kube._apply({"metadata": {"name": "app", "namespace": NS,
+                                "labels": {MANAGED_BY: MANAGER},
+                                "annotations": {OWNER_UID: uid},
+                                "ownerReferences": [{"uid": uid, "kind": "ExternalSecret",
+                                                     "apiVersion": "alibabacloud.com/v1alpha1",
+                                                     "name": "app", "controller": True}]},
+                   "data": {"stale": "eA=="}}, MANAGER, force=True)
+    assert w.reconcile("app").ready
+    assert w.kube.released == [("app", MANAGER)]
+    assert w.kube.data(NS, "app") == {"db": "pw"}  # the stale key went with the old manager
+
+
+def test_a_failed_read_keeps_the_synced_keys() -> None:
+    w = World()
+    w.kms.values.update(a="1", b="2")
+    w.add_es("app", _spec(entry("a"), entry("b")))
+    w.reconcile("app")
+    w.kms.fail["b"] = FetchError(Kind.DENIED, "Forbidden.NoPermission", "denied")
+    w.fetcher.drop(next(r for r in w.fetcher._cache if r.name == "b"))
+    outcome = w.reconcile("app")
+    assert (outcome.result, outcome.retry) == ("failed", True)
+    assert w.kube.data(NS, "app") == {"a": "1", "b": "2"}
+    assert w.reason("app") == "AccessDenied"
+
+
+def test_an_unexpected_error_becomes_the_objects_status_not_a_crash() -> None:
+    w = World()
+    w.kms.values["db"] = "pw"
+    w.add_es("app", _spec(entry("db")))
+    w.reconcile("app")
+
+    def explode(_kind: object, _ns: str, _name: str) -> None:
+        raise RuntimeError("a value that must not be shown: hunter2")
+
+    w.resolver.stores = explode  # type: ignore[assignment]
+    outcome = w.reconcile("app")
+    assert (outcome.result, outcome.retry, outcome.reason) == ("failed", True, "InternalError")
+    assert "RuntimeError" in w.message("app") and "hunter2" not in w.message("app")
+    assert w.kube.data(NS, "app") == {"db": "pw"}
+    assert [e[2] for e in w.kube.events][-1] == "InternalError"
+    assert all("hunter2" not in e[3] for e in w.kube.events)
+
+
+def test_an_interval_below_the_floor_is_raised_and_said_in_the_status() -> None:
+    w = World(["--polling-interval", "1h", "--min-refresh-interval", "30s"])
+    w.kms.values["db"] = "pw"
+    w.add_es("app", _spec(entry("db"), refreshInterval="1ms"))
+    outcome = w.reconcile("app")
+    assert outcome.interval == 30.0
+    assert "spec.refreshInterval (1ms) is shorter than the minimum 30s" in w.message("app")
+    assert "--min-refresh-interval" in w.message("app")
+
+
+def test_the_floor_follows_a_shorter_operator_default() -> None:
+    w = World(["--polling-interval", "2s"])
+    w.kms.values["db"] = "pw"
+    w.add_es("app", _spec(entry("db"), refreshInterval="1s"))
+    assert w.reconcile("app").interval == 2.0
+
+
+def test_controller_identity_refused_outside_allowed_namespaces() -> None:
+    w = World(["--polling-interval", "1h", "--controller-identity-namespaces", "platform"])
+    w.kms.values["db"] = "pw"
+    w.add_es("app", _spec(entry("db", store=None)))
+    outcome = w.reconcile("app")
+    assert outcome.result == "failed"
+    assert w.reason("app") == "ControllerIdentityRefused"
+    assert "namespace team" in w.message("app")
+    assert w.kms.reads == []
