@@ -75,6 +75,10 @@ class MetricsHooks(Hooks):
     def retry(self) -> None:
         self.metrics.count_retry()
 
+    def known(self, namespace: str, name: str, ready: bool) -> None:
+        self.ready[(namespace, name)] = ready
+        self.metrics.observe_known(namespace, name, ready)
+
 
 def _register_environment_credentials(settings: Settings) -> None:
     creds = settings.credentials

@@ -14,12 +14,9 @@ spread over the interval, so a restart does not burst.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
-import math
 import threading
 import time
-import zlib
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -27,11 +24,14 @@ from typing import Any
 from controller import model
 from controller.alicloud.errors import FetchError
 from controller.alicloud.kms import Kms
+from controller.engine import polls, triggers
 from controller.engine.clock import Clock, RealClock
-from controller.engine.fetcher import Fetcher, FetchRequest, Result
+from controller.engine.fetcher import Fetcher, FetchRequest
+from controller.engine.polls import PollSchedule
 from controller.engine.queue import ExponentialBackoff, Jitter, WorkQueue
 from controller.engine.reconciler import Outcome, Reconciler
 from controller.engine.stores import StoreResolver
+from controller.engine.triggers import Seen, Triggers
 from controller.kube.access import KubeAccess
 from controller.kube.events import EventRecorder
 from controller.kube.informer import Informer
@@ -48,9 +48,7 @@ from controller.names import (
     FORCE_SYNC,
     MANAGED_BY,
     MANAGER,
-    MERGE_DOMAIN,
     MERGE_TARGET,
-    SOURCE,
 )
 from controller.settings import Settings
 
@@ -76,6 +74,7 @@ class Hooks:
     def write(self, kind: str, verb: str) -> None: ...
     def secret_value(self, value: bytes) -> None: ...
     def polled(self, keys: Iterable[Key], changed: bool) -> None: ...
+    def known(self, namespace: str, name: str, ready: bool) -> None: ...
     def retry(self) -> None: ...
 
 
@@ -129,12 +128,11 @@ class Manager:
             bounds=model.IntervalBounds(settings.refresh_floor(),
                                         settings.max_refresh_interval),
         )
-        self._seen: dict[Key, tuple[int, str]] = {}  # generation, force-sync annotation
-        self._uses: dict[Key, frozenset[FetchRequest]] = {}
-        self._users: dict[FetchRequest, set[Key]] = {}
-        self._intervals: dict[Key, float] = {}
-        self._digests: dict[FetchRequest, tuple[str, str]] = {}
-        self._polled: set[FetchRequest] = set()
+        # One lock over what the handlers and the workers share: which objects exist and what
+        # they trigger, and the poll schedule (so a DELETED and a sync that ends at the same
+        # moment cannot leave a deleted object's polls behind).
+        self.triggers = Triggers()
+        self.polls = PollSchedule(self.fetcher.peek)
         self._fresh: set[Key] = set()
         self._lock = threading.Lock()
         self._workers: list[threading.Thread] = []
@@ -229,30 +227,37 @@ class Manager:
             return
         if kind == "DELETED":
             with self._lock:
-                self._seen.pop(key, None)
+                self.triggers.forget(key)
+                self.polls.forget(key)
+                self._fresh.discard(key)
                 self.hooks.forget(*key)
-            self._track(key, frozenset(), 0.0)
             self.queue.forget(key)
             self.backoff.forget(key)
             return
-        generation = int(meta.get("generation") or 0)
-        force = str((meta.get("annotations") or {}).get(FORCE_SYNC, ""))
+        seen = Seen(int(meta.get("generation") or 0),
+                    str((meta.get("annotations") or {}).get(FORCE_SYNC, "")))
+        es = self._parse(obj)
         with self._lock:
-            before = self._seen.get(key)
-            self._seen[key] = (generation, force)
-            if before is not None and before[1] != force:
+            changed, forced = self.triggers.observe(key, seen, es)
+            if forced:
                 self._fresh.add(key)
         if not self._started.is_set():
             return
-        if before is None or before != (generation, force) or \
-                ACK_FINALIZER in (meta.get("finalizers") or []):
+        if changed or ACK_FINALIZER in (meta.get("finalizers") or []):
             log.debug("ExternalSecret %s/%s %s (generation %d): sync", *key, kind.lower(),
-                      generation)
+                      seen.generation)
             self.queue.add(key)
 
+    def _parse(self, obj: dict[str, Any]) -> model.ExternalSecret | None:
+        try:
+            return self.reconciler.parse(obj)
+        except model.SpecError:
+            return None
+
     def _enqueue_initial(self, obj: dict[str, Any]) -> None:
-        """After a (re)start: objects already in sync wait for their poll slot (no burst);
-        the rest, and any whose Secret is gone, sync now."""
+        """After a (re)start: objects in sync, whose Secret still holds exactly what the last
+        write put there, wait for their slot (no burst); the rest, including every Secret
+        edited or deleted while the controller was down, sync now."""
         meta = obj.get("metadata", {})
         key = (meta.get("namespace", ""), meta.get("name", ""))
         if self._excluded(key[0]):
@@ -260,12 +265,10 @@ class Manager:
         status = obj.get("status") or {}
         ready = any(c.get("type") == "Ready" and c.get("status") == "True"
                     for c in status.get("conditions") or [])
+        self.hooks.known(*key, ready)
         current = status.get("observedGeneration") == meta.get("generation")
-        secret_name = status.get("secretName") or meta.get("name", "")
-        informer = self._pick(self.secret_informers, key[0])
-        has_secret = informer is not None and informer.get(key[0], secret_name) is not None
         interval = self._interval_of(obj)
-        if ready and current and has_secret and interval > 0:
+        if ready and current and interval > 0 and self.reconciler.secret_intact(obj):
             self.queue.add_after(key, self._slot_delay(obj, interval))
         else:
             self.queue.add(key)
@@ -275,7 +278,7 @@ class Manager:
             return
         meta = obj.get("metadata", {})
         namespace = meta.get("namespace", "")
-        writers = _writers(meta.get("annotations") or {})
+        writers = triggers.writers(meta.get("annotations") or {})
         if not writers or self._excluded(namespace):
             return
         if kind != "DELETED" and self.kube.is_own_write(obj):
@@ -289,25 +292,12 @@ class Manager:
         if not self._started.is_set():
             return
         meta = obj.get("metadata", {})
-        ref = model.StoreRef(
-            model.StoreKind.CLUSTER_SECRET_STORE if obj.get("kind") == "ClusterSecretStore"
-            else model.StoreKind.SECRET_STORE, meta.get("namespace", ""), meta.get("name", ""))
-        for informer in self.es_informers.values():
-            for es in informer.items():
-                try:
-                    uses = ref in self._stores_of(es)
-                except Exception:  # noqa: BLE001 - a bad object: sync it, it reports itself
-                    uses = True
-                if uses:
-                    es_meta = es.get("metadata", {})
-                    self.queue.add((es_meta.get("namespace", ""), es_meta.get("name", "")))
-
-    def _stores_of(self, raw: dict[str, Any]) -> frozenset[model.StoreRef]:
-        try:
-            es = self.reconciler.parse(raw)
-        except model.SpecError:
-            return frozenset()
-        return frozenset(e.store_ref for e in es.spec.entries if e.store_ref is not None)
+        ref = triggers.store_ref(str(obj.get("kind", "")), meta.get("namespace", ""),
+                                 meta.get("name", ""))
+        with self._lock:
+            users = self.triggers.store_users(ref)
+        for key in users:
+            self.queue.add(key)
 
     # --------------------------------------------------------------- workers
     def _work(self) -> None:
@@ -339,7 +329,7 @@ class Manager:
         outcome = self.reconciler.reconcile(*key, fresh=fresh)
         seconds = time.monotonic() - start
         with self._lock:  # against DELETED arriving while this sync ran (see the handler)
-            if key not in self._seen:
+            if not self.triggers.alive(key):
                 outcome = dataclasses.replace(outcome, result="gone")
             self.hooks.sync(*key, outcome, seconds)
         log.info("sync ExternalSecret %s/%s", key[0], key[1],
@@ -360,59 +350,36 @@ class Manager:
     # ---------------------------------------------------------- secret polls
     def _track(self, key: Key, requests: frozenset[FetchRequest], interval: float) -> None:
         """Record which KMS reads `key` depends on; start polling reads that are new."""
-        start: list[tuple[FetchRequest, float]] = []
         with self._lock:
-            if key not in self._seen:
+            if not self.triggers.alive(key):
                 # Deleted (possibly while its sync ran): nothing of it may stay registered,
                 # whichever of the sync and the DELETED event gets here last.
                 requests, interval = frozenset(), 0.0
-            before = self._uses.pop(key, frozenset())
-            for request in before - requests:
-                users = self._users.get(request)
-                if users is not None:
-                    users.discard(key)
-            if requests:
-                self._uses[key] = requests
-                self._intervals[key] = interval
-            else:
-                self._intervals.pop(key, None)
-            for request in requests:
-                self._users.setdefault(request, set()).add(key)
-                if interval > 0 and request not in self._polled:
-                    self._polled.add(request)
-                    self._digests[request] = _digest(self.fetcher.peek(request))
-                    start.append((request, interval))
+            start = self.polls.track(key, requests, interval)
         for request, every in start:
             self.queue.add_after(SecretPoll(request), self._poll_delay(request, every))
 
     def _poll(self, poll: SecretPoll) -> None:
         request = poll.request
         with self._lock:
-            users = set(self._users.get(request, ()))
-            intervals = [self._intervals.get(k, 0.0) for k in users]
-            interval = min((i for i in intervals if i > 0), default=0.0)
-            if not users or interval <= 0:
-                self._polled.discard(request)
-                self._users.pop(request, None)
-                self._digests.pop(request, None)
-                self.fetcher.drop(request)
-                return
+            due = self.polls.due(request)
+        if due is None:
+            self.fetcher.drop(request)
+            return
         result = self.fetcher.fetch(request, 0.0, fresh=True)
-        digest = _digest(result)
         with self._lock:
-            changed = digest != self._digests.get(request)
-            self._digests[request] = digest
+            changed = self.polls.record(request, result)
         if changed:
             log.info("KMS secret %s changed; syncing %d ExternalSecret(s)",
-                     request.describe(), len(users))
-            for key in users:
+                     request.describe(), len(due.users))
+            for key in due.users:
                 self.queue.add(key)
-        self.hooks.polled(users, changed)
+        self.hooks.polled(due.users, changed)  # type: ignore[arg-type]
         if isinstance(result, FetchError) and result.retryable:
-            self.queue.add_after(poll, min(self.backoff.when(poll), interval))
+            self.queue.add_after(poll, min(self.backoff.when(poll), due.interval))
             return
         self.backoff.forget(poll)
-        self.queue.add_after(poll, self._poll_delay(request, interval))
+        self.queue.add_after(poll, self._poll_delay(request, due.interval))
 
     # -------------------------------------------------------------- schedule
     def _interval_of(self, obj: dict[str, Any]) -> float:
@@ -426,39 +393,13 @@ class Manager:
     def _slot_delay(self, obj: dict[str, Any], interval: float) -> float:
         meta = obj.get("metadata", {})
         seed = str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")
-        return self._until_slot(seed, interval)
+        return polls.until_slot(seed, interval, self.clock.now())
 
     def _poll_delay(self, request: FetchRequest, interval: float) -> float:
-        seed = f"{request.identity.fingerprint()}/{request.endpoint.host}/{request.name}/" \
-               f"{request.version_id}/{request.version_stage}"
-        return self._until_slot(seed, interval)
-
-    def _until_slot(self, seed: str, interval: float) -> float:
-        """Seconds until the next slot of `seed`: a fixed offset within each interval."""
-        offset = (zlib.crc32(seed.encode()) / 2**32) * interval
-        now = self.clock.now()
-        due = (math.floor((now - offset) / interval) + 1) * interval + offset
-        return max(due - now, 0.001)
-
-
-def _digest(result: Result | None) -> tuple[str, str]:
-    """What a poll compares: the version and a hash of the value, or the error class."""
-    if result is None:
-        return ("", "")
-    if isinstance(result, FetchError):
-        return ("error", f"{result.kind}:{result.code}")
-    return (result.version_id, hashlib.sha256(result.data).hexdigest())
+        return polls.until_slot(polls.poll_seed(request), interval, self.clock.now())
 
 
 def _describe(key: Hashable) -> str:
     if isinstance(key, SecretPoll):
         return f"poll of {key.request.describe()}"
     return f"ExternalSecret {'/'.join(map(str, key))}" if isinstance(key, tuple) else str(key)
-
-
-def _writers(annotations: dict[str, str]) -> list[str]:
-    """The ExternalSecrets that write a Secret: its owner and every one merging into it."""
-    names = [annotations[SOURCE]] if annotations.get(SOURCE) else []
-    suffix = f".{MERGE_DOMAIN}/external-secret"
-    names += [v for k, v in annotations.items() if k.endswith(suffix) and v]
-    return list(dict.fromkeys(names))

@@ -114,6 +114,29 @@ class Reconciler:
         """The one way an ExternalSecret is read (raises model.SpecError)."""
         return model.parse_external_secret(raw, self.bounds)
 
+    def secret_intact(self, raw: dict[str, Any]) -> bool:
+        """Whether the ExternalSecret's Secret still holds exactly what its last write put
+        there (its keys, type, labels and annotations, by the content hash that write left).
+        At a restart, objects whose Secret drifted while the controller was down (a key edited
+        or removed, the Secret deleted) sync at once instead of at their slot."""
+        try:
+            es = self.parse(raw)
+        except model.SpecError:
+            return False
+        existing = self.kube.secret(es.namespace, es.spec.target.name)
+        if existing is None or not _is_ours_or_merged(existing, es):
+            return False
+        merge = es.spec.target.creation_policy == model.CreationPolicy.MERGE
+        previous, ownership = _previous(existing, es, merge)
+        if ownership is None:
+            return False
+        body = _secret_body(es, render.RenderResult(data=previous, ownership=dict(ownership)),
+                            merge)
+        hash_key = merge_annotation(es.uid, "content-hash") if merge else HASH
+        annotations = existing.get("metadata", {}).get("annotations") or {}
+        return bool(annotations.get(hash_key)) and \
+            annotations.get(hash_key) == body["metadata"]["annotations"][hash_key]
+
     def interval_of(self, es: model.ExternalSecret) -> float:
         if es.spec.refresh_interval is not None:
             return es.spec.refresh_interval
@@ -187,6 +210,8 @@ class Reconciler:
         fetched = self._fetch(es, interval, fresh, used)
         previous, ownership = _previous(existing, es, merge)
         result = render.render(es, fetched, previous, ownership)
+        for value in result.data.values():  # derived values too (jmesPath, extract): redacted
+            self.on_value(value)
         entries = [status_mod.EntryStatus(e.entry_id, e.secret_name, e.version_id,
                                           e.state.value, e.reason) for e in result.entries]
         if result.problems:
@@ -235,8 +260,11 @@ class Reconciler:
             except StoreProblem as problem:
                 out[key] = render.FetchFailure(problem.reason, str(problem))
                 continue
+            # No stage and ACSCurrent are the same read (KMS's default stage): one poll.
+            stage = "" if not entry.version_id and entry.version_stage in ("", "ACSCurrent") \
+                else entry.version_stage
             request = FetchRequest(source.identity, source.endpoint, entry.key,
-                                   entry.version_id, entry.version_stage)
+                                   entry.version_id, stage)
             requests.add(request)
             value = self.fetcher.fetch(request, max_age, fresh=fresh)
             if isinstance(value, FetchError):
@@ -401,6 +429,11 @@ def _is_ours(secret: dict[str, Any], es: model.ExternalSecret) -> bool:
     if any(ref.get("uid") == es.uid for ref in meta.get("ownerReferences") or []):
         return True
     return (meta.get("annotations") or {}).get(OWNER_UID) == es.uid
+
+
+def _is_ours_or_merged(secret: dict[str, Any], es: model.ExternalSecret) -> bool:
+    annotations = secret.get("metadata", {}).get("annotations") or {}
+    return _is_ours(secret, es) or merge_annotation(es.uid, "external-secret") in annotations
 
 
 def _other_owner(secret: dict[str, Any], es: model.ExternalSecret) -> str:

@@ -198,6 +198,11 @@ class Metrics:
         if result in SUCCESSFUL_RESULTS:
             self.externalsecret_last_sync.labels(namespace=namespace, name=name).set(self._wall())
 
+    def observe_known(self, namespace: str, name: str, ready: bool) -> None:
+        """An ExternalSecret found at start-up: its readiness as its status says, so that every
+        object has its gauge from the first second (its own sync may come at its slot)."""
+        self.externalsecret_ready.labels(namespace=namespace, name=name).set(1 if ready else 0)
+
     def observe_quiet_poll(self, namespace: str, name: str) -> None:
         """A poll found the values ExternalSecret namespace/name reads unchanged.
 

@@ -205,3 +205,47 @@ def test_controller_identity_refused_outside_allowed_namespaces() -> None:
     assert w.reason("app") == "ControllerIdentityRefused"
     assert "namespace team" in w.message("app")
     assert w.kms.reads == []
+
+
+def test_secret_intact_sees_drift_left_while_the_controller_was_down() -> None:
+    w = World()
+    w.kms.values.update(a="1", b="2")
+    raw = w.add_es("app", _spec(entry("a"), entry("b")))
+    w.reconcile("app")
+    assert w.reconciler.secret_intact(w.kube.external_secret(NS, "app") or raw)
+    secret = w.kube.secrets[(NS, "app")]
+    secret["data"]["a"] = "ZWRpdGVk"  # edited by hand
+    assert not w.reconciler.secret_intact(raw)
+    del w.kube.secrets[(NS, "app")]
+    assert not w.reconciler.secret_intact(raw)
+
+
+def test_a_merge_target_is_intact_by_its_own_keys_only() -> None:
+    w = World()
+    w.kms.values["db"] = "pw"
+    w.kube.put_user_secret(NS, "users", {"mine": "x"})
+    raw = w.add_es("app", _spec(entry("db"), target={"name": "users", "creationPolicy": "Merge"}))
+    w.reconcile("app")
+    assert w.reconciler.secret_intact(raw)
+    w.kube.put_user_secret(NS, "users", {"mine": "changed"})  # the user's key: not drift
+    assert w.reconciler.secret_intact(raw)
+
+
+def test_an_omitted_stage_and_acscurrent_are_one_read() -> None:
+    w = World()
+    w.kms.values["db"] = "pw"
+    w.add_es("one", _spec(entry("db")))
+    w.add_es("two", _spec(entry("db", versionStage="ACSCurrent")))
+    first, second = w.reconcile("one"), w.reconcile("two")
+    assert first.requests == second.requests
+    assert w.kms.reads == ["db"]
+
+
+def test_derived_values_are_handed_to_the_redactor() -> None:
+    w = World()
+    seen: list[bytes] = []
+    w.reconciler.on_value = seen.append
+    w.kms.values["json"] = '{"user": "derived-user-value", "n": 1}'
+    w.add_es("app", _spec(entry("json", jmesPath=[{"path": "user", "objectAlias": "u"}])))
+    w.reconcile("app")
+    assert b"derived-user-value" in seen

@@ -1,0 +1,126 @@
+"""The per-read poll schedule: which ExternalSecrets use which distinct KMS read, how often
+each read is polled, and whether a poll saw a change.
+
+Polling is per read, not per ExternalSecret: every distinct (identity, endpoint, secret,
+version) that some ExternalSecret uses is read once per interval (the shortest interval among
+its users), at a fixed offset inside the interval so polls spread; when the value (or the
+error) changes, every user syncs at once. The manager turns these answers into queue work.
+
+Not thread-safe on its own: the caller holds one lock around every call, the same lock that
+guards whether an object still exists, so a DELETED event and a sync that ends at the same
+moment cannot leave a deleted object's polls registered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import zlib
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+
+from controller.alicloud.errors import FetchError
+from controller.engine.fetcher import FetchRequest, Result
+
+Key = Hashable
+
+
+@dataclass(frozen=True)
+class Due:
+    """A poll to make now: the users to sync if it changed, and its interval."""
+
+    users: frozenset[Key]
+    interval: float
+
+
+class PollSchedule:
+    def __init__(self, peek: Callable[[FetchRequest], Result | None]) -> None:
+        self._peek = peek  # the last value read for a request, however old
+        self._uses: dict[Key, frozenset[FetchRequest]] = {}
+        self._users: dict[FetchRequest, set[Key]] = {}
+        self._intervals: dict[Key, float] = {}
+        self._digests: dict[FetchRequest, tuple[str, str]] = {}
+        self._polled: set[FetchRequest] = set()
+
+    def track(self, key: Key, requests: frozenset[FetchRequest],
+              interval: float) -> list[tuple[FetchRequest, float]]:
+        """`key` now depends on `requests`, polled every `interval` (0: not polled). Returns
+        the reads that are new to polling, each with its interval: the caller schedules their
+        first poll."""
+        start: list[tuple[FetchRequest, float]] = []
+        before = self._uses.pop(key, frozenset())
+        for request in before - requests:
+            users = self._users.get(request)
+            if users is not None:
+                users.discard(key)
+                if not users:
+                    del self._users[request]
+        if requests:
+            self._uses[key] = requests
+            self._intervals[key] = interval
+        else:
+            self._intervals.pop(key, None)
+        for request in requests:
+            self._users.setdefault(request, set()).add(key)
+            if interval > 0 and request not in self._polled:
+                self._polled.add(request)
+                self._digests[request] = digest(self._peek(request))
+                start.append((request, interval))
+        return start
+
+    def forget(self, key: Key) -> None:
+        self.track(key, frozenset(), 0.0)
+
+    def due(self, request: FetchRequest) -> Due | None:
+        """The poll of `request` is due: None when nobody polls it any more (it is dropped:
+        the caller forgets its value), else its users and interval."""
+        users = frozenset(self._users.get(request, ()))
+        interval = min((i for i in (self._intervals.get(k, 0.0) for k in users) if i > 0),
+                       default=0.0)
+        if not users or interval <= 0:
+            self._polled.discard(request)
+            self._users.pop(request, None)
+            self._digests.pop(request, None)
+            return None
+        return Due(users, interval)
+
+    def record(self, request: FetchRequest, result: Result) -> bool:
+        """A poll read `result`: True when it differs from what the users last saw."""
+        new = digest(result)
+        changed = new != self._digests.get(request)
+        self._digests[request] = new
+        return changed
+
+    def users(self, request: FetchRequest) -> frozenset[Key]:
+        return frozenset(self._users.get(request, ()))
+
+    def uses(self, key: Key) -> frozenset[FetchRequest]:
+        return self._uses.get(key, frozenset())
+
+    def sizes(self) -> dict[str, int]:
+        """How many entries each map holds (for tests and the churn benchmark)."""
+        return {"uses": len(self._uses), "users": len(self._users),
+                "intervals": len(self._intervals), "digests": len(self._digests),
+                "polled": len(self._polled)}
+
+
+def digest(result: Result | None) -> tuple[str, str]:
+    """What a poll compares: the version and a hash of the value, or the error class."""
+    if result is None:
+        return ("", "")
+    if isinstance(result, FetchError):
+        return ("error", f"{result.kind}:{result.code}")
+    return (result.version_id, hashlib.sha256(result.data).hexdigest())
+
+
+def until_slot(seed: str, interval: float, now: float) -> float:
+    """Seconds until the next slot of `seed`: a fixed offset within each interval, so the
+    polls (and a restart's re-checks) of many objects spread evenly."""
+    offset = (zlib.crc32(seed.encode()) / 2**32) * interval
+    due = (math.floor((now - offset) / interval) + 1) * interval + offset
+    return max(due - now, 0.001)
+
+
+def poll_seed(request: FetchRequest) -> str:
+    return (f"{request.identity.fingerprint()}/{request.endpoint.host}/{request.name}/"
+            f"{request.version_id}/{request.version_stage}")

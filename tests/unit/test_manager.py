@@ -1,0 +1,184 @@
+"""Unit tests for the manager's bookkeeping through its parts, on the fake clock, with races
+made deterministic by hooks: the per-read poll schedule (engine/polls.py), the event triggers
+(engine/triggers.py), and the manager itself with a fake reconciler in place of the real one
+(no informer is started, no network)."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable
+from typing import Any
+
+from controller import settings
+from controller.alicloud.identity import ACCESS_KEY, Identity
+from controller.alicloud.kms import Endpoint, SecretValue
+from controller.engine import polls
+from controller.engine.clock import FakeClock
+from controller.engine.fetcher import FetchRequest
+from controller.engine.polls import PollSchedule
+from controller.engine.reconciler import Outcome
+from controller.engine.triggers import Seen, Triggers, store_ref, writers
+from controller.manager import Hooks, Manager, SecretPoll
+from tests.fakes import FakeKms
+
+IDENTITY = Identity(ACCESS_KEY, access_key_id="id")
+
+
+def _request(name: str) -> FetchRequest:
+    return FetchRequest(IDENTITY, Endpoint("kms.example"), name)
+
+
+# ------------------------------------------------------------------ poll schedule
+
+
+def test_one_poll_per_read_at_the_shortest_interval_of_its_users() -> None:
+    schedule = PollSchedule(lambda _r: None)
+    db = _request("db")
+    assert schedule.track(("ns", "a"), frozenset({db}), 60.0) == [(db, 60.0)]
+    assert schedule.track(("ns", "b"), frozenset({db}), 30.0) == []  # already polled
+    due = schedule.due(db)
+    assert due is not None and due.interval == 30.0
+    assert due.users == {("ns", "a"), ("ns", "b")}
+    schedule.forget(("ns", "a"))
+    schedule.forget(("ns", "b"))
+    assert schedule.due(db) is None  # nobody uses it: dropped
+    assert set(schedule.sizes().values()) == {0}
+
+
+def test_a_poll_reports_a_change_once() -> None:
+    schedule = PollSchedule(lambda _r: SecretValue("db", b"v1", "text", "1"))
+    db = _request("db")
+    schedule.track(("ns", "a"), frozenset({db}), 60.0)
+    assert not schedule.record(db, SecretValue("db", b"v1", "text", "1"))
+    assert schedule.record(db, SecretValue("db", b"v2", "text", "2"))
+    assert not schedule.record(db, SecretValue("db", b"v2", "text", "2"))
+
+
+def test_slots_are_fixed_offsets_inside_the_interval() -> None:
+    clock = FakeClock(now=1000.0)
+    first = polls.until_slot("seed", 60.0, clock.now())
+    assert 0 < first <= 60.0
+    clock.advance(first)
+    assert abs(polls.until_slot("seed", 60.0, clock.now()) - 60.0) < 1e-6
+    spread = {round(polls.until_slot(f"s{i}", 60.0, 1000.0)) for i in range(200)}
+    assert len(spread) > 40  # 200 objects do not poll at one moment
+
+
+# ----------------------------------------------------------------------- triggers
+
+
+def test_triggers_index_stores_and_forget_everything() -> None:
+    t = Triggers()
+    w = _World()
+    es = w.parse("app", [{"key": "db", "secretStoreRef": {"name": "store"}}])
+    assert t.observe(("team", "app"), Seen(1, ""), es) == (True, False)
+    assert t.observe(("team", "app"), Seen(1, ""), es) == (False, False)
+    assert t.observe(("team", "app"), Seen(1, "now"), es) == (True, True)
+    assert t.store_users(store_ref("SecretStore", "team", "store")) == {("team", "app")}
+    assert not t.store_users(store_ref("ClusterSecretStore", "", "store"))
+    t.forget(("team", "app"))
+    assert set(t.sizes().values()) == {0}
+    assert writers({"alibabacloud.com/external-secret": "a",
+                    "u1.merge.alibabacloud.com/external-secret": "b"}) == ["a", "b"]
+
+
+# ------------------------------------------------------------------------ manager
+
+
+class _Hooks(Hooks):
+    def __init__(self) -> None:
+        self.synced: list[tuple[str, str, str]] = []
+        self.forgotten: list[tuple[str, str]] = []
+        self.known_objects: list[tuple[str, str, bool]] = []
+
+    def sync(self, namespace: str, name: str, outcome: Outcome, seconds: float) -> None:
+        self.synced.append((namespace, name, outcome.result))
+
+    def forget(self, namespace: str, name: str) -> None:
+        self.forgotten.append((namespace, name))
+
+    def known(self, namespace: str, name: str, ready: bool) -> None:
+        self.known_objects.append((namespace, name, ready))
+
+    def polled(self, keys: Iterable[Hashable], changed: bool) -> None: ...
+
+
+class _World:
+    def __init__(self) -> None:
+        self.clock = FakeClock()
+        self.hooks = _Hooks()
+        self.kms = FakeKms()
+        cfg = settings.load(["--polling-interval", "60s"], {})
+        self.manager = Manager(cfg, rest=None, kms=self.kms,  # type: ignore[arg-type]
+                               instance="test", hooks=self.hooks, clock=self.clock)
+        self.manager._started.set()
+
+    def obj(self, name: str, data: list[dict[str, Any]], **status: Any) -> dict[str, Any]:
+        return {"apiVersion": "alibabacloud.com/v1alpha1", "kind": "ExternalSecret",
+                "metadata": {"name": name, "namespace": "team", "uid": f"uid-{name}",
+                             "generation": 1, "resourceVersion": "1"},
+                "spec": {"data": data}, "status": status}
+
+    def parse(self, name: str, data: list[dict[str, Any]]) -> Any:
+        return self.manager.reconciler.parse(self.obj(name, data))
+
+
+def test_deleted_during_a_sync_leaves_nothing_behind() -> None:
+    w = _World()
+    obj = w.obj("app", [{"key": "db"}])
+    w.manager._on_external_secret("ADDED", obj)
+    db = _request("db")
+
+    def reconcile(namespace: str, name: str, *, fresh: bool = False) -> Outcome:
+        w.manager._on_external_secret("DELETED", obj)  # arrives while the sync runs
+        return Outcome("synced", interval=60.0, ready=True, requests=frozenset({db}))
+
+    w.manager.reconciler.reconcile = reconcile  # type: ignore[method-assign]
+    w.manager.queue.get(timeout=0)  # the ADDED's sync, handed to "a worker"
+    w.manager._process(("team", "app"))
+    assert set(w.manager.polls.sizes().values()) == {0}
+    assert set(w.manager.triggers.sizes().values()) == {0}
+    assert w.hooks.synced == [("team", "app", "gone")]
+    assert w.hooks.forgotten == [("team", "app")]
+    assert len(w.manager.queue) == 0  # no poll scheduled for the deleted object
+
+
+def _drain(w: _World) -> set[Hashable]:
+    out = set()
+    while (key := w.manager.queue.get(timeout=0)) is not None:
+        w.manager.queue.done(key)
+        out.add(key)
+    return out
+
+
+def test_a_poll_that_sees_a_change_syncs_every_user_at_once() -> None:
+    w = _World()
+    db = _request("db")
+    w.kms.values["db"] = "v1"
+    for name in ("a", "b"):
+        w.manager._on_external_secret("ADDED", w.obj(name, [{"key": "db"}]))
+        w.manager._track(("team", name), frozenset({db}), 60.0)
+    _drain(w)
+    w.manager._poll(SecretPoll(db))  # the first read: both users see v1
+    _drain(w)
+    w.manager._poll(SecretPoll(db))  # quiet: nobody syncs
+    assert _drain(w) == set()
+    w.kms.values["db"] = "v2"
+    w.manager._poll(SecretPoll(db))
+    assert _drain(w) == {("team", "a"), ("team", "b")}
+    assert w.kms.reads == ["db", "db", "db"]  # one read per poll, for both users
+
+
+def test_start_up_syncs_drifted_objects_now_and_others_at_their_slot() -> None:
+    w = _World()
+    ready = {"conditions": [{"type": "Ready", "status": "True"}], "observedGeneration": 1}
+    intact = w.obj("intact", [{"key": "db"}], **ready)
+    drifted = w.obj("drifted", [{"key": "db"}], **ready)
+    checks = {"intact": True, "drifted": False}
+    w.manager.reconciler.secret_intact = (  # type: ignore[method-assign]
+        lambda raw: checks[raw["metadata"]["name"]])
+    for obj in (intact, drifted):
+        w.manager._enqueue_initial(obj)
+    assert w.manager.queue.get(timeout=0) == ("team", "drifted")
+    assert w.manager.queue.get(timeout=0) is None  # the intact one waits for its slot
+    assert w.manager.queue.waiting_count() == 1
+    assert sorted(w.hooks.known_objects) == [("team", "drifted", True), ("team", "intact", True)]
