@@ -51,6 +51,8 @@ class MetricsHooks(Hooks):
             return
         self.ready[(namespace, name)] = outcome.ready
         self.metrics.observe_sync(namespace, name, outcome.result, seconds, outcome.ready)
+        if outcome.degraded:
+            self.metrics.count_degraded()
 
     def forget(self, namespace: str, name: str) -> None:
         self.ready.pop((namespace, name), None)

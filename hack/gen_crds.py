@@ -175,6 +175,9 @@ ES_STATUS = obj(
         "refreshTime": {"type": "string", "format": "date-time",
                         "description": "last time the Secret's content was written or confirmed "
                         "after a change"},
+        "lastSyncTime": {"type": "string", "format": "date-time",
+                         "description": "last sync that ended Ready (written or confirmed "
+                         "unchanged); refreshed at least once per interval when syncs happen"},
         "secretName": S,
         "dataSyncResults": arr(
             obj(
@@ -311,7 +314,7 @@ def documents() -> dict[str, dict[str, Any]]:
     return {
         "externalsecrets.yaml": crd(
             "ExternalSecret", "externalsecrets", "Namespaced", ES_SPEC, ES_STATUS,
-            [*PRINTER, {"name": "Last Sync", "type": "date", "jsonPath": ".status.refreshTime"}],
+            [*PRINTER, {"name": "Last Sync", "type": "date", "jsonPath": ".status.lastSyncTime"}],
             ["es"],
         ),
         "secretstores.yaml": crd(

@@ -67,6 +67,7 @@ class Fetcher:
         self._cache: dict[FetchRequest, _Entry] = {}
         self._flights: dict[FetchRequest, _Flight] = {}
         self._failures: dict[FetchRequest, int] = {}  # consecutive failures of each read
+        self._last_ok: dict[FetchRequest, float] = {}  # when each read last succeeded
         self._lock = threading.Lock()
         self.reads = 0
 
@@ -93,6 +94,7 @@ class Fetcher:
                     self._failures[request] = self._failures.get(request, 0) + 1
                 else:
                     self._failures.pop(request, None)
+                    self._last_ok[request] = self.clock.now()
             flight.result = result
         finally:
             with self._lock:
@@ -114,6 +116,13 @@ class Fetcher:
         with self._lock:
             self._cache.pop(request, None)
             self._failures.pop(request, None)
+            self._last_ok.pop(request, None)
+
+    def success_age(self, request: FetchRequest) -> float | None:
+        """Seconds since `request` last read successfully in this process; None if never."""
+        with self._lock:
+            at = self._last_ok.get(request)
+        return None if at is None else self.clock.now() - at
 
     def __len__(self) -> int:
         with self._lock:

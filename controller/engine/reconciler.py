@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 # A value read by a poll is reused by syncs while younger than this many intervals: the
 # per-secret poll refreshes it every interval, the margin absorbs scheduling delays.
 MAX_AGE_FACTOR = 1.5
+# A transient KMS fault (throttling, 5xx, timeout) does not flip Ready while the value was read
+# successfully less than this many intervals ago: the Secret's data is neither wrong nor old.
+GRACE_FACTOR = 2.0
 
 # Condition reasons
 SYNCED = "Synced"
@@ -85,6 +88,7 @@ class Outcome:
     ready: bool = False
     reason: str = ""
     requests: frozenset[FetchRequest] = frozenset()  # the KMS reads this object depends on
+    degraded: bool = False  # a transient fault while the data is still fresh (Ready stays)
 
 
 class Reconciler:
@@ -207,7 +211,8 @@ class Reconciler:
                        f"{target.name} does not exist; create it or use creationPolicy Owner")
             return self._finish(raw, es, False, SECRET_MISSING, message, [], False, interval,
                                 "failed", retry=True)
-        fetched = self._fetch(es, interval, fresh, used)
+        fresh_enough: set[model.FetchKey] = set()
+        fetched = self._fetch(es, interval, fresh, used, fresh_enough)
         previous, ownership = _previous(existing, es, merge)
         result = render.render(es, fetched, previous, ownership)
         for value in result.data.values():  # derived values too (jmesPath, extract): redacted
@@ -237,6 +242,15 @@ class Reconciler:
                             f"{verb} Secret {target.name} (keys: {keys})"[:1000])
         if result.failed_entries:
             reason, message = self._failure_summary(result)
+            read_of = {e.entry_id: e.fetch_key for e in es.spec.entries}
+            if existing is not None and all(read_of.get(e.entry_id) in fresh_enough
+                                            for e in result.failed_entries):
+                # A transient fault while the data is fresh: not wrong, not too old.
+                return self._finish(
+                    raw, es, True, SYNCED, f"Secret {target.name} holds data read from KMS "
+                    f"less than {GRACE_FACTOR:g} intervals ago; KMS is failing transiently "
+                    "(see the Degraded condition)", entries, wrote, interval, "failed",
+                    retry=True, degraded=(reason, message))
             return self._finish(raw, es, False, reason, message, entries, wrote, interval,
                                 "failed", retry=True)
         message = f"Secret {target.name} is in sync with KMS"
@@ -246,9 +260,11 @@ class Reconciler:
                             "synced" if wrote else "unchanged")
 
     def _fetch(self, es: model.ExternalSecret, interval: float, fresh: bool,
-               requests: set[FetchRequest]) -> dict[model.FetchKey, render.FetchResult]:
+               requests: set[FetchRequest], fresh_enough: set[model.FetchKey],
+               ) -> dict[model.FetchKey, render.FetchResult]:
         """Values for every entry, from the fetcher's cache when younger than the interval
-        (the manager's per-secret polls keep them fresh), else from KMS."""
+        (the manager's per-secret polls keep them fresh), else from KMS. `fresh_enough`
+        gets the reads that failed transiently but succeeded within the grace window."""
         out: dict[model.FetchKey, render.FetchResult] = {}
         max_age = interval * MAX_AGE_FACTOR if interval > 0 else 0.0
         for entry in es.spec.entries:
@@ -269,6 +285,10 @@ class Reconciler:
             value = self.fetcher.fetch(request, max_age, fresh=fresh)
             if isinstance(value, FetchError):
                 out[key] = render.FetchFailure(value.kind.value, value.reason)
+                age = self.fetcher.success_age(request)
+                if value.retryable and interval > 0 and age is not None and \
+                        age < GRACE_FACTOR * interval:
+                    fresh_enough.add(key)
                 continue
             self.on_value(value.data)
             if value.data_type == "binary":
@@ -370,16 +390,20 @@ class Reconciler:
 
     def _finish(self, raw: dict[str, Any], es: model.ExternalSecret, ready: bool,
                 reason: str, message: str, entries: list[status_mod.EntryStatus],
-                wrote: bool, interval: float, result: str, *, retry: bool = False) -> Outcome:
+                wrote: bool, interval: float, result: str, *, retry: bool = False,
+                degraded: tuple[str, str] | None = None) -> Outcome:
         old = raw.get("status")
         new = status_mod.build(old, ready=ready, reason=reason, message=message,
                                generation=es.generation, secret_name=es.spec.target.name,
-                               entries=entries, wrote=wrote, now=self.now())
+                               entries=entries, wrote=wrote, now=self.now(),
+                               degraded=degraded, interval=interval)
         if status_mod.changed(old, new):
             self.kube.apply_status(raw, new)
         if not ready:
             self.kube.event(raw, "Warning", reason, message)
-        return Outcome(result, interval=interval, retry=retry, ready=ready, reason=reason)
+        return Outcome(result, interval=interval, retry=retry, ready=ready,
+                       reason=degraded[0] if degraded else reason,
+                       degraded=degraded is not None)
 
 
 class WriteError(Exception):

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 READY = "Ready"
+DEGRADED = "Degraded"
 
 
 def stamp(now: datetime) -> str:
@@ -30,14 +31,14 @@ class EntryStatus:
 
 def _condition(
     old: Sequence[Mapping[str, Any]], status: str, reason: str, message: str,
-    generation: int, now: datetime,
+    generation: int, now: datetime, kind: str = READY,
 ) -> dict[str, Any]:
-    previous = next((c for c in old if c.get("type") == READY), None)
+    previous = next((c for c in old if c.get("type") == kind), None)
     transition = stamp(now)
     if previous is not None and previous.get("status") == status:
         transition = str(previous.get("lastTransitionTime") or transition)
     return {
-        "type": READY,
+        "type": kind,
         "status": status,
         "reason": reason,
         "message": message,
@@ -74,25 +75,51 @@ def build(
     wrote: bool,
     now: datetime,
     keep_entries: bool = False,
+    degraded: tuple[str, str] | None = None,
+    interval: float = 0.0,
 ) -> dict[str, Any]:
     """The new status. `wrote`: the Secret was written by this sync; `keep_entries`: the
-    per-entry results of the last sync stay as they were (this sync did not get that far)."""
+    per-entry results of the last sync stay as they were (this sync did not get that far);
+    `degraded`: (reason, message) of a transient fault that left the data fresh enough for
+    Ready to stay True (a Degraded=True condition; none otherwise).
+
+    `lastSyncTime` is the last sync that ended Ready (written or confirmed unchanged); it moves
+    when the status changes anyway or is older than `interval`, so repeated syncs do not write
+    the status each time."""
     old = old_status or {}
     status = "True" if ready else "False"
     results = list(old.get("dataSyncResults") or []) if keep_entries else \
         _entries(old.get("dataSyncResults") or [], entries, now)
+    conditions = old.get("conditions") or []
     new: dict[str, Any] = {
-        "conditions": [_condition(old.get("conditions") or [], status, reason, message,
-                                  generation, now)],
+        "conditions": [_condition(conditions, status, reason, message, generation, now)],
         "observedGeneration": generation,
         "secretName": secret_name,
         "dataSyncResults": results,
     }
+    if degraded is not None:
+        new["conditions"].append(_condition(conditions, "True", degraded[0], degraded[1],
+                                            generation, now, kind=DEGRADED))
     refresh = old.get("refreshTime")
-    if wrote or not refresh or _differs(old, new):
+    differs = _differs(old, new)
+    if wrote or not refresh or differs:
         refresh = stamp(now)
     new["refreshTime"] = refresh
+    last = old.get("lastSyncTime")
+    if ready and degraded is None and (wrote or differs or not last
+                                       or _older(str(last), now, max(interval, 60.0))):
+        last = stamp(now)
+    if last:
+        new["lastSyncTime"] = last
     return new
+
+
+def _older(text: str, now: datetime, seconds: float) -> bool:
+    try:
+        then = datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=now.tzinfo)
+    except ValueError:
+        return True
+    return (now - then).total_seconds() >= seconds
 
 
 def _differs(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:

@@ -112,6 +112,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.sync_degraded = Counter(
+            PREFIX + "sync_degraded_total",
+            "Syncs that met a transient KMS fault (throttling, 5xx, timeout) while the Secret's "
+            "data was still fresh: Ready stays True, the Degraded condition says so.",
+            registry=r,
+        )
         self.externalsecret_ready = Gauge(
             PREFIX + "externalsecret_ready",
             "1 when the ExternalSecret's last sync left it Ready, else 0.",
@@ -197,6 +203,9 @@ class Metrics:
         self.externalsecret_ready.labels(namespace=namespace, name=name).set(1 if ready else 0)
         if result in SUCCESSFUL_RESULTS:
             self.externalsecret_last_sync.labels(namespace=namespace, name=name).set(self._wall())
+
+    def count_degraded(self) -> None:
+        self.sync_degraded.inc()
 
     def observe_known(self, namespace: str, name: str, ready: bool) -> None:
         """An ExternalSecret found at start-up: its readiness as its status says, so that every

@@ -249,3 +249,38 @@ def test_derived_values_are_handed_to_the_redactor() -> None:
     w.add_es("app", _spec(entry("json", jmesPath=[{"path": "user", "objectAlias": "u"}])))
     w.reconcile("app")
     assert b"derived-user-value" in seen
+
+
+def test_a_transient_fault_while_the_data_is_fresh_keeps_ready() -> None:
+    w = World(["--polling-interval", "60s"])
+    w.kms.values["db"] = "pw"
+    w.add_es("app", _spec(entry("db")))
+    request = next(iter(w.reconcile("app").requests))
+    events = len(w.kube.events)
+    w.kms.fail["db"] = FetchError(Kind.THROTTLED, "Throttling", "Throttling: slow down")
+    w.clock.advance(90)  # the value is 90 s old: within two 60 s intervals
+    outcome = w.reconciler.reconcile(NS, "app", fresh=True)
+    assert (outcome.ready, outcome.degraded, outcome.retry) == (True, True, True)
+    conditions = {c["type"]: c for c in w.kube.statuses[(NS, "app")]["conditions"]}
+    assert conditions["Ready"]["status"] == "True"
+    assert conditions["Degraded"]["status"] == "True"
+    assert "Throttling" in conditions["Degraded"]["message"]
+    assert len(w.kube.events) == events  # no Warning for a healthy object
+    w.clock.advance(60)  # 150 s: older than two intervals
+    w.fetcher.drop(request)
+    outcome = w.reconciler.reconcile(NS, "app", fresh=True)
+    assert (outcome.ready, outcome.degraded) == (False, False)
+    conditions = {c["type"]: c for c in w.kube.statuses[(NS, "app")]["conditions"]}
+    assert conditions["Ready"]["status"] == "False" and "Degraded" not in conditions
+    assert w.kube.data(NS, "app") == {"db": "pw"}
+
+
+def test_last_sync_time_moves_at_most_once_per_interval_on_quiet_syncs() -> None:
+    w = World(["--polling-interval", "60s"])
+    w.kms.values["db"] = "pw"
+    w.add_es("app", _spec(entry("db")))
+    w.reconcile("app")
+    first = w.kube.statuses[(NS, "app")]["lastSyncTime"]
+    writes = dict(w.kube.statuses)
+    w.reconcile("app")
+    assert w.kube.statuses == writes and w.kube.statuses[(NS, "app")]["lastSyncTime"] == first
