@@ -19,12 +19,25 @@ repeat the before/after on older revisions.
 - `no-secret-get`: a Secret missing from the cache is taken as missing, without asking the
   apiserver. UNSAFE as is (an unmanaged Secret of the same name would be overwritten): it
   is the upper bound of what a metadata-only cache of all Secrets would save.
+- `short-idle` (bench/churn.py): the idle bounds of the per-identity and per-host maps
+  (credentials, SDK clients, limiters, ServiceAccount tokens; 10 minutes in the controller)
+  become 20 s, and tokens are checked every 10 s, so that three churn rounds fit in minutes.
+  The pruning is the controller's own; only its timing changes.
+- `token-owner`: `ServiceAccountTokens` is told which token files live identities read
+  (`IdentityPool.token_file_in_use`), the wiring that controller/manager.py does not do yet;
+  a no-op once it does.
+- `map-sizes`: every 5 s, the sizes of the maps of the manager and the objects it holds
+  (fetcher, resolver, KubeAccess, Kms, IdentityPool, tokens, Event recorder) are written to
+  $BENCH_SIZES_OUT as JSON, to see which map grows.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import threading
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -104,8 +117,86 @@ def _patch_events_lru() -> None:
     EventRecorder.__init__ = init  # type: ignore[method-assign]
 
 
+SHORT_IDLE = 20.0
+
+
+def _patch_short_idle() -> None:
+    from controller.alicloud import identity
+    from controller.kube import tokens
+
+    identity.IDLE_SECONDS = SHORT_IDLE
+    tokens.TOKEN_IDLE = SHORT_IDLE
+    original = tokens.ServiceAccountTokens.__init__
+
+    def init(self: tokens.ServiceAccountTokens, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.refresh_every = min(self.refresh_every, SHORT_IDLE / 2)
+
+    tokens.ServiceAccountTokens.__init__ = init  # type: ignore[method-assign]
+
+
+def _manager_init_hook(hook: Any) -> None:
+    """Run `hook(manager, kms)` after every Manager.__init__."""
+    from controller.manager import Manager
+
+    original = Manager.__init__
+
+    def init(self: Manager, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        hook(self, args[2] if len(args) > 2 else kwargs["kms"])
+
+    Manager.__init__ = init  # type: ignore[method-assign]
+
+
+def _patch_token_owner() -> None:
+    def wire(manager: Any, kms: Any) -> None:
+        tokens = getattr(manager.resolver, "sa_token_file", None)
+        if tokens is not None and getattr(tokens, "in_use", "n/a") is None:
+            tokens.in_use = kms.identities.token_file_in_use
+
+    _manager_init_hook(wire)
+
+
+def _sizes_of(objects: dict[str, Any]) -> dict[str, int]:
+    sizes: dict[str, int] = {}
+    for label, obj in objects.items():
+        for name, value in list(vars(obj).items()):
+            if isinstance(value, (dict, set, list, OrderedDict)):
+                sizes[f"{label}.{name}"] = len(value)
+    return sizes
+
+
+def _patch_map_sizes() -> None:
+    out = os.environ.get("BENCH_SIZES_OUT", "map-sizes.json")
+
+    def watch(manager: Any, kms: Any) -> None:
+        objects = {"manager": manager, "fetcher": manager.fetcher, "resolver": manager.resolver,
+                   "kube": manager.kube, "events": manager.events, "kms": kms,
+                   "identities": kms.identities, "reconciler": manager.reconciler}
+        tokens = getattr(manager.resolver, "sa_token_file", None)
+        if tokens is not None:
+            objects["tokens"] = tokens
+
+        def loop() -> None:
+            while True:
+                try:
+                    text = json.dumps(_sizes_of(objects), sort_keys=True)
+                    with open(out + ".tmp", "w") as fh:
+                        fh.write(text)
+                    os.replace(out + ".tmp", out)
+                except (OSError, RuntimeError):  # a dict resized while read: next time
+                    pass
+                time.sleep(5.0)
+
+        threading.Thread(target=loop, name="bench-map-sizes", daemon=True).start()
+
+    _manager_init_hook(watch)
+
+
 PATCHES = {"intern": _patch_intern, "no-intern": _patch_no_intern,
-           "no-secret-get": _patch_no_secret_get, "events-lru": _patch_events_lru}
+           "no-secret-get": _patch_no_secret_get, "events-lru": _patch_events_lru,
+           "short-idle": _patch_short_idle, "token-owner": _patch_token_owner,
+           "map-sizes": _patch_map_sizes}
 
 
 def apply_from_env() -> None:

@@ -19,8 +19,12 @@ from collections.abc import Iterable
 from types import FrameType
 
 from controller import __version__
+from controller.alicloud.dedicated import DedicatedReader
 from controller.alicloud.identity import Identity, IdentityPool
 from controller.alicloud.kms import Kms
+from controller.alicloud.kms_instance import KmsInstance
+from controller.alicloud.oos import Oos
+from controller.clustersecrets import ClusterExternalSecrets
 from controller.engine.reconciler import Outcome
 from controller.kube.client import api_client
 from controller.kube.leader import LeaderElector
@@ -120,11 +124,29 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
                   "readable kubeconfig file", type(exc).__name__, str(exc)[:200])
         return 2
     rest = Rest(api)
-    kms = Kms(IdentityPool(on_build=on_identity), region=settings.region,
+    identities = IdentityPool(on_build=on_identity)  # shared: one credential per identity
+    kms = Kms(identities, region=settings.region,
               rate_per_endpoint=settings.max_concurrent_kms_secret_pulls, on_call=on_kms_call)
+
+    def on_oos_call(endpoint: str, code: str, seconds: float) -> None:
+        metrics.observe_kms("GetSecretParameter", endpoint,
+                            "OK" if code == "Success" else code, seconds)
+
+    oos = Oos(identities, region=settings.region,
+              rate_per_endpoint=settings.max_concurrent_oos_secret_pulls, on_call=on_oos_call)
+    kms.also_cancel(oos.cancel)
+
+    def on_instance_call(endpoint: str, code: str, seconds: float) -> None:
+        metrics.observe_kms("GetSecretValue", endpoint,
+                            "OK" if code == "Success" else code, seconds)
+
+    dedicated = DedicatedReader(KmsInstance(
+        rate_per_endpoint=settings.max_concurrent_kms_secret_pulls, on_call=on_instance_call))
+    kms.also_cancel(dedicated.cancel)
     instance = os.environ.get("POD_NAME") or socket.gethostname()
     manager = Manager(settings, rest, kms, instance=instance, hooks=hooks,
-                      on_credential=register_secret)
+                      on_credential=register_secret, oos=oos, dedicated=dedicated)
+    cluster_secrets = ClusterExternalSecrets(settings, rest)
     metrics.track_queue_depth(manager.queue.depth)
     servers = OpsServers(metrics, metrics_address=settings.metrics_bind_address,
                          health_address=settings.health_probe_bind_address,
@@ -154,16 +176,19 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
         metrics.set_leader(True)
         log.info("caches synced; syncing with %d workers", settings.workers)
         manager.start_workers()
+        cluster_secrets.start()  # ClusterExternalSecrets, only while leading
         if elector is not None:
             holder = threading.Thread(target=_hold, args=(elector, release, lost, stop),
                                       name="lease", daemon=True)
             holder.start()
         stop.wait()
     finally:
-        _shut_down(settings, manager, kms, elector, release, holder)
+        _shut_down(settings, manager, kms, elector, release, holder, cluster_secrets)
         metrics.set_leader(False)
         servers.stop()
         kms.close()
+        oos.close()
+        dedicated.close()
         api.close()
     log.info("stopped")
     return 1 if lost.is_set() else 0
@@ -171,13 +196,19 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
 
 def _shut_down(settings: Settings, manager: Manager, kms: Kms,
                elector: LeaderElector | None, release: threading.Event,
-               holder: threading.Thread | None) -> None:
+               holder: threading.Thread | None,
+               cluster_secrets: ClusterExternalSecrets | None = None) -> None:
     """Within `settings.shutdown_timeout`: the workers first (the Lease is still renewed
     meanwhile, so no successor overlaps them), then the Lease is released."""
     started = time.monotonic()
+    if cluster_secrets is not None:
+        cluster_secrets.request_stop()  # winds down beside the manager's workers
     # Keep a little of the deadline for the Lease release and the caches.
     manager.stop(timeout=max(0.5, settings.shutdown_timeout - RELEASE_RESERVE),
                  cancel=kms.cancel)
+    if cluster_secrets is not None:
+        cluster_secrets.join(settings.shutdown_timeout - RELEASE_RESERVE
+                             - (time.monotonic() - started))
     release.set()
     if holder is not None:
         holder.join(max(0.1, settings.shutdown_timeout - (time.monotonic() - started)))

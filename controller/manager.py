@@ -26,7 +26,7 @@ from controller.alicloud.errors import FetchError
 from controller.alicloud.kms import Kms
 from controller.engine import polls, triggers
 from controller.engine.clock import Clock, RealClock
-from controller.engine.fetcher import Fetcher, FetchRequest
+from controller.engine.fetcher import Fetcher, FetchRequest, SecretReader
 from controller.engine.polls import PollSchedule
 from controller.engine.queue import ExponentialBackoff, Jitter, WorkQueue
 from controller.engine.reconciler import Outcome, Reconciler
@@ -81,7 +81,9 @@ class Hooks:
 class Manager:
     def __init__(self, settings: Settings, rest: Rest, kms: Kms, *, instance: str,
                  hooks: Hooks | None = None, clock: Clock | None = None,
-                 on_credential: Callable[[str], None] | None = None) -> None:
+                 on_credential: Callable[[str], None] | None = None,
+                 oos: SecretReader | None = None,
+                 dedicated: SecretReader | None = None) -> None:
         self.settings = settings
         self.rest = rest
         self.hooks = hooks or Hooks()
@@ -119,7 +121,8 @@ class Manager:
                                       sa_token_file=ServiceAccountTokens(rest,
                                                                          on_token=on_credential),
                                       on_credential=on_credential)
-        self.fetcher = Fetcher(kms, self.clock)
+        readers = {name: r for name, r in (("oos", oos), ("dkms", dedicated)) if r is not None}
+        self.fetcher = Fetcher(kms, self.clock, readers=readers)
         self.reconciler = Reconciler(
             self.kube, self.resolver, self.fetcher,
             default_interval=settings.polling_interval,
@@ -346,6 +349,8 @@ class Manager:
             self.hooks.retry()
             return
         self.backoff.forget(key)
+        if outcome.recheck:  # templateFrom's ConfigMaps and Secrets: read again next interval
+            self.queue.add_after(key, outcome.interval)
 
     # ---------------------------------------------------------- secret polls
     def _track(self, key: Key, requests: frozenset[FetchRequest], interval: float) -> None:

@@ -13,11 +13,10 @@ v1alpha1), so objects users already have parse unchanged. Notable rules:
   dataProcess, target, intervals) and raises the first one; its ``errors`` attribute
   lists all of them (the first included), so a status can show one message while a
   log or Event shows everything.
-* ``provider: oos`` and ``spec.OOS`` parse but raise ``UnsupportedSpecError`` (a
-  ``SpecError``): OOS parameters are not implemented in this release.
-* Regular expressions were written for Go's RE2; ``compile_go_regexp`` translates the
-  few spellings Python's ``re`` lacks (``\\z``, ``\\Q..\\E``, ``(?<name>``, POSIX
-  classes such as ``[[:alpha:]]``) and refuses what it cannot honour.
+* ``provider: oos`` reads OOS encryption parameters (``key`` is the parameter name,
+  ``versionId`` its version; OOS has no version stages) through stores with ``spec.OOS``.
+* Regular expressions were written for Go's RE2; ``compile_go_regexp`` compiles them with
+  RE2 itself (google-re2): the same syntax, and linear-time matching (no backtracking stall).
 * Bounds: every string of a spec is at most ``MAX_FIELD_LENGTH`` characters and every list
   at most its ``MAX_*`` count (the CRD schema says the same; these hold for objects stored
   before it did). ``refreshInterval`` is kept within ``IntervalBounds`` (flags of the
@@ -34,10 +33,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import jmespath
+import re2
 from jmespath.exceptions import JMESPathError
+
+from controller import gotemplate
 
 __all__ = [
     "MAX_DATA",
@@ -72,6 +74,7 @@ __all__ = [
     "StoreRef",
     "Target",
     "Template",
+    "TemplateFrom",
     "UnsupportedSpecError",
     "compile_go_regexp",
     "format_duration",
@@ -81,6 +84,7 @@ __all__ = [
     "parse_external_secret",
     "parse_secret_store",
     "parse_store",
+    "reserved_metadata_key",
 ]
 
 KMS_PROVIDER = "kms"
@@ -94,7 +98,8 @@ MAX_DATA = 100  # spec.data items
 MAX_DATA_PROCESS = 20  # spec.dataProcess items
 MAX_JMES_PATHS = 100  # jmesPath items of one entry
 MAX_REPLACE_RULES = 50  # replaceRule items of one dataProcess
-MAX_TEMPLATE_ITEMS = 64  # labels, annotations of spec.target.template.metadata
+MAX_TEMPLATE_ITEMS = 64  # labels, annotations, data templates, templateFrom items
+MAX_TEMPLATE_FROM = 16  # spec.target.template.templateFrom
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,83 +218,25 @@ def _dns_name_problem(name: str) -> str | None:
 
 # ---------------------------------------------------------------- Go regexps
 
-_POSIX_CLASSES = {
-    "alnum": "0-9A-Za-z", "alpha": "A-Za-z", "ascii": "\\x00-\\x7f", "blank": "\\t ",
-    "cntrl": "\\x00-\\x1f\\x7f", "digit": "0-9", "graph": "!-~", "lower": "a-z",
-    "print": " -~", "punct": "!-/:-@\\[-`{-~", "space": "\\t\\n\\v\\f\\r ",
-    "upper": "A-Z", "word": "0-9A-Za-z_", "xdigit": "0-9A-Fa-f",
-}
-_POSIX_CLASS = re.compile(r"\[:(\^?)([a-z]+):\]")
-_INLINE_FLAGS = re.compile(r"\(\?([a-zA-Z-]*)[:)]")
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a tenant's bad pattern is reported in its status instead
+
+GoRegexp = Any  # a compiled google-re2 pattern (search, sub, finditer, groups, groupindex)
 
 
-def _translate_escape(src: str, i: int, out: list[str]) -> int:
-    """Translate the escape at ``src[i]`` (a backslash); return the next index."""
-    nxt = src[i + 1 : i + 2]
-    if nxt == "Q":
-        end = src.find("\\E", i + 2)
-        stop = len(src) if end < 0 else end
-        out.append(re.escape(src[i + 2 : stop]))
-        return len(src) if end < 0 else end + 2
-    if nxt in ("p", "P"):
-        raise ValueError("Unicode classes (\\p{...}) are not supported")
-    out.append("\\Z" if nxt == "z" else src[i : i + 2])
-    return i + 2
-
-
-def _translate_class(src: str, i: int, out: list[str]) -> int:
-    """Copy the bracket expression starting at ``src[i]``; return the index after it."""
-    out.append("[")
-    i += 1
-    if src[i : i + 1] == "^":
-        out.append("^")
-        i += 1
-    if src[i : i + 1] == "]":  # a leading ']' is a literal in RE2
-        out.append("\\]")
-        i += 1
-    while i < len(src) and src[i] != "]":
-        posix = _POSIX_CLASS.match(src, i)
-        if src[i] == "\\":
-            i = _translate_escape(src, i, out)
-        elif posix:
-            if posix.group(1) or posix.group(2) not in _POSIX_CLASSES:
-                raise ValueError(f"POSIX class {posix.group(0)} is not supported")
-            out.append(_POSIX_CLASSES[posix.group(2)])
-            i = posix.end()
-        else:
-            out.append("\\[" if src[i] == "[" else src[i])
-            i += 1
-    out.append("]")
-    return i + 1
-
-
-def translate_go_regexp(source: str) -> str:
-    """Rewrite an RE2 pattern into the equivalent Python ``re`` pattern."""
-    for flags in _INLINE_FLAGS.findall(source):
-        if "U" in flags:
-            raise ValueError("the ungreedy flag (?U) is not supported")
-    out: list[str] = []
-    i = 0
-    while i < len(source):
-        if source[i] == "\\":
-            i = _translate_escape(source, i, out)
-        elif source[i] == "[":
-            i = _translate_class(source, i, out)
-        elif source.startswith("(?<", i) and source[i + 3 : i + 4] not in ("=", "!"):
-            out.append("(?P<")
-            i += 3
-        else:
-            out.append(source[i])
-            i += 1
-    return "".join(out)
-
-
-def compile_go_regexp(source: str) -> re.Pattern[str]:
-    """Compile a pattern written for Go's RE2; ValueError with a readable reason."""
+def compile_go_regexp(source: str) -> GoRegexp:
+    """Compile a pattern written for Go's RE2 with RE2 itself (google-re2): the same syntax
+    (POSIX classes, \\Q..\\E, \\z, (?<name>...), Unicode classes, (?U)) and matching in
+    linear time, so no tenant's pattern can backtrack a worker into a stall.
+    ValueError with a readable reason when it does not compile."""
+    if len(source) > MAX_FIELD_LENGTH:
+        raise ValueError(f"the pattern is {len(source)} characters long")
     try:
-        return re.compile(translate_go_regexp(source))
-    except (re.error, OverflowError, RecursionError) as exc:
-        raise ValueError(str(exc)) from None
+        return re2.compile(source, options=_RE2_OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else exc
+        text = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
+        raise ValueError(text[:200]) from None
 
 
 # ---------------------------------------------------------------- ExternalSecret model
@@ -377,7 +324,7 @@ class ReplaceRule:
 
     source: str
     target: str
-    pattern: re.Pattern[str] = dataclasses.field(compare=False, repr=False)
+    pattern: GoRegexp = dataclasses.field(compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,13 +334,41 @@ class DataProcess:
 
 
 @dataclass(frozen=True, slots=True)
+class TemplateFrom:
+    """One ``spec.target.template.templateFrom`` item: templates kept in a ConfigMap or a
+    Secret of the ExternalSecret's namespace (``items``: (key, templateAs)), or a literal."""
+
+    kind: str  # configMap | secret | literal
+    name: str = ""
+    items: tuple[tuple[str, str], ...] = ()  # (key, Values | KeysAndValues)
+    literal: str = ""
+    target: str = "Data"  # Data | Labels | Annotations
+
+
+@dataclass(frozen=True, slots=True)
 class Template:
-    """``spec.target.template``. Keys this release does not use are kept in ``extra``."""
+    """``spec.target.template``: the Secret's type, its metadata (Go templates over the
+    fetched values; a text without ``{{`` is itself), ``data`` templates, ``templateFrom``
+    sources and ``mergePolicy`` (Replace: the Secret holds only the templates' output;
+    Merge: the fetched keys too). Keys this release does not use are kept in ``extra``."""
 
     type: str = ""
     labels: Mapping[str, str] = dataclasses.field(default_factory=dict, hash=False)
     annotations: Mapping[str, str] = dataclasses.field(default_factory=dict, hash=False)
     extra: Mapping[str, object] = dataclasses.field(default_factory=dict, hash=False)
+    data: Mapping[str, str] = dataclasses.field(default_factory=dict, hash=False)
+    template_from: tuple[TemplateFrom, ...] = ()
+    merge_policy: str = "Replace"
+
+    @property
+    def renders_data(self) -> bool:
+        return bool(self.data) or any(t.target == "Data" for t in self.template_from)
+
+    @property
+    def templated(self) -> bool:
+        """Whether anything here is a template (else the fetched data is used as is)."""
+        return self.renders_data or bool(self.template_from) or any(
+            "{{" in v for v in (*self.labels.values(), *self.annotations.values()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -731,6 +706,14 @@ def _parse_es_spec(
         for i, raw in enumerate(_items(spec.get("dataProcess"), "spec.dataProcess", p,
                                        MAX_DATA_PROCESS))
     )
+    if provider == OOS_PROVIDER:
+        for entry in (*data, *(d.extract for d in processes if d.extract is not None)):
+            if entry.version_stage:
+                p.add(f"{entry.spec_field}.versionStage", "is set, but OOS parameters have no "
+                      "version stages", "remove it, or give versionId (a parameter version)")
+            if entry.kms_endpoint:
+                p.add(f"{entry.spec_field}.kmsEndpoint", "is a KMS endpoint, but provider is "
+                      "oos", "remove it (the controller's --oos-endpoint is used)")
     target = _parse_target(spec.get("target"), name, p)
     template_type = target.template.type
     if template_type and spec.get("type") and template_type != secret_type:
@@ -748,11 +731,7 @@ def _parse_es_spec(
 
 def _parse_provider(spec: Mapping[str, object], p: _Problems) -> str:
     provider = _text(spec, "provider", "spec", p).lower() or KMS_PROVIDER
-    if provider == OOS_PROVIDER:
-        p.add("spec.provider", "is oos, which this release does not support",
-              "read the value from KMS Secrets Manager (provider: kms) or keep "
-              "ack-secret-manager for OOS parameters", UnsupportedSpecError)
-    elif provider != KMS_PROVIDER:
+    if provider not in (KMS_PROVIDER, OOS_PROVIDER):
         p.add("spec.provider", f"must be kms or oos (got {provider!r})",
               "set provider: kms, or leave it out")
     return provider
@@ -900,7 +879,7 @@ def _parse_data_process(raw: object, index: int, namespace: str, p: _Problems) -
         except ValueError as exc:
             p.add(f"{rule_field}.source", f"is not a usable regular expression ({exc})",
                   "fix the pattern; it is matched against key names with Go RE2 syntax")
-            pattern = re.compile(re.escape(source))
+            pattern = compile_go_regexp(re2.escape(source))
         rules.append(ReplaceRule(source, target, pattern))
     return DataProcess(extract, tuple(rules))
 
@@ -929,9 +908,13 @@ RESERVED_DOMAIN_SUFFIX = ".merge.alibabacloud.com/"
 RESERVED_LABELS = ("app.kubernetes.io/managed-by",)
 
 
-def _reserved(key: str, labels: bool) -> bool:
+def reserved_metadata_key(key: str, labels: bool) -> bool:
+    """Whether a label (or annotation) name is one the controller records ownership in."""
     return key.startswith(RESERVED_PREFIXES) or RESERVED_DOMAIN_SUFFIX in key or (
         labels and key in RESERVED_LABELS)
+
+
+_reserved = reserved_metadata_key
 
 
 def _parse_template(raw: object, p: _Problems) -> Template:
@@ -946,12 +929,83 @@ def _parse_template(raw: object, p: _Problems) -> Template:
             if _reserved(key, kind == "labels"):
                 p.add(f"{field}.metadata.{kind}.{key[:100]}", "is reserved for the controller "
                       "(it records which ExternalSecret owns the Secret)", "remove it")
+    data = _string_map(m.get("data"), f"{field}.data", p, MAX_TEMPLATE_ITEMS)
+    for key, text in data.items():
+        _check_key_name(key, f"{field}.data.{key[:100]}", "use a valid Secret key", p)
+        _check_template(text, f"{field}.data.{key}", p)
+    for kind, items in (("labels", labels), ("annotations", annotations)):
+        for key, text in items.items():
+            _check_template(text, f"{field}.metadata.{kind}.{key}", p)
+    policy = _text(m, "mergePolicy", field, p) or "Replace"
+    if policy not in ("Replace", "Merge"):
+        p.add(f"{field}.mergePolicy", f"must be Replace or Merge (got {policy[:20]!r})",
+              "use Replace (only the templates' output) or Merge (the fetched keys too)")
+    engine = m.get("engineVersion")
+    if engine not in (None, "", "v2"):
+        p.add(f"{field}.engineVersion", f"is {str(engine)[:20]!r}; only v2 (Go text/template "
+              "with sprig functions) is supported", "remove it or set v2")
+    known = ("type", "metadata", "data", "templateFrom", "mergePolicy", "engineVersion")
     return Template(
         type=_text(m, "type", field, p),
         labels=labels,
         annotations=annotations,
-        extra={k: v for k, v in m.items() if k not in ("type", "metadata")},
+        extra={k: v for k, v in m.items() if k not in known},
+        data=data,
+        template_from=tuple(
+            _parse_template_from(raw_item, f"{field}.templateFrom[{i}]", p)
+            for i, raw_item in enumerate(_items(m.get("templateFrom"), f"{field}.templateFrom",
+                                                p, MAX_TEMPLATE_FROM))),
+        merge_policy=policy,
     )
+
+
+def _check_template(text: str, field: str, p: _Problems) -> None:
+    """A template that does not parse is a spec error (naming the field, line and column)."""
+    if "{{" not in text:
+        return
+    try:
+        gotemplate.parse(text, field)
+    except gotemplate.TemplateError as exc:
+        p.add(field, f"is not a valid template ({exc.message}, line {exc.line} column "
+              f"{exc.column})", "fix the template (Go text/template with sprig functions; "
+              "see docs/templates.md)")
+
+
+def _parse_template_from(raw: object, field: str, p: _Problems) -> TemplateFrom:
+    m = _mapping(raw, field, p)
+    target = _text(m, "target", field, p) or "Data"
+    if target not in ("Data", "Labels", "Annotations"):
+        p.add(f"{field}.target", f"must be Data, Labels or Annotations (got {target[:20]!r})",
+              "use one of them, or leave it out for Data")
+    sources = [k for k in ("configMap", "secret", "literal") if m.get(k) is not None]
+    if len(sources) != 1:
+        p.add(field, "must set exactly one of configMap, secret and literal", "keep one")
+        return TemplateFrom("literal", target=target)
+    kind = sources[0]
+    if kind == "literal":
+        literal = _text(m, "literal", field, p)
+        _check_template(literal, f"{field}.literal", p)
+        return TemplateFrom("literal", literal=literal, target=target)
+    ref = _mapping(m.get(kind), f"{field}.{kind}", p)
+    name = _text(ref, "name", f"{field}.{kind}", p)
+    if not name or _dns_name_problem(name):
+        p.add(f"{field}.{kind}.name", "must name a ConfigMap or Secret (a DNS subdomain)",
+              "set the name of the object in the ExternalSecret's namespace")
+    items: list[tuple[str, str]] = []
+    for i, item_raw in enumerate(_items(ref.get("items"), f"{field}.{kind}.items", p,
+                                        MAX_TEMPLATE_ITEMS)):
+        item_field = f"{field}.{kind}.items[{i}]"
+        item = _mapping(item_raw, item_field, p)
+        key = _text(item, "key", item_field, p)
+        scope = _text(item, "templateAs", item_field, p) or "Values"
+        _check_key_name(key, f"{item_field}.key", "name a key of the ConfigMap or Secret", p)
+        if scope not in ("Values", "KeysAndValues"):
+            p.add(f"{item_field}.templateAs", f"must be Values or KeysAndValues (got "
+                  f"{scope[:20]!r})", "use Values (one key) or KeysAndValues (key=value lines)")
+        items.append((key, scope))
+    if not items:
+        p.add(f"{field}.{kind}.items", "is empty", "list the keys that hold templates")
+    return TemplateFrom(kind, name=name, items=tuple(items), target=target)
 
 
 # ---------------------------------------------------------------- SecretStore parsing
@@ -1006,10 +1060,6 @@ def _parse_providers(
     if has_oos:
         m = _mapping(spec.get("OOS"), "spec.OOS", p)
         oos = OOSProvider(_parse_auth(m.get("OOSAuth"), "spec.OOS.OOSAuth", namespace, p))
-        if not has_kms:
-            p.add("spec.OOS", "is not supported by this release",
-                  "use a KMS store, or keep ack-secret-manager for OOS parameters",
-                  UnsupportedSpecError)
     return kms, oos
 
 

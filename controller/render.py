@@ -54,6 +54,7 @@ import jmespath
 import yaml
 from jmespath.exceptions import JMESPathError
 
+from controller import templates
 from controller.model import (
     DataEntry,
     ExternalSecret,
@@ -140,6 +141,9 @@ class RenderResult:
     entries: tuple[EntryResult, ...] = ()
     ownership: Ownership = dataclasses.field(default_factory=dict)  # persist; pass back
     problems: tuple[SpecError, ...] = ()  # the Secret as rendered would be rejected
+    # The Secret's labels and annotations from templates; None: the template's as written.
+    labels: Mapping[str, str] | None = None
+    annotations: Mapping[str, str] | None = None
 
     @property
     def failed_entries(self) -> tuple[EntryResult, ...]:
@@ -168,13 +172,57 @@ def render(
     fetched: Mapping[FetchKey, FetchResult],
     previous: Mapping[str, bytes] | None = None,
     previous_ownership: Mapping[str, Sequence[str]] | None = None,
+    sources: Mapping[templates.SourceKey, str | None] | None = None,
+    previous_metadata: tuple[Mapping[str, str], Mapping[str, str]] | None = None,
 ) -> RenderResult:
-    """Desired Secret data for ``es`` from the ``fetched`` values.
+    """Desired Secret data for ``es`` from the ``fetched`` values, then its templates.
 
     ``previous`` is the data this controller last wrote (the Secret's current data
     when it owns the Secret); ``previous_ownership`` the ownership record from the
-    last result, or None when there is none.
+    last result, or None when there is none; ``sources`` the texts of templateFrom's
+    ConfigMap and Secret keys (None: missing); ``previous_metadata`` the Secret's current
+    (labels, annotations), kept for templated ones when an entry fails.
     """
+    result = _render_fetched(es, fetched, previous, previous_ownership)
+    if not es.spec.target.template.templated:
+        return result
+    return _templated(es, result, previous or {}, previous_ownership, sources or {},
+                      previous_metadata or ({}, {}))
+
+
+def _templated(es: ExternalSecret, result: RenderResult, old: Mapping[str, bytes],
+               previous_ownership: Mapping[str, Sequence[str]] | None,
+               sources: Mapping[templates.SourceKey, str | None],
+               previous_metadata: tuple[Mapping[str, str], Mapping[str, str]]) -> RenderResult:
+    template = es.spec.target.template
+    if result.failed_entries:
+        # Templates need every value: the Secret keeps what the last sync wrote.
+        kept = dict(sorted(old.items()))
+        labels, annotations = (
+            {k: (previous_metadata[i].get(k, "") if "{{" in v else v)
+             for k, v in items.items() if "{{" not in v or k in previous_metadata[i]}
+            for i, items in enumerate((template.labels, template.annotations)))
+        return dataclasses.replace(result, data=kept,
+                                   ownership={templates.TEMPLATE_ENTRY: sorted(kept)},
+                                   labels=labels, annotations=annotations, problems=())
+    try:
+        out = templates.apply(template, result.data, sources)
+    except templates.TemplateProblem as problem:
+        error = SpecError(problem.field, problem.message, problem.fix,
+                          f"ExternalSecret {es.qualified_name}")
+        return dataclasses.replace(result, problems=(*result.problems, error))
+    return dataclasses.replace(
+        result, data=out.data, ownership={templates.TEMPLATE_ENTRY: sorted(out.data)},
+        labels=out.labels, annotations=out.annotations,
+        problems=_secret_problems(es, out.data, []))
+
+
+def _render_fetched(
+    es: ExternalSecret,
+    fetched: Mapping[FetchKey, FetchResult],
+    previous: Mapping[str, bytes] | None,
+    previous_ownership: Mapping[str, Sequence[str]] | None,
+) -> RenderResult:
     old = previous or {}
     data: dict[str, bytes] = {}
     results: list[EntryResult] = []
@@ -448,16 +496,16 @@ def _replace_all(rule: ReplaceRule, key: str) -> str:
     """Go's Regexp.ReplaceAllString: no replacement for an empty match right after a match."""
     last_end = 0
 
-    def substitute(match: re.Match[str]) -> str:
+    def substitute(match: Any) -> str:
         nonlocal last_end
         fresh = match.end() > last_end or match.start() == 0
         last_end = match.end()
-        return _expand(rule.target, match) if fresh else match.group(0)
+        return _expand(rule.target, match) if fresh else str(match.group(0))
 
-    return rule.pattern.sub(substitute, key)
+    return str(rule.pattern.sub(substitute, key))
 
 
-def _expand(template: str, match: re.Match[str]) -> str:
+def _expand(template: str, match: Any) -> str:
     """Go's Regexp.Expand: $1, ${1}, $name, ${name}, $$; anything malformed is literal."""
     out: list[str] = []
     rest = template
@@ -489,7 +537,7 @@ def _group_reference(text: str) -> tuple[str, str] | None:
     return body[:end], body[end + 1 if braced else end :]
 
 
-def _group_text(match: re.Match[str], name: str) -> str:
+def _group_text(match: Any, name: str) -> str:
     numeric = name.isascii() and name.isdigit() and len(name) <= 8
     if numeric and not (name.startswith("0") and len(name) > 1):
         number = int(name)

@@ -60,6 +60,8 @@ class Settings:
     kms_endpoint_type: str = "vpc"
     kms_protocol: str = "https"
     max_concurrent_kms_secret_pulls: int = 10
+    oos_endpoint: str = ""
+    max_concurrent_oos_secret_pulls: int = 10
     enable_worker_role: bool = False
     watch_namespaces: tuple[str, ...] = ()
     exclude_namespaces: tuple[str, ...] = ()
@@ -88,6 +90,7 @@ class Settings:
     require_cluster_store_conditions: bool = False
     allowed_endpoints: tuple[str, ...] = ()
     allow_http_endpoints: bool = False
+    allow_insecure_kms_instance_tls: bool = False
 
     def refresh_floor(self) -> float:
         """The shortest refreshInterval a tenant gets: --min-refresh-interval, or the operator's
@@ -97,6 +100,13 @@ class Settings:
     def controller_identity_allowed(self, namespace: str) -> bool:
         allowed = self.controller_identity_namespaces
         return allowed is None or namespace in allowed
+
+    def default_oos_endpoint(self) -> str:
+        """--oos-endpoint if set, else the region's VPC (or public) OOS endpoint."""
+        if self.oos_endpoint:
+            return self.oos_endpoint
+        prefix = "oos-vpc" if self.kms_endpoint_type == "vpc" else "oos"
+        return f"{prefix}.{self.region}.aliyuncs.com"
 
     def default_kms_endpoint(self) -> str:
         """--kms-endpoint if set, else the region's VPC (or public) KMS endpoint."""
@@ -123,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     a("--kms-protocol", choices=["https", "http"], default="https", help=argparse.SUPPRESS)
     a("--max-concurrent-kms-secret-pulls", type=int, default=10,
       help="KMS GetSecretValue calls per second per endpoint (also the concurrency cap)")
+    a("--oos-endpoint", default="",
+      help="OOS endpoint host[:port] for provider: oos; default oos-vpc.<region> (or "
+      "oos.<region> with --kms-endpoint-type public)")
+    a("--max-concurrent-oos-secret-pulls", type=int, default=10,
+      help="OOS GetSecretParameter calls per second per endpoint (also the concurrency cap)")
     a("--enable-worker-role", action="store_true",
       help="use the node's ECS RAM role when nothing else is configured")
     a("--watch-namespaces", type=_csv, default=None,
@@ -162,15 +177,33 @@ def build_parser() -> argparse.ArgumentParser:
     a("--allowed-endpoints", type=_csv, default=(),
       help="hosts (or *.suffix patterns) that stores and entries may name as KMS endpoints, "
       "besides *.aliyuncs.com")
+    a("--allow-insecure-kms-instance-tls", action="store_true",
+      help="honour dedicatedKMSAuth.ignoreSSL (TLS verification of a KMS instance off); "
+      "without it such a store is refused")
     a("--allow-http-endpoints", action="store_true",
       help="let stores and entries name plain http:// KMS endpoints (tests and demos only)")
     # ack-secret-manager flags that this controller accepts and does not need.
     for legacy in ("--backend", "--reconcile-period", "--reconcile-count",
-                   "--token-rotation-period", "--max-concurrent-oos-secret-pulls",
-                   "--cleanup-secret-on-failure"):
+                   "--token-rotation-period"):
         a(legacy, default=None, nargs="?", const="true",
           help="accepted for ack-secret-manager compatibility; no effect")
+    a("--cleanup-secret-on-failure", default="false", nargs="?", const="true",
+      help="ack-secret-manager's deletion of a Secret when every source fails: refused unless "
+      "false (a failed fetch keeps the last good data)")
     return p
+
+
+CLEANUP_REFUSED = (
+    "--cleanup-secret-on-failure={value} is refused: ack-secret-manager then deletes an "
+    "ExternalSecret's Secret whenever all its sources fail, transient KMS or network errors "
+    "included, so one outage would delete Secrets workloads need; this controller keeps the "
+    "last good data instead (docs/security.md). Remove the flag or set it to false.")
+
+
+def _refuse_cleanup_on_failure(value: str) -> None:
+    """Go's bool spellings of false are accepted; anything else stops the start-up."""
+    if value not in ("false", "False", "FALSE", "f", "F", "0"):
+        raise SystemExit(CLEANUP_REFUSED.format(value=value[:20]))
 
 
 def _credentials(env: Mapping[str, str]) -> Credentials:
@@ -197,6 +230,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     """Parse flags and environment into Settings (raises SystemExit on bad flags)."""
     env = os.environ if env is None else env
     ns = build_parser().parse_args(argv)
+    _refuse_cleanup_on_failure(ns.cleanup_secret_on_failure)
     watch = ns.watch_namespaces
     if watch is None:
         watch = _csv(env.get("WATCH_NAMESPACE", ""))
@@ -210,6 +244,8 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         kms_endpoint_type=ns.kms_endpoint_type,
         kms_protocol=ns.kms_protocol,
         max_concurrent_kms_secret_pulls=max(1, ns.max_concurrent_kms_secret_pulls),
+        oos_endpoint=ns.oos_endpoint,
+        max_concurrent_oos_secret_pulls=max(1, ns.max_concurrent_oos_secret_pulls),
         enable_worker_role=ns.enable_worker_role,
         watch_namespaces=tuple(watch),
         exclude_namespaces=tuple(ns.exclude_namespaces),
@@ -237,4 +273,5 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         require_cluster_store_conditions=ns.require_cluster_store_conditions,
         allowed_endpoints=tuple(ns.allowed_endpoints),
         allow_http_endpoints=ns.allow_http_endpoints,
+        allow_insecure_kms_instance_tls=ns.allow_insecure_kms_instance_tls,
     )

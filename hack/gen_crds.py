@@ -1,6 +1,6 @@
 """Generate the CRDs in helm/ack-secret-manager/crds/ from one Python description.
 
-The three kinds share their building blocks (a data entry, a secret reference, the KMS
+The kinds share their building blocks (a data entry, a secret reference, the KMS
 provider), so they are described once here; `make crds` writes the YAML, and a test fails when
 the committed files differ from what this script produces.
 Run: python hack/gen_crds.py [--check]
@@ -58,6 +58,29 @@ STORE_REF = obj(
                   enum=["SecretStore", "ClusterSecretStore"]),
     },
     ["name"],
+)
+
+TEMPLATE_REF = obj(
+    {
+        "name": s("ConfigMap or Secret in the ExternalSecret's namespace", minLength=1,
+                  maxLength=253),
+        "items": arr(obj({"key": s("key holding a template", minLength=1, maxLength=253,
+                                   pattern=KEY_PATTERN),
+                          "templateAs": s("Values (default) or KeysAndValues",
+                                          enum=["Values", "KeysAndValues"])}, ["key"]),
+                     maxItems=64),
+    },
+    ["name", "items"],
+)
+
+TEMPLATE_FROM = obj(
+    {
+        "configMap": TEMPLATE_REF,
+        "secret": TEMPLATE_REF,
+        "literal": s("a template rendered under the key 'literal'", maxLength=MAX_TEXT * 16),
+        "target": s("Data (default), Labels or Annotations",
+                    enum=["Data", "Labels", "Annotations"]),
+    }
 )
 
 DATA_ENTRY = obj(
@@ -138,6 +161,16 @@ ES_SPEC = obj(
                                                 "additionalProperties": S},
                             }
                         ),
+                        "data": {"type": "object", "maxProperties": 64,
+                                 "description": "Secret key -> Go template over the fetched "
+                                 "values (docs/templates.md)",
+                                 "additionalProperties": s("Go template",
+                                                           maxLength=MAX_TEXT * 16)},
+                        "mergePolicy": s("Replace (default): the Secret holds only the "
+                                         "templates' output; Merge: the fetched keys too",
+                                         enum=["Replace", "Merge"]),
+                        "engineVersion": s("v2 (the only engine)", enum=["v2"]),
+                        "templateFrom": arr(TEMPLATE_FROM, maxItems=16),
                     },
                     **{"x-kubernetes-preserve-unknown-fields": True},
                 ),
@@ -277,6 +310,81 @@ PRINTER = [
 
 AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
 
+# ClusterExternalSecret (ack-secret-manager v0.6 field names; External Secrets Operator's
+# older namespaceSelector and refreshTime are accepted too). See docs/usage.md.
+LABEL_SELECTOR = obj(
+    {
+        "matchLabels": {"type": "object", "maxProperties": 64, "additionalProperties": S},
+        "matchExpressions": arr(
+            obj(
+                {"key": S,
+                 "operator": s("In, NotIn, Exists or DoesNotExist",
+                               enum=["In", "NotIn", "Exists", "DoesNotExist"]),
+                 "values": arr(S)},
+                ["key", "operator"],
+            ),
+            maxItems=50,
+        ),
+    },
+    description="a label selector over namespace labels ({} selects every namespace)",
+)
+DNS_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+CES_SPEC = obj(
+    {
+        "externalSecretSpec": {**ES_SPEC, "description": "the spec of the ExternalSecret created "
+                               "in each selected namespace (every ExternalSecret field)"},
+        "externalSecretName": s("name of the ExternalSecrets (default: the "
+                                "ClusterExternalSecret's name)", minLength=1, maxLength=253,
+                                pattern=DNS_NAME),
+        "externalSecretMetadata": obj(
+            {"labels": {"type": "object", "maxProperties": 64, "additionalProperties": S},
+             "annotations": {"type": "object", "maxProperties": 64,
+                             "additionalProperties": S}},
+            description="labels and annotations of the ExternalSecrets",
+        ),
+        "conditions": arr(
+            obj(
+                {
+                    "namespaceSelector": LABEL_SELECTOR,
+                    "namespaces": arr(s("a namespace name", minLength=1, maxLength=63),
+                                      maxItems=1000),
+                    "namespaceRegexes": arr(s("a regular expression (RE2) on namespace names",
+                                              maxLength=MAX_TEXT), maxItems=50),
+                },
+                description="a namespace is chosen when any of its criteria matches",
+            ),
+            maxItems=50,
+            description="namespaces to create the ExternalSecret in (conditions ORed); none of "
+            "conditions, namespaceSelectors, namespaceSelector: every namespace",
+        ),
+        "namespaceSelectors": arr(LABEL_SELECTOR, maxItems=50,
+                                  description="label selectors, ORed (ack-secret-manager, "
+                                  "deprecated there in favour of conditions)"),
+        "namespaceSelector": {**LABEL_SELECTOR, "description": "one label selector (External "
+                              "Secrets Operator's spelling)"},
+        "rotationInterval": s("how often every namespace is checked again besides watch "
+                              "events (Go duration; default: on change only)",
+                              pattern=DURATION_PATTERN, maxLength=64),
+        "refreshTime": s("External Secrets Operator's name of rotationInterval",
+                         pattern=DURATION_PATTERN, maxLength=64),
+    },
+    ["externalSecretSpec"],
+)
+CES_STATUS = obj(
+    {
+        "externalSecretName": s("name of the ExternalSecrets created"),
+        "observedGeneration": {"type": "integer", "format": "int64"},
+        "provisionedNamespaces": arr(S, description="namespaces holding its ExternalSecret"),
+        "failedNamespaces": arr(
+            obj({"namespace": S, "reason": S}, ["namespace"]),
+            description="namespaces where its ExternalSecret could not be written, and why "
+            "(first 100)",
+        ),
+        "conditions": arr(CONDITION, **{"x-kubernetes-list-type": "map",
+                                        "x-kubernetes-list-map-keys": ["type"]}),
+    }
+)
+
 
 def crd(kind: str, plural: str, scope: str, spec: dict[str, Any], status: dict[str, Any],
         columns: list[dict[str, Any]], short: list[str]) -> dict[str, Any]:
@@ -325,6 +433,12 @@ def documents() -> dict[str, dict[str, Any]]:
             "ClusterSecretStore", "clustersecretstores", "Cluster", cluster_spec,
             STORE_STATUS, PRINTER, ["css"],
         ),
+        "clusterexternalsecrets.yaml": crd(
+            "ClusterExternalSecret", "clusterexternalsecrets", "Cluster", CES_SPEC, CES_STATUS,
+            [{"name": "Store", "type": "string",
+              "jsonPath": ".spec.externalSecretSpec.data[0].secretStoreRef.name"}, *PRINTER],
+            ["ces"],
+        ),
     }
 
 
@@ -338,17 +452,24 @@ class _NoAliasDumper(yaml.SafeDumper):
 HEADER = "# Generated by hack/gen_crds.py; edit that file and run `make crds`.\n"
 
 
+def _outputs() -> dict[pathlib.Path, str]:
+    return {OUT / name: HEADER + _dump(doc) for name, doc in documents().items()}
+
+
+def _dump(doc: dict[str, Any]) -> str:
+    return yaml.dump(doc, Dumper=_NoAliasDumper, sort_keys=False, width=100)
+
+
 def main() -> int:
     check = "--check" in sys.argv
     stale = []
-    for name, doc in documents().items():
-        text = HEADER + yaml.dump(doc, Dumper=_NoAliasDumper, sort_keys=False, width=100)
-        path = OUT / name
+    for path, text in _outputs().items():
+        name = path.name
         if check:
             if not path.exists() or path.read_text() != text:
                 stale.append(name)
         else:
-            OUT.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
     if stale:
         print(f"stale CRDs: {', '.join(stale)}; run `make crds`", file=sys.stderr)

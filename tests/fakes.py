@@ -43,6 +43,7 @@ class FakeKube:
         self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
         self.owners: dict[tuple[str, str], dict[Field, set[str]]] = {}
         self.statuses: dict[tuple[str, str], dict[str, Any]] = {}
+        self.config_maps: dict[tuple[str, str], dict[str, Any]] = {}
         self.events: list[tuple[str, str, str, str]] = []  # (object, type, reason, message)
         self.applies: list[tuple[str, str, bool]] = []  # (secret, manager, force)
         self.released: list[tuple[str, str]] = []
@@ -59,6 +60,10 @@ class FakeKube:
         if self.hide_secrets:
             return None
         obj = self.secrets.get((namespace, name))
+        return copy.deepcopy(obj) if obj is not None else None
+
+    def config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+        obj = self.config_maps.get((namespace, name))
         return copy.deepcopy(obj) if obj is not None else None
 
     def read_secret_key(self, namespace: str, name: str, key: str) -> bytes | None:

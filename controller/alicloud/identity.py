@@ -10,6 +10,13 @@ call after `Expiration - 15 min`, so credentials that live 15 minutes or less (a
 `roleSessionExpiration`, a short-lived role) cost one STS call per KMS call. The wrapper keeps
 each set until a quarter of its lifetime (at most 15 minutes) is left and asks the library
 only then; at that moment the library's own cache is stale too, so it really refreshes.
+
+Who prunes what (issue 10): `IdentityPool` drops the credentials client of an identity that
+no caller used for `idle` seconds (default `IDLE_SECONDS`), in an amortized sweep
+(`IdleSweep`) that the clients of `kms`, `oos` and `kms_instance` share as well. Dropping
+costs at most one credentials rebuild (one STS call for a role; nothing for an AccessKey)
+when the identity comes back, so only identities used less often than every `idle` seconds
+pay, and at most once per use.
 """
 
 from __future__ import annotations
@@ -28,12 +35,18 @@ ACCESS_KEY = "access_key"
 RAM_ROLE_ARN = "ram_role_arn"
 OIDC_ROLE_ARN = "oidc_role_arn"
 ECS_RAM_ROLE = "ecs_ram_role"
+CLIENT_KEY = "client_key"  # a KMS instance's application access point (dedicatedKMSAuth)
+
+# Credentials and SDK clients unused for this long are dropped (read when an owner is built,
+# so a benchmark can shorten it). Ten minutes: five times the default polling interval.
+IDLE_SECONDS = 600.0
 
 _KIND_WORDS = {
     ACCESS_KEY: "AccessKey",
     RAM_ROLE_ARN: "AccessKey + AssumeRole",
     OIDC_ROLE_ARN: "RRSA",
     ECS_RAM_ROLE: "worker role",
+    CLIENT_KEY: "KMS instance client key",
 }
 
 
@@ -57,6 +70,9 @@ class Identity:
     # The controller's own identity (its environment, its projected token, the node's role),
     # lent to a namespace: subject to --controller-identity-namespaces. Not part of equality.
     borrowed: bool = field(default=False, compare=False)
+    # CLIENT_KEY: the clientKeyContent (JSON) and its password, from the store's Secrets.
+    client_key_content: str = field(default="", repr=False)
+    client_key_password: str = field(default="", repr=False)
 
     def describe(self) -> str:
         """A log-safe description for messages: how, which role, from where; no key material.
@@ -75,7 +91,7 @@ class Identity:
         """A short stable id (hash) for metrics and cache keys; reveals nothing."""
         raw = repr((self.kind, self.access_key_id, self.access_key_secret, self.role_arn,
                     self.oidc_provider_arn, self.oidc_token_file, self.remote_role_arn,
-                    self.ecs_role_name))
+                    self.ecs_role_name, self.client_key_content, self.client_key_password))
         return hashlib.sha256(raw.encode()).hexdigest()[:12]
 
 
@@ -218,20 +234,56 @@ def build_provider(identity: Identity,
     return CachedCredentials(remote, on_secret=on_secret)
 
 
+class IdleSweep:
+    """The amortized sweep of a map of last-use times: `due()` answers, at most once per
+    `every` seconds (default a quarter of `idle`; `idle` defaults to `IDLE_SECONDS`), the
+    cut-off time before which an entry counts as unused; otherwise None. So a map costs one
+    pass per `every` seconds, not one per access, and an entry outlives its last use by
+    between `idle` and `idle + every` (swept on the next access after that)."""
+
+    def __init__(self, idle: float | None = None, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 every: float | None = None) -> None:
+        self.idle = IDLE_SECONDS if idle is None else idle  # read now: a benchmark may set it
+        self.every = every if every is not None else max(self.idle / 4, 0.0)
+        self.clock = clock
+        self._next = clock() + self.every
+
+    def due(self) -> float | None:
+        now = self.clock()
+        if now < self._next:
+            return None
+        self._next = now + self.every
+        return now - self.idle
+
+    @staticmethod
+    def stale(used: dict[Any, float], cutoff: float) -> list[Any]:
+        """The keys of `used` last used before `cutoff`."""
+        return [key for key, at in used.items() if at < cutoff]
+
+
 class IdentityPool:
     """One credentials client per identity, built on first use; `invalidate` rebuilds it
     (after the service said the security token expired).
 
     `on_secret` is told every AccessKeySecret and security token obtained, so that logs can
-    redact them (default: the process-wide redactor)."""
+    redact them (default: the process-wide redactor). Callers `touch` an identity on every
+    call they make with it; an identity neither asked for nor touched for `idle` seconds is
+    dropped (see the module docstring)."""
 
     def __init__(self, on_build: Callable[[Identity], None] | None = None,
-                 on_secret: Callable[[str], None] | None = register_secret) -> None:
+                 on_secret: Callable[[str], None] | None = register_secret, *,
+                 idle: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._clients: dict[Identity, Any] = {}
+        self._used: dict[Identity, float] = {}
+        self._token_files: dict[str, int] = {}  # OIDC token file -> identities reading it
         self._lock = threading.Lock()
         self.builds = 0
         self.on_build = on_build
         self.on_secret = on_secret
+        self.clock = clock
+        self._sweep = IdleSweep(idle, clock=clock)
 
     def credential(self, identity: Identity) -> Any:
         with self._lock:
@@ -241,10 +293,54 @@ class IdentityPool:
 
                 client = Client(provider=build_provider(identity, self.on_secret))
                 self._clients[identity] = client
+                if identity.oidc_token_file:
+                    files = self._token_files
+                    files[identity.oidc_token_file] = files.get(identity.oidc_token_file, 0) + 1
                 self.builds += 1
                 if self.on_build is not None:
                     self.on_build(identity)
+            self._used[identity] = self.clock()
+            self._prune_locked()
             return client
+
+    def touch(self, identity: Identity) -> None:
+        """`identity` was used for a call (its client is held by the caller): keep it."""
+        with self._lock:
+            if identity in self._clients:
+                self._used[identity] = self.clock()
+            self._prune_locked()
+
+    def token_file_in_use(self, path: str) -> bool:
+        """Whether a live identity reads its OIDC token from `path` (for
+        `kube.tokens.ServiceAccountTokens(in_use=...)`: a token nobody reads is not renewed)."""
+        with self._lock:
+            return self._token_files.get(path, 0) > 0
+
+    def discard(self, identity: Identity) -> bool:
+        """Drop `identity`'s credentials now (its last user is gone); returns whether it was
+        held. A later `credential()` builds it again."""
+        with self._lock:
+            return self._drop_locked(identity)
+
+    def _prune_locked(self) -> None:
+        cutoff = self._sweep.due()
+        if cutoff is None:
+            return
+        for identity in IdleSweep.stale(self._used, cutoff):
+            self._drop_locked(identity)
+
+    def _drop_locked(self, identity: Identity) -> bool:
+        self._used.pop(identity, None)
+        if self._clients.pop(identity, None) is None:
+            return False
+        path = identity.oidc_token_file
+        if path:
+            left = self._token_files.get(path, 0) - 1
+            if left > 0:
+                self._token_files[path] = left
+            else:
+                self._token_files.pop(path, None)
+        return True
 
     def invalidate(self, identity: Identity, credential: Any = None) -> bool:
         """Forget the client of `identity` (only if it is still `credential`, when given, so
@@ -253,8 +349,7 @@ class IdentityPool:
             current = self._clients.get(identity)
             if current is None or (credential is not None and current is not credential):
                 return False
-            del self._clients[identity]
-            return True
+            return self._drop_locked(identity)
 
     def __len__(self) -> int:
         with self._lock:

@@ -11,6 +11,13 @@ written to a file, as the SDK wants a path. The SDK (darabonba 1.0.9) keeps one 
 per protocol, `host:port` and pool size per process, and every CA file used with a session is
 added to its trust store; so each distinct CA of a host is given its own pool size (see
 `_pool_size`), hence its own session: one store's CA never widens another store's trust.
+
+Pruning: SDK clients (per endpoint and identity), rate limiters (per host) and cool-downs
+(per identity and host) unused for `idle` seconds are dropped by an amortized sweep
+(`identity.IdleSweep`), and `forget_identity` drops an identity's at once. The pool sizes
+and CA files are kept: there is one per distinct private CA ever seen, matching an SDK
+session that the SDK keeps for the life of the process, and reusing a size could give a CA's
+session to another CA.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from tenacity import (
 )
 
 from controller.alicloud.errors import FetchError, Kind, classify
-from controller.alicloud.identity import Identity, IdentityPool
+from controller.alicloud.identity import Identity, IdentityPool, IdleSweep
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +59,7 @@ class Endpoint:
     host: str
     protocol: str = "https"
     ca_pem: str = field(default="", repr=False)  # private CA of a KMS instance endpoint
+    insecure: bool = False  # KMS instance with TLS verification off (ignoreSSL, if allowed)
 
 
 @dataclass(frozen=True)
@@ -109,6 +117,8 @@ class Kms:
         connect_timeout_ms: int = 5000,
         read_timeout_ms: int = 10000,
         on_call: CallHook | None = None,
+        idle: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.identities = identities
         self.region = region
@@ -123,19 +133,31 @@ class Kms:
         self._lock = threading.Lock()
         self._ca_dir = ""  # made on first use: most installations have no private CA
         self._cancelled = threading.Event()
+        self._also_cancel: list[Callable[[], None]] = []
         self._pool_sizes: dict[tuple[str, str, str], int] = {}
         # (identity fingerprint, endpoint host) -> (monotonic end of its cool-down, strikes)
         self._cooldowns: dict[tuple[str, str], tuple[float, int]] = {}
+        # Last use (clock) of each client and limiter, for the sweep.
+        self.clock = clock
+        self._client_used: dict[tuple[Endpoint, Identity], float] = {}
+        self._limiter_used: dict[str, float] = {}
+        self._sweep = IdleSweep(idle, clock=clock)
         self.calls = 0
 
     def _sleep(self, seconds: float) -> None:
         self._cancelled.wait(seconds)
+
+    def also_cancel(self, other: Callable[[], None]) -> None:
+        """`cancel()` also cancels `other` (another provider's client: one stop, one call)."""
+        self._also_cancel.append(other)
 
     def cancel(self) -> None:
         """Stop retrying: calls in back-off or waiting for their start time end at once with a
         transient error, new calls fail fast. Used by shutdown, so that no KMS retry outlives
         the stop deadline (a call already on the wire ends within its read timeout)."""
         self._cancelled.set()
+        for other in self._also_cancel:
+            other()
 
     def close(self) -> None:
         if self._ca_dir:
@@ -149,6 +171,27 @@ class Kms:
     def forget(self, identity: Identity, credential: Any) -> None:
         """Drop `identity`'s credentials and clients after an expired security token."""
         self._forget(identity, credential)
+
+    def forget_identity(self, identity: Identity) -> int:
+        """Drop everything held for `identity` now (its clients, cool-downs and credentials):
+        for the owner of the reads, when the last read that uses it goes away. Returns the
+        number of clients dropped; a later call builds them again."""
+        fingerprint = identity.fingerprint()
+        with self._lock:
+            keys = [k for k in self._clients if k[1] == identity]
+            for key in keys:
+                self._drop_client_locked(key)
+            for cooling in [k for k in self._cooldowns if k[0] == fingerprint]:
+                del self._cooldowns[cooling]
+        self.identities.discard(identity)
+        return len(keys)
+
+    def sizes(self) -> dict[str, int]:
+        """How many entries each map holds (for tests and the churn benchmark)."""
+        with self._lock:
+            return {"clients": len(self._clients), "limiters": len(self._limiters),
+                    "cooldowns": len(self._cooldowns), "pool_sizes": len(self._pool_sizes),
+                    "identities": len(self.identities)}
 
     # ------------------------------------------------------------------ public
     def get_secret_value(
@@ -194,7 +237,7 @@ class Kms:
         never starves another tenant's syncs."""
         with self._lock:
             until, _strikes = self._cooldowns.get(key, (0.0, 0))
-        left = until - time.monotonic()
+        left = until - self.clock()
         if left > 0:
             raise FetchError(
                 Kind.THROTTLED, "Throttled",
@@ -206,7 +249,7 @@ class Kms:
         with self._lock:
             _until, strikes = self._cooldowns.get(key, (0.0, 0))
             seconds = retry_after or min(COOLDOWN_BASE * 2 ** min(strikes, 8), COOLDOWN_CAP)
-            self._cooldowns[key] = (time.monotonic() + seconds, strikes + 1)
+            self._cooldowns[key] = (self.clock() + seconds, strikes + 1)
 
     # ----------------------------------------------------------------- private
     def _wait(self, state: RetryCallState) -> float:
@@ -257,13 +300,18 @@ class Kms:
             limiter = self._limiters.get(host)
             if limiter is None:
                 limiter = self._limiters[host] = RateLimiter(self.rate)
+            self._limiter_used[host] = self.clock()
             return limiter
 
     def _client(self, identity: Identity, endpoint: Endpoint) -> tuple[Any, Any]:
         key = (endpoint, identity)
         with self._lock:
             entry = self._clients.get(key)
+            if entry is not None:
+                self._client_used[key] = self.clock()
+            self._prune_locked()
         if entry is not None:
+            self.identities.touch(identity)
             return entry
         from alibabacloud_kms20160120.client import Client
         from alibabacloud_tea_openapi.models import Config
@@ -284,7 +332,27 @@ class Kms:
         )
         client = Client(config)
         with self._lock:
+            self._client_used[key] = self.clock()
             return self._clients.setdefault(key, (client, credential))
+
+    def _prune_locked(self) -> None:
+        """The amortized sweep: clients and limiters unused, and cool-downs over, for longer
+        than the idle bound. A limiter is only ever idle with no call in flight (a call is far
+        shorter than the bound), so no two limiters of one host are ever in use at once."""
+        cutoff = self._sweep.due()
+        if cutoff is None:
+            return
+        for key in IdleSweep.stale(self._client_used, cutoff):
+            self._drop_client_locked(key)
+        for host in IdleSweep.stale(self._limiter_used, cutoff):
+            del self._limiter_used[host]
+            self._limiters.pop(host, None)
+        for key in [k for k, (until, _s) in self._cooldowns.items() if until < cutoff]:
+            del self._cooldowns[key]
+
+    def _drop_client_locked(self, key: tuple[Endpoint, Identity]) -> None:
+        self._client_used.pop(key, None)
+        self._clients.pop(key, None)
 
     def _pool_size(self, endpoint: Endpoint) -> int | None:
         """The SDK keeps one HTTPS session (and one TLS trust store, to which every CA used with
@@ -324,7 +392,7 @@ class Kms:
                      identity.describe())
         with self._lock:
             for key in [k for k, v in self._clients.items() if v[1] is credential]:
-                del self._clients[key]
+                self._drop_client_locked(key)
 
 
 def _value(name: str, body: Any) -> SecretValue:

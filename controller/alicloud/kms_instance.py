@@ -50,6 +50,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from controller.alicloud.errors import FetchError, Kind, classify, service_error
+from controller.alicloud.identity import IdleSweep
 from controller.alicloud.kms import CallHook, RateLimiter, SecretValue, retrying
 from controller.ops.logs import register_secret
 
@@ -144,6 +145,8 @@ class KmsInstance:
         connect_timeout_ms: int = 5000,
         read_timeout_ms: int = 10000,
         on_call: CallHook | None = None,
+        idle: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.rate = rate_per_endpoint
         self.max_attempts = max_attempts
@@ -154,6 +157,12 @@ class KmsInstance:
         self._limiters: dict[str, RateLimiter] = {}
         self._lock = threading.Lock()
         self._cancelled = threading.Event()
+        # Pools (keep-alive connections) and limiters unused for `idle` seconds are closed
+        # and dropped by an amortized sweep.
+        self.clock = clock
+        self._pool_used: dict[InstanceEndpoint, float] = {}
+        self._limiter_used: dict[str, float] = {}
+        self._sweep = IdleSweep(idle, clock=clock)
         self.calls = 0
 
     def cancel(self) -> None:
@@ -163,8 +172,13 @@ class KmsInstance:
     def close(self) -> None:
         with self._lock:
             pools, self._pools = list(self._pools.values()), {}
+            self._pool_used.clear()
         for pool in pools:
             pool.close()
+
+    def sizes(self) -> dict[str, int]:
+        with self._lock:
+            return {"pools": len(self._pools), "limiters": len(self._limiters)}
 
     def get_secret_value(self, key: ClientKey, endpoint: InstanceEndpoint, name: str,
                          version_id: str = "", version_stage: str = "") -> SecretValue:
@@ -212,6 +226,7 @@ class KmsInstance:
             limiter = self._limiters.get(host)
             if limiter is None:
                 limiter = self._limiters[host] = RateLimiter(self.rate)
+            self._limiter_used[host] = self.clock()
             return limiter
 
     def _pool(self, endpoint: InstanceEndpoint) -> _Pool:
@@ -219,7 +234,25 @@ class KmsInstance:
             pool = self._pools.get(endpoint)
             if pool is None:
                 pool = self._pools[endpoint] = _Pool(endpoint, *self.timeouts)
-            return pool
+            self._pool_used[endpoint] = self.clock()
+            idle = self._prune_locked()
+        for stale in idle:
+            stale.close()
+        return pool
+
+    def _prune_locked(self) -> list[_Pool]:
+        """The amortized sweep; returns the pools dropped (closed outside the lock)."""
+        cutoff = self._sweep.due()
+        if cutoff is None:
+            return []
+        dropped = []
+        for endpoint in IdleSweep.stale(self._pool_used, cutoff):
+            del self._pool_used[endpoint]
+            dropped.append(self._pools.pop(endpoint))
+        for host in IdleSweep.stale(self._limiter_used, cutoff):
+            del self._limiter_used[host]
+            self._limiters.pop(host, None)
+        return dropped
 
 
 def signed_headers(key: ClientKey, host: str, body: bytes) -> dict[str, str]:

@@ -8,7 +8,8 @@ client per (endpoint, identity), a rate limit and concurrency cap per endpoint
 (`kms.RateLimiter`), the same retry policy (`kms.retrying`) and the same error classes
 (`errors.classify(product="OOS")`). The result is the `SecretValue` the fetcher already
 consumes: `data` the decrypted value, `data_type` "text", `version_id` the parameter
-version ("1", "2", ...), no stages.
+version ("1", "2", ...), no stages. Clients and limiters unused for `idle` seconds are
+dropped as in `kms` (an amortized `IdleSweep`; `forget_identity` drops one identity's now).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from controller.alicloud.errors import FetchError, Kind, classify
-from controller.alicloud.identity import Identity, IdentityPool
+from controller.alicloud.identity import Identity, IdentityPool, IdleSweep
 from controller.alicloud.kms import CallHook, Endpoint, RateLimiter, SecretValue, retrying
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,8 @@ class Oos:
         connect_timeout_ms: int = 5000,
         read_timeout_ms: int = 10000,
         on_call: CallHook | None = None,
+        idle: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.identities = identities
         self.region = region
@@ -79,6 +83,10 @@ class Oos:
         self._limiters: dict[str, RateLimiter] = {}
         self._lock = threading.Lock()
         self._cancelled = threading.Event()
+        self.clock = clock
+        self._client_used: dict[tuple[Endpoint, Identity], float] = {}
+        self._limiter_used: dict[str, float] = {}
+        self._sweep = IdleSweep(idle, clock=clock)
         self.calls = 0
 
     def cancel(self) -> None:
@@ -88,6 +96,20 @@ class Oos:
     def close(self) -> None:
         with self._lock:
             self._clients.clear()
+            self._client_used.clear()
+
+    def forget_identity(self, identity: Identity) -> int:
+        """Drop `identity`'s clients and credentials now; returns the clients dropped."""
+        with self._lock:
+            keys = [k for k in self._clients if k[1] == identity]
+            for key in keys:
+                self._drop_client_locked(key)
+        self.identities.discard(identity)
+        return len(keys)
+
+    def sizes(self) -> dict[str, int]:
+        with self._lock:
+            return {"clients": len(self._clients), "limiters": len(self._limiters)}
 
     # ------------------------------------------------------------------ public
     def get_secret_parameter(self, identity: Identity, endpoint: Endpoint, name: str,
@@ -165,13 +187,18 @@ class Oos:
             limiter = self._limiters.get(host)
             if limiter is None:
                 limiter = self._limiters[host] = RateLimiter(self.rate)
+            self._limiter_used[host] = self.clock()
             return limiter
 
     def _client(self, identity: Identity, endpoint: Endpoint) -> tuple[Any, Any]:
         key = (endpoint, identity)
         with self._lock:
             entry = self._clients.get(key)
+            if entry is not None:
+                self._client_used[key] = self.clock()
+            self._prune_locked()
         if entry is not None:
+            self.identities.touch(identity)
             return entry
         from alibabacloud_oos20190601.client import Client
         from alibabacloud_tea_openapi.models import Config
@@ -189,7 +216,22 @@ class Oos:
                         read_timeout=self.timeouts[1])
         client = Client(config)
         with self._lock:
+            self._client_used[key] = self.clock()
             return self._clients.setdefault(key, (client, credential))
+
+    def _prune_locked(self) -> None:
+        cutoff = self._sweep.due()
+        if cutoff is None:
+            return
+        for key in IdleSweep.stale(self._client_used, cutoff):
+            self._drop_client_locked(key)
+        for host in IdleSweep.stale(self._limiter_used, cutoff):
+            del self._limiter_used[host]
+            self._limiters.pop(host, None)
+
+    def _drop_client_locked(self, key: tuple[Endpoint, Identity]) -> None:
+        self._client_used.pop(key, None)
+        self._clients.pop(key, None)
 
     def _forget(self, identity: Identity, credential: Any) -> None:
         """After an expired security token: new credentials, and clients that use them."""
@@ -198,7 +240,7 @@ class Oos:
                      identity.describe())
         with self._lock:
             for key in [k for k, v in self._clients.items() if v[1] is credential]:
-                del self._clients[key]
+                self._drop_client_locked(key)
 
 
 def _value(name: str, body: Any) -> SecretValue:

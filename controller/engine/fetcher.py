@@ -13,6 +13,7 @@ step, not one per ExternalSecret retry; a success resets it.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -32,8 +33,12 @@ class FetchRequest:
     name: str
     version_id: str = ""
     version_stage: str = ""
+    provider: str = "kms"  # kms: a KMS secret; oos: an OOS encryption parameter
 
     def describe(self) -> str:
+        if self.provider == "oos":
+            return f"OOS parameter {self.name}@{self.version_id or 'latest'} on " \
+                f"{self.endpoint.host}"
         version = self.version_id or self.version_stage or "ACSCurrent"
         return f"{self.name}@{version} on {self.endpoint.host}"
 
@@ -61,8 +66,10 @@ class _Flight:
 
 
 class Fetcher:
-    def __init__(self, reader: SecretReader, clock: Clock | None = None) -> None:
-        self.reader = reader
+    def __init__(self, reader: SecretReader, clock: Clock | None = None,
+                 readers: Mapping[str, SecretReader] | None = None) -> None:
+        self.reader = reader  # KMS; `readers` holds the other providers (oos)
+        self.readers = dict(readers or {})
         self.clock = clock or RealClock()
         self._cache: dict[FetchRequest, _Entry] = {}
         self._flights: dict[FetchRequest, _Flight] = {}
@@ -142,8 +149,12 @@ class Fetcher:
 
     def _read(self, request: FetchRequest) -> Result:
         self.reads += 1
+        reader = self.reader if request.provider == "kms" else self.readers.get(request.provider)
+        if reader is None:
+            return FetchError(Kind.CONFIG, "UnsupportedProvider",
+                              f"UnsupportedProvider: no client for provider {request.provider}")
         try:
-            return self.reader.get_secret_value(
+            return reader.get_secret_value(
                 request.identity, request.endpoint, request.name,
                 request.version_id, request.version_stage)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a classified result

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from controller import model, render
+from controller import model, render, templates
 from controller.alicloud.errors import FetchError, Kind
 from controller.engine import status as status_mod
 from controller.engine.fetcher import Fetcher, FetchRequest
@@ -72,6 +72,8 @@ class Kube(Protocol):
     def apply_secret(self, body: dict[str, Any], *, manager: str,
                      force: bool) -> dict[str, Any]: ...
     def release_fields(self, namespace: str, name: str, manager: str) -> None: ...
+    def config_map(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def read_secret_key(self, namespace: str, name: str, key: str) -> bytes | None: ...
     def apply_status(self, es: dict[str, Any], status: dict[str, Any]) -> None: ...
     def remove_finalizer(self, es: dict[str, Any], finalizer: str) -> None: ...
     def event(self, es: dict[str, Any], kind: str, reason: str, message: str) -> None: ...
@@ -89,6 +91,7 @@ class Outcome:
     reason: str = ""
     requests: frozenset[FetchRequest] = frozenset()  # the KMS reads this object depends on
     degraded: bool = False  # a transient fault while the data is still fresh (Ready stays)
+    recheck: bool = False  # sync again after `interval` (templates read ConfigMaps/Secrets)
 
 
 class Reconciler:
@@ -164,6 +167,8 @@ class Reconciler:
         used: set[FetchRequest] = set()
         try:
             outcome = self._sync(raw, es, fresh=fresh, ack_managed=ack_managed, used=used)
+            if templates.source_keys(es.spec.target.template) and outcome.interval > 0:
+                outcome = dataclasses.replace(outcome, recheck=True)
         except Exception as exc:
             log.exception("sync of ExternalSecret %s failed unexpectedly", es.qualified_name)
             outcome = self.crashed(raw, exc, interval=self.interval_of(es))
@@ -214,7 +219,10 @@ class Reconciler:
         fresh_enough: set[model.FetchKey] = set()
         fetched = self._fetch(es, interval, fresh, used, fresh_enough)
         previous, ownership = _previous(existing, es, merge)
-        result = render.render(es, fetched, previous, ownership)
+        sources = self._template_sources(es)
+        meta = (existing or {}).get("metadata", {})
+        result = render.render(es, fetched, previous, ownership, sources,
+                               (meta.get("labels") or {}, meta.get("annotations") or {}))
         for value in result.data.values():  # derived values too (jmesPath, extract): redacted
             self.on_value(value)
         entries = [status_mod.EntryStatus(e.entry_id, e.secret_name, e.version_id,
@@ -280,7 +288,8 @@ class Reconciler:
             stage = "" if not entry.version_id and entry.version_stage in ("", "ACSCurrent") \
                 else entry.version_stage
             request = FetchRequest(source.identity, source.endpoint, entry.key,
-                                   entry.version_id, stage)
+                                   entry.version_id, stage,
+                                   provider=source.provider or es.spec.provider)
             requests.add(request)
             value = self.fetcher.fetch(request, max_age, fresh=fresh)
             if isinstance(value, FetchError):
@@ -297,6 +306,23 @@ class Reconciler:
             else:
                 out[key] = render.FetchedValue(value.data, render.DataType.TEXT,
                                                value.version_id)
+        return out
+
+    def _template_sources(self, es: model.ExternalSecret) -> dict[templates.SourceKey,
+                                                                   str | None]:
+        """The texts of templateFrom's ConfigMap and Secret keys, in the ExternalSecret's own
+        namespace (None: missing). Read at each sync; an ExternalSecret with such sources
+        is re-synced every interval (Outcome.recheck), so an edit reaches the Secret."""
+        out: dict[templates.SourceKey, str | None] = {}
+        for kind, name, key in templates.source_keys(es.spec.target.template):
+            if kind == "configMap":
+                cm = self.kube.config_map(es.namespace, name)
+                value = ((cm or {}).get("data") or {}).get(key)
+                out[(kind, name, key)] = value if isinstance(value, str) else None
+            else:
+                raw = self.kube.read_secret_key(es.namespace, name, key)
+                out[(kind, name, key)] = None if raw is None else raw.decode(
+                    "utf-8", "surrogateescape")
         return out
 
     # ---------------------------------------------------------------- write
@@ -348,7 +374,7 @@ class Reconciler:
         elif len(reasons) == 1 and next(iter(reasons)) in (
                 "StoreNotFound", "CrossNamespaceRefused", "InvalidStore", "NoCredentials",
                 "CredentialsNotFound", "StoreNotAllowed", "ControllerIdentityRefused",
-                "EndpointRefused", "UnsupportedStore"):
+                "EndpointRefused", "UnsupportedStore", "InsecureTLSRefused"):
             reason = next(iter(reasons))
         else:
             reason = FETCH_FAILED
@@ -501,17 +527,20 @@ def _secret_body(es: model.ExternalSecret, result: render.RenderResult,
     owner = target.creation_policy == model.CreationPolicy.OWNER and \
         target.deletion_policy == model.DeletionPolicy.DELETE
     keys = render.ownership_to_json(result.ownership)
+    wanted_labels = target.template.labels if result.labels is None else result.labels
+    wanted_annotations = target.template.annotations if result.annotations is None \
+        else result.annotations
     if merge:
         # Nothing that claims the Secret: no managed-by label, no ownerReference, no type;
         # only this ExternalSecret's own annotations and the label that lets us watch it.
-        labels = {**target.template.labels, MERGE_TARGET: "true"}
-        annotations = {**target.template.annotations,
+        labels = {**wanted_labels, MERGE_TARGET: "true"}
+        annotations = {**wanted_annotations,
                        merge_annotation(es.uid, "external-secret"): es.name,
                        merge_annotation(es.uid, "owned-keys"): keys}
         hash_key = merge_annotation(es.uid, "content-hash")
     else:
-        labels = {**target.template.labels, MANAGED_BY: MANAGER}
-        annotations = {**target.template.annotations, SOURCE: es.name, KEYS: keys,
+        labels = {**wanted_labels, MANAGED_BY: MANAGER}
+        annotations = {**wanted_annotations, SOURCE: es.name, KEYS: keys,
                        OWNER_UID: es.uid}
         hash_key = HASH
     secret_type = "" if merge else es.spec.secret_type

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from controller import model
 from controller.alicloud.identity import (
     ACCESS_KEY,
+    CLIENT_KEY,
     ECS_RAM_ROLE,
     OIDC_ROLE_ARN,
     RAM_ROLE_ARN,
@@ -59,6 +60,7 @@ class SecretReader(Protocol):
 class Source:
     identity: Identity
     endpoint: Endpoint
+    provider: str = ""  # "" : the ExternalSecret's provider; "dkms": a KMS instance client key
 
 
 StoreGetter = Callable[[model.StoreKind, str, str], dict[str, Any] | None]
@@ -83,6 +85,7 @@ class StoreResolver:
         namespace_labels: NamespaceLabels,
         sa_token_file: Callable[[model.ServiceAccountRef, str], tuple[str, str]] | None = None,
         on_credential: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.stores = stores
@@ -92,45 +95,97 @@ class StoreResolver:
         self.sa_token_file = sa_token_file
         # Told every credential value read, so logs can redact it.
         self.on_credential = on_credential or (lambda _value: None)
+        # (store uid, resourceVersion) -> (when resolved, identity); an entry is used for
+        # CREDENTIAL_TTL seconds, and swept (amortized, at most once per TTL) after that, so
+        # old resourceVersions and deleted stores do not stay.
         self._cache: dict[tuple[str, str], tuple[float, Source]] = {}
+        self._swept = 0.0
+        self.clock = clock
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ public
     def resolve(self, es: model.ExternalSecret, entry: model.DataEntry) -> Source:
         ref = entry.store_ref
+        oos = es.spec.provider == model.OOS_PROVIDER
         if ref is None:
             self._may_use_controller_identity(
                 es.namespace, f"{entry.spec_field} has no secretStoreRef, so it")
             identity = self._controller_identity()
+            if oos:
+                return Source(identity, self._oos_endpoint())
             return Source(identity, self._endpoint(entry, None, "", None))
         raw = self._store_object(es, entry, ref)
         store = self._parse(raw, ref)
         if isinstance(store, model.ClusterSecretStore):
             self._cluster_store_admits(store, es, entry)
+        if oos:
+            return self._oos_source(es, store)
         if store.kms is None:
             raise StoreProblem("InvalidStore", f"{_store_name(ref)} has no KMS provider")
         if store.kms.dedicated is not None:
-            raise StoreProblem(
-                "UnsupportedStore",
-                f"{_store_name(ref)}: spec.KMS.dedicatedKMSAuth (a KMS instance reached with an "
-                "application access point's client key) is not supported by this release; it "
-                "is refused rather than read with another identity. Use KMSAuth with "
-                "spec.KMS.endpoint <instance>.cryptoservice.kms.aliyuncs.com and spec.KMS.ca")
-        cache_key = (store.uid, store.resource_version)
-        with self._lock:
-            hit = self._cache.get(cache_key)
-        if hit is not None and time.monotonic() - hit[0] < CREDENTIAL_TTL:
-            identity = hit[1].identity
-        else:
-            identity = self._store_identity(store, store.kms.auth)
-            with self._lock:
-                self._cache[cache_key] = (time.monotonic(),
-                                          Source(identity, Endpoint("")))
+            return self._dedicated_source(store, store.kms.dedicated)
+        identity = self._identity_of(store, store.kms.auth)
         if identity.borrowed and store.kind == model.StoreKind.SECRET_STORE:
             self._may_use_controller_identity(
                 es.namespace, f"{_store_name(ref)} names no credentials of its own, so it")
         ca = self._ca(store)
         return Source(identity, self._endpoint(entry, store.kms, ca, store))
+
+    def _oos_source(self, es: model.ExternalSecret, store: model.SecretStore) -> Source:
+        """provider: oos reads OOS encryption parameters with the identity of the store's
+        spec.OOS.OOSAuth (the same fields and priority as KMSAuth)."""
+        if store.oos is None:
+            raise StoreProblem(
+                "InvalidStore",
+                f"{_store_name(store.ref)} has no OOS provider, but the ExternalSecret's "
+                "spec.provider is oos; use a store with spec.OOS.OOSAuth, or provider: kms")
+        identity = self._identity_of(store, store.oos.auth)
+        if identity.borrowed and store.kind == model.StoreKind.SECRET_STORE:
+            self._may_use_controller_identity(
+                es.namespace, f"{_store_name(store.ref)} names no credentials of its own, so it")
+        return Source(identity, self._oos_endpoint())
+
+    def _dedicated_source(self, store: model.SecretStore,
+                          auth: model.DedicatedKMSAuth) -> Source:
+        """dedicatedKMSAuth: the KMS instance's endpoint and CA, the client key's content and
+        password from the store's Secrets; ignoreSSL only with the operator's flag."""
+        where = _store_name(store.ref)
+        field = "spec.KMS.dedicatedKMSAuth"
+        if auth.protocol.lower() != "https":
+            raise StoreProblem("EndpointRefused", f"{where}: {field}.protocol is "
+                               f"{auth.protocol[:10]!r}; KMS instances are reached over https")
+        if auth.ignore_ssl and not self.settings.allow_insecure_kms_instance_tls:
+            raise StoreProblem(
+                "InsecureTLSRefused",
+                f"{where}: {field}.ignoreSSL is true, which turns off TLS verification of the "
+                "KMS instance; give its CA in dedicatedKMSAuth.ca instead, or ask the cluster "
+                "admin to start the controller with --allow-insecure-kms-instance-tls")
+        host, _protocol = split_endpoint(auth.endpoint, "https")
+        self._check_endpoint(host, "https", f"{where}: {field}.endpoint")
+        content = self._secret_value(store, "clientKeyContent", auth.client_key_content,
+                                     path=f"{field}.clientKeyContent")
+        password = self._secret_value(store, "password", auth.password,
+                                      path=f"{field}.password")
+        identity = Identity(CLIENT_KEY, client_key_content=content,
+                            client_key_password=password, source=where)
+        return Source(identity, Endpoint(host=host, protocol="https", ca_pem=auth.ca,
+                                         insecure=auth.ignore_ssl), provider="dkms")
+
+    def _oos_endpoint(self) -> Endpoint:
+        host, protocol = split_endpoint(self.settings.default_oos_endpoint(),
+                                        self.settings.kms_protocol)
+        return Endpoint(host=host, protocol=protocol)
+
+    def _identity_of(self, store: model.SecretStore, auth: model.KMSAuth | None) -> Identity:
+        """The store's identity, cached for CREDENTIAL_TTL per store version."""
+        cache_key = (store.uid, store.resource_version)
+        with self._lock:
+            hit = self._cache.get(cache_key)
+        if hit is not None and self.clock() - hit[0] < CREDENTIAL_TTL:
+            return hit[1].identity
+        identity = self._store_identity(store, auth)
+        self._remember(cache_key, identity)
+        return identity
 
     def _cluster_store_admits(self, store: model.ClusterSecretStore,
                               es: model.ExternalSecret, entry: model.DataEntry) -> None:
@@ -160,6 +215,20 @@ class StoreResolver:
     def invalidate(self) -> None:
         with self._lock:
             self._cache.clear()
+
+    def cached(self) -> int:
+        with self._lock:
+            return len(self._cache)
+
+    def _remember(self, key: tuple[str, str], identity: Identity) -> None:
+        now = self.clock()
+        with self._lock:
+            self._cache[key] = (now, Source(identity, Endpoint("")))
+            if now - self._swept < CREDENTIAL_TTL:
+                return
+            self._swept = now
+            for old in [k for k, (at, _s) in self._cache.items() if now - at >= CREDENTIAL_TTL]:
+                del self._cache[old]
 
     # ------------------------------------------------------------- the store
     def _store_object(
@@ -306,21 +375,21 @@ class StoreResolver:
                         **{**common, "source": f"{where}, ServiceAccount {namespace}/{ref.name}"})
 
     def _secret_value(self, store: model.SecretStore, field: str,
-                      ref: model.SecretRef | None) -> str:
+                      ref: model.SecretRef | None, *, path: str = "") -> str:
         where = _store_name(store.ref)
+        path = path or f"spec.KMS.KMSAuth.{field}"
         if ref is None:
             raise StoreProblem(
                 "InvalidStore",
-                f"{where}: spec.KMS.KMSAuth.{field} is missing; set both accessKey and "
-                "accessKeySecret")
+                f"{where}: {path} is missing; set both accessKey and accessKeySecret")
         namespace = ref.namespace or store.namespace
-        self._same_namespace(store, namespace, f"spec.KMS.KMSAuth.{field} refers to Secret "
+        self._same_namespace(store, namespace, f"{path} refers to Secret "
                              f"{namespace}/{ref.name}", "move it")
         value = self.secrets.read_secret_key(namespace, ref.name, ref.key)
         if value is None:
             raise StoreProblem(
                 "CredentialsNotFound",
-                f"{where}: spec.KMS.KMSAuth.{field} refers to key {ref.key} of Secret "
+                f"{where}: {path} refers to key {ref.key} of Secret "
                 f"{namespace}/{ref.name}, which does not exist; create it or fix the reference")
         text = value.decode().strip()
         self.on_credential(text)

@@ -24,6 +24,7 @@ from typing import Any
 from controller.kube.events import EventRecorder
 from controller.kube.informer import Informer, Key
 from controller.kube.rest import (
+    CONFIG_MAPS,
     EXTERNAL_SECRETS,
     NAMESPACES,
     SECRET_STORES,
@@ -66,7 +67,11 @@ class KubeAccess:
         self._written: OrderedDict[Key, tuple[str, ...]] = OrderedDict()
         self._written_max = written_max
         self._watching_deletes: set[int] = set()  # id() of the Secret informers subscribed
+        # namespace -> (when read, labels); entries older than the TTL are swept (amortized,
+        # at most once per TTL), so deleted namespaces do not stay.
         self._ns_labels: dict[str, tuple[float, dict[str, str]]] = {}
+        self._ns_swept = 0.0
+        self.clock: Callable[[], float] = time.monotonic
         self._lock = threading.Lock()
 
     # -------------------------------------------------------------- reads
@@ -90,6 +95,10 @@ class KubeAccess:
         # Not managed by us (or not yet in the cache): ask the apiserver.
         return self._get(SECRETS.path(namespace, name))
 
+    def config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A ConfigMap of templateFrom (read when a sync needs it; not watched)."""
+        return self._get(CONFIG_MAPS.path(namespace, name))
+
     def read_secret_key(self, namespace: str, name: str, key: str) -> bytes | None:
         secret = self._get(SECRETS.path(namespace, name))
         if secret is None:
@@ -103,7 +112,7 @@ class KubeAccess:
             return None
 
     def namespace_labels(self, namespace: str) -> dict[str, str]:
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             hit = self._ns_labels.get(namespace)
         if hit is not None and now - hit[0] < NAMESPACE_TTL:
@@ -112,7 +121,16 @@ class KubeAccess:
         labels = dict(obj.get("metadata", {}).get("labels") or {})
         with self._lock:
             self._ns_labels[namespace] = (now, labels)
+            if now - self._ns_swept >= NAMESPACE_TTL:
+                self._ns_swept = now
+                for name in [n for n, (at, _l) in self._ns_labels.items()
+                             if now - at >= NAMESPACE_TTL]:
+                    del self._ns_labels[name]
         return labels
+
+    def namespace_labels_cached(self) -> int:
+        with self._lock:
+            return len(self._ns_labels)
 
     def is_own_write(self, secret: dict[str, Any]) -> bool:
         """Whether `secret` holds exactly what our last write of it put there (its watch

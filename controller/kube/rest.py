@@ -49,7 +49,11 @@ SECRET_STORES = Resource("SecretStore", GROUP, "v1alpha1", "secretstores")
 CLUSTER_SECRET_STORES = Resource(
     "ClusterSecretStore", GROUP, "v1alpha1", "clustersecretstores", namespaced=False
 )
+CLUSTER_EXTERNAL_SECRETS = Resource(
+    "ClusterExternalSecret", GROUP, "v1alpha1", "clusterexternalsecrets", namespaced=False
+)
 SECRETS = Resource("Secret", "", "v1", "secrets")
+CONFIG_MAPS = Resource("ConfigMap", "", "v1", "configmaps")
 NAMESPACES = Resource("Namespace", "", "v1", "namespaces", namespaced=False)
 SERVICE_ACCOUNTS = Resource("ServiceAccount", "", "v1", "serviceaccounts")
 EVENTS = Resource("Event", "", "v1", "events")

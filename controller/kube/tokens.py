@@ -12,6 +12,12 @@ atomically, so a reader never sees half a token. Each token is minted again when
 lifetime has passed: on use, and by a background thread, because KMS polls reuse an identity
 without asking for the file again. Needs RBAC: `get` on serviceaccounts and `create` on
 serviceaccounts/token.
+
+Who prunes the tokens: the refresher. A token that nobody asked for within `idle` seconds
+and whose file no live identity reads any more (`in_use`, e.g.
+`IdentityPool.token_file_in_use`) is no longer re-minted: it is forgotten and its file
+removed. Without `in_use` the reader of a file is unknown (KMS polls reuse the identity
+without asking here), so every token is kept and renewed, as before.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ log = logging.getLogger(__name__)
 ROLE_ARN_ANNOTATION = "ack.alibabacloud.com/role-arn"
 DEFAULT_AUDIENCE = "sts.aliyuncs.com"
 TOKEN_SECONDS = 3600  # what we ask for; the apiserver refuses less than 600
+TOKEN_IDLE = 600.0  # a token asked for this recently is kept even if no identity reads it yet
 
 
 class TokenProblem(Exception):
@@ -71,15 +78,20 @@ class ServiceAccountTokens:
     def __init__(self, rest: Rest, *, seconds: int = TOKEN_SECONDS,
                  directory: str | None = None, clock: Callable[[], float] = time.time,
                  on_token: Callable[[str], None] | None = None,
-                 refresh_every: float = 60.0) -> None:
+                 refresh_every: float = 60.0,
+                 in_use: Callable[[str], bool] | None = None,
+                 idle: float | None = None) -> None:
         self.rest = rest
         self.seconds = seconds
         self.clock = clock
         self.on_token = on_token or (lambda _token: None)
         self.refresh_every = refresh_every
+        self.in_use = in_use
+        self.idle = TOKEN_IDLE if idle is None else idle
         self._directory = directory or ""  # made on first use: no token, no temp dir
         self._cleanup: weakref.finalize[Any, Any] | None = None
         self._tokens: dict[tuple[str, str, tuple[str, ...]], _Token] = {}
+        self._asked: dict[tuple[str, str, tuple[str, ...]], float] = {}  # last request (clock)
         self._lock = threading.Lock()  # guards _tokens; minting is serialised under it
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -104,15 +116,26 @@ class ServiceAccountTokens:
             if token is None or token.due(self.clock()):
                 token = self._mint(namespace, ref.name, audiences)
                 self._tokens[key] = token
+            self._asked[key] = self.clock()
         self._start_refresher()
         return token.path, role_arn
 
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._tokens)
+
     def refresh_due(self) -> int:
         """Mint again every token past half its lifetime; returns how many were minted.
-        A ServiceAccount that is gone is forgotten (and its file removed)."""
+        A ServiceAccount that is gone, or a token no longer used (see the module docstring),
+        is forgotten (and its file removed)."""
         minted = 0
         with self._lock:
             for key, token in list(self._tokens.items()):
+                if self._unused(key, token):
+                    log.debug("forgetting the unused token of ServiceAccount %s/%s",
+                              token.namespace, token.name)
+                    self._drop(key, token)
+                    continue
                 if not token.due(self.clock()):
                     continue
                 try:
@@ -122,8 +145,7 @@ class ServiceAccountTokens:
                     log.warning("could not renew the token of ServiceAccount %s/%s: %s",
                                 token.namespace, token.name, problem)
                     if problem.reason == "CredentialsNotFound":
-                        del self._tokens[key]
-                        _remove(token.path)
+                        self._drop(key, token)
         return minted
 
     def close(self) -> None:
@@ -134,6 +156,18 @@ class ServiceAccountTokens:
             self._cleanup()
 
     # ------------------------------------------------------------------ private
+    def _unused(self, key: tuple[str, str, tuple[str, ...]], token: _Token) -> bool:
+        if self.in_use is None:
+            return False
+        if self.clock() - self._asked.get(key, token.issued) < self.idle:
+            return False
+        return not self.in_use(token.path)
+
+    def _drop(self, key: tuple[str, str, tuple[str, ...]], token: _Token) -> None:
+        self._tokens.pop(key, None)
+        self._asked.pop(key, None)
+        _remove(token.path)
+
     def _role_arn(self, namespace: str, name: str) -> str:
         try:
             sa = self.rest.get(SERVICE_ACCOUNTS.path(namespace, name))

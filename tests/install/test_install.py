@@ -53,7 +53,8 @@ def test_install_upgrade_uninstall(
         assert exists(k, *obj, "-n", namespace), obj
     assert exists(k, "clusterrole", cluster_name)
     assert exists(k, "clusterrolebinding", cluster_name)
-    for crd in ("externalsecrets", "secretstores", "clustersecretstores"):
+    for crd in ("externalsecrets", "secretstores", "clustersecretstores",
+                "clusterexternalsecrets"):
         assert exists(k, "crd", f"{crd}.alibabacloud.com")
     args = container_args(k, namespace, full)
     assert "--leader-elect" in args and "--polling-interval=120s" in args
@@ -113,28 +114,42 @@ ALLOWED = [
     ("get", "serviceaccounts", ["-n", "default"]),
     ("create", "serviceaccounts", ["--subresource=token", "-n", "default"]),
     ("get", "namespaces", []),
+    ("get", "configmaps", ["-n", "default"]),  # templateFrom
+    # ClusterExternalSecrets (crds.createClusterExternalSecret, default true)
+    ("list", "clusterexternalsecrets.alibabacloud.com", []),
+    ("watch", "clusterexternalsecrets.alibabacloud.com", []),
+    ("patch", "clusterexternalsecrets.alibabacloud.com", ["--subresource=status"]),
+    ("list", "namespaces", []),
+    ("watch", "namespaces", []),
+    ("get", "externalsecrets.alibabacloud.com", ["-n", "default"]),
+    ("create", "externalsecrets.alibabacloud.com", ["-n", "default"]),
+    ("delete", "externalsecrets.alibabacloud.com", ["-n", "default"]),
     ("create", "leases.coordination.k8s.io", ["-n", "{ns}"]),
     ("get", "leases.coordination.k8s.io/{lease}", ["-n", "{ns}"]),
     ("update", "leases.coordination.k8s.io/{lease}", ["-n", "{ns}"]),
 ]
 DENIED = [
     # Verbs the controller never uses (tests/install/test_rbac_audit.py proves it).
-    ("get", "externalsecrets.alibabacloud.com", ["-A"]),
     ("update", "externalsecrets.alibabacloud.com", ["-n", "default"]),
+    ("deletecollection", "externalsecrets.alibabacloud.com", ["-n", "default"]),
+    ("get", "clusterexternalsecrets.alibabacloud.com", []),
+    ("create", "clusterexternalsecrets.alibabacloud.com", []),
+    ("patch", "clusterexternalsecrets.alibabacloud.com", []),
+    ("update", "clusterexternalsecrets.alibabacloud.com", []),
+    ("delete", "clusterexternalsecrets.alibabacloud.com", []),
+    ("update", "clusterexternalsecrets.alibabacloud.com", ["--subresource=status"]),
+    ("patch", "namespaces", []),
     ("get", "externalsecrets.alibabacloud.com", ["--subresource=status", "-n", "default"]),
     ("update", "externalsecrets.alibabacloud.com", ["--subresource=status", "-n", "default"]),
     ("update", "secrets", ["-n", "default"]),
     ("patch", "events", ["-n", "default"]),
-    ("list", "namespaces", []),
-    ("watch", "namespaces", []),
     ("delete", "secrets", ["-n", "default"]),
     ("deletecollection", "secrets", ["-n", "default"]),
     ("list", "pods", ["-A"]),
-    ("get", "configmaps", ["-n", "default"]),
+    ("list", "configmaps", ["-A"]),  # templateFrom reads one by name: get only
+    ("watch", "configmaps", ["-n", "default"]),
     ("create", "customresourcedefinitions.apiextensions.k8s.io", []),
     ("update", "customresourcedefinitions.apiextensions.k8s.io", []),
-    ("create", "externalsecrets.alibabacloud.com", ["-n", "default"]),
-    ("delete", "externalsecrets.alibabacloud.com", ["-n", "default"]),
     ("update", "secretstores.alibabacloud.com", ["-n", "default"]),
     ("delete", "clustersecretstores.alibabacloud.com", []),
     ("list", "serviceaccounts", ["-A"]),
@@ -185,3 +200,21 @@ def test_rbac_create_false_grants_nothing(
                               subject, check=False)
     assert proc.stdout.strip() == "no"
     assert not exists(on_cluster, "clusterrole", f"{name}-{FULL}:{namespace}")
+
+
+def test_create_cluster_external_secret_false_grants_none_of_its_rules(
+    on_cluster: Helm, namespace: str, release: Callable[..., str]
+) -> None:
+    name = release(namespace, *set_args({"crds.createClusterExternalSecret": "false"}))
+    subject = f"--as=system:serviceaccount:{namespace}:{name}-{FULL}"
+    for verb, resource, extra in [
+            ("list", "clusterexternalsecrets.alibabacloud.com", []),
+            ("patch", "clusterexternalsecrets.alibabacloud.com", ["--subresource=status"]),
+            ("list", "namespaces", []),
+            ("create", "externalsecrets.alibabacloud.com", ["-n", "default"]),
+            ("delete", "externalsecrets.alibabacloud.com", ["-n", "default"])]:
+        proc = on_cluster.kubectl("auth", "can-i", verb, resource, *extra, subject, check=False)
+        assert proc.stdout.strip() == "no", (verb, resource)
+    proc = on_cluster.kubectl("auth", "can-i", "list", "externalsecrets.alibabacloud.com", "-A",
+                              subject, check=False)
+    assert proc.stdout.strip() == "yes"

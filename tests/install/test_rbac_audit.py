@@ -5,8 +5,9 @@ at Metadata level). The chart is installed, and the controller runs as the chart
 ServiceAccount with the rendered args (as tests/install/test_e2e.py does) through a workload
 that takes every path that talks to the API: an AccessKey SecretStore, a ClusterSecretStore
 whose credentials live in another namespace, per-ServiceAccount RRSA (token minting),
-ack-secret-manager's finalizer, status, Events, leader election with a Lease, and a clean
-stop that releases it. Then every (verb, resource, subresource, namespace) the
+ack-secret-manager's finalizer, status, Events, a ClusterExternalSecret (its ExternalSecret
+created, then renamed: the old one deleted), leader election with a Lease, and a clean stop
+that releases it. Then every (verb, resource, subresource, namespace) the
 ServiceAccount used is read from the audit log and compared with what the chart granted:
 the test fails when the chart grants a verb that was never used, or when the controller used
 (or was refused) one that is not granted. Both RBAC layouts are checked: cluster-wide, and
@@ -209,16 +210,58 @@ def create_workload(admin: Any, cloud: FakeCloud, cluster: ControlPlane, s: Setu
         create("externalsecrets", {"kind": "ExternalSecret", "metadata": {"name": name},
                                    "spec": {"data": [{"key": "db-password", "name": "pw",
                                                       "secretStoreRef": ref}]}})
+    # templateFrom: a ConfigMap of the workload namespace (the "get configmaps" grant).
+    core.create_namespaced_config_map(s.workload, {
+        "metadata": {"name": "templates"}, "data": {"dsn": "db://{{ .pw }}"}})
+    create("externalsecrets", {"kind": "ExternalSecret", "metadata": {"name": "templated"},
+                               "spec": {"data": [{"key": "db-password", "name": "pw",
+                                                  "secretStoreRef": refs["ak"]}],
+                                        "target": {"template": {"templateFrom": [{
+                                            "configMap": {"name": "templates",
+                                                          "items": [{"key": "dsn"}]}}]}}}})
     create("externalsecrets", {"kind": "ExternalSecret", "metadata": {
         "name": "legacy", "finalizers": [ACK_FINALIZER]},
         "spec": {"data": [{"key": "db-password", "name": "pw", "secretStoreRef": refs["ak"]}]}})
+    objs.create_cluster_custom_object(GROUP, VERSION, "clusterexternalsecrets", {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "ClusterExternalSecret",
+        "metadata": {"name": f"stamped-{s.workload}"},
+        "spec": {"externalSecretName": "from-ces",
+                 "conditions": [{"namespaces": [s.workload]}],
+                 "externalSecretSpec": {"data": [{"key": "db-password", "name": "pw",
+                                                  "secretStoreRef": refs["ak"]}]}}})
+
+
+def cluster_external_secret_renamed(admin: Any, s: Setup) -> None:
+    """The ClusterExternalSecret's ExternalSecret exists; rename it, so the old one is deleted
+    (the delete verb) and a new one created."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    objs: Any = client.CustomObjectsApi(admin)
+
+    def exists(name: str) -> bool:
+        try:
+            objs.get_namespaced_custom_object(GROUP, VERSION, s.workload, "externalsecrets",
+                                              name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    wait_for(lambda: exists("from-ces"), what="the ClusterExternalSecret's ExternalSecret")
+    objs.patch_cluster_custom_object(GROUP, VERSION, "clusterexternalsecrets",
+                                     f"stamped-{s.workload}",
+                                     {"spec": {"externalSecretName": "from-ces-2"}})
+    wait_for(lambda: exists("from-ces-2") and not exists("from-ces"),
+             what="the renamed ExternalSecret, the old one deleted")
 
 
 def workload_done(admin: Any, s: Setup) -> bool:
     from kubernetes import client
 
     objs: Any = client.CustomObjectsApi(admin)
-    for name in ("ak", "sa", "shared", "shared-sa", "legacy"):
+    for name in ("ak", "sa", "shared", "shared-sa", "legacy", "templated"):
         es = objs.get_namespaced_custom_object(GROUP, VERSION, s.workload, "externalsecrets",
                                                name)
         conditions = (es.get("status") or {}).get("conditions") or []
@@ -287,6 +330,7 @@ def test_the_chart_grants_exactly_what_the_controller_uses(
 
             try:
                 wait_for(done, timeout=60, what="every ExternalSecret Ready")
+                cluster_external_secret_renamed(admin, s)
             except AssertionError as exc:
                 raise AssertionError(f"{exc}\n{log_path.read_text()[-4000:]}") from None
             proc.send_signal(signal.SIGTERM)  # the stop releases the Lease: an update

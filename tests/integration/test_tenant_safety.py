@@ -262,26 +262,41 @@ def test_an_allowed_http_endpoint_works_when_the_operator_says_so(
     wait_for(lambda: k8s.secret_data(namespace, "app") == {"db": "pw"}, what="synced")
 
 
-def test_a_dedicated_kms_auth_store_is_refused_not_run_as_another_identity(
+def _dkms_store(k8s: K8s, cloud: FakeCloud, ns: str, name: str, password: str,
+                **extra: Any) -> None:
+    key = cloud.dkms.create_client_key("app", "client-key-password")
+    k8s.core.create_namespaced_secret(ns, {"metadata": {"name": f"{name}-key"}, "stringData": {
+        "content": key.content, "password": password}})
+    k8s.create(ns, "secretstores", {"kind": "SecretStore", "metadata": {"name": name},
+                                    "spec": {"KMS": {"dedicatedKMSAuth": {
+                                        "protocol": "https", "endpoint": cloud.dkms_endpoint,
+                                        "ca": cloud.ca_pem, "ignoreSSL": False,
+                                        "clientKeyContent": {"name": f"{name}-key",
+                                                             "key": "content"},
+                                        "password": {"name": f"{name}-key", "key": "password"},
+                                        **extra}}}})
+
+
+def test_a_dedicated_kms_auth_store_reads_with_its_client_key_never_another_identity(
     k8s: K8s, cloud: FakeCloud, namespace: str, start_controller: Callable[..., Any],
 ) -> None:
-    cloud.put_secret("db", "pw")
-    k8s.core.create_namespaced_secret(namespace, {"metadata": {"name": "client-key"},
-                                                  "stringData": {"key": "{}", "pw": "x"}})
-    k8s.create(namespace, "secretstores", {"kind": "SecretStore", "metadata": {"name": "dkms"},
-                                           "spec": {"KMS": {"dedicatedKMSAuth": {
-                                               "protocol": "https",
-                                               "endpoint": "kst-1.cryptoservice.kms.aliyuncs.com",
-                                               "ca": "", "ignoreSSL": False,
-                                               "clientKeyContent": {"name": "client-key",
-                                                                    "key": "key"},
-                                               "password": {"name": "client-key",
-                                                            "key": "pw"}}}}})
+    """ack v0.5's dedicatedKMSAuth: before, parsed and ignored (read as the controller's own
+    identity on the shared endpoint, reported Ready)."""
+    cloud.put_secret("db", "from-the-instance")
+    _dkms_store(k8s, cloud, namespace, "dkms", "client-key-password")
+    _dkms_store(k8s, cloud, namespace, "wrong-password", "not-it")
+    _dkms_store(k8s, cloud, namespace, "insecure", "client-key-password", ignoreSSL=True)
     start_controller("--kms-endpoint", cloud.kms_endpoint, "--polling-interval", "1h",
+                     "--allowed-endpoints", "127.0.0.1",
                      env={"ACCESS_KEY_ID": AK_ID, "SECRET_ACCESS_KEY": AK_SECRET})
-    k8s.create(namespace, "externalsecrets", _es("app", "db", store="dkms"))
-    _reason_is(k8s, namespace, "app", "UnsupportedStore", "dedicatedKMSAuth",
-               f"SecretStore {namespace}/dkms")
-    assert cloud.calls("GetSecretValue") == 0
-    assert k8s.secret(namespace, "app") is None
-
+    for name in ("dkms", "wrong-password", "insecure"):
+        k8s.create(namespace, "externalsecrets", _es(name, "db", store=name))
+    wait_for(lambda: k8s.secret_data(namespace, "dkms") == {"db": "from-the-instance"},
+             what="read from the KMS instance with the client key")
+    assert cloud.calls("GetSecretValue", service="kms") == 0  # never the shared gateway
+    _reason_is(k8s, namespace, "wrong-password", "FetchFailed", "ClientKeyPasswordWrong",
+               f"SecretStore {namespace}/wrong-password")
+    _reason_is(k8s, namespace, "insecure", "InsecureTLSRefused", "ignoreSSL",
+               "--allow-insecure-kms-instance-tls")
+    for name in ("wrong-password", "insecure"):
+        assert k8s.secret(namespace, name) is None

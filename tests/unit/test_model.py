@@ -19,7 +19,6 @@ from controller.model import (
     SpecError,
     StoreKind,
     StoreRef,
-    UnsupportedSpecError,
     compile_go_regexp,
     key_name_problem,
     parse_cluster_secret_store,
@@ -213,7 +212,9 @@ def test_target_and_template() -> None:
     assert target.deletion_policy is DeletionPolicy.RETAIN
     assert target.template.labels == {"a": "1"}
     assert target.template.annotations == {"b": "2"}
-    assert target.template.extra == {"engineVersion": "v2", "data": {"x": "{{ .k }}"}}
+    assert target.template.data == {"x": "{{ .k }}"}  # rendered now (docs/templates.md)
+    assert target.template.extra == {}
+    assert target.template.templated and target.template.merge_policy == "Replace"
     assert es.spec.secret_type == "kubernetes.io/tls"
 
 
@@ -256,7 +257,7 @@ def test_unknown_fields_and_empty_data_process_are_harmless() -> None:
                            "replaceRule": [{"source": "(", "target": ""}]}]},
          "spec.dataProcess[0].replaceRule[0].source"),
         ({"dataProcess": [{"extract": {"key": "k"},
-                           "replaceRule": [{"source": r"\pL", "target": ""}]}]},
+                           "replaceRule": [{"source": "a**", "target": ""}]}]},
          "spec.dataProcess[0].replaceRule[0].source"),
         ({"target": {"creationPolicy": "Always"}}, "spec.target.creationPolicy"),
         ({"target": {"deletionPolicy": "Keep"}}, "spec.target.deletionPolicy"),
@@ -300,11 +301,14 @@ def test_all_problems_are_collected() -> None:
     assert "(2 more: spec.data[1].jmesPath[0].path, spec.target.deletionPolicy)" in str(error)
 
 
-def test_oos_provider_is_unsupported() -> None:
-    error = spec_error(external_secret({"provider": "oos", "data": [{"key": "k"}]}))
-    assert isinstance(error, UnsupportedSpecError)
-    assert error.field == "spec.provider"
-    assert "oos" in str(error)
+def test_oos_provider_reads_parameters_without_stages() -> None:
+    es = parse_external_secret(external_secret({"provider": "oos", "data": [
+        {"key": "my-param", "versionId": "2", "secretStoreRef": {"name": "oos"}}]}))
+    assert es.spec.provider == "oos"
+    assert (es.spec.data[0].key, es.spec.data[0].version_id) == ("my-param", "2")
+    error = spec_error(external_secret({"provider": "oos", "data": [
+        {"key": "p", "versionStage": "ACSCurrent"}]}))
+    assert error.field == "spec.data[0].versionStage" and "OOS" in str(error)
 
 
 # ---------------------------------------------------------------- durations, key names, regexps
@@ -356,10 +360,29 @@ def test_go_regexp_translation(go_pattern: str, text: str, matched: str | None) 
     assert (found.group(0) if found else None) == matched
 
 
-@pytest.mark.parametrize("go_pattern", [r"\p{Greek}", r"(?U)a+", "(", r"[[:nope:]]", "a(?i)b"])
-def test_go_regexp_refuses_what_it_cannot_honour(go_pattern: str) -> None:
+@pytest.mark.parametrize("go_pattern", ["(", r"[[:nope:]]", "a{2,1}", r"\8"])
+def test_go_regexp_refuses_what_re2_refuses(go_pattern: str) -> None:
     with pytest.raises(ValueError):
         compile_go_regexp(go_pattern)
+
+
+@pytest.mark.parametrize(("go_pattern", "text", "matched"), [
+    (r"\p{Greek}+", "abc αβγ", "αβγ"), (r"(?U)a+", "aaa", "a"), ("a(?i)b", "aB", "aB")])
+def test_go_regexp_is_re2_itself(go_pattern: str, text: str, matched: str) -> None:
+    found = compile_go_regexp(go_pattern).search(text)
+    assert found is not None and found.group(0) == matched
+
+
+def test_a_catastrophic_pattern_cannot_stall_a_worker() -> None:
+    """Python's re backtracks for ever on (a+)+$ against 'aaa…!' (a tenant's replaceRule on a
+    long extracted key); RE2 cannot backtrack. Not a speed test: it either finishes or hangs."""
+    import threading
+    found: list[object] = []
+    worker = threading.Thread(target=lambda: found.append(
+        compile_go_regexp(r"(a+)+$").search("a" * 100_000 + "!")), daemon=True)
+    worker.start()
+    worker.join(60)
+    assert found == [None]
 
 
 # ---------------------------------------------------------------- SecretStore
@@ -469,10 +492,11 @@ def test_secret_store_errors_name_the_field(spec: dict[str, Any], field: str) ->
     assert str(error).startswith(f"SecretStore team/st: {field} ")
 
 
-def test_oos_store_is_unsupported() -> None:
-    error = store_error(store({"OOS": {"OOSAuth": {"ramRoleARN": "acs:ram::1:role/r"}}}))
-    assert isinstance(error, UnsupportedSpecError)
-    assert error.field == "spec.OOS"
+def test_oos_store_parses_its_auth() -> None:
+    parsed = parse_store(store({"OOS": {"OOSAuth": {"ramRoleARN": "acs:ram::1:role/r",
+                                                    "oidcProviderARN": "acs:ram::1:oidc"}}}))
+    assert parsed.kms is None and parsed.oos is not None
+    assert parsed.oos.auth is not None and parsed.oos.auth.ram_role_arn == "acs:ram::1:role/r"
 
 
 def test_cluster_store_refs_need_a_namespace() -> None:
@@ -541,3 +565,39 @@ def test_cluster_store_allows_namespace(
 def test_cluster_store_condition_errors(condition: dict[str, Any], field: str) -> None:
     error = store_error(store({"KMS": {}, "conditions": [condition]}, kind="ClusterSecretStore"))
     assert error.field == field
+
+
+@pytest.mark.parametrize(("template", "field"), [
+    ({"data": {"x": "{{ .k "}}, "spec.target.template.data.x"),
+    ({"data": {"bad/key": "v"}}, "spec.target.template.data.bad/key"),
+    ({"metadata": {"labels": {"a": "{{ if }}"}}}, "spec.target.template.metadata.labels.a"),
+    ({"mergePolicy": "Sometimes"}, "spec.target.template.mergePolicy"),
+    ({"engineVersion": "v1"}, "spec.target.template.engineVersion"),
+    ({"templateFrom": [{"configMap": {"name": "c", "items": []}}]},
+     "spec.target.template.templateFrom[0].configMap.items"),
+    ({"templateFrom": [{"literal": "x", "secret": {"name": "s", "items": [{"key": "k"}]}}]},
+     "spec.target.template.templateFrom[0]"),
+    ({"templateFrom": [{"literal": "x", "target": "Status"}]},
+     "spec.target.template.templateFrom[0].target"),
+    ({"templateFrom": [{"configMap": {"name": "c", "items": [
+        {"key": "k", "templateAs": "Both"}]}}]},
+     "spec.target.template.templateFrom[0].configMap.items[0].templateAs"),
+])
+def test_template_mistakes_name_the_field(template: dict[str, Any], field: str) -> None:
+    error = spec_error(external_secret({"data": [{"key": "k"}],
+                                        "target": {"template": template}}))
+    assert field in [e.field for e in error.errors], [e.field for e in error.errors]
+
+
+def test_template_from_parses_its_sources() -> None:
+    es = parse_external_secret(external_secret({"data": [{"key": "k"}], "target": {
+        "template": {"mergePolicy": "Merge", "templateFrom": [
+            {"configMap": {"name": "tpl", "items": [{"key": "config.yaml"},
+                                                    {"key": "env", "templateAs":
+                                                     "KeysAndValues"}]}},
+            {"secret": {"name": "s", "items": [{"key": "k"}]}, "target": "Annotations"},
+            {"literal": "{{ .k }}", "target": "Labels"}]}}}))
+    sources = es.spec.target.template.template_from
+    assert [(t.kind, t.name, t.target) for t in sources] == [
+        ("configMap", "tpl", "Data"), ("secret", "s", "Annotations"), ("literal", "", "Labels")]
+    assert sources[0].items == (("config.yaml", "Values"), ("env", "KeysAndValues"))

@@ -374,10 +374,23 @@ def test_endpoint_rules(endpoint: str, argv: list[str], allowed: bool) -> None:
         _problem(world, {"name": "s"}, "EndpointRefused", "spec.KMS.endpoint", f"{NS}/s")
 
 
-def test_a_dedicated_kms_auth_store_is_refused() -> None:
-    dedicated = {"endpoint": "kst-1.cryptoservice.kms.aliyuncs.com",
+def test_a_dedicated_kms_auth_store_uses_its_client_key() -> None:
+    dedicated = {"endpoint": "kst-1.cryptoservice.kms.aliyuncs.com", "ca": "PEM",
                  "clientKeyContent": {"name": "ak", "key": "id"},
                  "password": {"name": "ak", "key": "secret"}}
-    world = World(_settings([], {"ACCESS_KEY_ID": "LTAI-env", "SECRET_ACCESS_KEY": "s"}),
-                  [_store("dkms", {"dedicatedKMSAuth": dedicated})])
-    _problem(world, {"name": "dkms"}, "UnsupportedStore", "dedicatedKMSAuth", f"{NS}/dkms")
+    env = {"ACCESS_KEY_ID": "LTAI-env", "SECRET_ACCESS_KEY": "s"}
+    world = World(_settings([], env), [_store("dkms", {"dedicatedKMSAuth": dedicated})])
+    source = world.resolve({"name": "dkms"})
+    assert source.provider == "dkms" and source.identity.kind == "client_key"
+    assert (source.identity.client_key_content, source.identity.client_key_password) == (
+        "LTAI-id", "ak-secret-value")
+    assert not source.identity.borrowed  # never the controller's identity
+    assert (source.endpoint.host, source.endpoint.ca_pem, source.endpoint.insecure) == (
+        "kst-1.cryptoservice.kms.aliyuncs.com", "PEM", False)
+    insecure = _store("dkms", {"dedicatedKMSAuth": {**dedicated, "ignoreSSL": True}})
+    _problem(World(_settings([], env), [insecure]), {"name": "dkms"}, "InsecureTLSRefused",
+             "--allow-insecure-kms-instance-tls")
+    allowed = World(_settings(["--allow-insecure-kms-instance-tls"], env), [insecure])
+    assert allowed.resolve({"name": "dkms"}).endpoint.insecure
+    elsewhere = _store("dkms", {"dedicatedKMSAuth": {**dedicated, "endpoint": "evil.example"}})
+    _problem(World(_settings([], env), [elsewhere]), {"name": "dkms"}, "EndpointRefused")

@@ -1,0 +1,58 @@
+"""dedicatedKMSAuth (ack-secret-manager v0.5): secrets of a KMS instance read with an
+application access point's client key, in the fetcher's reader shape.
+
+The fetcher keys every read by (identity, endpoint, secret, version); for these stores the
+identity is of kind CLIENT_KEY and carries the client key's content and password (read from
+the store's Secrets), the endpoint the instance host, its CA and whether TLS verification is
+off. Each client key is decoded once (the password is checked locally, never sent) and kept
+while it is used; `kms_instance.KmsInstance` makes the signed calls.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from controller.alicloud.identity import Identity
+from controller.alicloud.kms import Endpoint, SecretValue
+from controller.alicloud.kms_instance import (
+    ClientKey,
+    InstanceEndpoint,
+    KmsInstance,
+    load_client_key,
+)
+
+MAX_KEYS = 1000  # decoded client keys kept; past that the cache starts over
+
+
+class DedicatedReader:
+    def __init__(self, instance: KmsInstance) -> None:
+        self.instance = instance
+        self._keys: dict[str, ClientKey] = {}
+        self._lock = threading.Lock()
+
+    def get_secret_value(self, identity: Identity, endpoint: Endpoint, name: str,
+                         version_id: str = "", version_stage: str = "") -> SecretValue:
+        """Read one secret version of the instance; raises FetchError."""
+        target = InstanceEndpoint(endpoint.host, endpoint.ca_pem, endpoint.insecure)
+        return self.instance.get_secret_value(self._key(identity), target, name, version_id,
+                                              version_stage)
+
+    def _key(self, identity: Identity) -> ClientKey:
+        fingerprint = identity.fingerprint()
+        with self._lock:
+            key = self._keys.get(fingerprint)
+        if key is not None:
+            return key
+        key = load_client_key(identity.client_key_content, identity.client_key_password,
+                              source=identity.source)
+        with self._lock:
+            if len(self._keys) >= MAX_KEYS:
+                self._keys.clear()
+            self._keys[fingerprint] = key
+        return key
+
+    def cancel(self) -> None:
+        self.instance.cancel()
+
+    def close(self) -> None:
+        self.instance.close()

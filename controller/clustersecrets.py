@@ -1,0 +1,335 @@
+"""The ClusterExternalSecret loop: keeps one ExternalSecret per selected namespace in step with
+each ClusterExternalSecret, as namespaces appear, change labels or go away.
+
+It runs beside the ExternalSecret manager (started and stopped by controller/app.py while this
+replica leads) with its own informers (ClusterExternalSecrets, Namespaces, and the
+ExternalSecrets it labelled), its own small work queue of ClusterExternalSecret names and one
+worker. What to do is decided by controller/engine/clusterexternalsecrets.py; this module only
+reads caches and writes:
+
+- an ExternalSecret that does not exist is created by server-side apply with this loop's field
+  manager; if the answer shows another writer's fields, the object existed after all (created
+  in the meantime) and our fields are withdrawn again: a conflict, not a takeover;
+- one that is ours (ownerReference to the ClusterExternalSecret's uid) is applied with force and
+  its uid as a precondition; one that is not ours is never written or deleted (status says so);
+- ours in namespaces no longer selected are deleted (uid precondition); deleting the
+  ClusterExternalSecret lets the garbage collector remove them all.
+
+Without the CRD, or without the RBAC for it (chart value crds.createClusterExternalSecret=false),
+the loop logs one line and does nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from controller import model
+from controller.engine import clusterexternalsecrets as ces_logic
+from controller.engine.clock import Clock, RealClock
+from controller.engine.queue import ExponentialBackoff, Jitter, WorkQueue
+from controller.engine.status import stamp
+from controller.kube.informer import Informer
+from controller.kube.rest import (
+    CLUSTER_EXTERNAL_SECRETS,
+    EXTERNAL_SECRETS,
+    NAMESPACES,
+    ApiError,
+    Rest,
+)
+from controller.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SYNC_TIMEOUT = 120.0
+PROBE_INTERVAL = 60.0  # seconds between checks for the CRD (and the RBAC) while missing
+RETRY_BASE, RETRY_CAP = 2.0, 300.0
+
+
+class ClusterExternalSecrets:
+    """Start with `start()` (returns at once), stop with `request_stop()` then `join()`."""
+
+    def __init__(self, settings: Settings, rest: Rest, *, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.rest = rest
+        self.clock = clock or RealClock()
+        self.queue: WorkQueue[str] = WorkQueue(clock=self.clock)
+        self.backoff = ExponentialBackoff(base=RETRY_BASE, cap=RETRY_CAP, jitter=Jitter.EQUAL)
+        self.ces_informer = Informer(rest, CLUSTER_EXTERNAL_SECRETS, self._on_ces)
+        self.ns_informer = Informer(rest, NAMESPACES, self._on_namespace)
+        self.owned_informers = {
+            ns: Informer(rest, EXTERNAL_SECRETS, self._on_owned, namespace=ns,
+                         label_selector=ces_logic.OWNER_LABEL)
+            for ns in (settings.watch_namespaces or ("",))}
+        for informer in self.owned_informers.values():
+            informer.name = f"cluster-owned-{informer.name}"
+        self._owned_marks: dict[tuple[str, str], tuple[int, str, str, str]] = {}
+        self.stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.enabled = False
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="cluster-external-secrets",
+                                        daemon=True)
+        self._thread.start()
+
+    def request_stop(self) -> None:
+        """No new work from now on; the pass in progress ends after its current write."""
+        self.stopping.set()
+        self.queue.shutdown()
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to `timeout` for the worker, then stop the informers. True when it ended."""
+        self.request_stop()
+        if self._thread is not None:
+            self._thread.join(max(0.0, timeout))
+        for informer in self._informers():
+            informer.stop(timeout=0)
+        stuck = self._thread is not None and self._thread.is_alive()
+        if stuck:
+            log.warning("stop deadline passed with a ClusterExternalSecret pass still running")
+        return not stuck
+
+    def _informers(self) -> list[Informer]:
+        return [self.ces_informer, self.ns_informer, *self.owned_informers.values()]
+
+    def _run(self) -> None:
+        quiet = False
+        while not self._available(quiet=quiet):  # a CRD installed later is picked up
+            quiet = True
+            if self.stopping.wait(PROBE_INTERVAL):
+                return
+        self.enabled = True
+        for informer in self._informers():
+            informer.start()
+        deadline = time.monotonic() + SYNC_TIMEOUT
+        for informer in self._informers():
+            while not informer.wait_synced(0.2):
+                if self.stopping.is_set():
+                    return
+                if time.monotonic() > deadline:
+                    log.error("ClusterExternalSecret caches did not sync within %ss (waiting "
+                              "for %s); is the RBAC granted?", SYNC_TIMEOUT, informer.name)
+                    return
+        for obj in self.ces_informer.items():
+            self.queue.add(_name(obj))
+        self._work()
+
+    def _available(self, *, quiet: bool = False) -> bool:
+        """Whether the CRD is served and this controller may list it (why not: logged once,
+        unless `quiet`)."""
+        say = log.debug if quiet else log.info
+        path = f"/apis/{CLUSTER_EXTERNAL_SECRETS.api_version}"
+        missing = ("ClusterExternalSecrets are not processed: their CRD is not installed "
+                   "(helm/ack-secret-manager/crds/clusterexternalsecrets.yaml)")
+        try:
+            served = {r.get("name") for r in self.rest.get(path).get("resources", [])}
+            if CLUSTER_EXTERNAL_SECRETS.plural not in served:
+                say(missing)
+                return False
+            self.rest.get(CLUSTER_EXTERNAL_SECRETS.path(), limit=1)
+        except ApiError as exc:
+            if exc.status == 404:
+                say(missing)
+            else:
+                say("ClusterExternalSecrets are not processed: listing them answered %s %s "
+                    "(the chart grants it with crds.createClusterExternalSecret=true)",
+                    exc.status, exc.reason)
+            return False
+        except Exception as exc:  # noqa: BLE001 - one line, the controller goes on
+            say("ClusterExternalSecrets are not processed yet: %s", type(exc).__name__)
+            return False
+        return True
+
+    # ------------------------------------------------------------- handlers
+    def _on_ces(self, kind: str, obj: dict[str, Any]) -> None:
+        name = _name(obj)
+        if kind == "DELETED":
+            self.backoff.forget(name)
+            return  # the garbage collector removes its ExternalSecrets (ownerReferences)
+        self.queue.add(name)
+
+    def _on_namespace(self, _kind: str, _obj: dict[str, Any]) -> None:
+        for ces in self.ces_informer.items():  # few objects; a pass without changes is cheap
+            self.queue.add(_name(ces))
+
+    def _on_owned(self, kind: str, obj: dict[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+        # Status writes of the ExternalSecret's own syncs change neither of these: no pass.
+        mark = (int(meta.get("generation") or 0), repr(sorted((meta.get("labels") or {}).items())),
+                repr(sorted((meta.get("annotations") or {}).items())),
+                repr(meta.get("ownerReferences")))
+        if kind == "DELETED":
+            self._owned_marks.pop(key, None)
+        elif self._owned_marks.get(key) == mark:
+            return
+        else:
+            self._owned_marks[key] = mark
+        for ref in meta.get("ownerReferences") or []:
+            if ref.get("kind") == ces_logic.KIND and ref.get("name"):
+                self.queue.add(str(ref["name"]))
+
+    # --------------------------------------------------------------- worker
+    def _work(self) -> None:
+        while True:
+            name = self.queue.get()
+            if name is None:
+                return
+            try:
+                if not self.stopping.is_set():
+                    self._pass(name)
+            except Exception:
+                log.exception("ClusterExternalSecret %s: pass failed unexpectedly", name)
+                self.queue.add_after(name, self.backoff.when(name))
+            finally:
+                self.queue.done(name)
+
+    def _pass(self, name: str) -> None:
+        raw = self.ces_informer.get("", name)
+        if raw is None or (raw.get("metadata") or {}).get("deletionTimestamp"):
+            return
+        try:
+            ces = ces_logic.parse(raw)
+        except model.SpecError as exc:
+            self._write_status(raw, ces_logic.status(
+                ces_logic.Outcome(), None, generation=_generation(raw),
+                es_name=str((raw.get("spec") or {}).get("externalSecretName") or name),
+                invalid=exc, now=self._now(), previous=raw.get("status")))
+            return
+        selection = ces_logic.select(ces, self.ns_informer.items(), self._allowed)
+        outcome = ces_logic.Outcome()
+        for namespace in selection.namespaces:
+            if self.stopping.is_set():
+                return
+            problem = self._ensure(ces, namespace)
+            if problem:
+                outcome.failed[namespace] = problem
+            else:
+                outcome.provisioned.append(namespace)
+        owned = [o for i in self.owned_informers.values() for o in i.items()
+                 if self._allowed(str((o.get("metadata") or {}).get("namespace", "")))]
+        for namespace, es_name, uid in ces_logic.stale(ces, owned, selection):
+            if self.stopping.is_set():
+                return
+            self._delete(namespace, es_name, uid)
+        self._write_status(raw, ces_logic.status(
+            outcome, selection, generation=ces.generation, es_name=ces.es_name,
+            now=self._now(), previous=raw.get("status")))
+        if outcome.failed:
+            self.queue.add_after(name, min(self.backoff.when(name), ces.refresh or RETRY_CAP))
+            return
+        self.backoff.forget(name)
+        if ces.refresh:
+            self.queue.add_after(name, ces.refresh)
+
+    def _allowed(self, namespace: str) -> bool:
+        watch = self.settings.watch_namespaces
+        return (not watch or namespace in watch) and \
+            namespace not in self.settings.exclude_namespaces
+
+    def _owned_cache(self, namespace: str) -> Informer | None:
+        return self.owned_informers.get(namespace) or self.owned_informers.get("")
+
+    # --------------------------------------------------------------- writes
+    def _ensure(self, ces: ces_logic.ClusterExternalSecret, namespace: str) -> str:
+        """Make the ExternalSecret in `namespace` say what `ces` says; '' or the problem."""
+        want = ces_logic.desired(ces, namespace)
+        path = EXTERNAL_SECRETS.path(namespace, ces.es_name)
+        informer = self._owned_cache(namespace)
+        cached = informer.get(namespace, ces.es_name) if informer else None
+        try:
+            if cached is None or not ces_logic.owned_by(cached, ces.uid):
+                cached = self._get(path)
+            if cached is None:
+                return self._create(path, want, namespace, ces.es_name)
+            if not ces_logic.owned_by(cached, ces.uid):
+                return ces_logic.conflict_reason(namespace, ces.es_name)
+            if ces_logic.up_to_date(cached, want):
+                return ""
+            want["metadata"]["uid"] = (cached.get("metadata") or {}).get("uid")
+            self._apply(path, want, force=True, informer=informer)
+            return ""
+        except ApiError as exc:
+            return _api_problem(exc, namespace, ces.es_name)
+
+    def _create(self, path: str, want: dict[str, Any], namespace: str, name: str) -> str:
+        applied = self._apply(path, want, force=False, informer=None)
+        others = ces_logic.created_by_others(applied)
+        if not others:
+            informer = self._owned_cache(namespace)
+            if informer is not None:
+                informer.upsert(applied)
+            return ""
+        # Someone created it between our read and our apply: withdraw every field we added.
+        release = {"apiVersion": want["apiVersion"], "kind": want["kind"],
+                   "metadata": {"name": name, "namespace": namespace}}
+        self.rest.apply(path, release, ces_logic.FIELD_MANAGER, force=False)
+        log.warning("ExternalSecret %s/%s appeared while a ClusterExternalSecret created it; "
+                    "left to its creator", namespace, name)
+        return ces_logic.conflict_reason(namespace, name, others)
+
+    def _apply(self, path: str, body: dict[str, Any], *, force: bool,
+               informer: Informer | None) -> dict[str, Any]:
+        result: dict[str, Any] = self.rest.apply(path, body, ces_logic.FIELD_MANAGER,
+                                                 force=force)
+        if informer is not None:
+            informer.upsert(result)
+        return result
+
+    def _get(self, path: str) -> dict[str, Any] | None:
+        try:
+            found: dict[str, Any] = self.rest.get(path)
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return found
+
+    def _delete(self, namespace: str, name: str, uid: str) -> None:
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
+        try:
+            self.rest.request("DELETE", EXTERNAL_SECRETS.path(namespace, name), body=body)
+            log.info("ExternalSecret %s/%s deleted: its ClusterExternalSecret no longer "
+                     "selects the namespace", namespace, name)
+        except ApiError as exc:
+            if exc.status not in (404, 409):  # gone already, or replaced by someone else's
+                log.warning("could not delete ExternalSecret %s/%s: %s %s", namespace, name,
+                            exc.status, exc.reason)
+
+    def _write_status(self, raw: dict[str, Any], new: dict[str, Any]) -> None:
+        if not ces_logic.status_changed(raw.get("status"), new):
+            return
+        name = _name(raw)
+        try:
+            result = self.rest.merge_patch(
+                CLUSTER_EXTERNAL_SECRETS.path(name=name, sub="status"), {"status": new})
+            self.ces_informer.upsert(result)
+        except ApiError as exc:
+            if exc.status != 404:
+                log.warning("ClusterExternalSecret %s: status not written: %s %s", name,
+                            exc.status, exc.reason)
+
+    def _now(self) -> str:
+        return stamp(self.clock.wall())
+
+
+def _name(obj: dict[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("name", ""))
+
+
+def _generation(obj: dict[str, Any]) -> int:
+    return int((obj.get("metadata") or {}).get("generation") or 0)
+
+
+def _api_problem(exc: ApiError, namespace: str, name: str) -> str:
+    """A failure reason for status: the apiserver's answer (it names fields, never values:
+    an ExternalSecret holds no secret values), shortened."""
+    if exc.status == 409:
+        return ces_logic.conflict_reason(namespace, name)
+    text = exc.message or exc.reason
+    return f"writing ExternalSecret {namespace}/{name} failed: {exc.status} {text}"[:400]
+

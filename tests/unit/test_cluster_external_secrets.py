@@ -1,0 +1,278 @@
+"""ClusterExternalSecret decisions (controller/engine/clusterexternalsecrets.py): parsing with
+ack-secret-manager's field names, namespace selection, ownership, stale objects, status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from controller import model
+from controller.engine import clusterexternalsecrets as ces
+
+UID = "0b7c9d4e-1111-2222-3333-444455556666"
+ES_SPEC = {"data": [{"key": "db-password", "name": "pw", "secretStoreRef": {"name": "s"}}]}
+
+
+def raw(**spec: Any) -> dict[str, Any]:
+    return {"apiVersion": ces.GROUP_VERSION, "kind": ces.KIND,
+            "metadata": {"name": "shared", "uid": UID, "generation": 3},
+            "spec": {"externalSecretSpec": ES_SPEC, **spec}}
+
+
+def ns(name: str, terminating: bool = False, **labels: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"metadata": {"name": name, "labels": labels}}
+    if terminating:
+        out["status"] = {"phase": "Terminating"}
+    return out
+
+
+def everywhere(_name: str) -> bool:
+    return True
+
+
+NAMESPACES = [ns("a", team="x"), ns("b", team="y"), ns("c", team="x", tier="db"),
+              ns("kube-system")]
+
+
+def selected(spec: dict[str, Any], namespaces: list[dict[str, Any]] = NAMESPACES,
+             allowed: Any = everywhere) -> tuple[str, ...]:
+    return ces.select(ces.parse(raw(**spec)), namespaces, allowed).namespaces
+
+
+# ------------------------------------------------------------------ parsing
+
+
+def test_ack_fields_are_parsed_and_the_name_defaults_to_the_objects() -> None:
+    parsed = ces.parse(raw(rotationInterval="1h",
+                           externalSecretMetadata={"labels": {"app": "db"},
+                                                   "annotations": {"note": "n"}}))
+    assert (parsed.name, parsed.uid, parsed.generation) == ("shared", UID, 3)
+    assert parsed.es_name == "shared"
+    assert parsed.refresh == 3600.0
+    assert parsed.labels == {"app": "db"} and parsed.annotations == {"note": "n"}
+    assert parsed.es_spec == ES_SPEC
+    assert ces.parse(raw(externalSecretName="db", refreshTime="30s")).es_name == "db"
+    assert ces.parse(raw(refreshTime="30s")).refresh == 30.0
+    assert ces.parse(raw()).refresh is None
+
+
+@pytest.mark.parametrize(("spec", "field"), [
+    ({"externalSecretSpec": {}}, "spec.externalSecretSpec"),
+    ({"externalSecretName": "Not_A_Name"}, "spec.externalSecretName"),
+    ({"rotationInterval": "soon"}, "spec.rotationInterval"),
+    ({"conditions": [{"namespaceRegexes": ["("]}]}, "spec.conditions[0].namespaceRegexes[0]"),
+    ({"namespaceSelectors": [{"matchExpressions": [{"key": "k", "operator": "Near"}]}]},
+     "spec.namespaceSelectors[0].matchExpressions[0].operator"),
+    ({"namespaceSelector": {"matchExpressions": [{"key": "k", "operator": "In"}]}},
+     "spec.namespaceSelector.matchExpressions[0].values"),
+    ({"conditions": [{}] * (ces.MAX_CONDITIONS + 1)}, "spec.conditions"),
+    ({"externalSecretMetadata": {"labels": {ces.OWNER_LABEL: "x"}}},
+     f"spec.externalSecretMetadata.labels.{ces.OWNER_LABEL}"),
+])
+def test_bad_specs_name_the_field_and_the_fix(spec: dict[str, Any], field: str) -> None:
+    body = raw(**{k: v for k, v in spec.items() if k != "externalSecretSpec"})
+    if "externalSecretSpec" in spec:
+        body["spec"]["externalSecretSpec"] = spec["externalSecretSpec"]
+    with pytest.raises(model.SpecError) as err:
+        ces.parse(body)
+    assert field in [e.field for e in err.value.errors]
+    assert "ClusterExternalSecret shared" in str(err.value)
+
+
+# ------------------------------------------------------------------ selection
+
+
+def test_no_selector_selects_every_namespace_as_ack_does() -> None:
+    assert selected({}) == ("a", "b", "c", "kube-system")
+
+
+def test_conditions_selectors_and_the_eso_spelling_are_ored() -> None:
+    assert selected({"conditions": [{"namespaceSelector": {"matchLabels": {"team": "x"}}}]}) \
+        == ("a", "c")
+    assert selected({"conditions": [{"namespaces": ["b"]}, {"namespaceRegexes": ["^kube-"]}]}) \
+        == ("b", "kube-system")
+    assert selected({"namespaceSelectors": [
+        {"matchExpressions": [{"key": "tier", "operator": "Exists"}]},
+        {"matchLabels": {"team": "y"}}]}) == ("b", "c")
+    assert selected({"namespaceSelector": {"matchExpressions": [
+        {"key": "team", "operator": "NotIn", "values": ["x"]}]}}) == ("b", "kube-system")
+    assert selected({"namespaceSelector": {}}) == ("a", "b", "c", "kube-system")
+    assert selected({"conditions": [{"namespaceSelector": {"matchLabels": {"team": "z"}}}]}) \
+        == ()
+
+
+def test_the_operators_namespace_flags_and_terminating_namespaces_are_honoured() -> None:
+    assert selected({}, allowed=lambda n: n in ("a", "b")) == ("a", "b")
+    assert selected({}, [ns("a"), ns("gone", terminating=True),
+                         {"metadata": {"name": "going", "deletionTimestamp": "2024-01-01"}}]) \
+        == ("a",)
+
+
+def test_selection_is_bounded_by_name() -> None:
+    many = [ns(f"n{i:04d}") for i in range(12)]
+    sel = ces.select(ces.parse(raw()), reversed(many), everywhere, limit=10)
+    assert sel.namespaces == tuple(f"n{i:04d}" for i in range(10))
+    assert sel.over_limit == ("n0010", "n0011")
+    assert sel.matching == frozenset(f"n{i:04d}" for i in range(12))
+
+
+# ------------------------------------------------------------------ ExternalSecrets
+
+
+def test_the_desired_external_secret_is_owned_labelled_and_carries_the_spec() -> None:
+    parsed = ces.parse(raw(externalSecretName="db",
+                           externalSecretMetadata={"labels": {"app": "db"}}))
+    body = ces.desired(parsed, "a")
+    meta = body["metadata"]
+    assert (body["kind"], meta["name"], meta["namespace"]) == ("ExternalSecret", "db", "a")
+    assert meta["labels"] == {"app": "db", ces.OWNER_LABEL: "shared"}
+    assert meta["ownerReferences"] == [{"apiVersion": ces.GROUP_VERSION, "kind": ces.KIND,
+                                        "name": "shared", "uid": UID, "controller": True}]
+    assert body["spec"] == ES_SPEC
+    assert ces.owned_by(body, UID)
+    assert ces.up_to_date(body, body)
+
+
+def test_only_an_owner_reference_to_the_uid_proves_ownership() -> None:
+    labelled_only = {"metadata": {"labels": {ces.OWNER_LABEL: "shared"}}}
+    other_owner = {"metadata": {"ownerReferences": [{"uid": "someone-else"}]}}
+    assert not ces.owned_by(labelled_only, UID)
+    assert not ces.owned_by(other_owner, UID)
+    assert not ces.owned_by({"metadata": {"ownerReferences": [{"uid": ""}]}}, "")
+
+
+def test_changes_are_noticed() -> None:
+    parsed = ces.parse(raw(externalSecretMetadata={"annotations": {"a": "1"}}))
+    want = ces.desired(parsed, "a")
+    edited = {**want, "spec": {"data": []}}
+    unlabelled = {**want, "metadata": {**want["metadata"], "labels": {}}}
+    extra = {**want, "metadata": {**want["metadata"],
+                                  "labels": {**want["metadata"]["labels"], "more": "ok"}}}
+    assert not ces.up_to_date(edited, want)
+    assert not ces.up_to_date(unlabelled, want)
+    assert ces.up_to_date(extra, want)  # others' labels are theirs
+
+
+def test_an_apply_answer_with_other_writers_means_the_object_was_not_ours() -> None:
+    mine = {"metadata": {"managedFields": [{"manager": ces.FIELD_MANAGER}]}}
+    theirs = {"metadata": {"managedFields": [{"manager": ces.FIELD_MANAGER},
+                                             {"manager": "kubectl-client-side-apply"}]}}
+    assert ces.created_by_others(mine) == []
+    assert ces.created_by_others(theirs) == ["kubectl-client-side-apply"]
+
+
+def test_stale_external_secrets_are_ours_in_namespaces_or_names_no_longer_used() -> None:
+    parsed = ces.parse(raw(externalSecretName="db"))
+
+    def es(namespace: str, name: str, uid: str = UID) -> dict[str, Any]:
+        return {"metadata": {"namespace": namespace, "name": name, "uid": f"{namespace}-{name}",
+                             "ownerReferences": [{"uid": uid}]}}
+
+    sel = ces.Selection(("a", "b"), ("z",))
+    owned = [es("a", "db"), es("b", "old-name"), es("c", "db"), es("z", "db"),
+             es("d", "db", uid="another-ces")]
+    assert ces.stale(parsed, owned, sel) == [("b", "old-name", "b-old-name"),
+                                             ("c", "db", "c-db")]
+
+
+# ------------------------------------------------------------------ status
+
+
+def test_status_lists_namespaces_and_keeps_the_transition_time() -> None:
+    ok = ces.Outcome(provisioned=["b", "a"])
+    first = ces.status(ok, ces.Selection(("a", "b"), ()), generation=3, es_name="db",
+                       now="2024-01-01T00:00:00Z")
+    assert first["provisionedNamespaces"] == ["a", "b"] and first["failedNamespaces"] == []
+    assert first["externalSecretName"] == "db" and first["observedGeneration"] == 3
+    ready = first["conditions"][0]
+    assert (ready["status"], ready["reason"]) == ("True", "Provisioned")
+    again = ces.status(ok, ces.Selection(("a", "b"), ()), generation=3, es_name="db",
+                       now="2024-01-01T01:00:00Z", previous=first)
+    assert again["conditions"][0]["lastTransitionTime"] == "2024-01-01T00:00:00Z"
+    assert not ces.status_changed(first, again)
+
+    failed = ces.Outcome(provisioned=["a"], failed={"b": ces.conflict_reason("b", "db")})
+    bad = ces.status(failed, ces.Selection(("a", "b"), ()), generation=3, es_name="db",
+                     now="2024-01-01T02:00:00Z", previous=first)
+    assert bad["failedNamespaces"][0]["namespace"] == "b"
+    assert "not created by this ClusterExternalSecret" in bad["failedNamespaces"][0]["reason"]
+    assert (bad["conditions"][0]["status"], bad["conditions"][0]["reason"]) == \
+        ("False", "NamespacesFailed")
+    assert bad["conditions"][0]["lastTransitionTime"] == "2024-01-01T02:00:00Z"
+    assert ces.status_changed(first, bad)
+
+
+def test_status_of_too_many_namespaces_and_of_a_bad_spec() -> None:
+    over = ces.status(ces.Outcome(provisioned=["a"]), ces.Selection(("a",), ("b",)),
+                      generation=1, es_name="x", now="t")
+    assert over["conditions"][0]["reason"] == "TooManyNamespaces"
+    assert "at most" in over["conditions"][0]["message"]
+    with pytest.raises(model.SpecError) as err:
+        ces.parse(raw(rotationInterval="soon"))
+    invalid = ces.status(ces.Outcome(), None, generation=1, es_name="x", now="t",
+                         invalid=err.value)
+    assert invalid["conditions"][0]["reason"] == "InvalidSpec"
+    assert "spec.rotationInterval" in invalid["conditions"][0]["message"]
+
+
+def test_failed_namespaces_in_status_are_bounded() -> None:
+    many = ces.Outcome(failed={f"n{i:04d}": "x" * 2000 for i in range(150)})
+    out = ces.status(many, None, generation=1, es_name="x", now="t")
+    assert len(out["failedNamespaces"]) == ces.MAX_FAILED_LISTED
+    assert all(len(f["reason"]) <= ces.MAX_REASON for f in out["failedNamespaces"])
+
+
+# ------------------------------------------------------------------ the loop's start-up probe
+
+
+class FakeRest:
+    """Answers the two start-up requests of the loop: discovery, then a list."""
+
+    def __init__(self, resources: list[str], list_status: int = 200) -> None:
+        self.resources = resources
+        self.list_status = list_status
+        self.paths: list[str] = []
+
+    def get(self, path: str, **_query: Any) -> dict[str, Any]:
+        from controller.kube.rest import ApiError
+
+        self.paths.append(path)
+        if path.endswith("/v1alpha1"):
+            return {"resources": [{"name": r} for r in self.resources]}
+        if self.list_status != 200:
+            raise ApiError(self.list_status, "Forbidden")
+        return {"items": []}
+
+
+@pytest.mark.parametrize(("resources", "status", "expected"), [
+    (["externalsecrets", "clusterexternalsecrets"], 200, True),
+    (["externalsecrets"], 200, False),  # CRD not installed
+    (["externalsecrets", "clusterexternalsecrets"], 403, False),  # chart value false: no RBAC
+])
+def test_the_loop_runs_only_with_the_crd_and_the_rbac(
+        resources: list[str], status: int, expected: bool, caplog: Any) -> None:
+    from controller.clustersecrets import ClusterExternalSecrets
+    from controller.settings import Settings
+
+    loop = ClusterExternalSecrets(Settings(), FakeRest(resources, status))  # type: ignore[arg-type]
+    with caplog.at_level("INFO"):
+        assert loop._available() is expected
+    assert bool(caplog.records) is not expected  # one line saying why it does not run
+
+
+def test_status_writes_of_owned_external_secrets_do_not_start_a_pass() -> None:
+    from controller.clustersecrets import ClusterExternalSecrets
+    from controller.settings import Settings
+
+    loop = ClusterExternalSecrets(Settings(), FakeRest([]))  # type: ignore[arg-type]
+    obj: dict[str, Any] = {"metadata": {
+        "namespace": "a", "name": "db", "generation": 1, "labels": {ces.OWNER_LABEL: "shared"},
+        "ownerReferences": [{"kind": ces.KIND, "name": "shared", "uid": UID}]}}
+    loop._on_owned("ADDED", obj)
+    assert loop.queue.get(timeout=0) == "shared"
+    loop.queue.done("shared")
+    loop._on_owned("MODIFIED", {**obj, "status": {"refreshTime": "now"}})
+    assert loop.queue.get(timeout=0) is None
+    loop._on_owned("MODIFIED", {"metadata": {**obj["metadata"], "generation": 2}})
+    assert loop.queue.get(timeout=0) == "shared"

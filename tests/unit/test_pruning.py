@@ -1,0 +1,252 @@
+"""Every per-object, per-identity and per-host map has an owner that prunes it (issue 10,
+point 4): entries unused for longer than their bound go in an amortized sweep, on a fake
+clock. The churn benchmark (bench/churn.py) checks the same end to end on RSS."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from controller import model
+from controller.alicloud.identity import (
+    ACCESS_KEY,
+    OIDC_ROLE_ARN,
+    Identity,
+    IdentityPool,
+    IdleSweep,
+)
+from controller.alicloud.kms import Endpoint, Kms
+from controller.alicloud.kms_instance import InstanceEndpoint, KmsInstance
+from controller.alicloud.oos import Oos
+from controller.engine.stores import CREDENTIAL_TTL, StoreResolver
+from controller.kube.access import NAMESPACE_TTL, KubeAccess
+from controller.kube.rest import ApiError
+from controller.kube.tokens import ROLE_ARN_ANNOTATION, ServiceAccountTokens
+from tests.unit.test_stores import AK, AK_REFS, NS, FakeSecrets, _settings, _store
+
+HOST = Endpoint("kms.cn-hangzhou.aliyuncs.com")
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Ref:
+    def __init__(self, name: str) -> None:
+        self.name, self.namespace, self.audiences = name, "", ()
+
+
+class FakeRest:
+    """GET ServiceAccount and create TokenRequest, from a dict."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.accounts: dict[tuple[str, str], dict[str, str]] = {}
+        self.minted: list[tuple[str, str]] = []
+
+    def get(self, path: str, **_query: Any) -> dict[str, Any]:
+        parts = path.split("/")
+        if (parts[4], parts[6]) not in self.accounts:
+            raise ApiError(404, "Not Found")
+        return {"metadata": {"annotations": self.accounts[(parts[4], parts[6])]}}
+
+    def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        parts = path.split("/")
+        self.minted.append((parts[4], parts[6]))
+        expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(
+            self.clock() + body["spec"]["expirationSeconds"]))
+        return {"status": {"token": f"jwt-{len(self.minted)}", "expirationTimestamp": expires}}
+
+
+def _ak(n: int) -> Identity:
+    return Identity(ACCESS_KEY, access_key_id=f"LTAI{n:04d}", access_key_secret=f"secret{n}")
+
+
+# ------------------------------------------------------------------------------ the sweep
+def test_the_sweep_runs_at_most_once_per_period_and_names_the_idle_keys() -> None:
+    clock = Clock(100.0)
+    sweep = IdleSweep(40.0, clock=clock)  # every 10 s
+    assert sweep.due() is None
+    clock.now = 110.0
+    assert sweep.due() == 70.0
+    assert sweep.due() is None  # not again within the period
+    assert IdleSweep.stale({"old": 69.0, "new": 75.0}, 70.0) == ["old"]
+
+
+# ------------------------------------------------------------------------------ identities
+def test_identity_pool_drops_credentials_nobody_used_for_the_idle_bound() -> None:
+    clock = Clock(0.0)
+    pool = IdentityPool(on_secret=None, idle=100.0, clock=clock)
+    kept, idle = _ak(1), _ak(2)
+    first = pool.credential(kept)
+    pool.credential(idle)
+    for now in range(10, 200, 10):  # `kept` is used every 10 s, `idle` never again
+        clock.now = float(now)
+        pool.touch(kept)
+    assert len(pool) == 1
+    assert pool.credential(kept) is first and pool.builds == 2
+    pool.credential(idle)
+    assert pool.builds == 3  # built again when it came back
+
+
+def test_identity_pool_knows_which_token_files_live_identities_read() -> None:
+    pool = IdentityPool(on_secret=None, idle=100.0, clock=Clock(0.0))
+    one = Identity(OIDC_ROLE_ARN, role_arn="acs:ram::1:role/a", oidc_provider_arn="p",
+                   oidc_token_file="/t/1.jwt")
+    other = Identity(OIDC_ROLE_ARN, role_arn="acs:ram::1:role/b", oidc_provider_arn="p",
+                     oidc_token_file="/t/1.jwt")
+    pool.credential(one)
+    pool.credential(other)
+    assert pool.token_file_in_use("/t/1.jwt") and not pool.token_file_in_use("/t/2.jwt")
+    assert pool.discard(one) and pool.token_file_in_use("/t/1.jwt")
+    assert pool.invalidate(other)
+    assert not pool.token_file_in_use("/t/1.jwt")
+    assert not pool.discard(one)
+
+
+# ------------------------------------------------------------------------------ clients
+def test_kms_drops_idle_clients_limiters_and_cooldowns_and_their_credentials() -> None:
+    clock = Clock(0.0)
+    pool = IdentityPool(on_secret=None, idle=100.0, clock=clock)
+    kms = Kms(pool, region="cn-hangzhou", idle=100.0, clock=clock)
+    busy, gone = _ak(1), _ak(2)
+    kept = kms.client(busy, HOST)
+    kms.client(gone, HOST)
+    kms.client(gone, Endpoint("other.example:443", protocol="http"))
+    kms._limiter("other.example:443")
+    kms._cool_down((gone.fingerprint(), HOST.host), 5.0)
+    assert kms.sizes()["clients"] == 3 and kms.sizes()["cooldowns"] == 1
+    for now in range(10, 200, 10):
+        clock.now = float(now)
+        kms.client(busy, HOST)
+        kms._limiter(HOST.host)
+    sizes = kms.sizes()
+    assert (sizes["clients"], sizes["limiters"], sizes["cooldowns"]) == (1, 1, 0), sizes
+    assert sizes["identities"] == 1
+    assert kms.client(busy, HOST) is kept
+
+
+def test_kms_forget_identity_drops_its_clients_and_credentials_at_once() -> None:
+    pool = IdentityPool(on_secret=None)
+    kms = Kms(pool, region="cn-hangzhou")
+    kms.client(_ak(1), HOST)
+    kms.client(_ak(2), HOST)
+    kms._cool_down((_ak(1).fingerprint(), HOST.host), 5.0)
+    assert kms.forget_identity(_ak(1)) == 1
+    sizes = kms.sizes()
+    assert (sizes["clients"], sizes["cooldowns"], sizes["identities"]) == (1, 0, 1)
+
+
+def test_oos_drops_idle_clients_and_limiters() -> None:
+    clock = Clock(0.0)
+    pool = IdentityPool(on_secret=None, idle=100.0, clock=clock)
+    oos = Oos(pool, region="cn-hangzhou", idle=100.0, clock=clock)
+    host = Endpoint("oos.cn-hangzhou.aliyuncs.com")
+    oos._client(_ak(1), host)
+    oos._client(_ak(2), host)
+    oos._limiter("old.example")
+    for now in range(10, 200, 10):
+        clock.now = float(now)
+        oos._client(_ak(1), host)
+        oos._limiter(host.host)
+    assert oos.sizes() == {"clients": 1, "limiters": 1}
+    assert oos.forget_identity(_ak(1)) == 1 and oos.sizes()["clients"] == 0
+    assert len(pool) == 0
+
+
+def test_kms_instance_closes_and_drops_idle_connection_pools() -> None:
+    clock = Clock(0.0)
+    instance = KmsInstance(idle=100.0, clock=clock)
+    old = instance._pool(InstanceEndpoint("old.cryptoservice.kms.aliyuncs.com"))
+    closed: list[bool] = []
+    old.close = lambda: closed.append(True)  # type: ignore[method-assign]
+    for now in range(10, 200, 10):
+        clock.now = float(now)
+        instance._pool(InstanceEndpoint("busy.cryptoservice.kms.aliyuncs.com"))
+        instance._limiter("busy.cryptoservice.kms.aliyuncs.com")
+    assert instance.sizes() == {"pools": 1, "limiters": 1} and closed == [True]
+
+
+# ------------------------------------------------------------------------------ tokens
+def _tokens(in_use: set[str] | None) -> tuple[ServiceAccountTokens, FakeRest, Clock]:
+    clock = Clock(time.time())
+    rest = FakeRest(clock)
+    for name in ("app", "old"):
+        rest.accounts[("team-a", name)] = {ROLE_ARN_ANNOTATION: "acs:ram::1:role/app"}
+    check = None if in_use is None else in_use.__contains__
+    tokens = ServiceAccountTokens(rest, clock=clock, refresh_every=3600,  # type: ignore[arg-type]
+                                  in_use=check, idle=600.0)
+    return tokens, rest, clock
+
+
+def test_a_token_nobody_reads_is_no_longer_minted_and_its_file_goes() -> None:
+    read: set[str] = set()
+    tokens, rest, clock = _tokens(read)
+    try:
+        app, _ = tokens(Ref("app"), "team-a")
+        old, _ = tokens(Ref("old"), "team-a")
+        read.add(app)  # a live identity reads app's file; nobody reads old's any more
+        clock.now += 300
+        assert tokens.refresh_due() == 0 and len(tokens) == 2  # asked for recently: kept
+        clock.now += 1600  # past half of the hour: both are due
+        assert tokens.refresh_due() == 1
+        assert len(tokens) == 1 and Path(app).exists() and not Path(old).exists()
+        assert [m[1] for m in rest.minted] == ["app", "old", "app"]
+        again, _ = tokens(Ref("old"), "team-a")  # asked for again: minted again
+        assert Path(again).read_text() == f"jwt-{len(rest.minted)}"
+    finally:
+        tokens.close()
+
+
+def test_without_a_reader_check_every_token_is_renewed_as_before() -> None:
+    tokens, _rest, clock = _tokens(None)
+    try:
+        path, _ = tokens(Ref("old"), "team-a")
+        clock.now += 7200
+        assert tokens.refresh_due() == 1 and Path(path).exists()
+    finally:
+        tokens.close()
+
+
+# ------------------------------------------------------------------------------ kube caches
+class _Namespaces:
+    def get(self, path: str, **_query: Any) -> dict[str, Any]:
+        return {"metadata": {"name": path.rsplit("/", 1)[-1], "labels": {"team": "a"}}}
+
+
+def test_namespace_labels_older_than_their_ttl_are_swept() -> None:
+    clock = Clock(0.0)
+    access = KubeAccess(_Namespaces(), None,  # type: ignore[arg-type]
+                        external_secrets=lambda ns: None, secret_stores=lambda ns: None,
+                        cluster_secret_stores=None, secrets=lambda ns: None)
+    access.clock = clock
+    for i in range(50):
+        access.namespace_labels(f"gone-{i}")
+    assert access.namespace_labels_cached() == 50
+    clock.now = NAMESPACE_TTL + 1
+    assert access.namespace_labels("live") == {"team": "a"}
+    assert access.namespace_labels_cached() == 1
+
+
+def test_store_resolver_sweeps_identities_of_old_resource_versions() -> None:
+    clock = Clock(0.0)
+    stores: dict[str, dict[str, Any]] = {}
+    resolver = StoreResolver(_settings(), lambda _k, _ns, name: stores.get(name),
+                             FakeSecrets(AK), lambda _ns: {}, clock=clock)
+    es = model.parse_external_secret({
+        "metadata": {"name": "app", "namespace": NS, "uid": "u"},
+        "spec": {"data": [{"key": "db", "secretStoreRef": {"name": "s"}}]}})
+    for version in range(20):  # the store edited 20 times, then deleted
+        store = _store("s", {"KMSAuth": AK_REFS})
+        store["metadata"]["resourceVersion"] = str(version)
+        stores["s"] = store
+        resolver.resolve(es, es.spec.data[0])
+    assert resolver.cached() == 20
+    clock.now = CREDENTIAL_TTL + 1
+    resolver.resolve(es, es.spec.data[0])
+    assert resolver.cached() == 1

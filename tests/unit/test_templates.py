@@ -1,0 +1,135 @@
+"""Templates (spec.target.template) through the reconciler with plain fakes: the shapes of
+ack-secret-manager v0.6's and External Secrets Operator's documented examples (a config file,
+a registry credential, a TLS pair), Replace and Merge, templateFrom from a ConfigMap, a Secret
+and a literal, metadata templates, and every failure keeping the Secret's data."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from controller.alicloud.errors import FetchError, Kind
+from tests.fakes import World, entry
+
+NS = "team"
+CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+KEY = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
+
+
+def _world(**values: str) -> World:
+    w = World()
+    w.kms.values.update(values)
+    return w
+
+
+def _es(w: World, template: dict[str, Any], *entries: dict[str, Any], **target: Any) -> None:
+    w.add_es("app", {"data": list(entries) or [entry("db", name="password")],
+                     "target": {"template": template, **target}})
+
+
+def test_a_config_file_from_a_data_template() -> None:
+    w = _world(db="s3cr3t-value")
+    _es(w, {"data": {"config.yaml": "database:\n  user: app\n  password: {{ .password }}\n"}})
+    assert w.reconcile("app").ready
+    assert w.kube.data(NS, "app") == {
+        "config.yaml": "database:\n  user: app\n  password: s3cr3t-value\n"}
+
+
+def test_a_registry_credential_built_with_dict_tojson_b64enc() -> None:
+    w = _world(user="robot", token="t0ken")
+    template = ('{{- $auth := printf "%s:%s" .user .token | b64enc -}}'
+                '{{ dict "auths" (dict "registry.example.com" (dict "auth" $auth)) | toJson }}')
+    _es(w, {"type": "kubernetes.io/dockerconfigjson", "data": {".dockerconfigjson": template}},
+        entry("user", name="user"), entry("token", name="token"))
+    outcome = w.reconcile("app")
+    assert outcome.ready, w.message("app")
+    config = json.loads(w.kube.data(NS, "app")[".dockerconfigjson"])  # type: ignore[index]
+    assert base64.b64decode(config["auths"]["registry.example.com"]["auth"]) == b"robot:t0ken"
+    assert w.kube.secrets[(NS, "app")]["type"] == "kubernetes.io/dockerconfigjson"
+
+
+def test_a_tls_pair_from_one_json_secret() -> None:
+    w = _world(tls=json.dumps({"crt": CERT, "key": KEY}))
+    _es(w, {"type": "kubernetes.io/tls", "data": {
+        "tls.crt": "{{ (.bundle | fromJson).crt }}", "tls.key": "{{ (.bundle | fromJson).key }}"}},
+        entry("tls", name="bundle"))
+    assert w.reconcile("app").ready, w.message("app")
+    assert w.kube.data(NS, "app") == {"tls.crt": CERT, "tls.key": KEY}
+
+
+def test_merge_policy_keeps_the_fetched_keys() -> None:
+    w = _world(db="pw")
+    _es(w, {"mergePolicy": "Merge", "data": {"dsn": "postgres://app:{{ .password }}@db"}})
+    assert w.reconcile("app").ready
+    assert w.kube.data(NS, "app") == {"password": "pw", "dsn": "postgres://app:pw@db"}
+
+
+def test_template_from_a_config_map_a_secret_and_a_literal() -> None:
+    w = _world(db="pw")
+    w.kube.config_maps[(NS, "tpl")] = {"data": {
+        "app.ini": "[db]\npassword = {{ .password }}\n",
+        "env": "DB_PASSWORD={{ .password }}\nDB_USER=app\n"}}
+    w.kube.put_user_secret(NS, "tpl-secret", {"note": "{{ .password | upper }}"})
+    _es(w, {"templateFrom": [
+        {"configMap": {"name": "tpl", "items": [
+            {"key": "app.ini"}, {"key": "env", "templateAs": "KeysAndValues"}]}},
+        {"secret": {"name": "tpl-secret", "items": [{"key": "note"}]}, "target": "Annotations"},
+        {"literal": "team-{{ len .password }}", "target": "Labels"}]})
+    outcome = w.reconcile("app")
+    assert outcome.ready and outcome.recheck, w.message("app")
+    assert w.kube.data(NS, "app") == {"app.ini": "[db]\npassword = pw\n",
+                                      "DB_PASSWORD": "pw", "DB_USER": "app"}
+    meta = w.kube.secrets[(NS, "app")]["metadata"]
+    assert meta["annotations"]["note"] == "PW" and meta["labels"]["literal"] == "team-2"
+    # The ConfigMap is edited: the next sync (the recheck) renders it again.
+    w.kube.config_maps[(NS, "tpl")]["data"]["app.ini"] = "[db]\npw = {{ .password }}\n"
+    w.reconcile("app")
+    assert w.kube.data(NS, "app")["app.ini"] == "[db]\npw = pw\n"  # type: ignore[index]
+
+
+def test_metadata_templates() -> None:
+    w = _world(db="pw")
+    _es(w, {"metadata": {"labels": {"length": "{{ len .password }}", "plain": "x"},
+                         "annotations": {"hint": "{{ .password | sha256sum | trunc 8 }}"}}})
+    assert w.reconcile("app").ready, w.message("app")
+    labels = w.kube.secrets[(NS, "app")]["metadata"]["labels"]
+    assert labels["length"] == "2" and labels["plain"] == "x"
+
+
+def test_template_errors_name_the_field_and_position_never_a_value() -> None:
+    w = _world(db="s3cr3t-value")
+    _es(w, {"data": {"x": "{{ .missing }}"}})
+    outcome = w.reconcile("app")
+    assert (outcome.result, outcome.ready) == ("invalid", False)
+    message = w.message("app")
+    assert "spec.target.template.data.x" in message and "line 1" in message
+    assert "s3cr3t" not in message and w.kube.secrets.get((NS, "app")) is None
+
+
+def test_a_missing_config_map_is_named() -> None:
+    w = _world(db="pw")
+    _es(w, {"templateFrom": [{"configMap": {"name": "absent", "items": [{"key": "k"}]}}]})
+    assert not w.reconcile("app").ready
+    assert "ConfigMap absent" in w.message("app")
+
+
+def test_a_failed_entry_keeps_the_templated_secret() -> None:
+    w = _world(db="pw")
+    _es(w, {"data": {"dsn": "db://{{ .password }}"}, "metadata": {
+        "labels": {"len": "{{ len .password }}"}}})
+    first = w.reconcile("app")
+    assert first.ready
+    w.kms.fail["db"] = FetchError(Kind.DENIED, "Forbidden.NoPermission", "denied")
+    w.fetcher.drop(next(iter(first.requests)))
+    assert not w.reconcile("app").ready
+    assert w.kube.data(NS, "app") == {"dsn": "db://pw"}
+    assert w.kube.secrets[(NS, "app")]["metadata"]["labels"]["len"] == "2"
+
+
+def test_a_label_output_that_is_not_a_label_value_is_refused() -> None:
+    w = _world(db="not a label value!")
+    _es(w, {"metadata": {"labels": {"v": "{{ .password }}"}}})
+    assert not w.reconcile("app").ready
+    assert "not a valid label value" in w.message("app")
+    assert "not a label value!" not in w.message("app")
