@@ -31,7 +31,7 @@ from controller.kube.leader import LeaderElector
 from controller.kube.rest import Rest
 from controller.manager import Hooks, Key, Manager
 from controller.ops.health import OpsServers
-from controller.ops.logs import register_secret, setup_logging
+from controller.ops.logs import register_secret, scrub, setup_logging
 from controller.ops.metrics import Metrics
 from controller.settings import Settings
 
@@ -80,6 +80,9 @@ class MetricsHooks(Hooks):
 
     def retry(self) -> None:
         self.metrics.count_retry()
+
+    def scrub(self, text: str) -> str:
+        return scrub(text)
 
     def known(self, namespace: str, name: str, ready: bool) -> None:
         self.ready[(namespace, name)] = ready

@@ -75,6 +75,8 @@ class Hooks:
     def secret_value(self, value: bytes) -> None: ...
     def polled(self, keys: Iterable[Key], changed: bool) -> None: ...
     def known(self, namespace: str, name: str, ready: bool) -> None: ...
+    def scrub(self, text: str) -> str:
+        return text
     def retry(self) -> None: ...
 
 
@@ -130,6 +132,7 @@ class Manager:
             on_value=self.hooks.secret_value,
             bounds=model.IntervalBounds(settings.refresh_floor(),
                                         settings.max_refresh_interval),
+            scrub=self.hooks.scrub,
         )
         # One lock over what the handlers and the workers share: which objects exist and what
         # they trigger, and the poll schedule (so a DELETED and a sync that ends at the same

@@ -106,8 +106,12 @@ class Reconciler:
         on_value: Callable[[bytes], None] | None = None,
         now: Callable[[], datetime] | None = None,
         bounds: model.IntervalBounds = model.DEFAULT_BOUNDS,
+        scrub: Callable[[str], str] | None = None,
     ) -> None:
         self.bounds = bounds
+        # Defence in depth: every status message and Event text passes the log redactor too
+        # (messages are built from names, never values, in the first place).
+        self.scrub = scrub or (lambda text: text)
         self.kube = kube
         self.resolver = resolver
         self.fetcher = fetcher
@@ -247,7 +251,7 @@ class Reconciler:
             verb = "Created" if existing is None else "Updated"
             keys = ", ".join(changed_keys) if changed_keys else "metadata"
             self.kube.event(raw, "Normal", verb,
-                            f"{verb} Secret {target.name} (keys: {keys})"[:1000])
+                            self.scrub(f"{verb} Secret {target.name} (keys: {keys})"[:1000]))
         if result.failed_entries:
             reason, message = self._failure_summary(result)
             read_of = {e.entry_id: e.fetch_key for e in es.spec.entries}
@@ -386,6 +390,7 @@ class Reconciler:
         return reason, message[:2000]
 
     def _invalid(self, raw: dict[str, Any], message: str) -> Outcome:
+        message = self.scrub(message)
         meta = raw.get("metadata", {})
         generation = int(meta.get("generation") or 0)
         old = raw.get("status")
@@ -418,6 +423,9 @@ class Reconciler:
                 reason: str, message: str, entries: list[status_mod.EntryStatus],
                 wrote: bool, interval: float, result: str, *, retry: bool = False,
                 degraded: tuple[str, str] | None = None) -> Outcome:
+        message = self.scrub(message)
+        if degraded is not None:
+            degraded = (degraded[0], self.scrub(degraded[1]))
         old = raw.get("status")
         new = status_mod.build(old, ready=ready, reason=reason, message=message,
                                generation=es.generation, secret_name=es.spec.target.name,

@@ -284,3 +284,14 @@ def test_last_sync_time_moves_at_most_once_per_interval_on_quiet_syncs() -> None
     writes = dict(w.kube.statuses)
     w.reconcile("app")
     assert w.kube.statuses == writes and w.kube.statuses[(NS, "app")]["lastSyncTime"] == first
+
+
+def test_status_and_event_text_pass_the_redactor_too() -> None:
+    w = World()
+    w.reconciler.scrub = lambda text: text.replace("ak-secret", "***")
+    w.kms.fail["db"] = FetchError(Kind.DENIED, "Forbidden.NoPermission",
+                                  "Forbidden.NoPermission: ak-secret leaked by a bug")
+    w.add_es("app", _spec(entry("db")))
+    w.reconcile("app")
+    assert "ak-secret" not in w.message("app") and "***" in w.message("app")
+    assert all("ak-secret" not in e[3] for e in w.kube.events)
