@@ -24,8 +24,8 @@ repeat the before/after on older revisions.
   become 20 s, and tokens are checked every 10 s, so that three churn rounds fit in minutes.
   The pruning is the controller's own; only its timing changes.
 - `token-owner`: `ServiceAccountTokens` is told which token files live identities read
-  (`IdentityPool.token_file_in_use`), the wiring that controller/manager.py does not do yet;
-  a no-op once it does.
+  (`IdentityPool.token_file_in_use`); the controller now does this wiring itself, so the
+  patch changes nothing (kept so the recorded commands still run).
 - `map-sizes`: every 5 s, the sizes of the maps of the manager and the objects it holds
   (fetcher, resolver, KubeAccess, Kms, IdentityPool, tokens, Event recorder) are written to
   $BENCH_SIZES_OUT as JSON, to see which map grows.

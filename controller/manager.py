@@ -120,8 +120,10 @@ class Manager:
         )
         self.resolver = StoreResolver(settings, self.kube.store, self.kube,
                                       self.kube.namespace_labels,
-                                      sa_token_file=ServiceAccountTokens(rest,
-                                                                         on_token=on_credential),
+                                      sa_token_file=ServiceAccountTokens(
+                                          rest, on_token=on_credential,
+                                          # a token no live identity reads is not renewed
+                                          in_use=kms.identities.token_file_in_use),
                                       on_credential=on_credential)
         readers = {name: r for name, r in (("oos", oos), ("dkms", dedicated)) if r is not None}
         self.fetcher = Fetcher(kms, self.clock, readers=readers)

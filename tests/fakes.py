@@ -14,7 +14,7 @@ from typing import Any
 
 from controller import model
 from controller.alicloud.errors import FetchError, Kind
-from controller.alicloud.identity import Identity
+from controller.alicloud.identity import Identity, IdentityPool
 from controller.alicloud.kms import Endpoint, SecretValue
 from controller.engine.clock import FakeClock
 from controller.engine.fetcher import Fetcher
@@ -196,6 +196,7 @@ class FakeKms:
         self.values: dict[str, str] = {}
         self.fail: dict[str, BaseException] = {}
         self.reads: list[str] = []
+        self.identities = IdentityPool(on_secret=None)  # as Kms has (token files in use)
 
     def get_secret_value(self, identity: Identity, endpoint: Endpoint, name: str,
                          version_id: str = "", version_stage: str = "") -> SecretValue:
