@@ -144,9 +144,6 @@ class Kms:
         self._sweep = IdleSweep(idle, clock=clock)
         self.calls = 0
 
-    def _sleep(self, seconds: float) -> None:
-        self._cancelled.wait(seconds)
-
     def also_cancel(self, other: Callable[[], None]) -> None:
         """`cancel()` also cancels `other` (another provider's client: one stop, one call)."""
         self._also_cancel.append(other)
@@ -208,19 +205,14 @@ class Kms:
                 return True
             return isinstance(exc, FetchError) and exc.retryable
 
-        retrying = Retrying(
-            stop=(stop_after_attempt(self.max_attempts) | stop_after_delay(self.max_retry_seconds)
-                  | stop_when_event_set(self._cancelled)),
-            wait=self._wait,
-            sleep=self._sleep,
-            retry=retry_if_exception(should_retry),
-            reraise=True,
-        )
+        policy = retrying(max_attempts=self.max_attempts,
+                          max_retry_seconds=self.max_retry_seconds, cancelled=self._cancelled,
+                          should_retry=should_retry)
         key = (identity.fingerprint(), endpoint.host)
         self._check_cooldown(key, identity, endpoint)
         try:
-            result: SecretValue = retrying(self._call, identity, endpoint, name, version_id,
-                                           version_stage)
+            result: SecretValue = policy(self._call, identity, endpoint, name, version_id,
+                                         version_stage)
         except FetchError as exc:
             if exc.kind == Kind.THROTTLED:
                 self._cool_down(key, exc.retry_after)
@@ -252,12 +244,6 @@ class Kms:
             self._cooldowns[key] = (self.clock() + seconds, strikes + 1)
 
     # ----------------------------------------------------------------- private
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, FetchError) and exc.retry_after:
-            return min(exc.retry_after, self.max_retry_seconds)
-        return float(wait_random_exponential(multiplier=0.2, max=5.0)(state))
-
     def _call(self, identity: Identity, endpoint: Endpoint, name: str, version_id: str,
               version_stage: str) -> SecretValue:
         from alibabacloud_kms20160120 import models
