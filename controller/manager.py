@@ -275,8 +275,10 @@ class Manager:
                     for c in status.get("conditions") or [])
         self.hooks.known(*key, ready)
         current = status.get("observedGeneration") == meta.get("generation")
-        interval = self._interval_of(obj)
-        if ready and current and interval > 0 and self.reconciler.secret_intact(obj):
+        es = self._parse(obj)  # one parse for the interval and the content check
+        interval = self.reconciler.interval_of(es) if es is not None else 0.0
+        if ready and current and interval > 0 and es is not None and \
+                self.reconciler.secret_intact(es):
             self.queue.add_after(key, self._slot_delay(obj, interval))
         else:
             self.queue.add(key)
@@ -392,14 +394,6 @@ class Manager:
         self.queue.add_after(poll, self._poll_delay(request, due.interval))
 
     # -------------------------------------------------------------- schedule
-    def _interval_of(self, obj: dict[str, Any]) -> float:
-        """The poll interval of an ExternalSecret, from the same parse the sync uses; 0 for
-        one that does not parse (it syncs at once and reports InvalidSpec)."""
-        try:
-            return self.reconciler.interval_of(self.reconciler.parse(obj))
-        except model.SpecError:
-            return 0.0
-
     def _slot_delay(self, obj: dict[str, Any], interval: float) -> float:
         meta = obj.get("metadata", {})
         seed = str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")

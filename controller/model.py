@@ -914,9 +914,6 @@ def reserved_metadata_key(key: str, labels: bool) -> bool:
         labels and key in RESERVED_LABELS)
 
 
-_reserved = reserved_metadata_key
-
-
 def _parse_template(raw: object, p: _Problems) -> Template:
     field = "spec.target.template"
     m = _mapping(raw, field, p)
@@ -926,7 +923,7 @@ def _parse_template(raw: object, p: _Problems) -> Template:
                               MAX_TEMPLATE_ITEMS)
     for kind, items in (("labels", labels), ("annotations", annotations)):
         for key in items:
-            if _reserved(key, kind == "labels"):
+            if reserved_metadata_key(key, kind == "labels"):
                 p.add(f"{field}.metadata.{kind}.{key[:100]}", "is reserved for the controller "
                       "(it records which ExternalSecret owns the Secret)", "remove it")
     data = _string_map(m.get("data"), f"{field}.data", p, MAX_TEMPLATE_ITEMS)

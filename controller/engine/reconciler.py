@@ -125,15 +125,11 @@ class Reconciler:
         """The one way an ExternalSecret is read (raises model.SpecError)."""
         return model.parse_external_secret(raw, self.bounds)
 
-    def secret_intact(self, raw: dict[str, Any]) -> bool:
+    def secret_intact(self, es: model.ExternalSecret) -> bool:
         """Whether the ExternalSecret's Secret still holds exactly what its last write put
         there (its keys, type, labels and annotations, by the content hash that write left).
         At a restart, objects whose Secret drifted while the controller was down (a key edited
         or removed, the Secret deleted) sync at once instead of at their slot."""
-        try:
-            es = self.parse(raw)
-        except model.SpecError:
-            return False
         existing = self.kube.secret(es.namespace, es.spec.target.name)
         if existing is None or not _is_ours_or_merged(existing, es):
             return False

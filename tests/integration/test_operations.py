@@ -83,7 +83,8 @@ def test_leader_election_one_active_replica_and_failover(
     wait_for(lambda: "waiting to lead" in second.log, what="second replica stands by")
     k8s.create(namespace, "externalsecrets", _es("one", "db"))
     wait_for(lambda: k8s.secret_data(namespace, "one"), what="synced by the leader")
-    assert "sync ExternalSecret" in first.log
+    # The sync's log line follows its writes: await it rather than race it.
+    wait_for(lambda: "sync ExternalSecret" in first.log, what="the leader's sync logged")
     assert "sync ExternalSecret" not in second.log
     # Graceful stop: the leader finishes, releases the Lease, and the standby takes over
     # at its next retry, well before the Lease would have expired.

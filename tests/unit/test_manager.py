@@ -175,7 +175,7 @@ def test_start_up_syncs_drifted_objects_now_and_others_at_their_slot() -> None:
     drifted = w.obj("drifted", [{"key": "db"}], **ready)
     checks = {"intact": True, "drifted": False}
     w.manager.reconciler.secret_intact = (  # type: ignore[method-assign]
-        lambda raw: checks[raw["metadata"]["name"]])
+        lambda es: checks[es.name])
     for obj in (intact, drifted):
         w.manager._enqueue_initial(obj)
     assert w.manager.queue.get(timeout=0) == ("team", "drifted")

@@ -212,12 +212,13 @@ def test_secret_intact_sees_drift_left_while_the_controller_was_down() -> None:
     w.kms.values.update(a="1", b="2")
     raw = w.add_es("app", _spec(entry("a"), entry("b")))
     w.reconcile("app")
-    assert w.reconciler.secret_intact(w.kube.external_secret(NS, "app") or raw)
+    es = w.reconciler.parse(raw)
+    assert w.reconciler.secret_intact(es)
     secret = w.kube.secrets[(NS, "app")]
     secret["data"]["a"] = "ZWRpdGVk"  # edited by hand
-    assert not w.reconciler.secret_intact(raw)
+    assert not w.reconciler.secret_intact(es)
     del w.kube.secrets[(NS, "app")]
-    assert not w.reconciler.secret_intact(raw)
+    assert not w.reconciler.secret_intact(es)
 
 
 def test_a_merge_target_is_intact_by_its_own_keys_only() -> None:
@@ -226,9 +227,10 @@ def test_a_merge_target_is_intact_by_its_own_keys_only() -> None:
     w.kube.put_user_secret(NS, "users", {"mine": "x"})
     raw = w.add_es("app", _spec(entry("db"), target={"name": "users", "creationPolicy": "Merge"}))
     w.reconcile("app")
-    assert w.reconciler.secret_intact(raw)
+    es = w.reconciler.parse(raw)
+    assert w.reconciler.secret_intact(es)
     w.kube.put_user_secret(NS, "users", {"mine": "changed"})  # the user's key: not drift
-    assert w.reconciler.secret_intact(raw)
+    assert w.reconciler.secret_intact(es)
 
 
 def test_an_omitted_stage_and_acscurrent_are_one_read() -> None:
