@@ -369,6 +369,8 @@ class Manager:
                 requests, interval = frozenset(), 0.0
             start = self.polls.track(key, requests, interval)
         for request, every in start:
+            log.debug("polling KMS secret %s every %gs (first use: ExternalSecret %s/%s)",
+                      request.describe(), every, *key)
             self.queue.add_after(SecretPoll(request), self._poll_delay(request, every))
 
     def _poll(self, poll: SecretPoll) -> None:
@@ -376,6 +378,7 @@ class Manager:
         with self._lock:
             due = self.polls.due(request)
         if due is None:
+            log.debug("KMS secret %s: no longer used, polling ends", request.describe())
             self.fetcher.drop(request)
             return
         result = self.fetcher.fetch(request, 0.0, fresh=True)

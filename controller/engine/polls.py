@@ -41,12 +41,15 @@ class PollSchedule:
         self._intervals: dict[Key, float] = {}
         self._digests: dict[FetchRequest, tuple[str, str]] = {}
         self._polled: set[FetchRequest] = set()
+        self._every: dict[FetchRequest, float] = {}  # the interval its next poll was set for
 
     def track(self, key: Key, requests: frozenset[FetchRequest],
               interval: float) -> list[tuple[FetchRequest, float]]:
         """`key` now depends on `requests`, polled every `interval` (0: not polled). Returns
-        the reads that are new to polling, each with its interval: the caller schedules their
-        first poll."""
+        the reads the caller must schedule, each with its interval: reads new to polling, and
+        reads polled so far at a longer interval than `key` asks for (a poll set for an hour
+        from now must not keep a new one-minute user waiting; the queue keeps the earlier
+        of two due times)."""
         start: list[tuple[FetchRequest, float]] = []
         before = self._uses.pop(key, frozenset())
         for request in before - requests:
@@ -62,10 +65,15 @@ class PollSchedule:
             self._intervals.pop(key, None)
         for request in requests:
             self._users.setdefault(request, set()).add(key)
-            if interval > 0 and request not in self._polled:
+            if interval <= 0:
+                continue
+            if request not in self._polled:
                 self._polled.add(request)
                 self._digests[request] = digest(self._peek(request))
-                start.append((request, interval))
+            elif interval >= self._every.get(request, math.inf):
+                continue
+            self._every[request] = interval
+            start.append((request, interval))
         return start
 
     def forget(self, key: Key) -> None:
@@ -81,7 +89,9 @@ class PollSchedule:
             self._polled.discard(request)
             self._users.pop(request, None)
             self._digests.pop(request, None)
+            self._every.pop(request, None)
             return None
+        self._every[request] = interval  # the caller sets the next poll at this interval
         return Due(users, interval)
 
     def record(self, request: FetchRequest, result: Result) -> bool:
@@ -101,7 +111,7 @@ class PollSchedule:
         """How many entries each map holds (for tests and the churn benchmark)."""
         return {"uses": len(self._uses), "users": len(self._users),
                 "intervals": len(self._intervals), "digests": len(self._digests),
-                "polled": len(self._polled)}
+                "polled": len(self._polled), "every": len(self._every)}
 
 
 def digest(result: Result | None) -> tuple[str, str]:

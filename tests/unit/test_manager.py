@@ -34,7 +34,11 @@ def test_one_poll_per_read_at_the_shortest_interval_of_its_users() -> None:
     schedule = PollSchedule(lambda _r: None)
     db = _request("db")
     assert schedule.track(("ns", "a"), frozenset({db}), 60.0) == [(db, 60.0)]
-    assert schedule.track(("ns", "b"), frozenset({db}), 30.0) == []  # already polled
+    # A shorter interval than the poll was set for: poll sooner (the queue keeps the earlier)
+    assert schedule.track(("ns", "b"), frozenset({db}), 30.0) == [(db, 30.0)]
+    assert schedule.track(("ns", "c"), frozenset({db}), 90.0) == []  # already polled sooner
+    assert schedule.track(("ns", "b"), frozenset({db}), 30.0) == []  # nothing new
+    schedule.forget(("ns", "c"))
     due = schedule.due(db)
     assert due is not None and due.interval == 30.0
     assert due.users == {("ns", "a"), ("ns", "b")}
@@ -166,6 +170,22 @@ def test_a_poll_that_sees_a_change_syncs_every_user_at_once() -> None:
     w.manager._poll(SecretPoll(db))
     assert _drain(w) == {("team", "a"), ("team", "b")}
     assert w.kms.reads == ["db", "db", "db"]  # one read per poll, for both users
+
+
+def test_a_new_user_with_a_shorter_interval_is_polled_at_its_interval() -> None:
+    """Two ExternalSecrets read the same secret: the first polls hourly, the second asks
+    for 3 s. The read's next poll comes within 3 s, not at the hourly slot (the defect: the
+    first user's hour held the second one's polls off)."""
+    w = _World()
+    db = _request("db")
+    for name in ("hourly", "eager"):
+        w.manager._on_external_secret("ADDED", w.obj(name, [{"key": "db"}]))
+    _drain(w)
+    w.manager._track(("team", "hourly"), frozenset({db}), 3600.0)
+    w.manager._track(("team", "eager"), frozenset({db}), 3.0)
+    w.clock.advance(3.0)
+    assert w.manager.queue.get(timeout=0) == SecretPoll(db)
+    w.manager.queue.done(SecretPoll(db))
 
 
 def test_start_up_syncs_drifted_objects_now_and_others_at_their_slot() -> None:
