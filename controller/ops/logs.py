@@ -6,15 +6,25 @@ URL, a library that prints its HTTP headers, a careless f-string. So every line 
 `Redactor` on its way out, which replaces with "[REDACTED]":
 
 - values registered at runtime with `register_secret` (the engine registers each fetched
-  secret value and credential). Only hashes are kept, in a bounded FIFO, and values shorter
-  than 6 characters are ignored (they would scrub ordinary words). Their JSON-escaped,
-  repr-escaped, URL-encoded and base64 forms (Kubernetes Secret data) and, for multi-line
-  values, each line are registered too. Lookup cost is linear in the line's length,
-  whatever the number of registered values.
+  secret value, each value derived from one by jmesPath, extract or a template, and each
+  credential). Only hashes are kept, in a bounded FIFO. Their JSON-escaped, repr-escaped,
+  URL-encoded and base64 forms (Kubernetes Secret data) and, for multi-line values, each
+  line are registered too. Forms of 6 characters or more are found anywhere in a line;
+  shorter ones (a PIN, "true") only in what a log record carries (message, arguments,
+  fields, traceback; not the timestamp) and only as a whole word (not inside a longer
+  word), so that they do not scrub ordinary words in passing: a short secret then hides
+  that word wherever a log message has it on its own. Single characters are not tracked
+  (every lone digit would go). Lookup cost is linear in the line's length, whatever the
+  number of registered values.
 - credential material by shape: AccessKeySecret / SecurityToken / OIDCToken / Signature
   as query parameters (also percent-encoded, as in Alibaba's "string to sign" errors),
   JSON or Python keys and HTTP headers; Authorization headers; bearer tokens; JWTs;
   STS security tokens ("CAIS..."); PEM private keys.
+
+Text that leaves the process another way (Event messages, status) goes through `scrub`,
+which applies the substring and shape rules but not the whole-word rule for short values:
+those texts are kept free of values by construction (they name keys, never values), and a
+word-level scrub there would garble a user's message for no gain.
 
 Redaction happens twice: `RedactingFilter` scrubs the record (message with its arguments,
 exception and stack text, extra fields) before formatting, and the handler scrubs the
@@ -75,9 +85,14 @@ def _digest(text: str) -> bytes:
 
 def secret_variants(value: str | bytes) -> set[str]:
     """The forms in which `value` could show up in a log line, each >= MIN_SECRET_LENGTH."""
+    return {form for form in all_variants(value) if len(form) >= MIN_SECRET_LENGTH}
+
+
+def all_variants(value: str | bytes) -> set[str]:
+    """Every non-blank form in which `value` could show up in a log line, of any length."""
     raw = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else value
     text = value if isinstance(value, str) else _utf8_or_none(value)
-    if len(text if text is not None else raw) < MIN_SECRET_LENGTH:
+    if not raw:
         return set()
     forms = {base64.b64encode(raw).decode("ascii")}
     if isinstance(value, bytes):
@@ -85,7 +100,7 @@ def secret_variants(value: str | bytes) -> set[str]:
     if text is not None:
         forms |= {text, json.dumps(text)[1:-1], repr(text)[1:-1], quote(text, safe="")}
         forms |= {line.strip() for line in text.splitlines()}
-    return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
+    return {form for form in forms if form.strip()}
 
 
 def _utf8_or_none(raw: bytes) -> str | None:
@@ -98,10 +113,15 @@ def _utf8_or_none(raw: bytes) -> str | None:
 class _Generation:
     """Digests of registered forms, indexed by a hash of their first characters."""
 
-    __slots__ = ("anchors", "digests")
+    __slots__ = ("anchors", "digests", "short", "short_hashes", "short_lengths")
 
     def __init__(self) -> None:
         self.digests: set[bytes] = set()
+        # forms shorter than MIN_SECRET_LENGTH, matched as whole words: their digests, and
+        # their (per-process salted) str hashes as a cheap first check
+        self.short: set[bytes] = set()
+        self.short_hashes: set[int] = set()
+        self.short_lengths: set[int] = set()
         # anchor -> the length of the forms starting with it (a set in the rare shared case)
         self.anchors: dict[int, int | frozenset[int]] = {}
 
@@ -142,25 +162,49 @@ class Redactor:
     def __len__(self) -> int:
         """How many distinct forms are remembered."""
         with self._lock:
-            return len(self._current.digests | self._previous.digests)
+            return len(self._current.digests | self._previous.digests) + \
+                len(self._current.short | self._previous.short)
 
     def register(self, value: str | bytes) -> None:
-        for form in secret_variants(value):
-            self._add(form)
+        for form in all_variants(value):
+            if len(form) >= MIN_SECRET_LENGTH:
+                self._add(form)
+            elif len(form) > 1:  # one character: every lone digit in the log would go
+                self._add_short(form)
 
     def clear(self) -> None:
         with self._lock:
             self._current, self._previous = _Generation(), _Generation()
 
     def scrub(self, text: str) -> str:
+        """Registered values of 6 characters or more and credential shapes (for any text)."""
         return scrub_patterns(self._scrub_registered(text))
+
+    def scrub_log(self, text: str) -> str:
+        """`scrub`, and registered short values where they stand as a whole word (logs)."""
+        text = self.scrub(text)
+        with self._lock:
+            generations = [g for g in (self._current, self._previous) if g.short]
+            spans = list(_short_matches(text, generations)) if generations else []
+        return _replace_spans(text, spans)
+
+    def _add_short(self, form: str) -> None:
+        digest = _digest(form)
+        with self._lock:
+            if digest in self._current.short:
+                return
+            if len(self._current.digests) + len(self._current.short) >= self.capacity:
+                self._previous, self._current = self._current, _Generation()
+            self._current.short.add(digest)
+            self._current.short_hashes.add(hash(form))
+            self._current.short_lengths.add(len(form))
 
     def _add(self, form: str) -> None:
         digest, anchor = _digest(form), hash(form[:MIN_SECRET_LENGTH])
         with self._lock:
             if digest in self._current.digests:
                 return
-            if len(self._current.digests) >= self.capacity:
+            if len(self._current.digests) + len(self._current.short) >= self.capacity:
                 self._previous, self._current = self._current, _Generation()
             self._current.add(digest, anchor, len(form))
 
@@ -185,6 +229,32 @@ class Redactor:
                         longest = n
             if longest:
                 yield start, start + longest
+
+
+def _is_word(char: str) -> bool:
+    return char.isalnum() or char == "_"
+
+
+def _short_matches(text: str, generations: list[_Generation]) -> Iterable[tuple[int, int]]:
+    """Spans of `text` that are a registered short form standing as a whole word: no word
+    character runs on across either end (so "ab" is found in "x=ab," but not in "abc")."""
+    end = len(text)
+    lengths = sorted(set().union(*(g.short_lengths for g in generations)), reverse=True)
+    for start in range(end):
+        if text[start].isspace() or (start and _is_word(text[start - 1])
+                                     and _is_word(text[start])):
+            continue
+        for n in lengths:  # longest first
+            stop = start + n
+            if stop > end:
+                continue
+            if stop < end and _is_word(text[stop - 1]) and _is_word(text[stop]):
+                continue
+            window = text[start:stop]
+            h = hash(window)
+            if any(h in g.short_hashes and _digest(window) in g.short for g in generations):
+                yield start, stop
+                break
 
 
 def _replace_spans(text: str, spans: list[tuple[int, int]]) -> str:
@@ -242,7 +312,9 @@ def default_redactor() -> Redactor:
 
 
 def register_secret(value: str | bytes) -> None:
-    """Never log `value` (nor its escaped/base64 forms) from now on; short values are ignored."""
+    """Never log `value` (nor its escaped/base64 forms) from now on (a value shorter than
+    MIN_SECRET_LENGTH: wherever it stands as a whole word in a log message; one character:
+    not at all)."""
     _DEFAULT.register(value)
 
 
@@ -290,7 +362,7 @@ class RedactingFilter(logging.Filter):
         self.redactor = redactor or _DEFAULT
 
     def filter(self, record: logging.LogRecord) -> bool:
-        scrub_text = self.redactor.scrub
+        scrub_text = self.redactor.scrub_log
         record.msg, record.args = scrub_text(_message(record)), None
         if record.exc_info and not record.exc_text:
             record.exc_text = _PLAIN.formatException(record.exc_info)
@@ -382,6 +454,9 @@ class _RedactingHandler(logging.StreamHandler[TextIO]):
         self.addFilter(RedactingFilter(redactor))
 
     def format(self, record: logging.LogRecord) -> str:
+        # The filter scrubbed what the record carries (whole words too); this pass is for
+        # what a formatter adds, which never holds a value: substrings and shapes only, so
+        # a short secret such as "12" cannot eat the timestamp's digits.
         return self.redactor.scrub(super().format(record))
 
 

@@ -68,7 +68,8 @@ def test_derived_and_short_values_never_reach_logs_events_or_status(
     k8s: K8s, cloud: FakeCloud, namespace: str, start_controller: Callable[..., Any],
 ) -> None:
     """Values a template derives (upper-cased, base64, inside a config file) and values too
-    short for the log redactor are kept out of every message by construction."""
+    short for substring redaction (the log filter catches them only as whole words) are kept
+    out of every message by construction."""
     marker = "mrkderived7f3a"
     cloud.put_secret("long", marker)
     cloud.put_secret("short", "Zq7")

@@ -19,9 +19,12 @@ from collections.abc import Callable, Iterator
 from urllib.parse import quote
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from controller.ops import logs
 from controller.ops.logs import (
+    MIN_SECRET_LENGTH,
     REDACTED,
     SELF_CONFIGURED_LOGGERS,
     Redactor,
@@ -219,12 +222,56 @@ def test_bytes_values_are_registered_in_repr_and_base64_form() -> None:
     assert base64.b64encode(value).decode() not in scrub(base64.b64encode(value).decode())
 
 
-def test_values_shorter_than_six_characters_are_not_registered() -> None:
-    register_secret("abcde")
-    register_secret(b"12345")
-    assert scrub("abcde 12345 default") == "abcde 12345 default"
+def test_short_values_are_redacted_in_logs_as_whole_words_only() -> None:
+    redactor = Redactor()
+    redactor.register("1234")
+    redactor.register(b"ab-c")
+    # Log lines: wherever the value stands on its own, whatever the punctuation around it.
+    assert redactor.scrub_log("pin=1234, again '1234' (1234)") == \
+        f"pin={REDACTED}, again '{REDACTED}' ({REDACTED})"
+    assert redactor.scrub_log("x ab-c y") == f"x {REDACTED} y"
+    # Not inside a longer word or number: ordinary text keeps its words.
+    assert redactor.scrub_log("12345 01234 ab-cd xab-c 1234a") == \
+        "12345 01234 ab-cd xab-c 1234a"
+    # Status and Event text (scrub): short values are kept out by construction, not by a
+    # word scrub that would garble the user's message.
+    assert redactor.scrub("pin=1234") == "pin=1234"
     register_secret("abcdef")
     assert scrub("x abcdef y") == f"x {REDACTED} y"
+
+
+def test_a_short_value_never_appears_in_a_log_line() -> None:
+    out = configure("json")
+    register_secret("7f3q")
+    log.info("the pin is %s", "7f3q", extra={"note": ["7f3q"], "count": 7})
+    try:
+        raise ValueError("bad pin 7f3q")
+    except ValueError:
+        log.exception("failed")
+    text = out.getvalue()
+    assert "7f3q" not in text
+    assert f"the pin is {REDACTED}" in text and f"bad pin {REDACTED}" in text
+    assert f'"note":["{REDACTED}"]' in text
+    assert '"count":7' in text  # numbers are not words to scrub
+
+
+def test_a_short_value_does_not_eat_the_timestamp_and_single_characters_are_kept() -> None:
+    out = configure("text")
+    register_secret("12")
+    register_secret("7")
+    log.info("port 12 of 7")
+    line = out.getvalue()
+    assert f"port {REDACTED} of 7" in line
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ", line), line
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(min_size=2, max_size=MIN_SECRET_LENGTH - 1).filter(
+    lambda v: v.strip() == v and not set(v) & set("<>")))
+def test_any_short_value_between_delimiters_is_redacted(value: str) -> None:
+    redactor = Redactor()
+    redactor.register(value)
+    assert redactor.scrub_log(f"<{value}>") == f"<{REDACTED}>"
 
 
 def test_overlapping_and_adjacent_values_are_replaced_once() -> None:
