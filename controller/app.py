@@ -8,6 +8,7 @@ released; it is renewed until the last worker has exited, so no successor overla
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
@@ -108,6 +109,10 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        # SIGQUIT writes every thread's stack to stderr (the Pod's log) and carries on, as a
+        # JVM does: for a controller that runs but does nothing. Frames only (file, line,
+        # function), never variables, so no values.
+        faulthandler.register(signal.SIGQUIT, all_threads=True)
 
     metrics = Metrics(version=__version__)
     hooks = MetricsHooks(metrics)

@@ -2,12 +2,23 @@
 
 Subcommands: `kms-plugin` (the KMS v2 encryption-at-rest plugin) and `reencrypt` (rewrite
 stored objects under the current key). Without one, the command is the controller.
+
+`entrypoint` (the installed command and `python -m controller`) exits the process as soon as
+the command's own orderly stop has returned, without waiting for threads or exit handlers
+that libraries left behind: Python joins every non-daemon thread at exit, and the Alibaba
+credentials library runs its background refreshes on a ThreadPoolExecutor whose threads are
+joined then, so a refresh in flight (an STS call with its own timeouts) could otherwise hold a
+stopping Pod past its grace period. What the controller must clean up it does itself first.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from controller import settings as settings_mod
 
@@ -25,6 +36,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 SUBCOMMANDS = ("kms-plugin", "reencrypt")
 
 
+def entrypoint() -> NoReturn:
+    """`main()`, then exit at once with its code (--help, --version and flag errors exit
+    through argparse as usual, before any thread exists)."""
+    code = main()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
 def _subcommand(name: str, args: list[str]) -> int:
     if name == "kms-plugin":
         from controller.kmsplugin.app import main as plugin_main
@@ -36,4 +58,4 @@ def _subcommand(name: str, args: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entrypoint()

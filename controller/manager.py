@@ -118,12 +118,11 @@ class Manager:
             merged_secrets=lambda ns: self._pick(self.merged_informers, ns),
             on_write=self.hooks.write,
         )
+        # a token no live identity reads is not renewed
+        self.tokens = ServiceAccountTokens(rest, on_token=on_credential,
+                                           in_use=kms.identities.token_file_in_use)
         self.resolver = StoreResolver(settings, self.kube.store, self.kube,
-                                      self.kube.namespace_labels,
-                                      sa_token_file=ServiceAccountTokens(
-                                          rest, on_token=on_credential,
-                                          # a token no live identity reads is not renewed
-                                          in_use=kms.identities.token_file_in_use),
+                                      self.kube.namespace_labels, sa_token_file=self.tokens,
                                       on_credential=on_credential)
         readers = {name: r for name, r in (("oos", oos), ("dkms", dedicated)) if r is not None}
         self.fetcher = Fetcher(kms, self.clock, readers=readers)
@@ -219,6 +218,9 @@ class Manager:
         for informer in self.informers():  # daemon threads with nothing to flush: no wait
             informer.stop(timeout=0)
         self.events.stop(timeout=min(2.0, max(0.05, deadline - time.monotonic())))
+        # The minted ServiceAccount tokens' files go now, not at interpreter exit (the
+        # command exits without waiting for stray threads or exit handlers: cli.entrypoint).
+        self.tokens.close(timeout=min(1.0, max(0.05, deadline - time.monotonic())))
         return not stuck
 
     # ------------------------------------------------------------- handlers

@@ -148,10 +148,11 @@ class ServiceAccountTokens:
                         self._drop(key, token)
         return minted
 
-    def close(self) -> None:
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop renewing and remove the token files (their directory)."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(5)
+            self._thread.join(timeout)
         if self._cleanup is not None:
             self._cleanup()
 

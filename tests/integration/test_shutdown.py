@@ -4,6 +4,7 @@ syncing, and with a start-up error that must be one line, not a traceback."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -114,3 +115,33 @@ def test_a_missing_kubeconfig_is_one_line_not_a_traceback(tmp_path: Path) -> Non
     output = result.stdout + result.stderr
     assert "Traceback" not in output
     assert "--kubeconfig" in output and "cannot reach Kubernetes" in output
+
+
+def test_a_thread_a_library_left_behind_does_not_hold_the_exit(
+    k8s: K8s, namespace: str, tmp_path: Path, start_controller: Callable[..., Any],
+) -> None:
+    """Python joins every non-daemon thread at exit, and the Alibaba credentials library
+    refreshes on such threads (a ThreadPoolExecutor). A library thread that is still busy when
+    the orderly stop ends (here: started through sitecustomize, it sleeps for 120 s) must not
+    keep the process, or a Pod, alive past the stop. SIGQUIT, meanwhile, dumps every thread's
+    stack and the controller carries on."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import threading, time\n"
+        "threading.Thread(target=time.sleep, args=(120,), name='library-refresh',\n"
+        "                 daemon=False).start()\n")
+    controller = start_controller("--leader-elect", "--leader-election-namespace", namespace,
+                                  env={"PYTHONPATH": f"{site}:{REPO}"})
+    wait_for(lambda: "caches synced" in controller.log, what="the controller running")
+    controller.proc.send_signal(signal.SIGQUIT)
+    # Every thread, the idle workers among them (waiting in the work queue).
+    wait_for(lambda: "in _wait_for_ready" in controller.log, what="the stack dump")
+    assert "Thread 0x" in controller.log
+    assert controller.proc.poll() is None, "SIGQUIT stopped the controller"
+    started = time.monotonic()
+    code = controller.stop(timeout=60)
+    elapsed = time.monotonic() - started
+    assert code == 0, controller.log[-3000:]
+    assert elapsed < 10, (elapsed, controller.log[-3000:])
+    assert controller.log.rstrip().splitlines()[-1].endswith("stopped"), controller.log[-2000:]
