@@ -172,7 +172,8 @@ def _patch_map_sizes() -> None:
     def watch(manager: Any, kms: Any) -> None:
         objects = {"manager": manager, "fetcher": manager.fetcher, "resolver": manager.resolver,
                    "kube": manager.kube, "events": manager.events, "kms": kms,
-                   "identities": kms.identities, "reconciler": manager.reconciler}
+                   "kms.clients": kms.clients, "identities": kms.identities,
+                   "reconciler": manager.reconciler}
         tokens = getattr(manager.resolver, "sa_token_file", None)
         if tokens is not None:
             objects["tokens"] = tokens

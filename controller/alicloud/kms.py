@@ -13,8 +13,8 @@ added to its trust store; so each distinct CA of a host is given its own pool si
 `_pool_size`), hence its own session: one store's CA never widens another store's trust.
 
 Pruning: SDK clients (per endpoint and identity), rate limiters (per host) and cool-downs
-(per identity and host) unused for `idle` seconds are dropped by an amortized sweep
-(`identity.IdleSweep`), and `forget_identity` drops an identity's at once. The pool sizes
+(per identity and host) unused for `idle` seconds are dropped by the amortized sweep of
+`pool.SdkClients`, and `forget_identity` drops an identity's at once. The pool sizes
 and CA files are kept: there is one per distinct private CA ever seen, matching an SDK
 session that the SDK keeps for the life of the process, and reusing a size could give a CA's
 session to another CA.
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import logging
 import os
 import shutil
 import tempfile
@@ -45,9 +44,9 @@ from tenacity import (
 )
 
 from controller.alicloud.errors import FetchError, Kind, classify
-from controller.alicloud.identity import Identity, IdentityPool, IdleSweep
-
-log = logging.getLogger(__name__)
+from controller.alicloud.identity import Identity, IdentityPool
+from controller.alicloud.pool import RateLimiter as RateLimiter  # re-exported: kms.RateLimiter
+from controller.alicloud.pool import SdkClients
 
 CallHook = Callable[[str, str, float], None]  # (endpoint host, result code, seconds)
 COOLDOWN_BASE, COOLDOWN_CAP = 5.0, 60.0  # seconds an identity waits after sustained throttling
@@ -71,40 +70,6 @@ class SecretValue:
     stages: tuple[str, ...] = ()
 
 
-class RateLimiter:
-    """At most `rate` calls per second to one endpoint, and at most `rate` at once.
-
-    Calls start evenly spaced, one every `(1 + guard) / rate` seconds (a token bucket that holds
-    a single token), so no one-second window ever holds more than `rate` of them: a bucket with
-    a burst of `rate` would let through up to `2 * rate - 1` in some window. `rate + 1`
-    consecutive starts span `1 + guard` seconds, so `guard` (0.1: 100 ms, 10% of throughput) is
-    how late a call may reach the service (network jitter, a new connection, a busy CPU)
-    before the service could count `rate + 1` in one second. Take a slot (`slots`) first, get
-    everything ready (client, credentials), then `acquire()` the start time right before
-    sending.
-    """
-
-    def __init__(self, rate: float, guard: float = 0.1) -> None:
-        self.rate = max(rate, 0.001)
-        self.period = (1.0 + guard) / self.rate
-        self._next = 0.0
-        self._lock = threading.Lock()
-        self.slots = threading.BoundedSemaphore(max(1, int(rate)))
-
-    def acquire(self, cancel: threading.Event | None = None) -> None:
-        """Wait for this call's start time (reserved in arrival order); returns early when
-        `cancel` is set."""
-        with self._lock:
-            now = time.monotonic()
-            start = max(now, self._next)
-            self._next = start + self.period
-        if start > now:
-            if cancel is not None:
-                cancel.wait(start - now)
-            else:
-                time.sleep(start - now)
-
-
 class Kms:
     def __init__(
         self,
@@ -122,26 +87,20 @@ class Kms:
     ) -> None:
         self.identities = identities
         self.region = region
-        self.rate = rate_per_endpoint
         self.max_attempts = max_attempts
         self.max_retry_seconds = max_retry_seconds
         self.timeouts = (connect_timeout_ms, read_timeout_ms)
         self.on_call = on_call
-        # (endpoint, identity) -> (KMS client, the credentials client it signs with)
-        self._clients: dict[tuple[Endpoint, Identity], tuple[Any, Any]] = {}
-        self._limiters: dict[str, RateLimiter] = {}
-        self._lock = threading.Lock()
-        self._ca_dir = ""  # made on first use: most installations have no private CA
-        self._cancelled = threading.Event()
+        self.clock = clock
+        # Clients and limiters; cool-downs over for longer than `idle` go in the same sweep.
+        self.clients = SdkClients(identities, rate_per_endpoint, idle=idle, clock=clock,
+                                  on_sweep=self._prune_cooldowns)
         self._also_cancel: list[Callable[[], None]] = []
+        self._lock = threading.Lock()  # guards the maps below
+        self._ca_dir = ""  # made on first use: most installations have no private CA
         self._pool_sizes: dict[tuple[str, str, str], int] = {}
         # (identity fingerprint, endpoint host) -> (monotonic end of its cool-down, strikes)
         self._cooldowns: dict[tuple[str, str], tuple[float, int]] = {}
-        # Last use (clock) of each client and limiter, for the sweep.
-        self.clock = clock
-        self._client_used: dict[tuple[Endpoint, Identity], float] = {}
-        self._limiter_used: dict[str, float] = {}
-        self._sweep = IdleSweep(idle, clock=clock)
         self.calls = 0
 
     def also_cancel(self, other: Callable[[], None]) -> None:
@@ -152,7 +111,7 @@ class Kms:
         """Stop retrying: calls in back-off or waiting for their start time end at once with a
         transient error, new calls fail fast. Used by shutdown, so that no KMS retry outlives
         the stop deadline (a call already on the wire ends within its read timeout)."""
-        self._cancelled.set()
+        self.clients.cancel()
         for other in self._also_cancel:
             other()
 
@@ -163,11 +122,11 @@ class Kms:
     def client(self, identity: Identity, endpoint: Endpoint) -> tuple[Any, Any]:
         """(SDK client, the credentials client it signs with) for `endpoint` as `identity`,
         built once with this pool's timeouts and CA handling (shared with kms_crypto)."""
-        return self._client(identity, endpoint)
+        return self.clients.entry(identity, endpoint, lambda: self._build(identity, endpoint))
 
     def forget(self, identity: Identity, credential: Any) -> None:
         """Drop `identity`'s credentials and clients after an expired security token."""
-        self._forget(identity, credential)
+        self.clients.forget_credential(identity, credential)
 
     def forget_identity(self, identity: Identity) -> int:
         """Drop everything held for `identity` now (its clients, cool-downs and credentials):
@@ -175,20 +134,16 @@ class Kms:
         number of clients dropped; a later call builds them again."""
         fingerprint = identity.fingerprint()
         with self._lock:
-            keys = [k for k in self._clients if k[1] == identity]
-            for key in keys:
-                self._drop_client_locked(key)
             for cooling in [k for k in self._cooldowns if k[0] == fingerprint]:
                 del self._cooldowns[cooling]
-        self.identities.discard(identity)
-        return len(keys)
+        return self.clients.forget_identity(identity)
 
     def sizes(self) -> dict[str, int]:
         """How many entries each map holds (for tests and the churn benchmark)."""
+        sizes = self.clients.sizes()
         with self._lock:
-            return {"clients": len(self._clients), "limiters": len(self._limiters),
-                    "cooldowns": len(self._cooldowns), "pool_sizes": len(self._pool_sizes),
-                    "identities": len(self.identities)}
+            sizes.update(cooldowns=len(self._cooldowns), pool_sizes=len(self._pool_sizes))
+        return {**sizes, "identities": len(self.identities)}
 
     # ------------------------------------------------------------------ public
     def get_secret_value(
@@ -196,18 +151,9 @@ class Kms:
         version_id: str = "", version_stage: str = "",
     ) -> SecretValue:
         """Read one secret version; raises FetchError (already retried where that helps)."""
-        refreshed = False
-
-        def should_retry(exc: BaseException) -> bool:
-            nonlocal refreshed
-            if isinstance(exc, FetchError) and exc.token_expired and not refreshed:
-                refreshed = True  # `_call` rebuilt the identity; retry once with new credentials
-                return True
-            return isinstance(exc, FetchError) and exc.retryable
-
         policy = retrying(max_attempts=self.max_attempts,
-                          max_retry_seconds=self.max_retry_seconds, cancelled=self._cancelled,
-                          should_retry=should_retry)
+                          max_retry_seconds=self.max_retry_seconds,
+                          cancelled=self.clients.cancelled, token_refresh=True)
         key = (identity.fingerprint(), endpoint.host)
         self._check_cooldown(key, identity, endpoint)
         try:
@@ -243,29 +189,31 @@ class Kms:
             seconds = retry_after or min(COOLDOWN_BASE * 2 ** min(strikes, 8), COOLDOWN_CAP)
             self._cooldowns[key] = (self.clock() + seconds, strikes + 1)
 
+    def _prune_cooldowns(self, cutoff: float) -> None:
+        """The pool's sweep: cool-downs over for longer than the idle bound go too."""
+        with self._lock:
+            for key in [k for k, (until, _s) in self._cooldowns.items() if until < cutoff]:
+                del self._cooldowns[key]
+
     # ----------------------------------------------------------------- private
     def _call(self, identity: Identity, endpoint: Endpoint, name: str, version_id: str,
               version_stage: str) -> SecretValue:
         from alibabacloud_kms20160120 import models
 
-        if self._cancelled.is_set():
-            raise FetchError(Kind.TRANSIENT, "Cancelled",
-                             "Cancelled: the controller is shutting down")
+        self.clients.check_cancelled()
         limiter = self._limiter(endpoint.host)
         credential = None
         start = time.monotonic()
         code = "Success"
         try:
             with limiter.slots:
-                client, credential = self._client(identity, endpoint)
+                client, credential = self.client(identity, endpoint)
                 credential.get_credential()  # a due STS refresh happens now, not after the start
                 request = models.GetSecretValueRequest(
                     secret_name=name, version_id=version_id or None,
                     version_stage=version_stage or None)
-                limiter.acquire(self._cancelled)
-                if self._cancelled.is_set():
-                    raise FetchError(Kind.TRANSIENT, "Cancelled",
-                                     "Cancelled: the controller is shutting down")
+                limiter.acquire(self.clients.cancelled)
+                self.clients.check_cancelled()
                 start = time.monotonic()
                 self.calls += 1
                 resp = client.get_secret_value(request)
@@ -273,7 +221,7 @@ class Kms:
             error = classify(exc, who=identity.describe(), endpoint=endpoint.host)
             code = error.code
             if error.token_expired and credential is not None:
-                self._forget(identity, credential)
+                self.forget(identity, credential)
             raise error from None
         finally:
             if self.on_call is not None:
@@ -281,24 +229,9 @@ class Kms:
         return _value(name, resp.body)
 
     def _limiter(self, host: str) -> RateLimiter:
-        """The rate limiter of one endpoint host (shared by all identities using it)."""
-        with self._lock:
-            limiter = self._limiters.get(host)
-            if limiter is None:
-                limiter = self._limiters[host] = RateLimiter(self.rate)
-            self._limiter_used[host] = self.clock()
-            return limiter
+        return self.clients.limiter(host)
 
-    def _client(self, identity: Identity, endpoint: Endpoint) -> tuple[Any, Any]:
-        key = (endpoint, identity)
-        with self._lock:
-            entry = self._clients.get(key)
-            if entry is not None:
-                self._client_used[key] = self.clock()
-            self._prune_locked()
-        if entry is not None:
-            self.identities.touch(identity)
-            return entry
+    def _build(self, identity: Identity, endpoint: Endpoint) -> tuple[Any, Any]:
         from alibabacloud_kms20160120.client import Client
         from alibabacloud_tea_openapi.models import Config
 
@@ -316,29 +249,7 @@ class Kms:
             ca=self._ca_file(endpoint.ca_pem) if endpoint.ca_pem else None,
             max_idle_conns=self._pool_size(endpoint),
         )
-        client = Client(config)
-        with self._lock:
-            self._client_used[key] = self.clock()
-            return self._clients.setdefault(key, (client, credential))
-
-    def _prune_locked(self) -> None:
-        """The amortized sweep: clients and limiters unused, and cool-downs over, for longer
-        than the idle bound. A limiter is only ever idle with no call in flight (a call is far
-        shorter than the bound), so no two limiters of one host are ever in use at once."""
-        cutoff = self._sweep.due()
-        if cutoff is None:
-            return
-        for key in IdleSweep.stale(self._client_used, cutoff):
-            self._drop_client_locked(key)
-        for host in IdleSweep.stale(self._limiter_used, cutoff):
-            del self._limiter_used[host]
-            self._limiters.pop(host, None)
-        for key in [k for k, (until, _s) in self._cooldowns.items() if until < cutoff]:
-            del self._cooldowns[key]
-
-    def _drop_client_locked(self, key: tuple[Endpoint, Identity]) -> None:
-        self._client_used.pop(key, None)
-        self._clients.pop(key, None)
+        return Client(config), credential
 
     def _pool_size(self, endpoint: Endpoint) -> int | None:
         """The SDK keeps one HTTPS session (and one TLS trust store, to which every CA used with
@@ -369,17 +280,6 @@ class Kms:
             os.replace(tmp, path)
         return path
 
-    def _forget(self, identity: Identity, credential: Any) -> None:
-        """Rebuild `identity` after the service said its security token expired: drop its
-        credentials and the KMS clients that sign with them, unless a call that failed at the
-        same moment already did (then they are new and good)."""
-        if self.identities.invalidate(identity, credential):
-            log.info("security token of %s expired; getting new credentials",
-                     identity.describe())
-        with self._lock:
-            for key in [k for k, v in self._clients.items() if v[1] is credential]:
-                self._drop_client_locked(key)
-
 
 def _value(name: str, body: Any) -> SecretValue:
     data_type = str(body.secret_data_type or "text")
@@ -391,10 +291,22 @@ def _value(name: str, body: Any) -> SecretValue:
 
 
 def retrying(*, max_attempts: int, max_retry_seconds: float, cancelled: threading.Event,
-             should_retry: Callable[[BaseException], bool]) -> Retrying:
-    """The retry policy of every read (KMS, OOS, KMS instance): at most `max_attempts` calls
+             token_refresh: bool = False) -> Retrying:
+    """The retry policy of one read (KMS, OOS, KMS instance): at most `max_attempts` calls
     and `max_retry_seconds`; waits for the service's retry-after when it sends one, else
-    exponential back-off with jitter; stops at once when `cancelled` is set."""
+    exponential back-off with jitter; stops at once when `cancelled` is set. Retries a
+    retryable FetchError, and with `token_refresh` an expired security token once (the call
+    rebuilt the identity: the retry has new credentials)."""
+    refreshed = False
+
+    def should_retry(exc: BaseException) -> bool:
+        nonlocal refreshed
+        if not isinstance(exc, FetchError):
+            return False
+        if token_refresh and exc.token_expired and not refreshed:
+            refreshed = True
+            return True
+        return exc.retryable
 
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None

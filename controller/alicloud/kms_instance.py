@@ -26,7 +26,7 @@ is a configuration error before any call. TLS: the instance CA (PEM) is trusted 
 endpoint only (an `ssl` context per endpoint, no CA files); `ignore_ssl=True` disables
 verification and exists only because the caller (the lead's policy: an operator flag) asked.
 Retries, the per-endpoint rate limit and the error classes are the KMS path's
-(`kms.retrying`, `kms.RateLimiter`, `errors.service_error(product="KMS instance")`).
+(`kms.retrying`, `pool.RateLimiter`, `errors.service_error(product="KMS instance")`).
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ import http.client
 import json
 import queue
 import ssl
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -50,8 +49,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from controller.alicloud.errors import FetchError, Kind, classify, service_error
-from controller.alicloud.identity import IdleSweep
-from controller.alicloud.kms import CallHook, RateLimiter, SecretValue, retrying
+from controller.alicloud.kms import CallHook, SecretValue, retrying
+from controller.alicloud.pool import ClientPool, RateLimiter
 from controller.ops.logs import register_secret
 
 PRODUCT = "KMS instance"
@@ -148,44 +147,33 @@ class KmsInstance:
         idle: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.rate = rate_per_endpoint
         self.max_attempts = max_attempts
         self.max_retry_seconds = max_retry_seconds
         self.timeouts = (connect_timeout_ms / 1000.0, read_timeout_ms / 1000.0)
         self.on_call = on_call
-        self._pools: dict[InstanceEndpoint, _Pool] = {}
-        self._limiters: dict[str, RateLimiter] = {}
-        self._lock = threading.Lock()
-        self._cancelled = threading.Event()
-        # Pools (keep-alive connections) and limiters unused for `idle` seconds are closed
-        # and dropped by an amortized sweep.
         self.clock = clock
-        self._pool_used: dict[InstanceEndpoint, float] = {}
-        self._limiter_used: dict[str, float] = {}
-        self._sweep = IdleSweep(idle, clock=clock)
+        # Connection pools (keep-alive connections) unused for `idle` seconds are closed.
+        self.clients: ClientPool[InstanceEndpoint, _Pool] = ClientPool(
+            rate_per_endpoint, idle=idle, clock=clock, on_drop=lambda pool: pool.close(),
+            label="pools")
         self.calls = 0
 
     def cancel(self) -> None:
         """Stop retrying (shutdown): waiting calls end at once with a transient error."""
-        self._cancelled.set()
+        self.clients.cancel()
 
     def close(self) -> None:
-        with self._lock:
-            pools, self._pools = list(self._pools.values()), {}
-            self._pool_used.clear()
-        for pool in pools:
-            pool.close()
+        self.clients.close()
 
     def sizes(self) -> dict[str, int]:
-        with self._lock:
-            return {"pools": len(self._pools), "limiters": len(self._limiters)}
+        return self.clients.sizes()
 
     def get_secret_value(self, key: ClientKey, endpoint: InstanceEndpoint, name: str,
                          version_id: str = "", version_stage: str = "") -> SecretValue:
         """Read one secret version; raises FetchError (already retried where that helps)."""
         policy = retrying(max_attempts=self.max_attempts,
-                          max_retry_seconds=self.max_retry_seconds, cancelled=self._cancelled,
-                          should_retry=lambda exc: isinstance(exc, FetchError) and exc.retryable)
+                          max_retry_seconds=self.max_retry_seconds,
+                          cancelled=self.clients.cancelled)
         body = encode([(1, name), (2, version_stage), (3, version_id)])
         result: SecretValue = policy(self._call, key, endpoint, name, body)
         return result
@@ -193,15 +181,15 @@ class KmsInstance:
     # ----------------------------------------------------------------- private
     def _call(self, key: ClientKey, endpoint: InstanceEndpoint, name: str,
               body: bytes) -> SecretValue:
-        self._check_cancelled()
+        self.clients.check_cancelled()
         limiter = self._limiter(endpoint.host)
         start = time.monotonic()
         code = "Success"
         try:
             with limiter.slots:
                 pool = self._pool(endpoint)
-                limiter.acquire(self._cancelled)
-                self._check_cancelled()
+                limiter.acquire(self.clients.cancelled)
+                self.clients.check_cancelled()
                 start = time.monotonic()
                 self.calls += 1
                 status, data = pool.post(signed_headers(key, endpoint.host, body), body)
@@ -216,43 +204,11 @@ class KmsInstance:
             if self.on_call is not None:
                 self.on_call(endpoint.host, code, time.monotonic() - start)
 
-    def _check_cancelled(self) -> None:
-        if self._cancelled.is_set():
-            raise FetchError(Kind.TRANSIENT, "Cancelled",
-                             "Cancelled: the controller is shutting down")
-
     def _limiter(self, host: str) -> RateLimiter:
-        with self._lock:
-            limiter = self._limiters.get(host)
-            if limiter is None:
-                limiter = self._limiters[host] = RateLimiter(self.rate)
-            self._limiter_used[host] = self.clock()
-            return limiter
+        return self.clients.limiter(host)
 
     def _pool(self, endpoint: InstanceEndpoint) -> _Pool:
-        with self._lock:
-            pool = self._pools.get(endpoint)
-            if pool is None:
-                pool = self._pools[endpoint] = _Pool(endpoint, *self.timeouts)
-            self._pool_used[endpoint] = self.clock()
-            idle = self._prune_locked()
-        for stale in idle:
-            stale.close()
-        return pool
-
-    def _prune_locked(self) -> list[_Pool]:
-        """The amortized sweep; returns the pools dropped (closed outside the lock)."""
-        cutoff = self._sweep.due()
-        if cutoff is None:
-            return []
-        dropped = []
-        for endpoint in IdleSweep.stale(self._pool_used, cutoff):
-            del self._pool_used[endpoint]
-            dropped.append(self._pools.pop(endpoint))
-        for host in IdleSweep.stale(self._limiter_used, cutoff):
-            del self._limiter_used[host]
-            self._limiters.pop(host, None)
-        return dropped
+        return self.clients.client(endpoint, lambda: _Pool(endpoint, *self.timeouts))
 
 
 def signed_headers(key: ClientKey, host: str, body: bytes) -> dict[str, str]:

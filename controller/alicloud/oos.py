@@ -5,26 +5,23 @@ Why its own module: OOS is another product (own SDK `alibabacloud_oos20190601`, 
 `oos.<region>.aliyuncs.com`, numbered parameter versions instead of version ids and stages),
 but reads must behave exactly like KMS reads: the same identities (`IdentityPool`), one SDK
 client per (endpoint, identity), a rate limit and concurrency cap per endpoint
-(`kms.RateLimiter`), the same retry policy (`kms.retrying`) and the same error classes
+(`pool.RateLimiter`), the same retry policy (`kms.retrying`) and the same error classes
 (`errors.classify(product="OOS")`). The result is the `SecretValue` the fetcher already
 consumes: `data` the decrypted value, `data_type` "text", `version_id` the parameter
 version ("1", "2", ...), no stages. Clients and limiters unused for `idle` seconds are
-dropped as in `kms` (an amortized `IdleSweep`; `forget_identity` drops one identity's now).
+dropped as in `kms` (`pool.SdkClients`; `forget_identity` drops one identity's now).
 """
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from controller.alicloud.errors import FetchError, Kind, classify
-from controller.alicloud.identity import Identity, IdentityPool, IdleSweep
-from controller.alicloud.kms import CallHook, Endpoint, RateLimiter, SecretValue, retrying
-
-log = logging.getLogger(__name__)
+from controller.alicloud.identity import Identity, IdentityPool
+from controller.alicloud.kms import CallHook, Endpoint, SecretValue, retrying
+from controller.alicloud.pool import RateLimiter, SdkClients
 
 PRODUCT = "OOS"
 MAX_VERSION = 100  # documented range of ParameterVersion: 1-100
@@ -74,42 +71,27 @@ class Oos:
     ) -> None:
         self.identities = identities
         self.region = region
-        self.rate = rate_per_endpoint
         self.max_attempts = max_attempts
         self.max_retry_seconds = max_retry_seconds
         self.timeouts = (connect_timeout_ms, read_timeout_ms)
         self.on_call = on_call
-        self._clients: dict[tuple[Endpoint, Identity], tuple[Any, Any]] = {}
-        self._limiters: dict[str, RateLimiter] = {}
-        self._lock = threading.Lock()
-        self._cancelled = threading.Event()
         self.clock = clock
-        self._client_used: dict[tuple[Endpoint, Identity], float] = {}
-        self._limiter_used: dict[str, float] = {}
-        self._sweep = IdleSweep(idle, clock=clock)
+        self.clients = SdkClients(identities, rate_per_endpoint, idle=idle, clock=clock)
         self.calls = 0
 
     def cancel(self) -> None:
         """Stop retrying (shutdown): waiting calls end at once with a transient error."""
-        self._cancelled.set()
+        self.clients.cancel()
 
     def close(self) -> None:
-        with self._lock:
-            self._clients.clear()
-            self._client_used.clear()
+        self.clients.close()
 
     def forget_identity(self, identity: Identity) -> int:
         """Drop `identity`'s clients and credentials now; returns the clients dropped."""
-        with self._lock:
-            keys = [k for k in self._clients if k[1] == identity]
-            for key in keys:
-                self._drop_client_locked(key)
-        self.identities.discard(identity)
-        return len(keys)
+        return self.clients.forget_identity(identity)
 
     def sizes(self) -> dict[str, int]:
-        with self._lock:
-            return {"clients": len(self._clients), "limiters": len(self._limiters)}
+        return self.clients.sizes()
 
     # ------------------------------------------------------------------ public
     def get_secret_parameter(self, identity: Identity, endpoint: Endpoint, name: str,
@@ -117,18 +99,9 @@ class Oos:
         """Read one encryption parameter, decrypted (`version` empty: the latest); raises
         FetchError, already retried where that helps."""
         number = parameter_version(version)
-        refreshed = False
-
-        def should_retry(exc: BaseException) -> bool:
-            nonlocal refreshed
-            if isinstance(exc, FetchError) and exc.token_expired and not refreshed:
-                refreshed = True  # `_call` rebuilt the identity; retry once with new credentials
-                return True
-            return isinstance(exc, FetchError) and exc.retryable
-
         policy = retrying(max_attempts=self.max_attempts,
                           max_retry_seconds=self.max_retry_seconds,
-                          cancelled=self._cancelled, should_retry=should_retry)
+                          cancelled=self.clients.cancelled, token_refresh=True)
         result: SecretValue = policy(self._call, identity, endpoint, name, number)
         return result
 
@@ -148,7 +121,7 @@ class Oos:
               number: int | None) -> SecretValue:
         from alibabacloud_oos20190601 import models
 
-        self._check_cancelled()
+        self.clients.check_cancelled()
         limiter = self._limiter(endpoint.host)
         credential = None
         start = time.monotonic()
@@ -160,8 +133,8 @@ class Oos:
                 request = models.GetSecretParameterRequest(
                     name=name, parameter_version=number, with_decryption=True,
                     region_id=self.region or None)
-                limiter.acquire(self._cancelled)
-                self._check_cancelled()
+                limiter.acquire(self.clients.cancelled)
+                self.clients.check_cancelled()
                 start = time.monotonic()
                 self.calls += 1
                 resp = client.get_secret_parameter(request)
@@ -170,36 +143,20 @@ class Oos:
                              product=PRODUCT)
             code = error.code
             if error.token_expired and credential is not None:
-                self._forget(identity, credential)
+                self.clients.forget_credential(identity, credential)
             raise error from None
         finally:
             if self.on_call is not None:
                 self.on_call(endpoint.host, code, time.monotonic() - start)
         return _value(name, resp.body)
 
-    def _check_cancelled(self) -> None:
-        if self._cancelled.is_set():
-            raise FetchError(Kind.TRANSIENT, "Cancelled",
-                             "Cancelled: the controller is shutting down")
-
     def _limiter(self, host: str) -> RateLimiter:
-        with self._lock:
-            limiter = self._limiters.get(host)
-            if limiter is None:
-                limiter = self._limiters[host] = RateLimiter(self.rate)
-            self._limiter_used[host] = self.clock()
-            return limiter
+        return self.clients.limiter(host)
 
     def _client(self, identity: Identity, endpoint: Endpoint) -> tuple[Any, Any]:
-        key = (endpoint, identity)
-        with self._lock:
-            entry = self._clients.get(key)
-            if entry is not None:
-                self._client_used[key] = self.clock()
-            self._prune_locked()
-        if entry is not None:
-            self.identities.touch(identity)
-            return entry
+        return self.clients.entry(identity, endpoint, lambda: self._build(identity, endpoint))
+
+    def _build(self, identity: Identity, endpoint: Endpoint) -> tuple[Any, Any]:
         from alibabacloud_oos20190601.client import Client
         from alibabacloud_tea_openapi.models import Config
 
@@ -214,33 +171,7 @@ class Oos:
         config = Config(credential=credential, endpoint=endpoint.host, protocol=endpoint.protocol,
                         region_id=self.region or None, connect_timeout=self.timeouts[0],
                         read_timeout=self.timeouts[1])
-        client = Client(config)
-        with self._lock:
-            self._client_used[key] = self.clock()
-            return self._clients.setdefault(key, (client, credential))
-
-    def _prune_locked(self) -> None:
-        cutoff = self._sweep.due()
-        if cutoff is None:
-            return
-        for key in IdleSweep.stale(self._client_used, cutoff):
-            self._drop_client_locked(key)
-        for host in IdleSweep.stale(self._limiter_used, cutoff):
-            del self._limiter_used[host]
-            self._limiters.pop(host, None)
-
-    def _drop_client_locked(self, key: tuple[Endpoint, Identity]) -> None:
-        self._client_used.pop(key, None)
-        self._clients.pop(key, None)
-
-    def _forget(self, identity: Identity, credential: Any) -> None:
-        """After an expired security token: new credentials, and clients that use them."""
-        if self.identities.invalidate(identity, credential):
-            log.info("security token of %s expired; getting new credentials",
-                     identity.describe())
-        with self._lock:
-            for key in [k for k, v in self._clients.items() if v[1] is credential]:
-                self._drop_client_locked(key)
+        return Client(config), credential
 
 
 def _value(name: str, body: Any) -> SecretValue:

@@ -1,0 +1,196 @@
+"""The bookkeeping that every reader of a cloud product shares (`kms.Kms`, `oos.Oos`,
+`kms_instance.KmsInstance`), in one place instead of three copies.
+
+Why it exists: each reader keeps clients (an SDK client per endpoint and identity, or a
+connection pool per KMS instance endpoint) and a rate limiter per endpoint host, drops both
+when unused for `idle` seconds (an amortized `identity.IdleSweep`), and stops at once on
+shutdown (`cancel`). `ClientPool` owns those maps, their last-use times, the sweep and the
+cancel flag; `SdkClients` adds what the SDK readers share on top: entries keyed by
+(endpoint, identity) that hold the credentials client they sign with, so that an identity or
+an expired credential can be forgotten. Building a client, the request, the response and the
+error classes stay with each reader.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Hashable
+from typing import Any, Generic, TypeVar
+
+from controller.alicloud.errors import FetchError, Kind
+from controller.alicloud.identity import Identity, IdentityPool, IdleSweep
+
+log = logging.getLogger(__name__)
+
+K = TypeVar("K", bound=Hashable)
+C = TypeVar("C")
+SdkKey = tuple[Any, Identity]  # (endpoint, identity)
+SdkEntry = tuple[Any, Any]  # (SDK client, the credentials client it signs with)
+
+
+class RateLimiter:
+    """At most `rate` calls per second to one endpoint, and at most `rate` at once.
+
+    Calls start evenly spaced, one every `(1 + guard) / rate` seconds (a token bucket that holds
+    a single token), so no one-second window ever holds more than `rate` of them: a bucket with
+    a burst of `rate` would let through up to `2 * rate - 1` in some window. `rate + 1`
+    consecutive starts span `1 + guard` seconds, so `guard` (0.1: 100 ms, 10% of throughput) is
+    how late a call may reach the service (network jitter, a new connection, a busy CPU)
+    before the service could count `rate + 1` in one second. Take a slot (`slots`) first, get
+    everything ready (client, credentials), then `acquire()` the start time right before
+    sending.
+    """
+
+    def __init__(self, rate: float, guard: float = 0.1) -> None:
+        self.rate = max(rate, 0.001)
+        self.period = (1.0 + guard) / self.rate
+        self._next = 0.0
+        self._lock = threading.Lock()
+        self.slots = threading.BoundedSemaphore(max(1, int(rate)))
+
+    def acquire(self, cancel: threading.Event | None = None) -> None:
+        """Wait for this call's start time (reserved in arrival order); returns early when
+        `cancel` is set."""
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + self.period
+        if start > now:
+            if cancel is not None:
+                cancel.wait(start - now)
+            else:
+                time.sleep(start - now)
+
+
+class ClientPool(Generic[K, C]):
+    """Clients by key and rate limiters by host, each with its last use; both dropped by the
+    amortized sweep once unused for `idle` seconds. `on_drop` is told every client dropped
+    (outside the lock: closing may block), `on_sweep` every sweep's cut-off (to prune a
+    reader's own maps with it). `label` names the clients in `sizes()`."""
+
+    def __init__(self, rate: float, *, idle: float | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 on_drop: Callable[[C], None] | None = None,
+                 on_sweep: Callable[[float], None] | None = None,
+                 label: str = "clients") -> None:
+        self.rate = rate
+        self.clock = clock
+        self.on_drop = on_drop
+        self.on_sweep = on_sweep
+        self.label = label
+        self.cancelled = threading.Event()
+        self._lock = threading.Lock()
+        self._clients: dict[K, C] = {}
+        self._client_used: dict[K, float] = {}
+        self._limiters: dict[str, RateLimiter] = {}
+        self._limiter_used: dict[str, float] = {}
+        self._sweep = IdleSweep(idle, clock=clock)
+
+    def client(self, key: K, build: Callable[[], C]) -> C:
+        """The client of `key`, built (outside the lock) on first use; runs the sweep when due.
+        Two callers building at once keep the first one stored."""
+        with self._lock:
+            found = self._clients.get(key)
+            if found is not None:
+                self._client_used[key] = self.clock()
+            dropped, cutoff = self._prune_locked()
+        self._after_sweep(dropped, cutoff)
+        if found is not None:
+            return found
+        built = build()
+        with self._lock:
+            self._client_used[key] = self.clock()
+            return self._clients.setdefault(key, built)
+
+    def limiter(self, host: str) -> RateLimiter:
+        """The rate limiter of one endpoint host (shared by all identities using it)."""
+        with self._lock:
+            limiter = self._limiters.get(host)
+            if limiter is None:
+                limiter = self._limiters[host] = RateLimiter(self.rate)
+            self._limiter_used[host] = self.clock()
+            return limiter
+
+    def check_cancelled(self) -> None:
+        if self.cancelled.is_set():
+            raise FetchError(Kind.TRANSIENT, "Cancelled",
+                             "Cancelled: the controller is shutting down")
+
+    def cancel(self) -> None:
+        """Stop retrying: waiting calls end at once with a transient error, new calls fail."""
+        self.cancelled.set()
+
+    def drop(self, match: Callable[[K, C], bool]) -> int:
+        """Drop the clients for which `match(key, client)` holds now; returns how many."""
+        with self._lock:
+            keys = [key for key, value in self._clients.items() if match(key, value)]
+            dropped = [self._drop_locked(key) for key in keys]
+        self._after_sweep(dropped, None)
+        return len(keys)
+
+    def close(self) -> None:
+        """Drop every client (told to `on_drop`); limiters stay."""
+        self.drop(lambda _key, _client: True)
+
+    def sizes(self) -> dict[str, int]:
+        with self._lock:
+            return {self.label: len(self._clients), "limiters": len(self._limiters)}
+
+    def _prune_locked(self) -> tuple[list[C], float | None]:
+        """The amortized sweep: clients and limiters unused for longer than the idle bound. A
+        limiter is only ever idle with no call in flight (a call is far shorter than the
+        bound), so no two limiters of one host are ever in use at once."""
+        cutoff = self._sweep.due()
+        if cutoff is None:
+            return [], None
+        dropped = [self._drop_locked(key) for key in IdleSweep.stale(self._client_used, cutoff)]
+        for host in IdleSweep.stale(self._limiter_used, cutoff):
+            del self._limiter_used[host]
+            self._limiters.pop(host, None)
+        return dropped, cutoff
+
+    def _drop_locked(self, key: K) -> C:
+        self._client_used.pop(key, None)
+        return self._clients.pop(key)
+
+    def _after_sweep(self, dropped: list[C], cutoff: float | None) -> None:
+        if self.on_drop is not None:
+            for client in dropped:
+                self.on_drop(client)
+        if cutoff is not None and self.on_sweep is not None:
+            self.on_sweep(cutoff)
+
+
+class SdkClients(ClientPool[SdkKey, SdkEntry]):
+    """SDK clients per (endpoint, identity), each with the credentials client of `identities`
+    that it signs with."""
+
+    def __init__(self, identities: IdentityPool, rate: float, **options: Any) -> None:
+        super().__init__(rate, **options)
+        self.identities = identities
+
+    def entry(self, identity: Identity, endpoint: Any,
+              build: Callable[[], SdkEntry]) -> SdkEntry:
+        """(SDK client, credentials client) of `endpoint` as `identity`; keeps the identity's
+        credentials alive while it is used."""
+        found = self.client((endpoint, identity), build)
+        self.identities.touch(identity)
+        return found
+
+    def forget_identity(self, identity: Identity) -> int:
+        """Drop `identity`'s clients and credentials now; returns the clients dropped (a later
+        call builds them again)."""
+        dropped = self.drop(lambda key, _entry: key[1] == identity)
+        self.identities.discard(identity)
+        return dropped
+
+    def forget_credential(self, identity: Identity, credential: Any) -> None:
+        """After the service said `identity`'s security token expired: drop its credentials
+        and the clients that sign with them, unless a call that failed at the same moment
+        already did (then they are new and good)."""
+        if self.identities.invalidate(identity, credential):
+            log.info("security token of %s expired; getting new credentials",
+                     identity.describe())
+        self.drop(lambda _key, entry: entry[1] is credential)
