@@ -110,12 +110,44 @@ class Installed:
         return self.k.kubectl("exec", "-n", self.namespace, pod, "--", "python", "-c",
                               code).stdout
 
+    @contextlib.contextmanager
+    def following(self, pod: str) -> Iterator[dict[str, str]]:
+        """`kubectl logs -f` of `pod` for the block (it ends with the container); the yielded
+        dict has the log under "text" once the block is left."""
+        import subprocess
+        import tempfile
+
+        assert self.k.kubeconfig
+        with tempfile.NamedTemporaryFile("w+b", prefix=f"{pod}-", suffix=".log") as out:
+            proc = subprocess.Popen([str(self.k.kubectl_bin), "--kubeconfig",
+                                     str(self.k.kubeconfig), "logs", "-f", "-n",
+                                     self.namespace, pod], stdout=out,
+                                    stderr=subprocess.STDOUT)
+            captured: dict[str, str] = {}
+            try:
+                yield captured
+            finally:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=5)
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                out.seek(0)
+                captured["text"] = out.read().decode(errors="replace")
+
+    def dump_stacks(self, pod: str) -> None:
+        """Every thread's stack into the Pod's log (SIGQUIT: the controller's faulthandler)."""
+        self.k.kubectl("exec", "-n", self.namespace, pod, "--", "python", "-c",
+                       "import os, signal; os.kill(1, signal.SIGQUIT)", check=False)
+
     def describe(self) -> str:
         out = self.k.kubectl("get", "pods,deploy,rs,events", "-n", self.namespace, "-o", "wide",
                              check=False)
-        logs = self.k.kubectl("logs", "-n", self.namespace, "-l", SELECTOR, "--tail=30",
+        for pod in self.pods():
+            self.dump_stacks(pod.metadata.name)
+        logs = self.k.kubectl("logs", "-n", self.namespace, "-l", SELECTOR, "--tail=400",
                               "--prefix", check=False)
-        return out.stdout + out.stderr + logs.stdout[-4000:]
+        return out.stdout + out.stderr + logs.stdout[-60000:]
 
 
 @pytest.fixture(scope="module")
@@ -241,32 +273,38 @@ def test_pod_security_context_is_enforced(installed: Installed) -> None:
     assert claims["sub"].startswith(f"system:serviceaccount:{inst.namespace}:")
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "open defect (issue 13): in a Pod, a standby that takes the Lease after the leader's Pod "
-    "is deleted logs 'caches synced; syncing with 8 workers' and then syncs nothing; seen in "
-    "3 of 4 runs on 2026-12-02, not reproduced with processes (test_operations.py); kept "
-    "running so the fix shows as XPASS"))
 def test_one_leader_fails_over_and_sigterm_ends_within_grace(installed: Installed) -> None:
     inst = installed
     wait_or_describe(inst, lambda: inst.available(2), 120, "Deployment Available")
     names = {p.metadata.name for p in inst.pods()}
     leader = wait_or_describe(inst, lambda: inst.lease_holder() in names and inst.lease_holder(),
                               30, "one of the two Pods holds the Lease")
-    start = time.monotonic()
-    inst.core().delete_namespaced_pod(leader, inst.namespace)
+    dumped = False
 
     def gone() -> bool:
         from kubernetes.client.exceptions import ApiException
 
+        nonlocal dumped
         try:
             inst.core().read_namespaced_pod(leader, inst.namespace)
         except ApiException as exc:
             return bool(exc.status == 404)
+        if not dumped and time.monotonic() - start > GRACE - 8:  # slow: show where it is
+            inst.dump_stacks(leader)
+            dumped = True
         return False
 
-    wait_or_describe(inst, gone, GRACE + 30, f"Pod {leader} gone")
-    took = time.monotonic() - start
-    assert took < GRACE, f"the kubelet needed {took:.1f}s to stop {leader}: SIGTERM ignored?"
+    with inst.following(leader) as captured:
+        start = time.monotonic()
+        inst.core().delete_namespaced_pod(leader, inst.namespace)
+        wait_or_describe(inst, gone, GRACE + 30, f"Pod {leader} gone")
+        took = time.monotonic() - start
+    stop_log = captured["text"]
+    tail = stop_log[stop_log.find("received signal"):] if "received signal" in stop_log \
+        else stop_log[-20000:]
+    assert took < GRACE, (f"the kubelet needed {took:.1f}s to stop {leader}; its log from "
+                          f"SIGTERM on:\n{tail[-30000:]}")
+    assert "stopped" in tail, f"{leader} did not log its clean stop:\n{tail[-30000:]}"
     new = wait_or_describe(inst, lambda: (h := inst.lease_holder()) not in ("", leader) and h,
                            60, "another Pod takes the Lease")
     assert new != leader
@@ -276,35 +314,35 @@ def test_one_leader_fails_over_and_sigterm_ends_within_grace(installed: Installe
     wait_or_describe(inst, lambda: inst.available(2), 120, "Deployment back to 2/2")
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "open defect (issue 13): in a Pod, a standby that takes the Lease after the leader's Pod "
-    "is deleted logs 'caches synced; syncing with 8 workers' and then syncs nothing; seen in "
-    "3 of 4 runs on 2026-12-02, not reproduced with processes (test_operations.py); kept "
-    "running so the fix shows as XPASS"))
 def test_helm_upgrade_rolls_without_a_sync_gap(installed: Installed) -> None:
     inst = installed
     wait_or_describe(inst, lambda: inst.available(2), 120, "Deployment Available")
     before = {p.metadata.name for p in inst.pods()}
     values = {**inst.values, "podAnnotations.rollout": uuid.uuid4().hex[:8]}
-    inst.k.helm("upgrade", RELEASE, CHART, "-n", inst.namespace, *set_args(values))
-    worst = 0.0
-    deadline = time.monotonic() + 180
-    n = 0
-    while time.monotonic() < deadline:
-        n += 1
-        value = f"during-upgrade-{n}"
-        inst.cloud.put_secret("node-db", value)
-        t = time.monotonic()
-        wait_or_describe(inst, lambda v=value: inst.secret_value("db") == v, 30,
-                         f"value {n} synced during the rollout")
-        worst = max(worst, time.monotonic() - t)
-        pods = {p.metadata.name for p in inst.pods()}
-        if not pods & before and inst.available(2):
-            break
+    worst, slowest = 0.0, ""
+    with contextlib.ExitStack() as stack:
+        logs = {pod: stack.enter_context(inst.following(pod)) for pod in sorted(before)}
+        inst.k.helm("upgrade", RELEASE, CHART, "-n", inst.namespace, *set_args(values))
+        deadline = time.monotonic() + 180
+        n = 0
+        while time.monotonic() < deadline:
+            n += 1
+            value = f"during-upgrade-{n}"
+            inst.cloud.put_secret("node-db", value)
+            t = time.monotonic()
+            wait_or_describe(inst, lambda v=value: inst.secret_value("db") == v, 30,
+                             f"value {n} synced during the rollout")
+            if time.monotonic() - t > worst:
+                worst, slowest = time.monotonic() - t, value
+            pods = {p.metadata.name for p in inst.pods()}
+            if not pods & before and inst.available(2):
+                break
     assert inst.available(2), inst.describe()
     assert not {p.metadata.name for p in inst.pods()} & before, "the Deployment did not roll"
     # Polling is every 2s; a leader handover (Lease released on SIGTERM) adds a few seconds.
-    assert worst < 15, f"a KMS change took {worst:.1f}s to reach the Secret during the rollout"
+    old = "\n".join(f"--- {pod}\n{c['text'][-8000:]}" for pod, c in logs.items())
+    assert worst < 15, (f"a KMS change ({slowest}) took {worst:.1f}s to reach the Secret during "
+                        f"the rollout; the old Pods' logs:\n{old}\n{inst.describe()}")
 
 
 def test_rrsa_token_is_used_against_the_fake_sts(node: Node, image_ref: str,
