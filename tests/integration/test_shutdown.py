@@ -133,10 +133,15 @@ def test_a_thread_a_library_left_behind_does_not_hold_the_exit(
         "                 daemon=False).start()\n")
     controller = start_controller("--leader-elect", "--leader-election-namespace", namespace,
                                   env={"PYTHONPATH": f"{site}:{REPO}"})
-    wait_for(lambda: "caches synced" in controller.log, what="the controller running")
+    wait_for(lambda: "caches synced" in controller.log, timeout=60,
+             what="the controller running")
     controller.proc.send_signal(signal.SIGQUIT)
-    # Every thread, the idle workers among them (waiting in the work queue).
-    wait_for(lambda: "in _wait_for_ready" in controller.log, what="the stack dump")
+    # Every thread: the main one waits in app.run, the workers in theirs (_work).
+    try:
+        wait_for(lambda: "in run" in controller.log and "in _work" in controller.log,
+                 what="the stack dump")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{controller.log[-4000:]}") from None
     assert "Thread 0x" in controller.log
     assert controller.proc.poll() is None, "SIGQUIT stopped the controller"
     started = time.monotonic()
