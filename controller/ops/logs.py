@@ -9,13 +9,13 @@ URL, a library that prints its HTTP headers, a careless f-string. So every line 
   secret value, each value derived from one by jmesPath, extract or a template, and each
   credential). Only hashes are kept, in a bounded FIFO. Their JSON-escaped, repr-escaped,
   URL-encoded and base64 forms (Kubernetes Secret data) and, for multi-line values, each
-  line are registered too. Forms of 6 characters or more are found anywhere in a line;
-  shorter ones (a PIN, "true") only in what a log record carries (message, arguments,
-  fields, traceback; not the timestamp) and only as a whole word (not inside a longer
-  word), so that they do not scrub ordinary words in passing: a short secret then hides
-  that word wherever a log message has it on its own. Single characters are not tracked
-  (every lone digit would go). Lookup cost is linear in the line's length, whatever the
-  number of registered values.
+  line are registered too. Forms of 6 characters or more are found anywhere in a line; a
+  value shorter than that (a PIN, "true"; not a short line of a longer value) only in what
+  a log record carries (message, arguments, fields, traceback; not the timestamp) and only
+  as a whole word (not inside a longer word), so that it does not scrub ordinary words in
+  passing: a short secret then hides that word wherever a log message has it on its own.
+  Single characters are not tracked (every lone digit would go). Lookup cost is linear in
+  the line's length, whatever the number of registered values.
 - credential material by shape: AccessKeySecret / SecurityToken / OIDCToken / Signature
   as query parameters (also percent-encoded, as in Alibaba's "string to sign" errors),
   JSON or Python keys and HTTP headers; Authorization headers; bearer tokens; JWTs;
@@ -84,12 +84,26 @@ def _digest(text: str) -> bytes:
 
 
 def secret_variants(value: str | bytes) -> set[str]:
-    """The forms in which `value` could show up in a log line, each >= MIN_SECRET_LENGTH."""
-    return {form for form in all_variants(value) if len(form) >= MIN_SECRET_LENGTH}
+    """The forms in which `value` could show up in a log line that are long enough to be
+    found anywhere (>= MIN_SECRET_LENGTH): the value escaped and encoded, and each line."""
+    text = value if isinstance(value, str) else _utf8_or_none(value)
+    forms = _whole_forms(value)
+    if text is not None:
+        forms |= {line.strip() for line in text.splitlines()}
+    return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
 
 
-def all_variants(value: str | bytes) -> set[str]:
-    """Every non-blank form in which `value` could show up in a log line, of any length."""
+def short_variants(value: str | bytes) -> set[str]:
+    """For a value shorter than MIN_SECRET_LENGTH: its forms of 2 to 5 characters, found
+    only as whole words. A long value has none: the short lines of a config file ("end",
+    "[db]") must not hide those words in every log line."""
+    text = value if isinstance(value, str) else _utf8_or_none(value)
+    if len(text if text is not None else value) >= MIN_SECRET_LENGTH:
+        return set()
+    return {form for form in _whole_forms(value) if 1 < len(form) < MIN_SECRET_LENGTH}
+
+
+def _whole_forms(value: str | bytes) -> set[str]:
     raw = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else value
     text = value if isinstance(value, str) else _utf8_or_none(value)
     if not raw:
@@ -99,8 +113,7 @@ def all_variants(value: str | bytes) -> set[str]:
         forms.add(repr(value)[2:-1])
     if text is not None:
         forms |= {text, json.dumps(text)[1:-1], repr(text)[1:-1], quote(text, safe="")}
-        forms |= {line.strip() for line in text.splitlines()}
-    return {form for form in forms if form.strip()}
+    return {form.strip() for form in forms if form.strip()}
 
 
 def _utf8_or_none(raw: bytes) -> str | None:
@@ -166,11 +179,10 @@ class Redactor:
                 len(self._current.short | self._previous.short)
 
     def register(self, value: str | bytes) -> None:
-        for form in all_variants(value):
-            if len(form) >= MIN_SECRET_LENGTH:
-                self._add(form)
-            elif len(form) > 1:  # one character: every lone digit in the log would go
-                self._add_short(form)
+        for form in secret_variants(value):
+            self._add(form)
+        for form in short_variants(value):  # one character: every lone digit would go
+            self._add_short(form)
 
     def clear(self) -> None:
         with self._lock:

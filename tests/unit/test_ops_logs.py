@@ -240,6 +240,13 @@ def test_short_values_are_redacted_in_logs_as_whole_words_only() -> None:
     assert scrub("x abcdef y") == f"x {REDACTED} y"
 
 
+def test_short_lines_of_a_long_value_are_not_words_to_hide() -> None:
+    redactor = Redactor()
+    redactor.register("[db]\nuser = app\npassword = s3cr3t-pass\nend\n")
+    assert redactor.scrub_log("the end of [db] sync") == "the end of [db] sync"
+    assert redactor.scrub_log("password = s3cr3t-pass") == REDACTED
+
+
 def test_a_short_value_never_appears_in_a_log_line() -> None:
     out = configure("json")
     register_secret("7f3q")
