@@ -23,6 +23,7 @@ from typing import Any
 
 from controller import model
 from controller.alicloud.errors import FetchError
+from controller.alicloud.identity import Identity
 from controller.alicloud.kms import Kms
 from controller.engine import polls, triggers
 from controller.engine.clock import Clock, RealClock
@@ -118,6 +119,7 @@ class Manager:
             merged_secrets=lambda ns: self._pick(self.merged_informers, ns),
             on_write=self.hooks.write,
         )
+        self.identities = kms.identities  # the credentials every reader shares
         # a token no live identity reads is not renewed
         self.tokens = ServiceAccountTokens(rest, on_token=on_credential,
                                            in_use=kms.identities.token_file_in_use)
@@ -243,6 +245,7 @@ class Manager:
                 self.hooks.forget(*key)
             self.queue.forget(key)
             self.backoff.forget(key)
+            self._release_unused()
             return
         seen = Seen(int(meta.get("generation") or 0),
                     str((meta.get("annotations") or {}).get(FORCE_SYNC, "")))
@@ -370,10 +373,26 @@ class Manager:
                 # whichever of the sync and the DELETED event gets here last.
                 requests, interval = frozenset(), 0.0
             start = self.polls.track(key, requests, interval)
+        self._release_unused()
         for request, every in start:
             log.debug("polling KMS secret %s every %gs (first use: ExternalSecret %s/%s)",
                       request.describe(), every, *key)
             self.queue.add_after(SecretPoll(request), self._poll_delay(request, every))
+
+    def _release_unused(self) -> None:
+        """The clients, credentials and ServiceAccount tokens that no ExternalSecret's read
+        uses any more (its last user was deleted or changed its store) go now, not after
+        their idle bound: a cluster where stores and ServiceAccounts come and go holds only
+        what its live objects use."""
+        with self._lock:
+            clients, identities = self.polls.take_released()
+        if not clients:
+            return
+        self.fetcher.release(clients, identities, self.identities)
+        paths = {i.oidc_token_file for i in identities
+                 if isinstance(i, Identity) and i.oidc_token_file}
+        if paths:
+            self.tokens.release(paths)
 
     def _poll(self, poll: SecretPoll) -> None:
         request = poll.request

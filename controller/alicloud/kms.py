@@ -128,6 +128,13 @@ class Kms:
         """Drop `identity`'s credentials and clients after an expired security token."""
         self.clients.forget_credential(identity, credential)
 
+    def release(self, identity: Identity, endpoint: Endpoint) -> bool:
+        """No read uses `endpoint` as `identity` any more: drop that client and its
+        cool-down now (the credentials are the caller's: they may serve other endpoints)."""
+        with self._lock:
+            self._cooldowns.pop((identity.fingerprint(), endpoint.host), None)
+        return self.clients.drop_key((endpoint, identity))
+
     def forget_identity(self, identity: Identity) -> int:
         """Drop everything held for `identity` now (its clients, cool-downs and credentials):
         for the owner of the reads, when the last read that uses it goes away. Returns the

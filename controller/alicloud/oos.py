@@ -86,6 +86,10 @@ class Oos:
     def close(self) -> None:
         self.clients.close()
 
+    def release(self, identity: Identity, endpoint: Endpoint) -> bool:
+        """No read uses `endpoint` as `identity` any more: drop that client now."""
+        return self.clients.drop_key((endpoint, identity))
+
     def forget_identity(self, identity: Identity) -> int:
         """Drop `identity`'s clients and credentials now; returns the clients dropped."""
         return self.clients.forget_identity(identity)

@@ -130,6 +130,13 @@ class ClientPool(Generic[K, C]):
         self._after_sweep(dropped, None)
         return len(keys)
 
+    def drop_key(self, key: K) -> bool:
+        """Drop the client of `key` now (its last user is gone); returns whether one was held."""
+        with self._lock:
+            dropped = [self._drop_locked(key)] if key in self._clients else []
+        self._after_sweep(dropped, None)
+        return bool(dropped)
+
     def close(self) -> None:
         """Drop every client (told to `on_drop`); limiters stay."""
         self.drop(lambda _key, _client: True)

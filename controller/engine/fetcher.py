@@ -13,9 +13,9 @@ step, not one per ExternalSecret retry; a success resets it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from controller.alicloud.errors import FetchError, Kind, classify
 from controller.alicloud.identity import Identity
@@ -117,6 +117,21 @@ class Fetcher:
         with self._lock:
             entry = self._cache.get(request)
             return entry.result if entry else None
+
+    def release(self, clients: Iterable[tuple[str, Any, Any]], identities: Iterable[Any],
+                pool: Any = None) -> None:
+        """Reads through these (provider, endpoint, identity) clients and as these identities
+        are all gone: the readers drop the clients now, `pool` (the shared IdentityPool) the
+        credentials. Readers without `release` (KMS instances: per endpoint, swept when idle)
+        are left to their sweep."""
+        for provider, endpoint, identity in clients:
+            reader = self.reader if provider == "kms" else self.readers.get(provider)
+            release = getattr(reader, "release", None)
+            if release is not None:
+                release(identity, endpoint)
+        if pool is not None:
+            for identity in identities:
+                pool.discard(identity)
 
     def drop(self, request: FetchRequest) -> None:
         """Forget a value nobody uses any more."""

@@ -18,6 +18,7 @@ import math
 import zlib
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import Any
 
 from controller.alicloud.errors import FetchError
 from controller.engine.fetcher import FetchRequest, Result
@@ -42,6 +43,12 @@ class PollSchedule:
         self._digests: dict[FetchRequest, tuple[str, str]] = {}
         self._polled: set[FetchRequest] = set()
         self._every: dict[FetchRequest, float] = {}  # the interval its next poll was set for
+        # How many used reads go through each client (provider, endpoint, identity) and each
+        # identity: when the last goes, the client and the credentials are released at once
+        # (`take_released`), not after an idle bound.
+        self._via: dict[Client, int] = {}
+        self._as: dict[Any, int] = {}
+        self._released: set[Client] = set()
 
     def track(self, key: Key, requests: frozenset[FetchRequest],
               interval: float) -> list[tuple[FetchRequest, float]]:
@@ -58,12 +65,15 @@ class PollSchedule:
                 users.discard(key)
                 if not users:
                     del self._users[request]
+                    self._unuse(request)
         if requests:
             self._uses[key] = requests
             self._intervals[key] = interval
         else:
             self._intervals.pop(key, None)
         for request in requests:
+            if request not in self._users:
+                self._use(request)
             self._users.setdefault(request, set()).add(key)
             if interval <= 0:
                 continue
@@ -87,7 +97,8 @@ class PollSchedule:
                        default=0.0)
         if not users or interval <= 0:
             self._polled.discard(request)
-            self._users.pop(request, None)
+            if self._users.pop(request, None) is not None:
+                self._unuse(request)
             self._digests.pop(request, None)
             self._every.pop(request, None)
             return None
@@ -101,6 +112,33 @@ class PollSchedule:
         self._digests[request] = new
         return changed
 
+    def take_released(self) -> tuple[set[Client], set[Any]]:
+        """The clients (provider, endpoint, identity) and the identities that no used read
+        goes through any more, since the last call: the caller drops them now."""
+        clients, self._released = self._released, set()
+        clients = {c for c in clients if c not in self._via}  # used again meanwhile
+        identities = {c[2] for c in clients if c[2] not in self._as}
+        return clients, identities
+
+    def _use(self, request: FetchRequest) -> None:
+        client = _client(request)
+        self._via[client] = self._via.get(client, 0) + 1
+        self._as[request.identity] = self._as.get(request.identity, 0) + 1
+
+    def _unuse(self, request: FetchRequest) -> None:
+        client = _client(request)
+        left = self._via.get(client, 0) - 1
+        if left > 0:
+            self._via[client] = left
+        else:
+            self._via.pop(client, None)
+            self._released.add(client)
+        left = self._as.get(request.identity, 0) - 1
+        if left > 0:
+            self._as[request.identity] = left
+        else:
+            self._as.pop(request.identity, None)
+
     def users(self, request: FetchRequest) -> frozenset[Key]:
         return frozenset(self._users.get(request, ()))
 
@@ -111,7 +149,15 @@ class PollSchedule:
         """How many entries each map holds (for tests and the churn benchmark)."""
         return {"uses": len(self._uses), "users": len(self._users),
                 "intervals": len(self._intervals), "digests": len(self._digests),
-                "polled": len(self._polled), "every": len(self._every)}
+                "polled": len(self._polled), "every": len(self._every),
+                "via": len(self._via), "as": len(self._as), "released": len(self._released)}
+
+
+Client = tuple[str, Any, Any]  # (provider, endpoint, identity)
+
+
+def _client(request: FetchRequest) -> Client:
+    return (request.provider, request.endpoint, request.identity)
 
 
 def digest(result: Result | None) -> tuple[str, str]:

@@ -44,6 +44,7 @@ ROLE_ARN_ANNOTATION = "ack.alibabacloud.com/role-arn"
 DEFAULT_AUDIENCE = "sts.aliyuncs.com"
 TOKEN_SECONDS = 3600  # what we ask for; the apiserver refuses less than 600
 TOKEN_IDLE = 600.0  # a token asked for this recently is kept even if no identity reads it yet
+RELEASE_GRACE = 30.0  # release(): a token asked for this recently may be about to be read
 
 
 class TokenProblem(Exception):
@@ -92,6 +93,7 @@ class ServiceAccountTokens:
         self._cleanup: weakref.finalize[Any, Any] | None = None
         self._tokens: dict[tuple[str, str, tuple[str, ...]], _Token] = {}
         self._asked: dict[tuple[str, str, tuple[str, ...]], float] = {}  # last request (clock)
+        self._by_path: dict[str, tuple[str, str, tuple[str, ...]]] = {}  # file -> key
         self._lock = threading.Lock()  # guards _tokens; minting is serialised under it
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -116,6 +118,7 @@ class ServiceAccountTokens:
             if token is None or token.due(self.clock()):
                 token = self._mint(namespace, ref.name, audiences)
                 self._tokens[key] = token
+                self._by_path[token.path] = key
             self._asked[key] = self.clock()
         self._start_refresher()
         return token.path, role_arn
@@ -148,6 +151,26 @@ class ServiceAccountTokens:
                         self._drop(key, token)
         return minted
 
+    def release(self, paths: set[str], *, grace: float = RELEASE_GRACE) -> int:
+        """The identities that read these token files are gone (their last ExternalSecret
+        was deleted): forget those tokens now and remove their files, unless a live identity
+        still reads one or it was asked for within `grace` seconds (a store being set up
+        right now mints before its identity exists). Returns how many were forgotten."""
+        dropped = 0
+        with self._lock:
+            for path in paths:
+                key = self._by_path.get(path)
+                token = self._tokens.get(key) if key is not None else None
+                if key is None or token is None:
+                    continue
+                if self.clock() - self._asked.get(key, token.issued) < grace:
+                    continue
+                if self.in_use is not None and self.in_use(token.path):
+                    continue
+                self._drop(key, token)
+                dropped += 1
+        return dropped
+
     def close(self, timeout: float = 5.0) -> None:
         """Stop renewing and remove the token files (their directory)."""
         self._stop.set()
@@ -167,6 +190,7 @@ class ServiceAccountTokens:
     def _drop(self, key: tuple[str, str, tuple[str, ...]], token: _Token) -> None:
         self._tokens.pop(key, None)
         self._asked.pop(key, None)
+        self._by_path.pop(token.path, None)
         _remove(token.path)
 
     def _role_arn(self, namespace: str, name: str) -> str:

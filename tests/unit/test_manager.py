@@ -45,6 +45,7 @@ def test_one_poll_per_read_at_the_shortest_interval_of_its_users() -> None:
     schedule.forget(("ns", "a"))
     schedule.forget(("ns", "b"))
     assert schedule.due(db) is None  # nobody uses it: dropped
+    assert schedule.take_released() == ({("kms", db.endpoint, db.identity)}, {db.identity})
     assert set(schedule.sizes().values()) == {0}
 
 

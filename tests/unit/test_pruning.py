@@ -250,3 +250,71 @@ def test_store_resolver_sweeps_identities_of_old_resource_versions() -> None:
     clock.now = CREDENTIAL_TTL + 1
     resolver.resolve(es, es.spec.data[0])
     assert resolver.cached() == 1
+
+
+# ------------------------------------------------------- released by their owner at once
+
+
+def test_the_last_read_through_a_client_releases_it_and_its_identity() -> None:
+    from controller.engine.fetcher import FetchRequest
+    from controller.engine.polls import PollSchedule
+
+    schedule = PollSchedule(lambda _r: None)
+    other = Endpoint("kms-vpc.cn-hangzhou.aliyuncs.com")
+    a, b = FetchRequest(_ak(1), HOST, "db"), FetchRequest(_ak(1), HOST, "api")
+    c = FetchRequest(_ak(1), other, "db")
+    schedule.track(("ns", "x"), frozenset({a}), 60.0)
+    schedule.track(("ns", "y"), frozenset({b, c}), 60.0)
+    schedule.forget(("ns", "x"))
+    assert schedule.take_released() == (set(), set())  # b still reads through (kms, HOST, 1)
+    schedule.track(("ns", "y"), frozenset({c}), 60.0)  # y drops b: HOST's client goes
+    assert schedule.take_released() == ({("kms", HOST, _ak(1))}, set())  # identity: c uses it
+    schedule.forget(("ns", "y"))
+    assert schedule.take_released() == ({("kms", other, _ak(1))}, {_ak(1)})
+    sizes = schedule.sizes()
+    assert (sizes["via"], sizes["as"], sizes["released"], sizes["users"]) == (0, 0, 0, 0)
+
+
+def test_a_deleted_external_secret_releases_its_kms_client_credentials_and_token() -> None:
+    """Through the manager: the DELETED event of the last ExternalSecret that reads with an
+    identity drops the KMS client and the credentials at once (not 10 minutes later), and the
+    ServiceAccount token the identity read."""
+    from controller import settings
+    from controller.engine.fetcher import FetchRequest
+    from controller.manager import Manager
+
+    pool = IdentityPool(on_secret=None)
+    kms = Kms(pool, region="cn-hangzhou")
+    manager = Manager(settings.load([], {}), rest=None, kms=kms,  # type: ignore[arg-type]
+                      instance="test")
+    token_file = "/tokens/team-a/app"
+    rrsa = Identity(OIDC_ROLE_ARN, role_arn="acs:ram::1:role/app",
+                    oidc_provider_arn="acs:ram::1:oidc-provider/ack", oidc_token_file=token_file)
+    released: list[set[str]] = []
+    manager.tokens.release = lambda paths, **_kw: released.append(paths) or 0  # type: ignore
+    obj = {"metadata": {"namespace": "team-a", "name": "app", "generation": 1},
+           "spec": {"data": [{"key": "db"}]}}
+    manager._started.set()
+    manager._on_external_secret("ADDED", obj)
+    kms.client(rrsa, HOST)
+    pool.credential(rrsa)
+    manager._track(("team-a", "app"), frozenset({FetchRequest(rrsa, HOST, "db")}), 60.0)
+    assert kms.sizes()["clients"] == 1 and len(pool) == 1
+    manager._on_external_secret("DELETED", obj)
+    assert kms.sizes()["clients"] == 0 and len(pool) == 0
+    assert released == [{token_file}]
+
+
+def test_released_tokens_go_unless_read_or_just_asked_for() -> None:
+    read: set[str] = set()
+    tokens, _rest, clock = _tokens(read)
+    try:
+        app, _ = tokens(Ref("app"), "team-a")
+        old, _ = tokens(Ref("old"), "team-a")
+        assert tokens.release({app, old}) == 0  # both asked for just now: a store being set up
+        clock.now += 60
+        read.add(app)  # a live identity still reads app's file
+        assert tokens.release({app, old}) == 1
+        assert len(tokens) == 1 and Path(app).exists() and not Path(old).exists()
+    finally:
+        tokens.close()
