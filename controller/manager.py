@@ -122,7 +122,7 @@ class Manager:
         self.identities = kms.identities  # the credentials every reader shares
         # a token no live identity reads is not renewed
         self.tokens = ServiceAccountTokens(rest, on_token=on_credential,
-                                           in_use=kms.identities.token_file_in_use)
+                                           in_use=self.identities.token_file_in_use)
         self.resolver = StoreResolver(settings, self.kube.store, self.kube,
                                       self.kube.namespace_labels, sa_token_file=self.tokens,
                                       on_credential=on_credential)
@@ -388,7 +388,9 @@ class Manager:
             clients, identities = self.polls.take_released()
         if not clients:
             return
-        self.fetcher.release(clients, identities, self.identities)
+        self.fetcher.release(clients)
+        for identity in identities:
+            self.identities.discard(identity)
         paths = {i.oidc_token_file for i in identities
                  if isinstance(i, Identity) and i.oidc_token_file}
         if paths:

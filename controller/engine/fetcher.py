@@ -118,20 +118,14 @@ class Fetcher:
             entry = self._cache.get(request)
             return entry.result if entry else None
 
-    def release(self, clients: Iterable[tuple[str, Any, Any]], identities: Iterable[Any],
-                pool: Any = None) -> None:
-        """Reads through these (provider, endpoint, identity) clients and as these identities
-        are all gone: the readers drop the clients now, `pool` (the shared IdentityPool) the
-        credentials. Readers without `release` (KMS instances: per endpoint, swept when idle)
-        are left to their sweep."""
+    def release(self, clients: Iterable[tuple[str, Any, Any]]) -> None:
+        """No read goes through these (provider, endpoint, identity) clients any more: the
+        readers drop them now. Readers without `release` (KMS instances: per endpoint, swept
+        when idle) are left to their sweep."""
         for provider, endpoint, identity in clients:
-            reader = self.reader if provider == "kms" else self.readers.get(provider)
-            release = getattr(reader, "release", None)
+            release = getattr(self._reader(provider), "release", None)
             if release is not None:
                 release(identity, endpoint)
-        if pool is not None:
-            for identity in identities:
-                pool.discard(identity)
 
     def drop(self, request: FetchRequest) -> None:
         """Forget a value nobody uses any more."""
@@ -162,9 +156,12 @@ class Fetcher:
         cap = max_age if max_age > 0 else FAILURE_TTL_CAP
         return float(min(FAILURE_TTL * 2.0 ** min(failures - 1, 16), cap, FAILURE_TTL_CAP))
 
+    def _reader(self, provider: str) -> SecretReader | None:
+        return self.reader if provider == "kms" else self.readers.get(provider)
+
     def _read(self, request: FetchRequest) -> Result:
         self.reads += 1
-        reader = self.reader if request.provider == "kms" else self.readers.get(request.provider)
+        reader = self._reader(request.provider)
         if reader is None:
             return FetchError(Kind.CONFIG, "UnsupportedProvider",
                               f"UnsupportedProvider: no client for provider {request.provider}")

@@ -18,12 +18,13 @@ import math
 import zlib
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from controller.alicloud.errors import FetchError
 from controller.engine.fetcher import FetchRequest, Result
 
 Key = Hashable
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -121,23 +122,13 @@ class PollSchedule:
         return clients, identities
 
     def _use(self, request: FetchRequest) -> None:
-        client = _client(request)
-        self._via[client] = self._via.get(client, 0) + 1
-        self._as[request.identity] = self._as.get(request.identity, 0) + 1
+        _count(self._via, _client(request), +1)
+        _count(self._as, request.identity, +1)
 
     def _unuse(self, request: FetchRequest) -> None:
-        client = _client(request)
-        left = self._via.get(client, 0) - 1
-        if left > 0:
-            self._via[client] = left
-        else:
-            self._via.pop(client, None)
-            self._released.add(client)
-        left = self._as.get(request.identity, 0) - 1
-        if left > 0:
-            self._as[request.identity] = left
-        else:
-            self._as.pop(request.identity, None)
+        if not _count(self._via, _client(request), -1):
+            self._released.add(_client(request))
+        _count(self._as, request.identity, -1)
 
     def users(self, request: FetchRequest) -> frozenset[Key]:
         return frozenset(self._users.get(request, ()))
@@ -158,6 +149,16 @@ Client = tuple[str, Any, Any]  # (provider, endpoint, identity)
 
 def _client(request: FetchRequest) -> Client:
     return (request.provider, request.endpoint, request.identity)
+
+
+def _count(counts: dict[T, int], key: T, step: int) -> int:
+    """Add `step` to the count of `key`, forgetting it at 0; returns the new count."""
+    left = counts.get(key, 0) + step
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
+    return max(left, 0)
 
 
 def digest(result: Result | None) -> tuple[str, str]:

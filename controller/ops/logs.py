@@ -205,8 +205,7 @@ class Redactor:
         with self._lock:
             if digest in self._current.short:
                 return
-            if len(self._current.digests) + len(self._current.short) >= self.capacity:
-                self._previous, self._current = self._current, _Generation()
+            self._make_room_locked()
             self._current.short.add(digest)
             self._current.short_hashes.add(hash(form))
             self._current.short_lengths.add(len(form))
@@ -216,9 +215,13 @@ class Redactor:
         with self._lock:
             if digest in self._current.digests:
                 return
-            if len(self._current.digests) + len(self._current.short) >= self.capacity:
-                self._previous, self._current = self._current, _Generation()
+            self._make_room_locked()
             self._current.add(digest, anchor, len(form))
+
+    def _make_room_locked(self) -> None:
+        """A full current generation becomes the previous one (the old previous is dropped)."""
+        if len(self._current.digests) + len(self._current.short) >= self.capacity:
+            self._previous, self._current = self._current, _Generation()
 
     def _scrub_registered(self, text: str) -> str:
         with self._lock:
