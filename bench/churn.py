@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import shutil
 import signal
 import sys
@@ -69,6 +70,12 @@ class ChurnOptions:
     patches: list[str] = field(default_factory=lambda: list(DEFAULT_PATCHES))
     controller_args: list[str] = field(default_factory=list)
     keep_workdir: bool = False
+    heap_stats: bool = False  # after each round, what the heap holds (the heap-stats patch)
+    trim_probe: bool = False  # ... and the RSS after malloc_trim(0), after the last round
+    trim_every_round: bool = False  # ... after every round (changes the later rounds)
+    controller_env: dict[str, str] = field(default_factory=dict)
+    heap_who: list[str] = field(default_factory=list)  # ... and who holds these types
+    heap_gc: bool = False  # ... and the heap after a full gc.collect() (changes later rounds)
 
     def controller_flags(self) -> list[str]:
         return ["--polling-interval", f"{self.polling_interval:g}s",
@@ -89,6 +96,7 @@ class Churn:
         self.tracker: Tracker | None = None
         self.controller: ControllerProcess | None = None
         self.sizes_file = workdir / "map-sizes.json"
+        self.heap_file = workdir / "heap-stats.json"
         self.result: dict[str, Any] = {"objects": opts.objects, "rounds": []}
 
     # ------------------------------------------------------------------ lifecycle
@@ -148,7 +156,14 @@ class Churn:
                 "--sts-endpoint", str(info["sts_endpoint"]), *o.controller_flags()]
         env = {"SSL_CERT_FILE": str(info["ca_bundle_file"]),
                "ALIBABA_CLOUD_OIDC_PROVIDER_ARN": PROVIDER,
-               "BENCH_SIZES_OUT": str(self.sizes_file)}
+               "BENCH_SIZES_OUT": str(self.sizes_file), "BENCH_HEAP_OUT": str(self.heap_file)}
+        if o.heap_stats and "heap-stats" not in o.patches:
+            o.patches.append("heap-stats")
+        if o.heap_who:
+            env["BENCH_HEAP_WHO"] = ",".join(o.heap_who)
+        if o.heap_gc:
+            env["BENCH_HEAP_GC"] = "1"
+        env.update(o.controller_env)
         module = "controller"
         if o.patches:
             module = "bench.patched"
@@ -199,6 +214,13 @@ class Churn:
                  "rss_mb_settled": round(rss, 1),
                  "map_sizes": self._sizes()}
         say(f"churn {o.objects}: round {r + 1}: settled RSS {rss:.1f} MB")
+        if o.heap_stats:
+            if o.trim_every_round or (o.trim_probe and r == o.rounds - 1):
+                self.heap_file.with_name(self.heap_file.name + ".trim").touch()
+            entry["heap"] = self._heap()
+            say(f"churn {o.objects}: round {r + 1}: heap "
+                + json.dumps({k: v for k, v in entry["heap"].items()
+                              if k not in ("top_types", "who", "after_gc")}))
         return entry
 
     def _create(self, r: int, j: int) -> None:
@@ -254,6 +276,20 @@ class Churn:
             return {}
         return {k: v for k, v in sorted(loaded.items()) if v}
 
+    def _heap(self, timeout: float = 120.0) -> dict[str, Any]:
+        """SIGUSR2 to the heap-stats patch, and its answer."""
+        assert self.controller is not None
+        with contextlib.suppress(OSError):
+            self.heap_file.unlink()
+        os.kill(self.controller.pid, signal.SIGUSR2)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, ValueError):
+                stats: dict[str, Any] = json.loads(self.heap_file.read_text())
+                return stats
+            time.sleep(0.5)
+        return {"error": f"no heap stats within {timeout:.0f}s"}
+
     def _wait_idle(self, quiet: float = 5.0, timeout: float = 600.0) -> None:
         assert self.controller is not None and self.tracker is not None
         deadline = time.monotonic() + timeout
@@ -301,7 +337,22 @@ def parse(argv: list[str] | None) -> ChurnOptions:
       help="bench/patched.py patches (default: map-sizes, the shipped controller; "
            "'none' for the controller as it is)")
     a("--controller-arg", action="append", default=[], metavar="ARG")
+    a("--controller-env", action="append", default=[], metavar="NAME=VALUE",
+      help="an environment variable for the controller (e.g. MALLOC_ARENA_MAX=2)")
     a("--keep-workdir", action="store_true")
+    a("--heap-stats", action="store_true",
+      help="after each round, what the controller's heap holds (glibc and pymalloc, objects "
+           "by type), through the heap-stats patch")
+    a("--heap-who", action="append", default=[], metavar="TYPE",
+      help="with --heap-stats: the chain of referrers of one live object of this type name")
+    a("--heap-gc", action="store_true",
+      help="with --heap-stats: also the heap after a full gc.collect() (a diagnosis: the "
+           "later rounds start from a collected heap)")
+    a("--trim-every-round", action="store_true",
+      help="with --heap-stats: malloc_trim(0) after every round (a diagnosis)")
+    a("--trim-probe", action="store_true",
+      help="with --heap-stats: after the last round, also call malloc_trim(0) and record the "
+           "RSS after")
     a("--out", type=Path, default=None, help="the JSON (default bench/results/churn-...)")
     ns = p.parse_args(argv)
     patches = list(DEFAULT_PATCHES) if ns.controller_patch is None else \
@@ -310,7 +361,12 @@ def parse(argv: list[str] | None) -> ChurnOptions:
                         distinct=ns.distinct, kms_latency=ns.kms_latency,
                         polling_interval=ns.polling_interval, settle=ns.settle,
                         tolerance=ns.tolerance, patches=patches,
-                        controller_args=ns.controller_arg, keep_workdir=ns.keep_workdir)
+                        controller_args=ns.controller_arg, keep_workdir=ns.keep_workdir,
+                        heap_stats=(ns.heap_stats or ns.trim_probe or ns.heap_gc
+                                    or ns.trim_every_round or bool(ns.heap_who)),
+                        trim_probe=ns.trim_probe, trim_every_round=ns.trim_every_round,
+                        heap_who=ns.heap_who, heap_gc=ns.heap_gc,
+                        controller_env=dict(kv.split("=", 1) for kv in ns.controller_env))
     opts.out = ns.out  # type: ignore[attr-defined]
     return opts
 
@@ -328,7 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     document: dict[str, Any] = {
         "command": "python -m bench.churn " + " ".join(sys.argv[1:] if argv is None else argv),
         "started": stamp, "machine": probes.machine(), "revision": probes.git_revision(),
-        "controller_flags": opts.controller_flags(), "controller_patches": opts.patches}
+        "controller_flags": opts.controller_flags(), "controller_patches": opts.patches,
+        "controller_env": opts.controller_env}
     try:
         document["result"] = Churn(opts, workdir).run()
     except KeyboardInterrupt:

@@ -27,12 +27,22 @@ repeat the before/after on older revisions.
   (`IdentityPool.token_file_in_use`); the controller now does this wiring itself, so the
   patch changes nothing (kept so the recorded commands still run).
 - `map-sizes`: every 5 s, the sizes of the maps of the manager and the objects it holds
-  (fetcher, resolver, KubeAccess, Kms, IdentityPool, tokens, Event recorder) are written to
+  (fetcher, resolver, KubeAccess, Kms, IdentityPool, tokens, Event recorder, the log
+  redactor: its owners and the forms it remembers) are written to
   $BENCH_SIZES_OUT as JSON, to see which map grows.
+- `heap-stats` (bench/churn.py --heap-stats): on SIGUSR2 the controller writes to
+  $BENCH_HEAP_OUT what its heap holds: glibc's mallinfo2 (in use, free, mmapped), pymalloc's
+  arenas and blocks, the gc-tracked objects by type and the RSS; with $BENCH_HEAP_GC set,
+  the same after a full gc.collect(); then, if the file
+  $BENCH_HEAP_OUT.trim exists, it calls malloc_trim(0) and writes the RSS after. Whether RSS
+  that is not given back is live objects or free heap the allocators keep. For each type
+  named in $BENCH_HEAP_WHO (comma-separated), one instance's chain of referrers (type names,
+  and the key or attribute that holds it) shows who keeps such objects alive.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import sys
@@ -178,10 +188,17 @@ def _patch_map_sizes() -> None:
         if tokens is not None:
             objects["tokens"] = tokens
 
+        from controller.ops.logs import default_redactor
+
+        redactor = default_redactor()
+        objects["redactor"] = redactor
+
         def loop() -> None:
             while True:
                 try:
-                    text = json.dumps(_sizes_of(objects), sort_keys=True)
+                    sizes = _sizes_of(objects)
+                    sizes["redactor.forms"] = len(redactor)
+                    text = json.dumps(sizes, sort_keys=True)
                     with open(out + ".tmp", "w") as fh:
                         fh.write(text)
                     os.replace(out + ".tmp", out)
@@ -194,10 +211,189 @@ def _patch_map_sizes() -> None:
     _manager_init_hook(watch)
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        lines = fh.read().splitlines()
+    for line in lines:
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+_PYMALLOC = {"# arenas allocated current": "pymalloc_arenas",
+             "# bytes in allocated blocks": "pymalloc_allocated_mb",
+             "# bytes in available blocks": "pymalloc_available_mb",
+             "# bytes lost to pool headers": "pymalloc_pool_headers_mb",
+             "# bytes lost to quantization": "pymalloc_quantization_mb",
+             "Total": "pymalloc_total_mb"}
+
+
+def _pymalloc_stats() -> dict[str, float]:
+    """sys._debugmallocstats() writes to the C stderr: catch it in a file and pick the
+    totals (the first "Total" is the arenas' bytes, the second the arena map's)."""
+    import tempfile
+
+    with tempfile.TemporaryFile("w+") as tmp:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(tmp.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        tmp.seek(0)
+        text = tmp.read()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        label, _, value = line.rpartition("=")
+        key = _PYMALLOC.get(label.strip())
+        if key is not None and key not in out:  # the first "Total": the arenas' bytes
+            number = float(value.strip().replace(",", ""))
+            out[key] = number if key == "pymalloc_arenas" else round(number / 2**20, 1)
+    return out
+
+
+def _heap_stats(libc: ctypes.CDLL) -> dict[str, Any]:
+    import gc
+    from collections import Counter
+
+    mi = libc.mallinfo2()
+    mb = 2**20
+    pymalloc = _pymalloc_stats()
+    types = Counter(type(o).__name__ for o in gc.get_objects())
+    return {"rss_mb": round(_rss_mb(), 1),
+            "malloc_in_use_mb": round(mi.uordblks / mb, 1),
+            "malloc_free_mb": round(mi.fordblks / mb, 1),
+            "malloc_arena_mb": round(mi.arena / mb, 1),
+            "malloc_mmapped_mb": round(mi.hblkhd / mb, 1),
+            "pymalloc_blocks": sys.getallocatedblocks(), **pymalloc,
+            "gc_objects": sum(types.values()), "threads": threading.active_count(),
+            "top_types": dict(types.most_common(25))}
+
+
+def _holder(parent: Any, child: Any) -> str:
+    """How `parent` holds `child`: the key, attribute or index (names only, never values)."""
+    if isinstance(parent, dict):
+        for key, value in parent.items():
+            if value is child:
+                return f"dict[{key!r:.60}]"
+            if key is child:
+                return "dict key"
+        return "dict"
+    if isinstance(parent, (list, tuple, set, frozenset)):
+        return type(parent).__name__
+    return type(parent).__name__
+
+
+_PROBE = ("_chain", "_who", "dump")
+
+
+def _ours(obj: Any) -> bool:
+    """This probe's own frames and the dict of objects it found."""
+    import types
+
+    if isinstance(obj, types.FrameType):
+        return obj.f_code.co_name in _PROBE
+    return isinstance(obj, dict) and obj.get("__heap_probe__") is True
+
+
+def _chain(obj: Any, depth: int = 12) -> list[str]:
+    """Referrers from `obj` upwards (the first one that is not this probe's own bookkeeping)
+    until a module, a class, a frame or nothing: no closures here, so no cells of ours."""
+    import gc
+    import types
+
+    chain: list[str] = [type(obj).__name__]
+    seen = {id(obj), id(chain)}
+    current = obj
+    for _ in range(depth):
+        parents: list[Any] = []
+        seen.add(id(parents))
+        for ref in gc.get_referrers(current):
+            if id(ref) not in seen and not _ours(ref):
+                parents.append(ref)
+        if not parents:
+            chain.append("(no other referrer: unreachable garbage, or held from C)")
+            break
+        parent = parents[0]
+        label = _holder(parent, current)
+        if isinstance(parent, dict):
+            for owner in gc.get_referrers(parent):
+                if getattr(owner, "__dict__", None) is parent:
+                    parent, label = owner, f"{type(owner).__name__}.{label[5:-1].strip(chr(39))}"
+                    break
+        if isinstance(parent, types.FrameType):
+            label = (f"frame {parent.f_code.co_name} ({parent.f_code.co_filename}:"
+                     f"{parent.f_lineno})")
+        chain.append(label + (f" (+{len(parents) - 1} other referrers)"
+                              if len(parents) > 1 else ""))
+        if isinstance(parent, (types.ModuleType, type, types.FrameType)):
+            if not isinstance(parent, types.FrameType):
+                chain.append(f"{type(parent).__name__} {getattr(parent, '__name__', '')}")
+            break
+        seen.add(id(parent))
+        current = parent
+    return chain
+
+
+def _who(names: list[str]) -> dict[str, list[str]]:
+    import gc
+
+    wanted, found = set(names), {"__heap_probe__": True}
+    everything = gc.get_objects()
+    for obj in everything:
+        name = type(obj).__name__
+        if name in wanted and name not in found:
+            found[name] = obj
+    del everything, obj
+    chains: dict[str, list[str]] = {}
+    for name in wanted:  # no items() iterator: it would show up as a referrer
+        if name in found:
+            chains[name] = _chain(found[name])
+    return chains
+
+
+def _patch_heap_stats() -> None:
+    import signal
+
+    out = os.environ.get("BENCH_HEAP_OUT", "heap-stats.json")
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = _MallInfo2
+    libc.malloc_trim.argtypes = [ctypes.c_size_t]
+
+    who = [n for n in os.environ.get("BENCH_HEAP_WHO", "").split(",") if n]
+
+    def dump(_signum: int, _frame: Any) -> None:
+        import gc
+
+        stats = _heap_stats(libc)
+        if who:
+            stats["who"] = _who(who)
+        if os.environ.get("BENCH_HEAP_GC"):
+            stats["gc_collected"] = gc.collect()
+            stats["after_gc"] = _heap_stats(libc)
+        if os.path.exists(out + ".trim"):
+            libc.malloc_trim(0)
+            stats["after_trim"] = {k: v for k, v in _heap_stats(libc).items()
+                                   if k != "top_types"}
+        with open(out + ".tmp", "w") as fh:
+            json.dump(stats, fh)
+        os.replace(out + ".tmp", out)
+
+    signal.signal(signal.SIGUSR2, dump)
+
+
 PATCHES = {"intern": _patch_intern, "no-intern": _patch_no_intern,
            "no-secret-get": _patch_no_secret_get, "events-lru": _patch_events_lru,
            "short-idle": _patch_short_idle, "token-owner": _patch_token_owner,
-           "map-sizes": _patch_map_sizes}
+           "map-sizes": _patch_map_sizes, "heap-stats": _patch_heap_stats}
 
 
 def apply_from_env() -> None:
