@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from types import FrameType
 
 from controller import __version__
@@ -32,7 +32,13 @@ from controller.kube.leader import LeaderElector
 from controller.kube.rest import Rest
 from controller.manager import Hooks, Key, Manager
 from controller.ops.health import OpsServers
-from controller.ops.logs import register_secret, scrub, setup_logging
+from controller.ops.logs import (
+    hold_secret,
+    register_secret,
+    release_secrets,
+    scrub,
+    setup_logging,
+)
 from controller.ops.metrics import Metrics
 from controller.settings import Settings
 
@@ -88,6 +94,12 @@ class MetricsHooks(Hooks):
     def known(self, namespace: str, name: str, ready: bool) -> None:
         self.ready[(namespace, name)] = ready
         self.metrics.observe_known(namespace, name, ready)
+
+
+def _hold_token(owner: Hashable, token: str) -> None:
+    """A ServiceAccount token is redacted while its file is held: the current one and the
+    one before (still valid while a read that took it is in flight)."""
+    hold_secret(owner, token, keep=2)
 
 
 def _register_environment_credentials(settings: Settings) -> None:
@@ -153,7 +165,8 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
     kms.also_cancel(dedicated.cancel)
     instance = os.environ.get("POD_NAME") or socket.gethostname()
     manager = Manager(settings, rest, kms, instance=instance, hooks=hooks,
-                      on_credential=register_secret, oos=oos, dedicated=dedicated)
+                      on_credential=register_secret, oos=oos, dedicated=dedicated,
+                      hold=_hold_token, release=release_secrets)
     cluster_secrets = ClusterExternalSecrets(settings, rest)
     metrics.track_queue_depth(manager.queue.depth)
     servers = OpsServers(metrics, metrics_address=settings.metrics_bind_address,

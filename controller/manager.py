@@ -86,7 +86,9 @@ class Manager:
                  hooks: Hooks | None = None, clock: Clock | None = None,
                  on_credential: Callable[[str], None] | None = None,
                  oos: SecretReader | None = None,
-                 dedicated: SecretReader | None = None) -> None:
+                 dedicated: SecretReader | None = None,
+                 hold: Callable[[Hashable, str], None] | None = None,
+                 release: Callable[[Hashable], object] | None = None) -> None:
         self.settings = settings
         self.rest = rest
         self.hooks = hooks or Hooks()
@@ -121,8 +123,9 @@ class Manager:
         )
         self.identities = kms.identities  # the credentials every reader shares
         # a token no live identity reads is not renewed
-        self.tokens = ServiceAccountTokens(rest, on_token=on_credential,
-                                           in_use=self.identities.token_file_in_use)
+        self.tokens = ServiceAccountTokens(rest, on_token=None if hold else on_credential,
+                                           in_use=self.identities.token_file_in_use,
+                                           hold=hold, release=release)
         self.resolver = StoreResolver(settings, self.kube.store, self.kube,
                                       self.kube.namespace_labels, sa_token_file=self.tokens,
                                       on_credential=on_credential)

@@ -16,7 +16,10 @@ no caller used for `idle` seconds (default `IDLE_SECONDS`), in an amortized swee
 (`IdleSweep`) that the clients of `kms`, `oos` and `kms_instance` share as well. Dropping
 costs at most one credentials rebuild (one STS call for a role; nothing for an AccessKey)
 when the identity comes back, so only identities used less often than every `idle` seconds
-pay, and at most once per use.
+pay, and at most once per use. The credentials it obtained are redacted from logs for as long
+as the identity is held (`hold_secret`, owned by the identity: its last `HELD_VALUES`
+values) and forgotten with it (`release_secrets`), so that identities that come and go do
+not fill the redactor.
 """
 
 from __future__ import annotations
@@ -25,11 +28,11 @@ import hashlib
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.ops.logs import register_secret
+from controller.ops.logs import hold_secret, release_secrets
 
 ACCESS_KEY = "access_key"
 RAM_ROLE_ARN = "ram_role_arn"
@@ -262,19 +265,30 @@ class IdleSweep:
         return [key for key, at in used.items() if at < cutoff]
 
 
+HELD_VALUES = 8  # per identity: two refreshes of (secret, token), of a role on top as well
+
+
+def _hold_credential(owner: Hashable, value: str) -> None:
+    hold_secret(owner, value, keep=HELD_VALUES)
+
+
 class IdentityPool:
     """One credentials client per identity, built on first use; `invalidate` rebuilds it
     (after the service said the security token expired).
 
-    `on_secret` is told every AccessKeySecret and security token obtained, so that logs can
-    redact them (default: the process-wide redactor). Callers `touch` an identity on every
-    call they make with it; an identity neither asked for nor touched for `idle` seconds is
-    dropped (see the module docstring)."""
+    Every AccessKeySecret and security token obtained is held for redaction in the
+    identity's name (`hold(("identity", identity), value)`, default: the process-wide
+    redactor, its last HELD_VALUES values) and released when the identity is dropped
+    (`release`); `on_secret`, if given, is told each one as well. Callers `touch` an identity
+    on every call they make with it; an identity neither asked for nor touched for `idle`
+    seconds is dropped (see the module docstring)."""
 
     def __init__(self, on_build: Callable[[Identity], None] | None = None,
-                 on_secret: Callable[[str], None] | None = register_secret, *,
+                 on_secret: Callable[[str], None] | None = None, *,
                  idle: float | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 hold: Callable[[Hashable, str], None] | None = _hold_credential,
+                 release: Callable[[Hashable], object] | None = release_secrets) -> None:
         self._clients: dict[Identity, Any] = {}
         self._used: dict[Identity, float] = {}
         self._token_files: dict[str, int] = {}  # OIDC token file -> identities reading it
@@ -282,6 +296,7 @@ class IdentityPool:
         self.builds = 0
         self.on_build = on_build
         self.on_secret = on_secret
+        self.hold, self.release = hold, release
         self.clock = clock
         self._sweep = IdleSweep(idle, clock=clock)
 
@@ -291,7 +306,7 @@ class IdentityPool:
             if client is None:
                 from alibabacloud_credentials.client import Client
 
-                client = Client(provider=build_provider(identity, self.on_secret))
+                client = Client(provider=build_provider(identity, self._sink(identity)))
                 self._clients[identity] = client
                 if identity.oidc_token_file:
                     files = self._token_files
@@ -302,6 +317,19 @@ class IdentityPool:
             self._used[identity] = self.clock()
             self._prune_locked()
             return client
+
+    def _sink(self, identity: Identity) -> Callable[[str], None] | None:
+        """What `identity`'s providers tell each secret they obtain."""
+        hold, tell = self.hold, self.on_secret
+        if hold is None:
+            return tell
+        owner = ("identity", identity)
+
+        def sink(value: str) -> None:
+            hold(owner, value)
+            if tell is not None:
+                tell(value)
+        return sink
 
     def touch(self, identity: Identity) -> None:
         """`identity` was used for a call (its client is held by the caller): keep it."""
@@ -333,6 +361,8 @@ class IdentityPool:
         self._used.pop(identity, None)
         if self._clients.pop(identity, None) is None:
             return False
+        if self.release is not None:  # nothing holds its credentials any more
+            self.release(("identity", identity))
         path = identity.oidc_token_file
         if path:
             left = self._token_files.get(path, 0) - 1

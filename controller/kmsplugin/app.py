@@ -113,7 +113,7 @@ class Plugin:
     def __init__(self, cfg: settings_mod.PluginSettings) -> None:
         self.cfg = cfg
         self.metrics = PluginMetrics()
-        self.kms = Kms(IdentityPool(on_secret=register_secret), region=cfg.region,
+        self.kms = Kms(IdentityPool(), region=cfg.region,
                        connect_timeout_ms=1000, read_timeout_ms=int(cfg.kms_timeout * 1000))
         self.crypto = KmsCrypto(self.kms, identity_of(cfg), endpoint_of(cfg),
                                 budget=cfg.kms_timeout, on_call=self.metrics.observe_kms)

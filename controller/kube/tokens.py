@@ -17,7 +17,9 @@ Who prunes the tokens: the refresher. A token that nobody asked for within `idle
 and whose file no live identity reads any more (`in_use`, e.g.
 `IdentityPool.token_file_in_use`) is no longer re-minted: it is forgotten and its file
 removed. Without `in_use` the reader of a file is unknown (KMS polls reuse the identity
-without asking here), so every token is kept and renewed, as before.
+without asking here), so every token is kept and renewed, as before. With `hold` and
+`release` (the log redactor's `hold_secret`/`release_secrets`), each token is redacted from
+logs in its file's name while the file lives, and forgotten when the file goes.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -81,11 +83,16 @@ class ServiceAccountTokens:
                  on_token: Callable[[str], None] | None = None,
                  refresh_every: float = 60.0,
                  in_use: Callable[[str], bool] | None = None,
-                 idle: float | None = None) -> None:
+                 idle: float | None = None,
+                 hold: Callable[[Hashable, str], None] | None = None,
+                 release: Callable[[Hashable], object] | None = None) -> None:
         self.rest = rest
         self.seconds = seconds
         self.clock = clock
         self.on_token = on_token or (lambda _token: None)
+        # Redaction owned by the token file: each token is held in its file's name (the
+        # holder keeps the last few) and released when the file goes.
+        self._hold, self._unhold = hold, release
         self.refresh_every = refresh_every
         self.in_use = in_use
         self.idle = TOKEN_IDLE if idle is None else idle
@@ -192,6 +199,8 @@ class ServiceAccountTokens:
         self._asked.pop(key, None)
         self._by_path.pop(token.path, None)
         _remove(token.path)
+        if self._unhold is not None:
+            self._unhold(("token", token.path))
 
     def _role_arn(self, namespace: str, name: str) -> str:
         try:
@@ -235,6 +244,8 @@ class ServiceAccountTokens:
                                "controller needs a writable TMPDIR (the chart mounts /tmp); "
                                "will retry"
                                ) from None
+        if self._hold is not None:
+            self._hold(("token", path), token)
         self.mints += 1
         log.info("minted a token for ServiceAccount %s/%s (audiences %s)", namespace, name,
                  ",".join(audiences))

@@ -7,7 +7,10 @@ URL, a library that prints its HTTP headers, a careless f-string. So every line 
 
 - values registered at runtime with `register_secret` (the engine registers each fetched
   secret value, each value derived from one by jmesPath, extract or a template, and each
-  credential). Only hashes are kept, in a bounded FIFO. Their JSON-escaped, repr-escaped,
+  credential). Only hashes are kept, in a bounded FIFO, or, for values that have an owner
+  (`hold_secret`: an identity's credentials, a ServiceAccount token), for as long as the
+  owner holds them: its last few values, all forgotten by `release_secrets` when the owner
+  goes, so that churn of identities does not fill the FIFO. Their JSON-escaped, repr-escaped,
   URL-encoded and base64 forms (Kubernetes Secret data) and, for multi-line values, each
   line are registered too. Forms of 6 characters or more are found anywhere in a line; a
   value shorter than that (a PIN, "true"; not a short line of a longer value) only in what
@@ -52,7 +55,8 @@ import logging
 import re
 import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, TextIO
@@ -66,8 +70,10 @@ __all__ = [
     "Redactor",
     "TextFormatter",
     "default_redactor",
+    "hold_secret",
     "parse_level",
     "register_secret",
+    "release_secrets",
     "scrub",
     "setup_logging",
 ]
@@ -154,6 +160,9 @@ class _Generation:
         return known if isinstance(known, frozenset) else (known,)
 
 
+_Form = tuple[bytes, int, int]  # digest, anchor, length
+
+
 class Redactor:
     """Registered secret values (as hashes) and credential patterns, scrubbed from text.
 
@@ -163,6 +172,9 @@ class Redactor:
     the current one is full it becomes the previous one and the old previous one is
     dropped, so memory stays bounded (~150 bytes a form) and values that stopped being
     registered age out; registering a value again keeps it in the current generation.
+    Values with an owner (`hold`) are kept apart, outside the generations, for as long as
+    their owner holds them, and forgotten by `release(owner)`: an identity's credentials
+    live and go with the identity, however many identities come and go.
     Thread-safe.
     """
 
@@ -171,12 +183,75 @@ class Redactor:
         self._lock = threading.Lock()
         self._current = _Generation()
         self._previous = _Generation()
+        # Forms held by owners (`hold`): outside the generations, forgotten by `release`.
+        self._owned = _Generation()
+        self._owned_refs: dict[bytes, int] = {}  # digest -> holdings of it
+        self._anchor_refs: dict[int, int] = {}  # anchor -> owned forms that use it
+        self._owners: dict[Hashable, deque[tuple[_Form, ...]]] = {}  # owner -> its values
 
     def __len__(self) -> int:
         """How many distinct forms are remembered."""
         with self._lock:
-            return len(self._current.digests | self._previous.digests) + \
+            return len(self._current.digests | self._previous.digests
+                       | self._owned.digests) + \
                 len(self._current.short | self._previous.short)
+
+    def owned(self) -> tuple[int, int]:
+        """(owners, distinct forms they hold): for tests and the churn benchmark."""
+        with self._lock:
+            return len(self._owners), len(self._owned.digests)
+
+    def hold(self, owner: Hashable, value: str | bytes, *, keep: int = 2) -> None:
+        """`owner` (an identity, a token file) holds `value`: redact it until `owner` has
+        held `keep` newer values (credentials that were refreshed twice) or is released.
+        A value shorter than MIN_SECRET_LENGTH has no owner: it goes to the generations, as
+        with `register` (credentials are never that short)."""
+        if short_variants(value):
+            self.register(value)
+            return
+        forms = tuple((_digest(f), hash(f[:MIN_SECRET_LENGTH]), len(f))
+                      for f in sorted(secret_variants(value)))
+        with self._lock:
+            values = self._owners.setdefault(owner, deque())
+            if forms in values:
+                return  # the same value again (a credential handed out once more)
+            values.append(forms)
+            for form in forms:
+                self._own_locked(form)
+            while len(values) > max(1, keep):
+                for form in values.popleft():
+                    self._disown_locked(form)
+
+    def release(self, owner: Hashable) -> int:
+        """`owner` is gone: forget the values it held (unless another owner holds the same
+        value, or it was also registered without an owner). Returns how many values."""
+        with self._lock:
+            values = self._owners.pop(owner, None)
+            for forms in values or ():
+                for form in forms:
+                    self._disown_locked(form)
+            return len(values or ())
+
+    def _own_locked(self, form: _Form) -> None:
+        digest, anchor, length = form
+        held = self._owned_refs.get(digest, 0)
+        self._owned_refs[digest] = held + 1
+        if not held:
+            self._owned.add(digest, anchor, length)
+            self._anchor_refs[anchor] = self._anchor_refs.get(anchor, 0) + 1
+
+    def _disown_locked(self, form: _Form) -> None:
+        digest, anchor, _length = form
+        held = self._owned_refs.pop(digest, 0) - 1
+        if held > 0:
+            self._owned_refs[digest] = held
+            return
+        self._owned.digests.discard(digest)
+        users = self._anchor_refs.pop(anchor, 0) - 1
+        if users > 0:  # another owned form starts the same way: keep the anchor (and the
+            self._anchor_refs[anchor] = users  # lengths; a stale one costs one digest check)
+        else:
+            self._owned.anchors.pop(anchor, None)
 
     def register(self, value: str | bytes) -> None:
         for form in secret_variants(value):
@@ -187,6 +262,8 @@ class Redactor:
     def clear(self) -> None:
         with self._lock:
             self._current, self._previous = _Generation(), _Generation()
+            self._owned, self._owned_refs, self._anchor_refs = _Generation(), {}, {}
+            self._owners = {}
 
     def scrub(self, text: str) -> str:
         """Registered values of 6 characters or more and credential shapes (for any text)."""
@@ -225,7 +302,8 @@ class Redactor:
 
     def _scrub_registered(self, text: str) -> str:
         with self._lock:
-            generations = [g for g in (self._current, self._previous) if g.digests]
+            generations = [g for g in (self._current, self._previous, self._owned)
+                           if g.digests]
             spans = list(self._matches(text, generations)) if generations else []
         return _replace_spans(text, spans)
 
@@ -331,6 +409,17 @@ def register_secret(value: str | bytes) -> None:
     MIN_SECRET_LENGTH: wherever it stands as a whole word in a log message; one character:
     not at all)."""
     _DEFAULT.register(value)
+
+
+def hold_secret(owner: Hashable, value: str | bytes, *, keep: int = 2) -> None:
+    """`owner` holds `value` (a credential): never log it while `owner` holds it and has
+    not held `keep` newer values since; `release_secrets(owner)` forgets it."""
+    _DEFAULT.hold(owner, value, keep=keep)
+
+
+def release_secrets(owner: Hashable) -> int:
+    """`owner` is gone: the values it held are no longer redacted (nothing holds them)."""
+    return _DEFAULT.release(owner)
 
 
 def scrub(text: str) -> str:

@@ -535,3 +535,120 @@ def test_handler_scrubs_what_its_formatter_adds() -> None:
     thread.start()
     thread.join(5)
     assert out.getvalue() == f"token={REDACTED}: hello\n"
+
+
+# -- values with an owner (hold / release) ------------------------------------------------
+
+
+def _credential(tag: str) -> str:
+    return f"CAIS{tag}" + secrets.token_hex(24)
+
+
+def test_a_held_value_is_redacted_until_its_owner_is_released() -> None:
+    r = Redactor()
+    token = _credential("a")
+    r.hold("identity-1", token)
+    assert token not in r.scrub(f"x={token}") and REDACTED in r.scrub(f"x={token}")
+    assert base64.b64encode(token.encode()).decode() not in r.scrub(
+        base64.b64encode(token.encode()).decode())
+    assert r.release("identity-1") == 1
+    assert r.scrub(f"x={token[4:]}") == f"x={token[4:]}"  # past the CAIS shape rule
+    assert r.owned() == (0, 0) and len(r) == 0
+
+
+def test_an_owner_holds_its_last_values_only() -> None:
+    r = Redactor()
+    first, second, third = (secrets.token_hex(20) for _ in range(3))
+    for value in (first, second, third):
+        r.hold("identity-1", value, keep=2)
+    assert r.scrub(first) == first  # refreshed twice since: nothing holds it
+    assert r.scrub(second) == REDACTED and r.scrub(third) == REDACTED
+    r.hold("identity-1", third, keep=2)  # the same value handed out again: no rotation
+    assert r.scrub(second) == REDACTED
+
+
+def test_a_value_two_owners_hold_stays_until_both_are_released() -> None:
+    r = Redactor()
+    shared, own = secrets.token_hex(20), secrets.token_hex(20)
+    r.hold("a", shared)
+    r.hold("b", shared)
+    r.hold("b", own)
+    r.release("a")
+    assert r.scrub(shared) == REDACTED
+    r.release("b")
+    assert r.scrub(shared) == shared and r.scrub(own) == own
+    assert r.owned() == (0, 0)
+
+
+def test_release_does_not_forget_a_value_registered_without_an_owner() -> None:
+    r = Redactor()
+    value = secrets.token_hex(20)
+    r.register(value)
+    r.hold("a", value)
+    r.release("a")
+    assert r.scrub(value) == REDACTED
+
+
+def test_held_values_that_start_alike_keep_each_other_redacted() -> None:
+    r = Redactor()
+    prefix = secrets.token_hex(8)
+    long_one, short_one = prefix + secrets.token_hex(10), prefix + "z9"
+    r.hold("a", long_one)
+    r.hold("b", short_one)
+    r.release("a")  # the anchor (first characters) is shared: still needed for short_one
+    assert r.scrub(f"[{short_one}]") == f"[{REDACTED}]"
+    assert r.scrub(long_one) == long_one  # released: only the shared anchor stays
+    r.release("b")
+    assert r.owned() == (0, 0)
+    assert r._anchor_refs == {} and r._owned.anchors == {}  # nothing left behind
+
+
+def test_churn_of_owners_leaves_the_redactor_empty() -> None:
+    """What the churn benchmark does to it: identities come, refresh and go."""
+    r = Redactor(max_entries=100)
+    for round_ in range(3):
+        for i in range(200):
+            owner = ("identity", round_, i)
+            for _refresh in range(3):
+                r.hold(owner, _credential(str(i)), keep=4)
+        assert r.owned()[0] == 200
+        for i in range(200):
+            r.release(("identity", round_, i))
+        assert r.owned() == (0, 0) and len(r) == 0
+
+
+def test_a_short_held_value_goes_to_the_generations() -> None:
+    r = Redactor()
+    r.hold("a", "pin9")
+    r.release("a")
+    assert r.scrub_log("code pin9 here") == f"code {REDACTED} here"  # aged out, not released
+
+
+_OWNERS = st.sampled_from(["a", "b", "c"])
+_VALUES = st.sampled_from([f"value-{i:02d}-" + "x" * i for i in range(6)])
+
+
+@given(st.lists(st.one_of(st.tuples(st.just("hold"), _OWNERS, _VALUES),
+                          st.tuples(st.just("release"), _OWNERS, st.just(""))),
+                max_size=40))
+@settings(max_examples=200, deadline=None)
+def test_hold_and_release_match_a_model(ops: list[tuple[str, str, str]]) -> None:
+    """A value is redacted exactly when some owner holds it among its last two values."""
+    r = Redactor()
+    model: dict[str, list[str]] = {}
+    for op, owner, value in ops:
+        if op == "hold":
+            r.hold(owner, value, keep=2)
+            held = model.setdefault(owner, [])
+            if value not in held:
+                held.append(value)
+                del held[:-2]
+        else:
+            r.release(owner)
+            model.pop(owner, None)
+    live = {v for held in model.values() for v in held}
+    for i in range(6):
+        value = f"value-{i:02d}-" + "x" * i
+        assert (r.scrub(f"<{value}>") == f"<{REDACTED}>") == (value in live), (value, live)
+    if not live:
+        assert r.owned() == (0, 0) and r._anchor_refs == {} and r._owned.anchors == {}

@@ -60,7 +60,8 @@ class FakeRest:
         self.minted.append((parts[4], parts[6]))
         expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(
             self.clock() + body["spec"]["expirationSeconds"]))
-        return {"status": {"token": f"jwt-{len(self.minted)}", "expirationTimestamp": expires}}
+        token = f"jwt-token-{len(self.minted)}"
+        return {"status": {"token": token, "expirationTimestamp": expires}}
 
 
 def _ak(n: int) -> Identity:
@@ -198,7 +199,7 @@ def test_a_token_nobody_reads_is_no_longer_minted_and_its_file_goes() -> None:
         assert len(tokens) == 1 and Path(app).exists() and not Path(old).exists()
         assert [m[1] for m in rest.minted] == ["app", "old", "app"]
         again, _ = tokens(Ref("old"), "team-a")  # asked for again: minted again
-        assert Path(again).read_text() == f"jwt-{len(rest.minted)}"
+        assert Path(again).read_text() == f"jwt-token-{len(rest.minted)}"
     finally:
         tokens.close()
 
@@ -316,5 +317,45 @@ def test_released_tokens_go_unless_read_or_just_asked_for() -> None:
         read.add(app)  # a live identity still reads app's file
         assert tokens.release({app, old}) == 1
         assert len(tokens) == 1 and Path(app).exists() and not Path(old).exists()
+    finally:
+        tokens.close()
+
+
+# ------------------------------------------------------------------------------ redaction
+def test_an_identitys_credentials_are_redacted_while_held_and_released_with_it() -> None:
+    """The credentials an identity obtained are held in its name in the redactor, and the
+    redactor forgets them when the identity is dropped: identities that come and go (the
+    churn benchmark) do not fill it."""
+    from controller.ops.logs import REDACTED, Redactor
+
+    redactor = Redactor()
+    pool = IdentityPool(hold=lambda owner, value: redactor.hold(owner, value, keep=8),
+                        release=redactor.release)
+    identity = _ak(7)
+    pool.credential(identity).get_credential()  # the provider hands out the AccessKey
+    assert redactor.scrub("secret7 in a line") == f"{REDACTED} in a line"
+    assert redactor.owned()[0] == 1  # one owner (its forms: the value, base64)
+    assert pool.discard(identity)
+    assert redactor.owned() == (0, 0)
+    assert redactor.scrub("secret7") == "secret7"
+
+
+def test_a_token_is_held_in_its_files_name_and_released_when_the_file_goes() -> None:
+    from controller.ops.logs import REDACTED, Redactor
+
+    redactor = Redactor()
+    clock = Clock(time.time())
+    rest = FakeRest(clock)
+    rest.accounts[("team-a", "app")] = {ROLE_ARN_ANNOTATION: "acs:ram::1:role/app"}
+    tokens = ServiceAccountTokens(rest, clock=clock, refresh_every=3600,  # type: ignore[arg-type]
+                                  in_use=lambda _path: False, idle=600.0,
+                                  hold=lambda owner, value: redactor.hold(owner, value, keep=2),
+                                  release=redactor.release)
+    try:
+        path, _ = tokens(Ref("app"), "team-a")
+        assert redactor.scrub("jwt-token-1") == REDACTED and redactor.owned()[0] == 1
+        clock.now += 60
+        assert tokens.release({path}) == 1
+        assert redactor.owned() == (0, 0) and redactor.scrub("jwt-token-1") == "jwt-token-1"
     finally:
         tokens.close()
