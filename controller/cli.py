@@ -9,6 +9,9 @@ that libraries left behind: Python joins every non-daemon thread at exit, and th
 credentials library runs its background refreshes on a ThreadPoolExecutor whose threads are
 joined then, so a refresh in flight (an STS call with its own timeouts) could otherwise hold a
 stopping Pod past its grace period. What the controller must clean up it does itself first.
+
+`main` first limits glibc to two malloc arenas (controller/ops/memory.py), so that memory
+freed after a burst of work is reused by every thread rather than kept per thread.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from controller import settings as settings_mod
+from controller.ops.memory import limit_malloc_arenas
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    limit_malloc_arenas()  # before any thread: see controller/ops/memory.py
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in SUBCOMMANDS:  # anything else is the controller, flags unchanged
         return _subcommand(args[0], args[1:])
