@@ -101,6 +101,7 @@ class ServiceAccountTokens:
         self._tokens: dict[tuple[str, str, tuple[str, ...]], _Token] = {}
         self._asked: dict[tuple[str, str, tuple[str, ...]], float] = {}  # last request (clock)
         self._by_path: dict[str, tuple[str, str, tuple[str, ...]]] = {}  # file -> key
+        self._releasing: set[str] = set()  # released while just asked for: retried later
         self._lock = threading.Lock()  # guards _tokens; minting is serialised under it
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -140,6 +141,8 @@ class ServiceAccountTokens:
         is forgotten (and its file removed)."""
         minted = 0
         with self._lock:
+            for path in list(self._releasing):  # released while just asked for: again now
+                self._release_locked(path, RELEASE_GRACE, defer=False)
             for key, token in list(self._tokens.items()):
                 if self._unused(key, token):
                     log.debug("forgetting the unused token of ServiceAccount %s/%s",
@@ -162,21 +165,29 @@ class ServiceAccountTokens:
         """The identities that read these token files are gone (their last ExternalSecret
         was deleted): forget those tokens now and remove their files, unless a live identity
         still reads one or it was asked for within `grace` seconds (a store being set up
-        right now mints before its identity exists). Returns how many were forgotten."""
+        right now mints before its identity exists): such a token is released again by the
+        refresher once `grace` has passed. Returns how many were forgotten now."""
         dropped = 0
         with self._lock:
             for path in paths:
-                key = self._by_path.get(path)
-                token = self._tokens.get(key) if key is not None else None
-                if key is None or token is None:
-                    continue
-                if self.clock() - self._asked.get(key, token.issued) < grace:
-                    continue
-                if self.in_use is not None and self.in_use(token.path):
-                    continue
-                self._drop(key, token)
-                dropped += 1
+                dropped += self._release_locked(path, grace, defer=True)
         return dropped
+
+    def _release_locked(self, path: str, grace: float, *, defer: bool) -> bool:
+        """Drop the token of `path` if nobody reads it and it was not asked for within
+        `grace`; one asked for just now is retried by the refresher (`defer`), so that it
+        goes within a refresh period rather than at the idle bound."""
+        key = self._by_path.get(path)
+        token = self._tokens.get(key) if key is not None else None
+        if key is None or token is None or (self.in_use is not None and self.in_use(path)):
+            self._releasing.discard(path)  # gone already, or read again: not ours to drop
+            return False
+        if self.clock() - self._asked.get(key, token.issued) < grace:
+            if defer:
+                self._releasing.add(path)
+            return False
+        self._drop(key, token)
+        return True
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop renewing and remove the token files (their directory)."""
@@ -198,6 +209,7 @@ class ServiceAccountTokens:
         self._tokens.pop(key, None)
         self._asked.pop(key, None)
         self._by_path.pop(token.path, None)
+        self._releasing.discard(token.path)
         _remove(token.path)
         if self._unhold is not None:
             self._unhold(("token", token.path))

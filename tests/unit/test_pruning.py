@@ -359,3 +359,25 @@ def test_a_token_is_held_in_its_files_name_and_released_when_the_file_goes() -> 
         assert redactor.owned() == (0, 0) and redactor.scrub("jwt-token-1") == "jwt-token-1"
     finally:
         tokens.close()
+
+
+def test_a_token_released_while_just_asked_for_goes_at_the_next_refresh() -> None:
+    """Released while just asked for (a sync resolved its store a moment ago): not dropped
+    then, but by the refresher once the grace has passed, rather than at the 10-minute idle
+    bound; a token that a live identity reads again in between stays."""
+    read: set[str] = set()
+    tokens, _rest, clock = _tokens(read)
+    try:
+        app, _ = tokens(Ref("app"), "team-a")
+        old, _ = tokens(Ref("old"), "team-a")
+        assert tokens.release({app, old}) == 0
+        read.add(app)  # app's identity came back
+        clock.now += 31
+        tokens.refresh_due()
+        assert len(tokens) == 1 and Path(app).exists() and not Path(old).exists()
+        read.discard(app)
+        clock.now += 31
+        tokens.refresh_due()
+        assert len(tokens) == 1  # app left the releasing set when it was read: idle bound
+    finally:
+        tokens.close()
