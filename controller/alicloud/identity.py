@@ -326,7 +326,10 @@ class IdentityPool:
         owner = ("identity", identity)
 
         def sink(value: str) -> None:
-            hold(owner, value)
+            # A refresh that ends after the identity was dropped holds nothing: no owner
+            # would ever release it.
+            if identity in self._clients:
+                hold(owner, value)
             if tell is not None:
                 tell(value)
         return sink

@@ -381,3 +381,16 @@ def test_a_token_released_while_just_asked_for_goes_at_the_next_refresh() -> Non
         assert len(tokens) == 1  # app left the releasing set when it was read: idle bound
     finally:
         tokens.close()
+
+
+def test_a_refresh_that_ends_after_the_identity_was_dropped_holds_nothing() -> None:
+    from controller.ops.logs import Redactor
+
+    redactor = Redactor()
+    pool = IdentityPool(hold=lambda owner, value: redactor.hold(owner, value, keep=8),
+                        release=redactor.release)
+    identity = _ak(8)
+    client = pool.credential(identity)
+    pool.discard(identity)
+    client.get_credential()  # the old client's provider, still in someone's hands
+    assert redactor.owned() == (0, 0)
