@@ -53,9 +53,9 @@ import hashlib
 import json
 import logging
 import re
+import struct
 import sys
 import threading
-from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from datetime import UTC, datetime
 from types import TracebackType
@@ -160,7 +160,7 @@ class _Generation:
         return known if isinstance(known, frozenset) else (known,)
 
 
-_Form = tuple[bytes, int, int]  # digest, anchor, length
+_FORM = struct.Struct("<8sqI")  # a held form: digest, anchor (a str hash), length
 
 
 class Redactor:
@@ -184,10 +184,12 @@ class Redactor:
         self._current = _Generation()
         self._previous = _Generation()
         # Forms held by owners (`hold`): outside the generations, forgotten by `release`.
+        # Compact, since there is one owner per identity and per token file: each value is
+        # one bytes record of its forms (digest, anchor, length: _FORM.size bytes each).
         self._owned = _Generation()
-        self._owned_refs: dict[bytes, int] = {}  # digest -> holdings of it
-        self._anchor_refs: dict[int, int] = {}  # anchor -> owned forms that use it
-        self._owners: dict[Hashable, deque[tuple[_Form, ...]]] = {}  # owner -> its values
+        self._owners: dict[Hashable, tuple[bytes, ...]] = {}  # owner -> its values' records
+        self._shared: dict[bytes, int] = {}  # digest -> holdings beyond the first (rare)
+        self._stale_anchors = 0  # anchors of forgotten forms left in _owned.anchors
 
     def __len__(self) -> int:
         """How many distinct forms are remembered."""
@@ -209,49 +211,60 @@ class Redactor:
         if short_variants(value):
             self.register(value)
             return
-        forms = tuple((_digest(f), hash(f[:MIN_SECRET_LENGTH]), len(f))
-                      for f in sorted(secret_variants(value)))
+        record = b"".join(_FORM.pack(_digest(f), hash(f[:MIN_SECRET_LENGTH]), len(f))
+                          for f in sorted(secret_variants(value)))
         with self._lock:
-            values = self._owners.setdefault(owner, deque())
-            if forms in values:
+            values = self._owners.get(owner, ())
+            if record in values:
                 return  # the same value again (a credential handed out once more)
-            values.append(forms)
-            for form in forms:
-                self._own_locked(form)
+            values = (*values, record)
+            for form in _FORM.iter_unpack(record):
+                self._own_locked(*form)
             while len(values) > max(1, keep):
-                for form in values.popleft():
-                    self._disown_locked(form)
+                self._disown_locked(values[0])
+                values = values[1:]
+            self._owners[owner] = values
 
     def release(self, owner: Hashable) -> int:
         """`owner` is gone: forget the values it held (unless another owner holds the same
         value, or it was also registered without an owner). Returns how many values."""
         with self._lock:
-            values = self._owners.pop(owner, None)
-            for forms in values or ():
-                for form in forms:
-                    self._disown_locked(form)
-            return len(values or ())
+            values = self._owners.pop(owner, ())
+            for record in values:
+                self._disown_locked(record)
+            return len(values)
 
-    def _own_locked(self, form: _Form) -> None:
-        digest, anchor, length = form
-        held = self._owned_refs.get(digest, 0)
-        self._owned_refs[digest] = held + 1
-        if not held:
-            self._owned.add(digest, anchor, length)
-            self._anchor_refs[anchor] = self._anchor_refs.get(anchor, 0) + 1
-
-    def _disown_locked(self, form: _Form) -> None:
-        digest, anchor, _length = form
-        held = self._owned_refs.pop(digest, 0) - 1
-        if held > 0:
-            self._owned_refs[digest] = held
-            return
-        self._owned.digests.discard(digest)
-        users = self._anchor_refs.pop(anchor, 0) - 1
-        if users > 0:  # another owned form starts the same way: keep the anchor (and the
-            self._anchor_refs[anchor] = users  # lengths; a stale one costs one digest check)
+    def _own_locked(self, digest: bytes, anchor: int, length: int) -> None:
+        if digest in self._owned.digests:
+            self._shared[digest] = self._shared.get(digest, 0) + 1
         else:
-            self._owned.anchors.pop(anchor, None)
+            self._owned.add(digest, anchor, length)
+
+    def _disown_locked(self, record: bytes) -> None:
+        for digest, _anchor, _length in _FORM.iter_unpack(record):
+            extra = self._shared.pop(digest, 0)
+            if extra > 1:
+                self._shared[digest] = extra - 1
+            elif not extra:
+                self._owned.digests.discard(digest)
+                self._stale_anchors += 1  # its anchor may serve another form: left in place
+        live = len(self._owned.digests)
+        if not live:
+            self._owned.anchors, self._stale_anchors = {}, 0
+        elif self._stale_anchors > max(1024, live):
+            self._rebuild_anchors_locked()
+
+    def _rebuild_anchors_locked(self) -> None:
+        """The anchors of the forms still held, and no others (amortized: after as many
+        forgotten forms as there are live ones)."""
+        fresh = _Generation()
+        fresh.digests = self._owned.digests
+        for values in self._owners.values():
+            for record in values:
+                for digest, anchor, length in _FORM.iter_unpack(record):
+                    if digest in fresh.digests:
+                        fresh.add(digest, anchor, length)
+        self._owned, self._stale_anchors = fresh, 0
 
     def register(self, value: str | bytes) -> None:
         for form in secret_variants(value):
@@ -262,8 +275,8 @@ class Redactor:
     def clear(self) -> None:
         with self._lock:
             self._current, self._previous = _Generation(), _Generation()
-            self._owned, self._owned_refs, self._anchor_refs = _Generation(), {}, {}
-            self._owners = {}
+            self._owned, self._owners, self._shared = _Generation(), {}, {}
+            self._stale_anchors = 0
 
     def scrub(self, text: str) -> str:
         """Registered values of 6 characters or more and credential shapes (for any text)."""

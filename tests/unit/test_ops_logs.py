@@ -600,7 +600,7 @@ def test_held_values_that_start_alike_keep_each_other_redacted() -> None:
     assert r.scrub(long_one) == long_one  # released: only the shared anchor stays
     r.release("b")
     assert r.owned() == (0, 0)
-    assert r._anchor_refs == {} and r._owned.anchors == {}  # nothing left behind
+    assert r._shared == {} and r._owned.anchors == {}  # nothing left behind
 
 
 def test_churn_of_owners_leaves_the_redactor_empty() -> None:
@@ -651,4 +651,20 @@ def test_hold_and_release_match_a_model(ops: list[tuple[str, str, str]]) -> None
         value = f"value-{i:02d}-" + "x" * i
         assert (r.scrub(f"<{value}>") == f"<{REDACTED}>") == (value in live), (value, live)
     if not live:
-        assert r.owned() == (0, 0) and r._anchor_refs == {} and r._owned.anchors == {}
+        assert r.owned() == (0, 0) and r._shared == {} and r._owned.anchors == {}
+
+
+def test_anchors_of_forgotten_values_are_rebuilt_away() -> None:
+    """Forgetting a value leaves its anchor (another form may start the same way) until
+    more anchors are stale than forms are live: then they are rebuilt from what is held."""
+    r = Redactor()
+    values = {i: secrets.token_hex(16) for i in range(3000)}
+    for i, value in values.items():
+        r.hold(i, value)
+    for i in range(2990):
+        r.release(i)
+    assert r.owned() == (10, 20)  # each value and its base64 form
+    assert len(r._owned.anchors) <= 20 + 1024  # rebuilt on the way, not 6,000
+    for i in range(2990, 3000):
+        assert r.scrub(f"<{values[i]}>") == f"<{REDACTED}>"
+    assert r.scrub(values[0]) == values[0]
