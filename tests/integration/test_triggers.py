@@ -115,4 +115,6 @@ def test_secret_store_change_resyncs_the_objects_that_use_it(
     k8s.access_key_store(namespace)  # creating the store triggers the sync
     wait_for(lambda: k8s.secret_data(namespace, "app") == {"db": "pw"}, timeout=5,
              what="sync after the store appeared")
-    assert k8s.ready(namespace, "app")["reason"] == "Synced"
+    # The Secret is written before the status: await the condition, do not race it.
+    wait_for(lambda: (k8s.ready(namespace, "app") or {}).get("reason") == "Synced", timeout=5,
+             what="Ready=True Synced after the store appeared")
