@@ -40,6 +40,7 @@ from types import FrameType
 from typing import Any
 
 from bench import probes
+from bench.cli import _env
 from bench.kube import Kube, Tracker, es_path, store_path
 from bench.procs import REPO, ControllerProcess, FakeCloudProcess
 from bench.run import CRDS, say, secret_name, secret_value
@@ -337,7 +338,7 @@ def parse(argv: list[str] | None) -> ChurnOptions:
       help="bench/patched.py patches (default: map-sizes, the shipped controller; "
            "'none' for the controller as it is)")
     a("--controller-arg", action="append", default=[], metavar="ARG")
-    a("--controller-env", action="append", default=[], metavar="NAME=VALUE",
+    a("--controller-env", action="append", default=[], metavar="NAME=VALUE", type=_env,
       help="an environment variable for the controller (e.g. MALLOC_ARENA_MAX=2)")
     a("--keep-workdir", action="store_true")
     a("--heap-stats", action="store_true",
@@ -366,7 +367,7 @@ def parse(argv: list[str] | None) -> ChurnOptions:
                                     or ns.trim_every_round or bool(ns.heap_who)),
                         trim_probe=ns.trim_probe, trim_every_round=ns.trim_every_round,
                         heap_who=ns.heap_who, heap_gc=ns.heap_gc,
-                        controller_env=dict(kv.split("=", 1) for kv in ns.controller_env))
+                        controller_env=dict(ns.controller_env))
     opts.out = ns.out  # type: ignore[attr-defined]
     return opts
 

@@ -217,15 +217,6 @@ class _MallInfo2(ctypes.Structure):
         "fordblks", "keepcost")]
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        lines = fh.read().splitlines()
-    for line in lines:
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 _PYMALLOC = {"# arenas allocated current": "pymalloc_arenas",
              "# bytes in allocated blocks": "pymalloc_allocated_mb",
              "# bytes in available blocks": "pymalloc_available_mb",
@@ -268,7 +259,9 @@ def _heap_stats(libc: ctypes.CDLL) -> dict[str, Any]:
     mb = 2**20
     pymalloc = _pymalloc_stats()
     types = Counter(type(o).__name__ for o in gc.get_objects())
-    return {"rss_mb": round(_rss_mb(), 1),
+    from bench.probes import memory
+
+    return {"rss_mb": round(memory(os.getpid())["VmRSS"], 1),
             "malloc_in_use_mb": round(mi.uordblks / mb, 1),
             "malloc_free_mb": round(mi.fordblks / mb, 1),
             "malloc_arena_mb": round(mi.arena / mb, 1),
