@@ -195,8 +195,9 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
         if elector is not None and not elector.acquire(stop):
             return 0  # stopped while standing by
         metrics.set_leader(True)
-        log.info("caches synced; syncing with %d workers", settings.workers)
         manager.start_workers()
+        # Logged once the workers exist (tests and operators take it as "syncing now").
+        log.info("caches synced; syncing with %d workers", settings.workers)
         cluster_secrets.start()  # ClusterExternalSecrets, only while leading
         if elector is not None:
             holder = threading.Thread(target=_hold, args=(elector, release, lost, stop),

@@ -134,7 +134,7 @@ def test_a_thread_a_library_left_behind_does_not_hold_the_exit(
     controller = start_controller("--leader-elect", "--leader-election-namespace", namespace,
                                   env={"PYTHONPATH": f"{site}:{REPO}"})
     wait_for(lambda: "caches synced" in controller.log, timeout=60,
-             what="the controller running")
+             what="the workers started (logged once they exist)")
     controller.proc.send_signal(signal.SIGQUIT)
     # Every thread: the main one waits in app.run, the workers in theirs (_work).
     try:
