@@ -3,9 +3,13 @@ each ClusterExternalSecret, as namespaces appear, change labels or go away.
 
 It runs beside the ExternalSecret manager (started and stopped by controller/app.py while this
 replica leads) with its own informers (ClusterExternalSecrets, Namespaces, and the
-ExternalSecrets it labelled), its own small work queue of ClusterExternalSecret names and one
-worker. What to do is decided by controller/engine/clusterexternalsecrets.py; this module only
-reads caches and writes:
+ExternalSecrets it labelled), its own small work queue and one worker. A queue key is a
+ClusterExternalSecret name and a namespace: "" is a pass over every selected namespace (the
+ClusterExternalSecret or the namespaces changed); a namespace is a pass over that namespace only
+(one of its ExternalSecrets changed), so an object a tenant labels or edits in its own namespace
+costs that namespace, not every namespace. A namespace pass whose result differs from the
+status asks for one full pass (coalesced) to write the status. What to do is decided by
+controller/engine/clusterexternalsecrets.py; this module only reads caches and writes:
 
 - an ExternalSecret that does not exist is created by server-side apply with this loop's field
   manager; if the answer shows another writer's fields, the object existed after all (created
@@ -44,6 +48,9 @@ from controller.settings import Settings
 log = logging.getLogger(__name__)
 
 SYNC_TIMEOUT = 120.0
+STATUS_PASS_DELAY = 5.0  # a namespace pass that changes the status: one full pass this soon
+ALL = ""  # the namespace of a queue key that means every selected namespace
+Key = tuple[str, str]  # (ClusterExternalSecret name, namespace or ALL)
 PROBE_INTERVAL = 60.0  # seconds between checks for the CRD (and the RBAC) while missing
 RETRY_BASE, RETRY_CAP = 2.0, 300.0
 
@@ -55,7 +62,7 @@ class ClusterExternalSecrets:
         self.settings = settings
         self.rest = rest
         self.clock = clock or RealClock()
-        self.queue: WorkQueue[str] = WorkQueue(clock=self.clock)
+        self.queue: WorkQueue[Key] = WorkQueue(clock=self.clock)
         self.backoff = ExponentialBackoff(base=RETRY_BASE, cap=RETRY_CAP, jitter=Jitter.EQUAL)
         self.ces_informer = Informer(rest, CLUSTER_EXTERNAL_SECRETS, self._on_ces)
         self.ns_informer = Informer(rest, NAMESPACES, self._on_namespace)
@@ -115,7 +122,7 @@ class ClusterExternalSecrets:
                               "for %s); is the RBAC granted?", SYNC_TIMEOUT, informer.name)
                     return
         for obj in self.ces_informer.items():
-            self.queue.add(_name(obj))
+            self.queue.add((_name(obj), ALL))
         self._work()
 
     def _available(self, *, quiet: bool = False) -> bool:
@@ -150,11 +157,11 @@ class ClusterExternalSecrets:
         if kind == "DELETED":
             self.backoff.forget(name)
             return  # the garbage collector removes its ExternalSecrets (ownerReferences)
-        self.queue.add(name)
+        self.queue.add((name, ALL))
 
     def _on_namespace(self, _kind: str, _obj: dict[str, Any]) -> None:
         for ces in self.ces_informer.items():  # few objects; a pass without changes is cheap
-            self.queue.add(_name(ces))
+            self.queue.add((_name(ces), ALL))
 
     def _on_owned(self, kind: str, obj: dict[str, Any]) -> None:
         meta = obj.get("metadata") or {}
@@ -169,24 +176,31 @@ class ClusterExternalSecrets:
             return
         else:
             self._owned_marks[key] = mark
+        # Only the namespace the object lives in is looked at again: its labels and
+        # ownerReferences are the tenant's to write, so they prove nothing and buy no more.
         for ref in meta.get("ownerReferences") or []:
-            if ref.get("kind") == ces_logic.KIND and ref.get("name"):
-                self.queue.add(str(ref["name"]))
+            if ref.get("kind") == ces_logic.KIND and ref.get("name") and key[0]:
+                self.queue.add((str(ref["name"]), key[0]))
 
     # --------------------------------------------------------------- worker
     def _work(self) -> None:
         while True:
-            name = self.queue.get()
-            if name is None:
+            key = self.queue.get()
+            if key is None:
                 return
+            name, namespace = key
             try:
-                if not self.stopping.is_set():
+                if self.stopping.is_set():
+                    pass
+                elif namespace == ALL:
                     self._pass(name)
+                else:
+                    self._namespace_pass(name, namespace)
             except Exception:
                 log.exception("ClusterExternalSecret %s: pass failed unexpectedly", name)
-                self.queue.add_after(name, self.backoff.when(name))
+                self.queue.add_after((name, ALL), self.backoff.when(name))
             finally:
-                self.queue.done(name)
+                self.queue.done(key)
 
     def _pass(self, name: str) -> None:
         raw = self.ces_informer.get("", name)
@@ -220,11 +234,39 @@ class ClusterExternalSecrets:
             outcome, selection, generation=ces.generation, es_name=ces.es_name,
             now=self._now(), previous=raw.get("status")))
         if outcome.failed:
-            self.queue.add_after(name, min(self.backoff.when(name), ces.refresh or RETRY_CAP))
+            self.queue.add_after((name, ALL),
+                                 min(self.backoff.when(name), ces.refresh or RETRY_CAP))
             return
         self.backoff.forget(name)
         if ces.refresh:
-            self.queue.add_after(name, ces.refresh)
+            self.queue.add_after((name, ALL), ces.refresh)
+
+    def _namespace_pass(self, name: str, namespace: str) -> None:
+        """One namespace's ExternalSecret of `name` made right again after it changed. Only a
+        namespace the last full pass recorded (provisioned or failed) is written, so the
+        selection bound holds; a namespace no longer selected loses ours."""
+        raw = self.ces_informer.get("", name)
+        if raw is None or (raw.get("metadata") or {}).get("deletionTimestamp") or \
+                not self._allowed(namespace):
+            return
+        try:
+            ces = ces_logic.parse(raw)
+        except model.SpecError:
+            return  # the full pass reports it
+        ns = self.ns_informer.get("", namespace)
+        previous = ces_logic.recorded(raw.get("status"), namespace)
+        if ns is not None and ces_logic.select(ces, [ns], self._allowed).namespaces:
+            if previous is None:
+                return  # not provisioned by the last full pass (over the bound, or new)
+            problem = self._ensure(ces, namespace)[:ces_logic.MAX_REASON]
+            if problem != previous:
+                self.queue.add_after((name, ALL), STATUS_PASS_DELAY)
+            return
+        informer = self._owned_cache(namespace)
+        owned = informer.items() if informer is not None else []
+        mine = [o for o in owned if (o.get("metadata") or {}).get("namespace") == namespace]
+        for stale_ns, es_name, uid in ces_logic.stale(ces, mine, ces_logic.Selection((), ())):
+            self._delete(stale_ns, es_name, uid)
 
     def _allowed(self, namespace: str) -> bool:
         watch = self.settings.watch_namespaces
@@ -258,8 +300,7 @@ class ClusterExternalSecrets:
 
     def _create(self, path: str, want: dict[str, Any], namespace: str, name: str) -> str:
         applied = self._apply(path, want, force=False, informer=None)
-        others = ces_logic.created_by_others(applied)
-        if not others:
+        if not ces_logic.created_by_others(applied):
             informer = self._owned_cache(namespace)
             if informer is not None:
                 informer.upsert(applied)
@@ -270,7 +311,7 @@ class ClusterExternalSecrets:
         self.rest.apply(path, release, ces_logic.FIELD_MANAGER, force=False)
         log.warning("ExternalSecret %s/%s appeared while a ClusterExternalSecret created it; "
                     "left to its creator", namespace, name)
-        return ces_logic.conflict_reason(namespace, name, others)
+        return ces_logic.conflict_reason(namespace, name)
 
     def _apply(self, path: str, body: dict[str, Any], *, force: bool,
                informer: Informer | None) -> dict[str, Any]:

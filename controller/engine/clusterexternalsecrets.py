@@ -336,11 +336,24 @@ def stale(ces: ClusterExternalSecret, owned: Iterable[Mapping[str, Any]],
     return sorted(out)
 
 
-def conflict_reason(namespace: str, name: str, managers: Sequence[str] = ()) -> str:
-    by = f" (written by {', '.join(managers[:3])})" if managers else ""
+def conflict_reason(namespace: str, name: str) -> str:
+    """Why `namespace` has no ExternalSecret of ours. It names no field manager or other
+    text a tenant chose: this status is the cluster admin's."""
     return (f"ExternalSecret {namespace}/{name} exists and was not created by this "
-            f"ClusterExternalSecret{by}; it is left alone: delete or rename it, or set "
+            "ClusterExternalSecret; it is left alone: delete or rename it, or set "
             "spec.externalSecretName to another name")
+
+
+def recorded(status: Mapping[str, Any] | None, namespace: str) -> str | None:
+    """What the last full pass recorded for `namespace`: "" provisioned, the failure reason,
+    or None when it is in neither list."""
+    status = status or {}
+    if namespace in (status.get("provisionedNamespaces") or []):
+        return ""
+    for item in status.get("failedNamespaces") or []:
+        if isinstance(item, Mapping) and item.get("namespace") == namespace:
+            return str(item.get("reason", ""))
+    return None
 
 
 # ------------------------------------------------------------------ status

@@ -270,9 +270,91 @@ def test_status_writes_of_owned_external_secrets_do_not_start_a_pass() -> None:
         "namespace": "a", "name": "db", "generation": 1, "labels": {ces.OWNER_LABEL: "shared"},
         "ownerReferences": [{"kind": ces.KIND, "name": "shared", "uid": UID}]}}
     loop._on_owned("ADDED", obj)
-    assert loop.queue.get(timeout=0) == "shared"
-    loop.queue.done("shared")
+    assert loop.queue.get(timeout=0) == ("shared", "a")
+    loop.queue.done(("shared", "a"))
     loop._on_owned("MODIFIED", {**obj, "status": {"refreshTime": "now"}})
     assert loop.queue.get(timeout=0) is None
     loop._on_owned("MODIFIED", {"metadata": {**obj["metadata"], "generation": 2}})
-    assert loop.queue.get(timeout=0) == "shared"
+    assert loop.queue.get(timeout=0) == ("shared", "a")
+
+
+class RecordingRest:
+    """Records every request of a pass; the ExternalSecret it is asked for is missing (404)
+    and an apply answers with the body, as the apiserver would for a create."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def get(self, path: str, **_query: Any) -> dict[str, Any]:
+        from controller.kube.rest import ApiError
+
+        self.calls.append(("GET", path))
+        raise ApiError(404, "NotFound")
+
+    def apply(self, path: str, body: dict[str, Any], manager: str,
+              force: bool = True) -> dict[str, Any]:
+        self.calls.append(("APPLY", path))
+        meta = {**body["metadata"], "uid": "new", "managedFields": [{"manager": manager}]}
+        return {**body, "metadata": meta}
+
+    def request(self, method: str, path: str, **_kw: Any) -> dict[str, Any]:
+        self.calls.append((method, path))
+        return {}
+
+
+def loop_with(status: dict[str, Any], namespaces: list[str]) -> Any:
+    from controller.clustersecrets import ClusterExternalSecrets
+    from controller.settings import Settings
+
+    rest = RecordingRest()
+    loop = ClusterExternalSecrets(Settings(), rest)  # type: ignore[arg-type]
+    loop.ces_informer.upsert({**raw(), "status": status})
+    for name in namespaces:
+        loop.ns_informer.upsert(ns(name))
+    return loop, rest
+
+
+def test_an_owned_object_a_tenant_changes_costs_only_its_own_namespace() -> None:
+    """A tenant may label (and point ownerReferences of) any ExternalSecret in its namespace at
+    a ClusterExternalSecret: the pass that follows looks at that namespace only."""
+    spread = [f"n{i:03d}" for i in range(200)]
+    loop, rest = loop_with({"provisionedNamespaces": spread}, spread)
+    tenant_es = {"metadata": {"namespace": "n007", "name": "mine", "generation": 1,
+                              "labels": {ces.OWNER_LABEL: "shared"},
+                              "ownerReferences": [{"kind": ces.KIND, "name": "shared",
+                                                   "uid": UID}]}}
+    loop._on_owned("ADDED", tenant_es)
+    key = loop.queue.get(timeout=0)
+    assert key == ("shared", "n007")
+    loop._namespace_pass(*key)
+    touched = {path.split("/namespaces/")[1].split("/")[0] for _m, path in rest.calls}
+    assert touched == {"n007"}, rest.calls  # our ExternalSecret there was missing: recreated
+    assert ("APPLY", "/apis/alibabacloud.com/v1alpha1/namespaces/n007/externalsecrets/shared") \
+        in rest.calls
+    assert loop.queue.get(timeout=0) is None  # provisioned before and after: status unchanged
+
+
+def test_a_namespace_pass_writes_nowhere_the_last_full_pass_did_not_provision() -> None:
+    """Beyond the selection bound (or not yet seen by a full pass) a namespace stays as it is."""
+    loop, rest = loop_with({"provisionedNamespaces": ["a"]}, ["a", "b"])
+    loop._namespace_pass("shared", "b")
+    assert rest.calls == []
+
+
+def test_a_namespace_pass_that_changes_the_outcome_asks_for_one_full_pass() -> None:
+    from controller.clustersecrets import ALL
+
+    loop, rest = loop_with({"failedNamespaces": [{"namespace": "a", "reason": "conflict"}]},
+                           ["a"])
+    loop._namespace_pass("shared", "a")
+    assert rest.calls  # written
+    assert loop.queue.waiting_count() == 1  # the full pass that rewrites the status, delayed
+    assert loop.queue.get(timeout=0) is None
+    assert ("shared", ALL) in loop.queue._waiting
+
+
+def test_conflicts_in_status_name_no_field_manager() -> None:
+    """Field-manager names are chosen by whoever wrote the object: a tenant's text must not
+    reach the cluster admin's status."""
+    reason = ces.conflict_reason("team-a", "db")
+    assert "team-a/db" in reason and "written by" not in reason
