@@ -299,11 +299,16 @@ class ClusterExternalSecrets:
             return _api_problem(exc, namespace, ces.es_name)
 
     def _create(self, path: str, want: dict[str, Any], namespace: str, name: str) -> str:
-        applied = self._apply(path, want, force=False, informer=None)
-        if not ces_logic.created_by_others(applied):
-            informer = self._owned_cache(namespace)
-            if informer is not None:
-                informer.upsert(applied)
+        informer = self._owned_cache(namespace)
+        ticket = informer.begin_write(namespace, name) if informer is not None else None
+        applied: dict[str, Any] | None = None
+        try:
+            applied = self.rest.apply(path, want, ces_logic.FIELD_MANAGER, force=False)
+        finally:
+            ours = applied is not None and not ces_logic.created_by_others(applied)
+            if informer is not None and ticket is not None:
+                informer.finish_write(ticket, applied if ours else None)
+        if ours:
             return ""
         # Someone created it between our read and our apply: withdraw every field we added.
         release = {"apiVersion": want["apiVersion"], "kind": want["kind"],
@@ -315,10 +320,20 @@ class ClusterExternalSecrets:
 
     def _apply(self, path: str, body: dict[str, Any], *, force: bool,
                informer: Informer | None) -> dict[str, Any]:
-        result: dict[str, Any] = self.rest.apply(path, body, ces_logic.FIELD_MANAGER,
-                                                 force=force)
-        if informer is not None:
-            informer.upsert(result)
+        """Apply, and cache the result unless the object was deleted meanwhile (a write
+        ticket: a DELETED seen while the write was in flight wins, as for ExternalSecrets)."""
+        if informer is None:
+            written: dict[str, Any] = self.rest.apply(path, body, ces_logic.FIELD_MANAGER,
+                                                      force=force)
+            return written
+        ticket = informer.begin_write(body["metadata"]["namespace"], body["metadata"]["name"])
+        try:
+            result: dict[str, Any] = self.rest.apply(path, body, ces_logic.FIELD_MANAGER,
+                                                     force=force)
+        except BaseException:
+            informer.finish_write(ticket, None)
+            raise
+        informer.finish_write(ticket, result)
         return result
 
     def _get(self, path: str) -> dict[str, Any] | None:
@@ -345,14 +360,17 @@ class ClusterExternalSecrets:
         if not ces_logic.status_changed(raw.get("status"), new):
             return
         name = _name(raw)
+        ticket = self.ces_informer.begin_write("", name)
+        result: dict[str, Any] | None = None
         try:
             result = self.rest.merge_patch(
                 CLUSTER_EXTERNAL_SECRETS.path(name=name, sub="status"), {"status": new})
-            self.ces_informer.upsert(result)
         except ApiError as exc:
             if exc.status != 404:
                 log.warning("ClusterExternalSecret %s: status not written: %s %s", name,
                             exc.status, exc.reason)
+        finally:
+            self.ces_informer.finish_write(ticket, result)
 
     def _now(self) -> str:
         return stamp(self.clock.wall())

@@ -126,14 +126,6 @@ class Informer:
         with self._lock:
             return list(self._cache.values())
 
-    def upsert(self, obj: dict[str, Any]) -> bool:
-        """Put an object we just wrote into the cache, ahead of its watch event, unless the
-        watch already delivered the same or a later version. True when cached."""
-        slim = _slim(obj)
-        key = key_of(slim)
-        with self._lock:
-            return self._put_if_newer(key, slim)
-
     def begin_write(self, namespace: str, name: str) -> WriteTicket:
         """Call before writing an object; pass the ticket to `finish_write` afterwards."""
         ticket = WriteTicket((namespace, name))

@@ -308,10 +308,15 @@ def loop_with(status: dict[str, Any], namespaces: list[str]) -> Any:
 
     rest = RecordingRest()
     loop = ClusterExternalSecrets(Settings(), rest)  # type: ignore[arg-type]
-    loop.ces_informer.upsert({**raw(), "status": status})
+    seed(loop.ces_informer, {**raw(), "status": status})
     for name in namespaces:
-        loop.ns_informer.upsert(ns(name))
+        seed(loop.ns_informer, ns(name))
     return loop, rest
+
+
+def seed(informer: Any, obj: dict[str, Any]) -> None:
+    meta = obj["metadata"]
+    informer.finish_write(informer.begin_write(meta.get("namespace", ""), meta["name"]), obj)
 
 
 def test_an_owned_object_a_tenant_changes_costs_only_its_own_namespace() -> None:
@@ -358,3 +363,23 @@ def test_conflicts_in_status_name_no_field_manager() -> None:
     reach the cluster admin's status."""
     reason = ces.conflict_reason("team-a", "db")
     assert "team-a/db" in reason and "written by" not in reason
+
+
+def test_an_external_secret_deleted_while_the_loop_creates_it_is_not_cached_again() -> None:
+    """The ghost cache: a DELETED that the watch delivers while our create is in flight wins;
+    the create's answer must not put the object back (the next pass then recreates it, instead
+    of seeing a cached object that is gone until the next relist)."""
+    loop, rest = loop_with({"provisionedNamespaces": ["a"]}, ["a"])
+    owned = loop.owned_informers[""]
+    real_apply = rest.apply
+
+    def apply_then_deleted(path: str, body: dict[str, Any], manager: str,
+                           force: bool = True) -> dict[str, Any]:
+        result = real_apply(path, body, manager, force)
+        owned._apply({"type": "DELETED", "object": {**result, "metadata": {
+            **result["metadata"], "resourceVersion": "9"}}}, "9")
+        return result
+
+    rest.apply = apply_then_deleted  # type: ignore[method-assign]
+    assert loop._ensure(ces.parse(raw()), "a") == ""
+    assert owned.get("a", "shared") is None
