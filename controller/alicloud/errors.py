@@ -11,7 +11,9 @@ for credential errors, may echo request parameters.
 
 from __future__ import annotations
 
+import hashlib
 import re
+import socket
 import ssl
 from enum import StrEnum
 from typing import Any
@@ -144,13 +146,14 @@ def describe(kind: Kind, code: str, product: str = "KMS") -> str:
 
 
 def classify(exc: BaseException, *, who: str = "", endpoint: str = "",
-             product: str = "KMS") -> FetchError:
+             product: str = "KMS", ca_pem: str = "") -> FetchError:
     """Map any exception from the SDK (or the network under it) to a FetchError.
 
     `who` (a log-safe description of the identity, naming its SecretStore) and `endpoint`
     (the service host) make the reason say whose problem it is and where; `product` which
-    service it is. The exception's own text is never copied: it can carry request URLs with
-    tokens and signatures in them."""
+    service it is; `ca_pem` the private CA the call trusted ("" : the system's), named by
+    its fingerprint when TLS verification fails. The exception's own text is never copied:
+    it can carry request URLs with tokens and signatures in them."""
     if isinstance(exc, FetchError):
         return exc
     from alibabacloud_tea_openapi import exceptions as api_exc
@@ -159,8 +162,86 @@ def classify(exc: BaseException, *, who: str = "", endpoint: str = "",
         return _from_service(exc, who, product)
     inner = getattr(exc, "inner_exception", None)  # the SDK wraps what failed under it
     if isinstance(inner, BaseException) and inner is not exc:
-        return classify(inner, who=who, endpoint=endpoint, product=product)
-    return _from_local(exc, who, endpoint, product)
+        return classify(inner, who=who, endpoint=endpoint, product=product, ca_pem=ca_pem)
+    network = _network_failure(exc, who, endpoint, product, ca_pem)
+    return network or _from_local(exc, who, endpoint, product)
+
+
+# What failed on the way to a service, found under the SDK's and requests' wrappers: the
+# first of these in the chain of causes names the problem.
+_TIMEOUT_NAMES = frozenset({"ReadTimeout", "ConnectTimeout", "ReadTimeoutError",
+                            "ConnectTimeoutError", "Timeout"})
+_CHAIN_LIMIT = 16
+
+
+def root_causes(exc: BaseException) -> list[BaseException]:
+    """`exc` and what it wraps: SDK `inner_exception`, urllib3's `reason`, `__cause__`,
+    `__context__`, and an exception given as the first argument (bounded, no cycles)."""
+    found: list[BaseException] = []
+    todo: list[BaseException] = [exc]
+    while todo and len(found) < _CHAIN_LIMIT:
+        current = todo.pop(0)
+        if any(current is seen for seen in found):
+            continue
+        found.append(current)
+        args = getattr(current, "args", ())
+        for nxt in (getattr(current, "inner_exception", None), getattr(current, "reason", None),
+                    current.__cause__, current.__context__, args[0] if args else None):
+            if isinstance(nxt, BaseException):
+                todo.append(nxt)
+    return found
+
+
+def _network_failure(exc: BaseException, who: str, endpoint: str, product: str,
+                     ca_pem: str) -> FetchError | None:
+    """DNS, refused, timed out or TLS verification, each with what to check; None when the
+    failure is none of these (or was on the way to STS or the metadata service, which
+    _from_local words for credentials)."""
+    text = str(exc)
+    if "Action=AssumeRole" in text or "100.100.100.200" in text or "/latest/" in text:
+        return None
+    where = f"{product} endpoint {endpoint}" if endpoint else f"the {product} endpoint"
+    for cause in root_causes(exc):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return _tls_failure(where, who, product, ca_pem)
+        if isinstance(cause, socket.gaierror):
+            return FetchError(Kind.TRANSIENT, "NameNotResolved",
+                              f"NameNotResolved: the name of {where} does not resolve (DNS); "
+                              f"{_dns_hint(endpoint)}; will retry")
+        if isinstance(cause, ConnectionRefusedError):
+            return FetchError(Kind.TRANSIENT, "ConnectionRefused",
+                              f"ConnectionRefused: {where} refused the connection (nothing "
+                              "listens on that host and port); check the endpoint's port and "
+                              "any proxy or firewall between; will retry")
+        if isinstance(cause, TimeoutError) or type(cause).__name__ in _TIMEOUT_NAMES:
+            return FetchError(Kind.TRANSIENT, "Timeout",
+                              f"Timeout: {where} did not answer in time (connect or read "
+                              "timeout); a firewall or security group may drop the traffic, "
+                              "or the service is slow; will retry")
+    return None
+
+
+def _dns_hint(endpoint: str) -> str:
+    host = endpoint.split(":", 1)[0]
+    if "-vpc." in host:
+        return ("a VPC endpoint resolves only inside Alibaba Cloud VPCs of its region: from "
+                "outside, start the controller with --kms-endpoint-type public (or name the "
+                "public endpoint with --kms-endpoint)")
+    return "check the endpoint's spelling and region, and the cluster's DNS"
+
+
+def _tls_failure(where: str, who: str, product: str, ca_pem: str) -> FetchError:
+    if ca_pem:
+        digest = hashlib.sha256(ca_pem.strip().encode()).hexdigest()[:16]
+        trusted = f"the private CA given for it (sha256 {digest}... of the PEM)"
+    else:
+        trusted = "the system's trusted CAs (no private CA given)"
+    field = ("spec.KMS.dedicatedKMSAuth.ca" if product == "KMS instance"
+             else "spec.KMS.ca (or caSecretRef)")
+    return FetchError(Kind.CONFIG, "TLSVerifyFailed",
+                      f"TLSVerifyFailed: the certificate of {where} is not signed by "
+                      f"{trusted}; for a KMS instance endpoint set {field} of "
+                      f"{who or 'the SecretStore'} to the instance's CA")
 
 
 def _from_service(exc: Any, who: str, product: str) -> FetchError:
@@ -218,12 +299,7 @@ def _from_local(exc: BaseException, who: str, endpoint: str, product: str) -> Fe
                               "TLSVerifyFailed: the STS endpoint's certificate is not trusted; "
                               "check --sts-endpoint (ALIBABA_CLOUD_STS_ENDPOINT)")
         where = f"{product} endpoint {endpoint}" if endpoint else f"the {product} endpoint"
-        field = ("spec.KMS.dedicatedKMSAuth.ca" if product == "KMS instance"
-                 else "spec.KMS.ca (or caSecretRef)")
-        return FetchError(Kind.CONFIG, "TLSVerifyFailed",
-                          f"TLSVerifyFailed: the certificate of {where} is not signed by a "
-                          f"trusted CA; for a KMS instance endpoint set {field} of "
-                          f"{who or 'the SecretStore'} to the instance's CA")
+        return _tls_failure(where, who, product, "")
     if isinstance(exc, (OSError, TimeoutError)) or name in (
         "UnretryableException", "RetryError", "TeaUnretryableException"
     ):

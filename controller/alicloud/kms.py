@@ -225,7 +225,8 @@ class Kms:
                 self.calls += 1
                 resp = client.get_secret_value(request)
         except Exception as exc:  # noqa: BLE001 - classified, re-raised as FetchError
-            error = classify(exc, who=identity.describe(), endpoint=endpoint.host)
+            error = classify(exc, who=identity.describe(), endpoint=endpoint.host,
+                             ca_pem=endpoint.ca_pem)
             code = error.code
             if error.token_expired and credential is not None:
                 self.forget(identity, credential)

@@ -197,7 +197,8 @@ class KmsInstance:
                 raise _error_answer(status, data, key)
             return _value(name, data)
         except Exception as exc:  # noqa: BLE001 - classified, re-raised as FetchError
-            error = classify(exc, who=key.describe(), endpoint=endpoint.host, product=PRODUCT)
+            error = classify(exc, who=key.describe(), endpoint=endpoint.host, product=PRODUCT,
+                             ca_pem=endpoint.ca_pem)
             code = error.code
             raise error from None
         finally:

@@ -144,7 +144,7 @@ class Oos:
                 resp = client.get_secret_parameter(request)
         except Exception as exc:  # noqa: BLE001 - classified, re-raised as FetchError
             error = classify(exc, who=identity.describe(), endpoint=endpoint.host,
-                             product=PRODUCT)
+                             product=PRODUCT, ca_pem=endpoint.ca_pem)
             code = error.code
             if error.token_expired and credential is not None:
                 self.clients.forget_credential(identity, credential)
