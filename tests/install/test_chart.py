@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 from typing import Any
 
 import pytest
@@ -379,6 +380,63 @@ def test_many_replicas_without_leader_election_is_refused(tools: Helm) -> None:
 
 
 # --------------------------------------------------------------------------- optional objects
+
+
+def exported_series() -> set[str]:
+    """Every series name the controller's /metrics can carry (histograms' _bucket, _sum and
+    _count, counters' _total), from its own registry."""
+    from controller.ops.metrics import Metrics
+
+    return {sample.name for family in Metrics().registry.collect()
+            for sample in family.samples} | {
+        family.name + suffix for family in Metrics().registry.collect()
+        for suffix in ("_bucket", "_sum", "_count", "_total", "")}
+
+
+def used_series(expr: str) -> set[str]:
+    return set(re.findall(r"\b((?:ack_secret_manager|process)_[a-z_]+)", expr))
+
+
+@pytest.mark.parametrize(("interval", "seconds"), [
+    ("120s", 360), ("5m", 900), ("1h30m", 16200), ("1.5h", 16200), ("90s500ms", 270)])
+def test_the_prometheus_rule_follows_the_polling_interval(
+        tools: Helm, interval: str, seconds: int) -> None:
+    objs = tools.template(*set_args({"metrics.prometheusRule.enabled": "true",
+                                     "command.pollingInterval": interval}))
+    rule = find(objs, "PrometheusRule")
+    rules = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert set(rules) == {"ExternalSecretNotSynced", "ExternalSecretNotReady", "KMSThrottling",
+                          "ExternalSecretSyncFailures", "AckSecretManagerNoLeader"}
+    assert rules["ExternalSecretNotSynced"]["expr"].endswith(f"> {seconds}")
+    assert "{{ $labels.namespace }}" in rules["ExternalSecretNotReady"]["annotations"]["summary"]
+    exported = exported_series()
+    for r in rules.values():
+        assert used_series(r["expr"]) <= exported, r["expr"]
+
+
+def test_without_polling_no_not_synced_alert_and_off_by_default(tools: Helm) -> None:
+    objs = tools.template(*set_args({"metrics.prometheusRule.enabled": "true",
+                                     "command.disablePolling": "true"}))
+    alerts = [r["alert"] for g in find(objs, "PrometheusRule")["spec"]["groups"]
+              for r in g["rules"]]
+    assert "ExternalSecretNotSynced" not in alerts and "ExternalSecretNotReady" in alerts
+    defaults = tools.template()
+    assert not [o for o in defaults if o["kind"] in ("PrometheusRule", "ConfigMap")]
+
+
+def test_the_grafana_dashboard_uses_only_exported_metrics(tools: Helm) -> None:
+    objs = tools.template(*set_args({"metrics.grafanaDashboard.enabled": "true",
+                                     "metrics.grafanaDashboard.namespace": "monitoring"}))
+    cm = find(objs, "ConfigMap")
+    assert cm["metadata"]["namespace"] == "monitoring"
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(cm["data"]["ack-secret-manager.json"])
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    assert len(exprs) >= 10
+    exported = exported_series()
+    for expr in exprs:
+        assert used_series(expr), expr
+        assert used_series(expr) <= exported, expr
 
 
 def test_metrics_off_servicemonitor_and_pdb(tools: Helm) -> None:

@@ -32,6 +32,21 @@ def _get(url: str) -> tuple[int, str]:
         return 0, ""  # not listening yet
 
 
+def _documented_probe_output() -> dict[str, str]:
+    """The probe answers docs/metrics.md prints (`$ curl -s localhost:8081/PATH` and the lines
+    after it, up to the next prompt or the end of the block)."""
+    from tests.cluster.tools import REPO
+
+    doc = (REPO / "docs" / "metrics.md").read_text()
+    block = doc.split("## Health probes", 1)[1].split("```", 2)[1]
+    shown: dict[str, str] = {}
+    for part in block.split("$ curl -s localhost:8081")[1:]:
+        path, _, body = part.partition("\n")
+        shown[path.strip().strip("'")] = body
+    assert set(shown) == {"/healthz", "/readyz?verbose"}, shown
+    return shown
+
+
 def test_metrics_and_probes(
     k8s: K8s, cloud: FakeCloud, namespace: str, start_controller: Callable[..., Any]
 ) -> None:
@@ -44,6 +59,9 @@ def test_metrics_and_probes(
     wait_for(lambda: _get(f"http://127.0.0.1:{health_port}/readyz")[0] == 200,
              what="/readyz 200")
     assert _get(f"http://127.0.0.1:{health_port}/healthz")[0] == 200
+    # docs/metrics.md shows what the probes print: the same text, check by check.
+    for path, shown in _documented_probe_output().items():
+        assert _get(f"http://127.0.0.1:{health_port}{path}") == (200, shown), path
     k8s.create(namespace, "externalsecrets", _es("app", "db"))
     wait_for(lambda: k8s.secret_data(namespace, "app"), what="synced")
 

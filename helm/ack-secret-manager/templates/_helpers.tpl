@@ -107,3 +107,20 @@ in another namespace (two releases pointing at one Lease namespace must not shar
 {{- if or (get ($.Values.env | default dict) $name) (hasKey ($.Values.envVarsFromSecret | default dict) $name) }}true{{ end }}
 {{- end }}
 {{- end }}
+
+{{/*
+A Go duration ("120s", "5m", "1h30m", "1.5h") in whole seconds; parts below a second are
+dropped. Used for alert thresholds derived from command.pollingInterval.
+*/}}
+{{- define "ack-secret-manager.seconds" -}}
+{{- $d := regexReplaceAll "[0-9.]+(ns|us|µs|ms)" (toString .) "" -}}
+{{- $total := 0.0 -}}
+{{- range $unit, $factor := dict "h" 3600.0 "m" 60.0 "s" 1.0 -}}
+{{- $part := regexFind (printf "[0-9.]+%s" $unit) $d -}}
+{{- if $part -}}
+{{- $total = addf $total (mulf (trimSuffix $unit $part | float64) $factor) -}}
+{{- end -}}
+{{- end -}}
+{{- if regexMatch "^[0-9.]+$" $d -}}{{- $total = float64 $d -}}{{- end -}}
+{{- $total | int -}}
+{{- end }}
