@@ -386,6 +386,12 @@ CES_STATUS = obj(
 )
 
 
+# Short names that External Secrets Operator's CRDs do not use (es, ss, css, ces are theirs:
+# with both installed, `kubectl get es` would list one project's objects silently), and one
+# category: `kubectl get ack-secret-manager -A` lists all four kinds.
+CATEGORY = "ack-secret-manager"
+
+
 def crd(kind: str, plural: str, scope: str, spec: dict[str, Any], status: dict[str, Any],
         columns: list[dict[str, Any]], short: list[str]) -> dict[str, Any]:
     return {
@@ -395,7 +401,8 @@ def crd(kind: str, plural: str, scope: str, spec: dict[str, Any], status: dict[s
         "spec": {
             "group": GROUP,
             "names": {"kind": kind, "listKind": f"{kind}List", "plural": plural,
-                      "singular": kind.lower(), "shortNames": short},
+                      "singular": kind.lower(), "shortNames": short,
+                      "categories": [CATEGORY]},
             "scope": scope,
             "versions": [
                 {
@@ -422,22 +429,28 @@ def documents() -> dict[str, dict[str, Any]]:
     return {
         "externalsecrets.yaml": crd(
             "ExternalSecret", "externalsecrets", "Namespaced", ES_SPEC, ES_STATUS,
-            [*PRINTER, {"name": "Last Sync", "type": "date", "jsonPath": ".status.lastSyncTime"}],
-            ["es"],
+            [{"name": "Store", "type": "string",
+              "jsonPath": ".spec.data[0].secretStoreRef.name"},
+             {"name": "Refresh", "type": "string", "jsonPath": ".spec.refreshInterval"},
+             *PRINTER,
+             {"name": "Changed", "type": "date", "jsonPath": ".status.refreshTime",
+              "description": "when the Secret or the status last changed (a quiet poll that "
+              "finds the same values writes nothing, so it does not move this)"}],
+            ["ackes"],
         ),
         "secretstores.yaml": crd(
             "SecretStore", "secretstores", "Namespaced", obj(STORE_SPEC_PROPS, **ONE_PROVIDER),
-            STORE_STATUS, PRINTER, ["ss"],
+            STORE_STATUS, PRINTER, ["ackss"],
         ),
         "clustersecretstores.yaml": crd(
             "ClusterSecretStore", "clustersecretstores", "Cluster", cluster_spec,
-            STORE_STATUS, PRINTER, ["css"],
+            STORE_STATUS, PRINTER, ["ackcss"],
         ),
         "clusterexternalsecrets.yaml": crd(
             "ClusterExternalSecret", "clusterexternalsecrets", "Cluster", CES_SPEC, CES_STATUS,
             [{"name": "Store", "type": "string",
               "jsonPath": ".spec.externalSecretSpec.data[0].secretStoreRef.name"}, *PRINTER],
-            ["ces"],
+            ["ackces"],
         ),
     }
 

@@ -47,7 +47,7 @@ def test_install_upgrade_uninstall(
     status = json.loads(k.helm("status", name, "-n", namespace, "-o", "json").stdout)
     assert status["info"]["status"] == "deployed"
     notes = k.helm("get", "notes", name, "-n", namespace).stdout
-    assert "kubectl get es" in notes and "SecretStore" in notes
+    assert "kubectl get ackes" in notes and "SecretStore" in notes
     for obj in (["deployment", full], ["serviceaccount", full], ["service", f"{full}-metrics"],
                 ["role", f"{full}-leader-election"], ["rolebinding", f"{full}-leader-election"]):
         assert exists(k, *obj, "-n", namespace), obj

@@ -62,3 +62,28 @@ def test_kubectl_apply_server_side(applied: Helm) -> None:
     can = k.kubectl("auth", "can-i", "list", "externalsecrets.alibabacloud.com", "-A",
                     f"--as={sa}", check=False)
     assert can.stdout.strip() == "yes", can.stderr
+
+
+# External Secrets Operator's short names and category: with both projects installed, a name
+# both claim makes `kubectl get es` list one project's objects without a word.
+ESO_NAMES = {"es", "ss", "css", "ces", "ps", "cps", "external-secrets", "externalsecrets"}
+
+
+@pytest.mark.cluster
+def test_short_names_and_category_are_ours_and_work(applied: Helm) -> None:
+    k = applied
+    chart_crds = [yaml.safe_load(p.read_text())
+                  for p in sorted((REPO / "helm/ack-secret-manager/crds").glob("*.yaml"))]
+    for crd in chart_crds:
+        names = crd["spec"]["names"]
+        assert not set(names["shortNames"]) & ESO_NAMES, names
+        assert names["categories"] == ["ack-secret-manager"], names
+    k.kubectl("apply", "--server-side", "-f", MANIFESTS / "crds.yaml")
+    wait_for(lambda: k.kubectl("get", "ackes", "-A", check=False).returncode == 0,
+             timeout=30, what="the short name served")
+    listed = k.kubectl("get", "ack-secret-manager", "-A", "-o", "name", check=False)
+    assert listed.returncode == 0, listed.stderr
+    served = yaml.safe_load(k.kubectl("get", "crd", "externalsecrets.alibabacloud.com",
+                                      "-o", "yaml").stdout)
+    columns = [c["name"] for c in served["spec"]["versions"][0]["additionalPrinterColumns"]]
+    assert columns == ["Store", "Refresh", "Ready", "Reason", "Changed", "Age"], columns
