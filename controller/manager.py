@@ -146,6 +146,7 @@ class Manager:
         self.triggers = Triggers()
         self.polls = PollSchedule(self.fetcher.peek)
         self._fresh: set[Key] = set()
+        self._said: dict[Key, tuple[str, str]] = {}  # failing objects: the cause last logged
         self._lock = threading.Lock()
         self._workers: list[threading.Thread] = []
         self._started = threading.Event()
@@ -350,9 +351,7 @@ class Manager:
             if not self.triggers.alive(key):
                 outcome = dataclasses.replace(outcome, result="gone")
             self.hooks.sync(*key, outcome, seconds)
-        log.info("sync ExternalSecret %s/%s", key[0], key[1],
-                 extra={"result": outcome.result, "reason": outcome.reason or "-",
-                        "duration_ms": round(seconds * 1000)})
+        self._log_sync(key, outcome, seconds)
         if outcome.result == "gone":
             self.backoff.forget(key)
             self._track(key, frozenset(), 0.0)
@@ -366,6 +365,26 @@ class Manager:
         self.backoff.forget(key)
         if outcome.recheck:  # templateFrom's ConfigMaps and Secrets: read again next interval
             self.queue.add_after(key, outcome.interval)
+
+    def _log_sync(self, key: Key, outcome: Outcome, seconds: float) -> None:
+        """A sync that ended Ready is INFO; one that did not is a WARNING with its reason and
+        message, once per change of (reason, message): an object refused every interval for
+        the same cause says so once, and again only when the cause changes (DEBUG between)."""
+        fields = {"result": outcome.result, "reason": outcome.reason or "-",
+                  "duration_ms": round(seconds * 1000)}
+        failed = outcome.result in ("failed", "conflict", "invalid")
+        with self._lock:
+            said = self._said.pop(key, None)
+            if failed:
+                self._said[key] = (outcome.reason, outcome.message)
+        if not failed:
+            log.info("sync ExternalSecret %s/%s", key[0], key[1], extra=fields)
+        elif said == (outcome.reason, outcome.message):
+            log.debug("sync ExternalSecret %s/%s still failing: %s", key[0], key[1],
+                      outcome.reason, extra=fields)
+        else:
+            log.warning("sync ExternalSecret %s/%s failed: %s: %s", key[0], key[1],
+                        outcome.reason, outcome.message, extra=fields)
 
     # ---------------------------------------------------------- secret polls
     def _track(self, key: Key, requests: frozenset[FetchRequest], interval: float) -> None:

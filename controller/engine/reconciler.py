@@ -92,6 +92,7 @@ class Outcome:
     requests: frozenset[FetchRequest] = frozenset()  # the KMS reads this object depends on
     degraded: bool = False  # a transient fault while the data is still fresh (Ready stays)
     recheck: bool = False  # sync again after `interval` (templates read ConfigMaps/Secrets)
+    message: str = ""  # why not Ready (scrubbed, as in status); "" when Ready
 
 
 class Reconciler:
@@ -194,7 +195,8 @@ class Reconciler:
             self.kube.event(raw, "Warning", INTERNAL_ERROR, message)
         except Exception:
             log.exception("could not report the failed sync")
-        return Outcome("failed", interval=interval, retry=True, reason=INTERNAL_ERROR)
+        return Outcome("failed", interval=interval, retry=True, reason=INTERNAL_ERROR,
+                       message=message)
 
     # ----------------------------------------------------------------- sync
     def _sync(self, raw: dict[str, Any], es: model.ExternalSecret, *, fresh: bool,
@@ -397,7 +399,8 @@ class Reconciler:
         if status_mod.changed(old, new):
             self.kube.apply_status(raw, new)
         self.kube.event(raw, "Warning", INVALID_SPEC, message)
-        return Outcome("invalid", interval=0.0, retry=False, reason=INVALID_SPEC)
+        return Outcome("invalid", interval=0.0, retry=False, reason=INVALID_SPEC,
+                       message=message)
 
     def _conflict(self, raw: dict[str, Any], es: model.ExternalSecret,
                   interval: float, owner: str = "") -> Outcome:
@@ -433,7 +436,7 @@ class Reconciler:
             self.kube.event(raw, "Warning", reason, message)
         return Outcome(result, interval=interval, retry=retry, ready=ready,
                        reason=degraded[0] if degraded else reason,
-                       degraded=degraded is not None)
+                       degraded=degraded is not None, message="" if ready else message)
 
 
 class WriteError(Exception):

@@ -62,6 +62,8 @@ from types import TracebackType
 from typing import Any, TextIO
 from urllib.parse import quote
 
+from controller.ops.lognoise import FoldRepeats
+
 __all__ = [
     "MIN_SECRET_LENGTH",
     "REDACTED",
@@ -658,14 +660,16 @@ def setup_logging(
     Idempotent: each call replaces the root logger's handlers with one new handler, so
     calling it again (tests, a reload) never duplicates lines. Also holds the Alibaba
     SDK loggers at WARNING through our handler, keeps the Kubernetes client's body dumps
-    off, and sends uncaught exceptions (main thread and others) through the log so their
-    tracebacks are redacted too. Returns the handler.
+    off, folds repeated library and connection-loop lines (ops/lognoise.py), and sends
+    uncaught exceptions (main thread and others) through the log so their tracebacks are
+    redacted too. Returns the handler.
     """
     if fmt not in ("text", "json"):
         raise ValueError(f"log format {fmt!r}: use text or json")
     root_level = parse_level(level)
     formatter = JsonFormatter() if fmt == "json" else TextFormatter()
     handler = _RedactingHandler(sys.stderr if stream is None else stream, formatter, _DEFAULT)
+    handler.filters.insert(0, FoldRepeats())  # before redaction: a dropped line costs nothing
     root = logging.getLogger()
     _detach_handlers(root)
     root.addHandler(handler)

@@ -203,3 +203,42 @@ def test_start_up_syncs_drifted_objects_now_and_others_at_their_slot() -> None:
     assert w.manager.queue.get(timeout=0) is None  # the intact one waits for its slot
     assert w.manager.queue.waiting_count() == 1
     assert sorted(w.hooks.known_objects) == [("team", "drifted", True), ("team", "intact", True)]
+
+
+# ------------------------------------------------------------------------------ logs
+
+
+def test_a_failed_sync_is_a_warning_with_its_reason_once_per_cause(caplog: Any) -> None:
+    """A failed sync says why at WARNING; the same cause again (an object refused every
+    interval) is DEBUG until the cause changes or the object syncs again."""
+    import logging
+
+    w = _World()
+    obj = w.obj("app", [{"key": "db"}])
+    w.manager._on_external_secret("ADDED", obj)
+    outcomes = iter([
+        Outcome("invalid", reason="InvalidSpec", message="spec.data[0].key: is empty; fix"),
+        Outcome("invalid", reason="InvalidSpec", message="spec.data[0].key: is empty; fix"),
+        Outcome("failed", retry=True, interval=60.0, reason="FetchFailed",
+                message="data[0] (KMS secret db): Timeout"),
+        Outcome("synced", interval=60.0, ready=True),
+        Outcome("failed", retry=True, interval=60.0, reason="FetchFailed",
+                message="data[0] (KMS secret db): Timeout"),
+    ])
+    w.manager.reconciler.reconcile = (  # type: ignore[method-assign]
+        lambda namespace, name, *, fresh=False: next(outcomes))
+    with caplog.at_level(logging.DEBUG, logger="controller.manager"):
+        for _ in range(5):
+            w.manager._process(("team", "app"))
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records
+             if r.name == "controller.manager" and "sync ExternalSecret" in r.getMessage()]
+    assert lines == [
+        ("WARNING", "sync ExternalSecret team/app failed: InvalidSpec: spec.data[0].key: is "
+                    "empty; fix"),
+        ("DEBUG", "sync ExternalSecret team/app still failing: InvalidSpec"),
+        ("WARNING", "sync ExternalSecret team/app failed: FetchFailed: data[0] (KMS secret "
+                    "db): Timeout"),
+        ("INFO", "sync ExternalSecret team/app"),
+        ("WARNING", "sync ExternalSecret team/app failed: FetchFailed: data[0] (KMS secret "
+                    "db): Timeout"),
+    ]
