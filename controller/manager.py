@@ -1,14 +1,19 @@
 """Wires the parts into a running controller: informers feed keys into the work queue,
 workers reconcile, and each distinct KMS secret is polled on its own slot.
 
-Handlers only enqueue. Polling is per KMS secret, not per ExternalSecret: every distinct
-(identity, endpoint, secret, version) that some ExternalSecret uses is read once per interval
-(the shortest interval among its users), at a fixed offset inside the interval so polls are
-spread; when the value (or the error) changes, every ExternalSecret that uses it syncs at once.
-A quiet poll therefore costs one KMS call per distinct secret and no Kubernetes write, and a
-change reaches the Secrets within one interval. ExternalSecret, Secret and SecretStore changes
-arrive by watch and sync at once. After a restart, objects already in sync wait for a slot
-spread over the interval, so a restart does not burst.
+Two queues, each with `--workers` threads: ExternalSecret keys (watch events, triggers,
+retries) and KMS polls, so a change a user makes never waits behind background polls.
+Handlers update the bookkeeping (which objects exist, what they read) under one lock and
+enqueue; they never call the API or KMS.
+
+Polling is per KMS secret, not per ExternalSecret: every distinct (identity, endpoint, secret,
+version) that some ExternalSecret uses is read once per interval (the shortest interval among
+its users), at a fixed offset inside the interval so polls are spread; when the value (or the
+error) changes, every ExternalSecret that uses it syncs at once. A quiet poll therefore costs
+one KMS call per distinct secret and no Kubernetes write, and a change reaches the Secrets
+within one interval. ExternalSecret, Secret and SecretStore changes arrive by watch and sync
+at once. After a restart, objects already in sync wait for a slot spread over the interval,
+so a restart does not burst.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from controller import model
 from controller.alicloud.errors import FetchError
@@ -56,6 +61,7 @@ from controller.settings import Settings
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
+T = TypeVar("T", bound=Hashable)
 RETRY_BASE, RETRY_CAP_NO_POLL = 5.0, 300.0
 
 
@@ -93,8 +99,10 @@ class Manager:
         self.rest = rest
         self.hooks = hooks or Hooks()
         self.clock = clock or RealClock()
-        self.queue: WorkQueue[Hashable] = WorkQueue(clock=self.clock,
-                                                    on_wait=self.hooks.queue_wait)
+        # ExternalSecret syncs (user changes, triggers, retries) and KMS polls have a queue
+        # and workers each: a change a user makes never waits behind background polls.
+        self.queue: WorkQueue[Key] = WorkQueue(clock=self.clock, on_wait=self.hooks.queue_wait)
+        self.poll_queue: WorkQueue[SecretPoll] = WorkQueue(clock=self.clock)
         self.backoff = ExponentialBackoff(base=RETRY_BASE, cap=3600.0, jitter=Jitter.EQUAL)
         self.events = EventRecorder(rest, instance)
         namespaces = settings.watch_namespaces or ("",)
@@ -205,6 +213,10 @@ class Manager:
             t = threading.Thread(target=self._work, name=f"worker-{i}", daemon=True)
             t.start()
             self._workers.append(t)
+        for i in range(self.settings.workers):
+            t = threading.Thread(target=self._poll_work, name=f"poller-{i}", daemon=True)
+            t.start()
+            self._workers.append(t)
 
     def stop(self, timeout: float = 20.0, cancel: Callable[[], None] | None = None) -> bool:
         """Stop within `timeout` seconds in all: no new work from now on (keys still queued
@@ -213,6 +225,7 @@ class Manager:
         deadline = time.monotonic() + timeout
         self.stopping.set()
         self.queue.shutdown()
+        self.poll_queue.shutdown()
         if cancel is not None:
             cancel()
         for t in self._workers:
@@ -320,24 +333,29 @@ class Manager:
 
     # --------------------------------------------------------------- workers
     def _work(self) -> None:
+        self._serve(self.queue, self._process)
+
+    def _poll_work(self) -> None:
+        self._serve(self.poll_queue, self._poll)
+
+    def _serve(self, queue: WorkQueue[T], handle: Callable[[T], None]) -> None:
+        """One worker: take a key, handle it, until the queue shuts down. An unexpected error
+        comes back with backoff."""
         while True:
-            key = self.queue.get()
+            key = queue.get()
             if key is None:
                 return
             if self.stopping.is_set():
-                self.queue.done(key)  # stopping: no new work, the next leader syncs it
+                queue.done(key)  # stopping: no new work, the next leader syncs it
                 return
             self.last_worker_beat = time.monotonic()
             try:
-                if isinstance(key, SecretPoll):
-                    self._poll(key)
-                else:
-                    self._process(key)  # type: ignore[arg-type]
+                handle(key)
             except Exception:
                 log.exception("work item %s failed unexpectedly", _describe(key))
-                self.queue.add_after(key, self.backoff.when(key))
+                queue.add_after(key, self.backoff.when(key))
             finally:
-                self.queue.done(key)
+                queue.done(key)
                 self.last_worker_beat = time.monotonic()
 
     def _process(self, key: Key) -> None:
@@ -399,7 +417,7 @@ class Manager:
         for request, every in start:
             log.debug("polling KMS secret %s every %gs (first use: ExternalSecret %s/%s)",
                       request.describe(), every, *key)
-            self.queue.add_after(SecretPoll(request), self._poll_delay(request, every))
+            self.poll_queue.add_after(SecretPoll(request), self._poll_delay(request, every))
 
     def _release_unused(self) -> None:
         """The clients, credentials and ServiceAccount tokens that no ExternalSecret's read
@@ -434,12 +452,12 @@ class Manager:
                      request.describe(), len(due.users))
             for key in due.users:
                 self.queue.add(key)
-        self.hooks.polled(due.users, changed)  # type: ignore[arg-type]
+        self.hooks.polled(due.users, changed)
         if isinstance(result, FetchError) and result.retryable:
-            self.queue.add_after(poll, min(self.backoff.when(poll), due.interval))
+            self.poll_queue.add_after(poll, min(self.backoff.when(poll), due.interval))
             return
         self.backoff.forget(poll)
-        self.queue.add_after(poll, self._poll_delay(request, due.interval))
+        self.poll_queue.add_after(poll, self._poll_delay(request, due.interval))
 
     # -------------------------------------------------------------- schedule
     def _slot_delay(self, obj: dict[str, Any], interval: float) -> float:

@@ -16,14 +16,14 @@ from __future__ import annotations
 import hashlib
 import math
 import zlib
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from controller.alicloud.errors import FetchError
 from controller.engine.fetcher import FetchRequest, Result
 
-Key = Hashable
+Key = tuple[str, str]  # an ExternalSecret: (namespace, name)
 T = TypeVar("T")
 
 

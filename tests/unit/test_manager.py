@@ -185,8 +185,8 @@ def test_a_new_user_with_a_shorter_interval_is_polled_at_its_interval() -> None:
     w.manager._track(("team", "hourly"), frozenset({db}), 3600.0)
     w.manager._track(("team", "eager"), frozenset({db}), 3.0)
     w.clock.advance(3.0)
-    assert w.manager.queue.get(timeout=0) == SecretPoll(db)
-    w.manager.queue.done(SecretPoll(db))
+    assert w.manager.poll_queue.get(timeout=0) == SecretPoll(db)
+    w.manager.poll_queue.done(SecretPoll(db))
 
 
 def test_start_up_syncs_drifted_objects_now_and_others_at_their_slot() -> None:
@@ -242,3 +242,33 @@ def test_a_failed_sync_is_a_warning_with_its_reason_once_per_cause(caplog: Any) 
         ("WARNING", "sync ExternalSecret team/app failed: FetchFailed: data[0] (KMS secret "
                     "db): Timeout"),
     ]
+
+
+def test_a_user_change_never_waits_behind_polls() -> None:
+    """ExternalSecret syncs and KMS polls have a queue and workers each: with every poll due at
+    once (after a restart, say), a new or force-synced ExternalSecret is the first and only
+    item its workers see."""
+    w = _World()
+    for i in range(50):
+        w.manager._on_external_secret("ADDED", w.obj(f"old-{i}", [{"key": f"s{i}"}]))
+        w.manager._track(("team", f"old-{i}"), frozenset({_request(f"s{i}")}), 60.0)
+    _drain(w)  # their first syncs
+    w.clock.advance(60.0)  # every poll is due now
+    w.manager._on_external_secret("ADDED", w.obj("new", [{"key": "db"}]))
+    assert w.manager.queue.get(timeout=0) == ("team", "new")
+    assert w.manager.queue.get(timeout=0) is None
+    polls_due = 0
+    while w.manager.poll_queue.get(timeout=0) is not None:
+        polls_due += 1
+    assert polls_due == 50
+    w.manager.start_workers()
+    try:
+        names = {t.name for t in w.manager._workers}
+        assert {f"worker-{i}" for i in range(w.manager.settings.workers)} <= names
+        assert {f"poller-{i}" for i in range(w.manager.settings.workers)} <= names
+    finally:
+        w.manager.stopping.set()
+        w.manager.queue.shutdown()
+        w.manager.poll_queue.shutdown()
+        for t in w.manager._workers:
+            t.join(5)
