@@ -46,6 +46,7 @@ from controller.kube.rest import (
     EXTERNAL_SECRETS,
     SECRET_STORES,
     SECRETS,
+    ApiError,
     Rest,
 )
 from controller.kube.tokens import ServiceAccountTokens
@@ -155,6 +156,8 @@ class Manager:
         self.polls = PollSchedule(self.fetcher.peek)
         self._fresh: set[Key] = set()
         self._said: dict[Key, tuple[str, str]] = {}  # failing objects: the cause last logged
+        # Deleted Merge ExternalSecrets whose marks are still on a user's Secret: (uid, Secret)
+        self._departed: dict[Key, list[tuple[str, str]]] = {}
         self._lock = threading.Lock()
         self._workers: list[threading.Thread] = []
         self._started = threading.Event()
@@ -260,9 +263,14 @@ class Manager:
                 self.polls.forget(key)
                 self._fresh.discard(key)
                 self.hooks.forget(*key)
+                departed = _merge_target(obj)
+                if departed is not None:
+                    self._departed.setdefault(key, []).append(departed)
             self.queue.forget(key)
             self.backoff.forget(key)
             self._release_unused()
+            if departed is not None and self._started.is_set():
+                self.queue.add(key)  # the worker lets go of the Secret it merged into
             return
         seen = Seen(int(meta.get("generation") or 0),
                     str((meta.get("annotations") or {}).get(FORCE_SYNC, "")))
@@ -362,6 +370,9 @@ class Manager:
         with self._lock:
             fresh = key in self._fresh
             self._fresh.discard(key)
+            departed = self._departed.pop(key, [])
+        for uid, secret in departed:
+            self._release_merge(key[0], secret, uid)
         start = time.monotonic()
         outcome = self.reconciler.reconcile(*key, fresh=fresh)
         seconds = time.monotonic() - start
@@ -383,6 +394,17 @@ class Manager:
         self.backoff.forget(key)
         if outcome.recheck:  # templateFrom's ConfigMaps and Secrets: read again next interval
             self.queue.add_after(key, outcome.interval)
+
+    def _release_merge(self, namespace: str, secret: str, uid: str) -> None:
+        """Best effort: the Secret keeps its data either way (docs/usage.md)."""
+        try:
+            if self.kube.release_merge(namespace, secret, uid):
+                log.info("Secret %s/%s: a deleted Merge ExternalSecret's labels and "
+                         "annotations removed; the keys it wrote stay", namespace, secret)
+        except ApiError as exc:
+            log.warning("Secret %s/%s: could not remove a deleted Merge ExternalSecret's "
+                        "labels and annotations (%s %s); remove them by hand", namespace,
+                        secret, exc.status, exc.reason)
 
     def _log_sync(self, key: Key, outcome: Outcome, seconds: float) -> None:
         """A sync that ended Ready is INFO; one that did not is a WARNING with its reason and
@@ -467,6 +489,19 @@ class Manager:
 
     def _poll_delay(self, request: FetchRequest, interval: float) -> float:
         return polls.until_slot(polls.poll_seed(request), interval, self.clock.now())
+
+
+def _merge_target(obj: dict[str, Any]) -> tuple[str, str] | None:
+    """(uid, Secret name) of a Merge ExternalSecret; None for any other (or unreadable)."""
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec")
+    target = spec.get("target") if isinstance(spec, dict) else None
+    if not isinstance(target, dict) or target.get("creationPolicy") != "Merge":
+        return None
+    uid, name = meta.get("uid"), target.get("name") or meta.get("name")
+    if not isinstance(uid, str) or not uid or not isinstance(name, str) or not name:
+        return None
+    return uid, name
 
 
 def _describe(key: Hashable) -> str:

@@ -32,7 +32,7 @@ from controller.kube.rest import (
     ApiError,
     Rest,
 )
-from controller.names import HASH, MANAGER, MERGE_TARGET
+from controller.names import HASH, MANAGER, MERGE_TARGET, field_manager, merge_annotation
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +190,31 @@ class KubeAccess:
                 "metadata": {"name": name, "namespace": namespace}}
         self.rest.apply(SECRETS.path(namespace, name), body, manager, force=False)
         self.on_write("Secret", "apply")
+
+    def release_merge(self, namespace: str, name: str, uid: str) -> bool:
+        """A deleted `Merge` ExternalSecret (`uid`) lets go of the user's Secret: an apply by
+        its own field manager that keeps the data keys it wrote (their current values) and
+        nothing else, so its labels and annotations (its marks, its template's metadata) go,
+        and the merge-target label too once no other ExternalSecret merges into the Secret
+        (each applies it: it stays while another still owns it). True when applied."""
+        secret = self._get(SECRETS.path(namespace, name))
+        if secret is None:
+            return False
+        annotations = (secret.get("metadata") or {}).get("annotations") or {}
+        record = annotations.get(merge_annotation(uid, "owned-keys"))
+        if record is None:
+            return False  # never merged, or already released
+        try:
+            owned = {k for keys in json.loads(record).values() for k in keys}
+        except (ValueError, AttributeError, TypeError):
+            owned = set()
+        data = secret.get("data") or {}
+        body = {"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": name, "namespace": namespace},
+                "data": {k: v for k, v in data.items() if k in owned}}
+        self.rest.apply(SECRETS.path(namespace, name), body, field_manager(uid), force=False)
+        self.on_write("Secret", "apply")
+        return True
 
     def apply_status(self, es: dict[str, Any], status: dict[str, Any]) -> None:
         meta = es.get("metadata", {})

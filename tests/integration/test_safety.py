@@ -72,6 +72,43 @@ def test_merge_adds_keys_and_leaves_the_rest(
              what="merged key updated")
 
 
+def test_a_deleted_merge_external_secret_leaves_its_keys_and_takes_its_marks(
+    k8s: K8s, cloud: FakeCloud, namespace: str, start_controller: Callable[..., Any]
+) -> None:
+    """Deleting a Merge ExternalSecret never removes data from the user's Secret (a workload may
+    read it); its labels and annotations go, the merge-target label with the last merger."""
+    cloud.put_secret("db", "from-kms")
+    cloud.put_secret("cache", "from-kms-too")
+    k8s.access_key_store(namespace)
+    k8s.core.create_namespaced_secret(namespace, {
+        "metadata": {"name": "shared", "labels": {"team": "payments"}},
+        "stringData": {"other": "keep-me"}})
+    start_controller("--kms-endpoint", cloud.kms_endpoint)
+    merge = {"target": {"name": "shared", "creationPolicy": "Merge"}}
+    first = k8s.create(namespace, "externalsecrets", _es("first", "db", spec=merge))
+    second = k8s.create(namespace, "externalsecrets", _es("second", "cache", spec=merge))
+    everything = {"other": "keep-me", "db": "from-kms", "cache": "from-kms-too"}
+    wait_for(lambda: k8s.secret_data(namespace, "shared") == everything, what="both merged")
+
+    def marks(uid: str) -> list[str]:
+        annotations = k8s.secret(namespace, "shared").metadata.annotations or {}
+        return [a for a in annotations if a.startswith(f"{uid}.merge.alibabacloud.com/")]
+
+    def labels() -> dict[str, str]:
+        return dict(k8s.secret(namespace, "shared").metadata.labels or {})
+
+    assert marks(first["metadata"]["uid"]) and marks(second["metadata"]["uid"])
+    k8s.delete(namespace, "externalsecrets", "first")
+    wait_for(lambda: not marks(first["metadata"]["uid"]), what="the first one's marks gone")
+    assert k8s.secret_data(namespace, "shared") == everything
+    assert marks(second["metadata"]["uid"])
+    assert labels() == {"team": "payments", "alibabacloud.com/merge-target": "true"}
+    k8s.delete(namespace, "externalsecrets", "second")
+    wait_for(lambda: labels() == {"team": "payments"}, what="the merge-target label gone")
+    assert not marks(second["metadata"]["uid"])
+    assert k8s.secret_data(namespace, "shared") == everything
+
+
 def test_adopt_annotation_takes_over_an_existing_secret(
     k8s: K8s, cloud: FakeCloud, namespace: str, start_controller: Callable[..., Any]
 ) -> None:
