@@ -266,7 +266,6 @@ class Manager:
                 departed = _merge_target(obj)
                 if departed is not None:
                     self._departed.setdefault(key, []).append(departed)
-            self.queue.forget(key)
             self.backoff.forget(key)
             self._release_unused()
             if departed is not None and self._started.is_set():

@@ -1,16 +1,18 @@
-"""The work queue between "something changed" and the reconcile workers.
+"""The work queue between "something changed" and the workers.
 
-Watch events, poll timers and retries all say "reconcile this ExternalSecret". The queue
-turns that stream of keys into work for a bounded pool of worker threads, with the
-guarantees of client-go's workqueue (queue.go, delaying_queue.go, rate_limiting_queue.go):
+Watch events, poll timers and retries all say "do this key again". The queue turns that
+stream of keys into work for a bounded pool of worker threads, with the guarantees of
+client-go's workqueue (queue.go, delaying_queue.go):
 
 - one key is never handed to two workers at once;
 - adds of a key that is already queued collapse into one run, and adds of a key that is
   being processed become exactly one re-run, started after `done(key)`;
 - delayed adds (next poll, retry backoff) wait in a heap by due time; a key waiting for
   several due times runs once, at the earliest; an immediate `add` of a waiting key runs
-  it now and cancels the wait;
-- retries back off per key (exponential with jitter) and, overall, by a token bucket.
+  it now and cancels the wait.
+
+Retries are the worker's: it asks its `ExponentialBackoff` (per key, jittered) how long to
+wait and calls `add_after`; on success it forgets the key's failures there.
 
 Structure: one lock guards a FIFO of ready keys, the `dirty` set (keys that need a run and
 have not started it) and the `processing` set (keys a worker holds), plus the heap of
@@ -22,11 +24,12 @@ to test a delay. (Idle getters all wait for the same due time; the first to wake
 key and the rest wait again: cheap for the handful of workers a controller runs.)
 
 Departures from client-go: `add` cancels a pending delayed add of the key (client-go would
-run it twice); a second `done` is ignored instead of queueing the key twice;
-`shutdown_with_drain` waits until no key is ready or in process (client-go: in process
-only) and takes a timeout; and the backoff is jittered.
+run it twice); a second `done` is ignored instead of queueing the key twice; no rate limiter
+inside the queue (the backoff is the worker's, jittered).
 
-Keys are any hashables; the controller uses `(kind, namespace, name)` tuples.
+One key type per queue: the manager's ExternalSecrets `(namespace, name)` and its KMS polls
+(`SecretPoll`) have a queue each, as do the ClusterExternalSecret loop's
+`(name, namespace or "")` keys.
 """
 
 from __future__ import annotations
@@ -39,18 +42,14 @@ import threading
 from collections import deque
 from collections.abc import Callable, Hashable
 from enum import StrEnum
-from typing import Generic, NamedTuple, Protocol, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from controller.engine.clock import Clock, RealClock
 
 __all__ = [
     "ExponentialBackoff",
     "Jitter",
-    "MaxOf",
-    "RateLimiter",
-    "TokenBucket",
     "WorkQueue",
-    "default_rate_limiter",
 ]
 
 _log = logging.getLogger(__name__)
@@ -59,22 +58,6 @@ K = TypeVar("K", bound=Hashable)
 
 # 2.0 ** 1024 overflows a float; past this many failures every backoff is at its cap anyway.
 _MAX_EXPONENT = 1000
-
-
-class RateLimiter(Protocol):
-    """How long a key should wait before its next retry (client-go's RateLimiter)."""
-
-    def when(self, key: Hashable) -> float:
-        """Seconds to wait before retrying `key`; counts as one more failure."""
-        ...
-
-    def forget(self, key: Hashable) -> None:
-        """The key succeeded: forget its failures."""
-        ...
-
-    def num_requeues(self, key: Hashable) -> int:
-        """How many failures of `key` are remembered."""
-        ...
 
 
 class Jitter(StrEnum):
@@ -135,84 +118,16 @@ def _apply_jitter(delay: float, jitter: Jitter, rng: Callable[[], float]) -> flo
     return delay
 
 
-class TokenBucket:
-    """Overall retry limit: `rate` per second, bursts of up to `burst`.
-
-    Each call reserves the next token, even one that exists only in the future, and returns
-    how long until it exists (golang.org/x/time/rate's Reserve, as client-go uses it). Not
-    per key: `forget` and `num_requeues` have nothing to do.
-    """
-
-    def __init__(self, *, rate: float = 10.0, burst: int = 100, clock: Clock | None = None) -> None:
-        if rate <= 0 or burst < 1:
-            raise ValueError(f"TokenBucket: need rate > 0 and burst >= 1, got {rate=} {burst=}")
-        self._rate = rate
-        self._burst = float(burst)
-        self._clock = clock or RealClock()
-        self._lock = threading.Lock()
-        self._tokens = self._burst
-        self._last = self._clock.now()
-
-    def when(self, key: Hashable) -> float:
-        with self._lock:
-            now = self._clock.now()
-            refilled = self._tokens + (now - self._last) * self._rate
-            self._tokens = min(self._burst, refilled) - 1
-            self._last = now
-            return max(0.0, -self._tokens / self._rate)
-
-    def forget(self, key: Hashable) -> None:
-        """Nothing is kept per key."""
-
-    def num_requeues(self, key: Hashable) -> int:
-        return 0
-
-
-class MaxOf:
-    """Asks every limiter (each counts the failure) and waits for the longest answer."""
-
-    def __init__(self, *limiters: RateLimiter) -> None:
-        if not limiters:
-            raise ValueError("MaxOf: needs at least one rate limiter")
-        self._limiters = limiters
-
-    def when(self, key: Hashable) -> float:
-        return max([limiter.when(key) for limiter in self._limiters])
-
-    def forget(self, key: Hashable) -> None:
-        for limiter in self._limiters:
-            limiter.forget(key)
-
-    def num_requeues(self, key: Hashable) -> int:
-        return max(limiter.num_requeues(key) for limiter in self._limiters)
-
-
-def default_rate_limiter(
-    *,
-    clock: Clock | None = None,
-    base: float = 0.005,
-    cap: float = 1000.0,
-    jitter: Jitter = Jitter.EQUAL,
-    rate: float = 10.0,
-    burst: int = 100,
-) -> RateLimiter:
-    """client-go's default: per-key exponential backoff, or the bucket if that is slower."""
-    return MaxOf(
-        ExponentialBackoff(base=base, cap=cap, jitter=jitter),
-        TokenBucket(rate=rate, burst=burst, clock=clock),
-    )
-
-
 class _Due(NamedTuple):
     at: float  # clock.now() seconds
     seq: int  # tells the live heap entry of a key from superseded ones
 
 
 class WorkQueue(Generic[K]):
-    """A thread-safe queue of keys to reconcile; see the module docstring for guarantees.
+    """A thread-safe queue of keys to work on; see the module docstring for guarantees.
 
-    A worker loops: `key = get()`; reconcile; then `forget(key)` on success or
-    `add_rate_limited(key)` on a retryable failure; and always `done(key)`.
+    A worker loops: `key = get()`; work; on a retryable failure `add_after(key, delay)`
+    with the delay of its backoff; and always `done(key)`.
 
     `on_wait(seconds)` is called (outside the lock) each time `get` hands out a key, with
     how long the key was ready but not started: since `add`, since its due time for delayed
@@ -223,15 +138,12 @@ class WorkQueue(Generic[K]):
         self,
         *,
         clock: Clock | None = None,
-        rate_limiter: RateLimiter | None = None,
         on_wait: Callable[[float], None] | None = None,
     ) -> None:
         self._clock: Clock = clock or RealClock()
-        self._limiter = rate_limiter or default_rate_limiter(clock=self._clock)
         self._on_wait = on_wait
         self._lock = threading.Lock()
         self._has_work = threading.Condition(self._lock)  # getters wait here
-        self._idle = threading.Condition(self._lock)  # shutdown_with_drain waits here
         self._ready: deque[K] = deque()
         self._dirty: set[K] = set()
         self._processing: set[K] = set()
@@ -240,7 +152,6 @@ class WorkQueue(Generic[K]):
         self._heap: list[tuple[float, int, K]] = []
         self._seq = itertools.count()
         self._shutting_down = False
-        self._draining = False
 
     # -- immediate adds and the worker cycle ---------------------------------------------
 
@@ -277,8 +188,6 @@ class WorkQueue(Generic[K]):
             if key in self._dirty:
                 self._ready.append(key)
                 self._has_work.notify()
-            elif self._is_idle():
-                self._idle.notify_all()
 
     # -- delays and retries --------------------------------------------------------------
 
@@ -300,42 +209,18 @@ class WorkQueue(Generic[K]):
             if self._heap[0][1] == due.seq:
                 self._has_work.notify_all()  # a new earliest due time: re-arm timed waits
 
-    def add_rate_limited(self, key: K) -> None:
-        """Queue `key` after the rate limiter's delay (counts one more failure)."""
-        self.add_after(key, self._limiter.when(key))
-
-    def forget(self, key: K) -> None:
-        """`key` succeeded (or is gone): reset its backoff."""
-        self._limiter.forget(key)
-
-    def num_requeues(self, key: K) -> int:
-        """How many rate-limited retries of `key` since it was last forgotten."""
-        return self._limiter.num_requeues(key)
-
     # -- shutdown ------------------------------------------------------------------------
 
     def shutdown(self) -> None:
-        """Stop accepting adds and drop delayed adds; also ends a `shutdown_with_drain` wait.
+        """Stop accepting adds and drop delayed adds.
 
         Keys already ready are still handed out by `get`, which returns None after them.
         """
         with self._lock:
-            self._begin_shutdown(drain=False)
-
-    def shutdown_with_drain(self, timeout: float | None = None) -> bool:
-        """Shut down, then wait until no key is ready or being processed.
-
-        Returns True once drained; False if `timeout` (on the queue's clock) passed first or
-        `shutdown()` was called meanwhile to stop waiting.
-        """
-        deadline = None if timeout is None else self._clock.now() + timeout
-        with self._lock:
-            self._begin_shutdown(drain=True)
-            while self._draining and not self._is_idle():
-                if deadline is not None and self._clock.now() >= deadline:
-                    break
-                self._clock.wait_until(self._idle, deadline)
-            return self._is_idle()
+            self._shutting_down = True
+            self._waiting.clear()
+            self._heap.clear()
+            self._has_work.notify_all()
 
     def shutting_down(self) -> bool:
         with self._lock:
@@ -415,17 +300,6 @@ class WorkQueue(Generic[K]):
         if len(self._heap) > 2 * len(self._waiting) + 64:
             self._heap = [(due.at, due.seq, key) for key, due in self._waiting.items()]
             heapq.heapify(self._heap)
-
-    def _is_idle(self) -> bool:
-        return not self._ready and not self._processing
-
-    def _begin_shutdown(self, *, drain: bool) -> None:
-        self._shutting_down = True
-        self._draining = drain
-        self._waiting.clear()
-        self._heap.clear()
-        self._has_work.notify_all()
-        self._idle.notify_all()
 
     def _report_wait(self, seconds: float) -> None:
         if self._on_wait is None:

@@ -1,6 +1,7 @@
 """The work queue keeps client-go's guarantees; tests ported by name from client-go's
-util/workqueue (queue_test.go, delaying_queue_test.go, default_rate_limiters_test.go,
-rate_limiting_queue_test.go), plus the wake-up, wait-metric and shutdown cases ours adds.
+util/workqueue (queue_test.go, delaying_queue_test.go, and the item-exponential cases of
+default_rate_limiters_test.go for our backoff), plus the wake-up, wait-metric and shutdown
+cases ours adds.
 
 Every delay is driven by FakeClock. Real time is used only by the threaded tests, and only
 as a deadline on waiting for a thread or a condition.
@@ -17,14 +18,7 @@ from typing import Generic, TypeVar
 import pytest
 
 from controller.engine.clock import FakeClock, RealClock
-from controller.engine.queue import (
-    ExponentialBackoff,
-    Jitter,
-    MaxOf,
-    TokenBucket,
-    WorkQueue,
-    default_rate_limiter,
-)
+from controller.engine.queue import ExponentialBackoff, Jitter, WorkQueue
 
 T = TypeVar("T")
 
@@ -90,7 +84,6 @@ def fq(clock: FakeClock) -> WorkQueue[str]:
 
 SHUTDOWNS: dict[str, Callable[[WorkQueue[object]], object]] = {
     "shutdown": WorkQueue.shutdown,
-    "shutdown_with_drain": WorkQueue.shutdown_with_drain,
 }
 
 
@@ -214,88 +207,6 @@ def test_done_twice_does_not_queue_twice() -> None:
     q.done("foo")
     q.done("foo")
     assert len(q) == 1
-
-
-def test_queue_drainage_using_shutdown_with_drain() -> None:
-    q: WorkQueue[str] = WorkQueue()
-    q.add("foo")
-    q.add("bar")
-    first, second = q.get(), q.get()
-    drain = Background(q.shutdown_with_drain)
-
-    # get() returns None only once shutdown has begun, so the drain is now waiting.
-    assert q.get() is None
-    assert drain.still_running_after(0.02), "drain returned with keys still in process"
-    q.done(first or "")
-    assert drain.still_running_after(0.02)
-    q.done(second or "")
-    assert drain.result() is True
-
-
-def test_no_queue_drainage_using_shutdown() -> None:
-    q: WorkQueue[str] = WorkQueue()
-    q.add("foo")
-    q.add("bar")
-    q.get()
-    q.get()
-    # shutdown() does not wait for the two keys in process.
-    Background(q.shutdown).result()
-    assert q.processing_count() == 2
-
-
-def test_force_queue_shutdown_using_shutdown() -> None:
-    q: WorkQueue[str] = WorkQueue()
-    q.add("foo")
-    q.add("bar")
-    q.get()
-    q.get()
-    drain = Background(q.shutdown_with_drain)
-    assert q.get() is None
-    assert drain.still_running_after(0.02)
-    q.shutdown()  # e.g. a second SIGTERM: stop waiting for the drain
-    assert drain.result() is False
-
-
-def test_queue_drainage_using_shutdown_with_drain_with_dirty_item() -> None:
-    q: WorkQueue[str] = WorkQueue()
-    q.add("foo")
-    gotten = q.get()
-    q.add("foo")
-    drain = Background(q.shutdown_with_drain)
-    assert q.get() is None
-
-    q.done(gotten or "")
-    again = q.get(timeout=0)  # the add made before shutdown still gets its run
-    assert again == "foo"
-    assert drain.still_running_after(0.02)
-    q.done(again)
-    assert q.get(timeout=0) is None
-    assert drain.result() is True
-
-
-def test_shutdown_with_drain_waits_for_ready_keys_too() -> None:
-    q: WorkQueue[str] = WorkQueue()
-    q.add("foo")
-    q.add("bar")
-    foo = q.get()
-    drain = Background(q.shutdown_with_drain)
-    wait_for(q.shutting_down)
-    q.done(foo or "")
-    assert drain.still_running_after(0.02), "drained while bar was still queued"
-    assert q.get() == "bar"
-    q.done("bar")
-    assert drain.result() is True
-
-
-def test_shutdown_with_drain_gives_up_at_timeout(clock: FakeClock, fq: WorkQueue[str]) -> None:
-    fq.add("foo")
-    fq.get()
-    drain = Background(lambda: fq.shutdown_with_drain(timeout=10))
-    wait_for(lambda: clock.waiter_count() == 1)
-    clock.advance(9.9)
-    assert drain.still_running_after(0.02)
-    clock.advance(0.1)
-    assert drain.result() is False
 
 
 def test_get_hands_out_ready_keys_after_shutdown_then_none(fq: WorkQueue[str]) -> None:
@@ -465,7 +376,7 @@ def test_stale_heap_entries_are_compacted(fq: WorkQueue[str]) -> None:
     assert len(fq._heap) <= 2 * len(fq._waiting) + 64
 
 
-# -- default_rate_limiters.go --------------------------------------------------------------
+# -- default_rate_limiters.go (item exponential: our backoff) ------------------------------
 
 
 def test_item_exponential_failure_rate_limiter() -> None:
@@ -513,67 +424,6 @@ def test_exponential_backoff_jitter(jitter: Jitter, draw: float, expected: float
     for _ in range(10):
         limiter.when("one")
     assert limiter.when("one") == pytest.approx(expected * 8), "jitter applies below the cap"
-
-
-def test_bucket_rate_limiter(clock: FakeClock) -> None:
-    limiter = TokenBucket(rate=1, burst=3, clock=clock)
-    assert [limiter.when("one") for _ in range(5)] == [0, 0, 0, 1, 2]
-    limiter.forget("one")
-    assert limiter.num_requeues("one") == 0
-    assert limiter.when("one") == 3, "the bucket is overall, not per key"
-
-
-def test_bucket_rate_limiter_refills_up_to_burst(clock: FakeClock) -> None:
-    limiter = TokenBucket(rate=2, burst=3, clock=clock)
-    assert [limiter.when(i) for i in range(4)] == [0, 0, 0, 0.5]
-    clock.advance(0.5)  # pays back the reservation, nothing more
-    assert limiter.when(4) == 0.5
-    clock.advance(100)
-    assert [limiter.when(i) for i in range(4)] == [0, 0, 0, 0.5]
-
-
-def test_max_of_rate_limiter(clock: FakeClock) -> None:
-    limiter = MaxOf(
-        ExponentialBackoff(base=0.005, cap=3, jitter=Jitter.NONE),
-        TokenBucket(rate=1, burst=3, clock=clock),
-    )
-    assert [limiter.when("one") for _ in range(5)] == [0.005, 0.010, 0.020, 1, 2]
-    assert limiter.num_requeues("one") == 5
-    limiter.forget("one")
-    assert limiter.num_requeues("one") == 0
-    clock.advance(10)
-    assert limiter.when("one") == 0.005
-
-
-def test_default_rate_limiter_falls_back_to_the_bucket(clock: FakeClock) -> None:
-    limiter = default_rate_limiter(clock=clock)
-    first_hundred = [limiter.when(("ExternalSecret", "ns", str(i))) for i in range(100)]
-    assert max(first_hundred) <= 0.005
-    assert min(first_hundred) >= 0.0025, "equal jitter keeps half of the backoff"
-    assert limiter.when(("ExternalSecret", "ns", "x")) == pytest.approx(0.1)
-
-
-# -- rate_limiting_queue.go ----------------------------------------------------------------
-
-
-def test_rate_limiting_queue(clock: FakeClock) -> None:
-    q: WorkQueue[str] = WorkQueue(
-        clock=clock, rate_limiter=ExponentialBackoff(base=0.001, cap=1, jitter=Jitter.NONE)
-    )
-    q.add_rate_limited("one")
-    assert q.waiting_count() == 1
-    q.add_rate_limited("one")  # 2 ms: later than the pending 1 ms, so deduped
-    assert q.waiting_count() == 1
-    q.add_rate_limited("two")
-    assert q.waiting_count() == 2
-    assert q.num_requeues("one") == 2
-
-    q.forget("one")
-    assert q.num_requeues("one") == 0
-    assert q.num_requeues("two") == 1
-    clock.advance(0.001)
-    assert len(q) == 2
-    assert q.waiting_count() == 0
 
 
 # -- queue-wait metric ---------------------------------------------------------------------
