@@ -40,7 +40,7 @@ def _documented_probe_output() -> dict[str, str]:
     doc = (REPO / "docs" / "metrics.md").read_text()
     block = doc.split("## Health probes", 1)[1].split("```", 2)[1]
     shown: dict[str, str] = {}
-    for part in block.split("$ curl -s localhost:8081")[1:]:
+    for part in re.split(r"^\$ curl -s '?localhost:8081", block, flags=re.M)[1:]:
         path, _, body = part.partition("\n")
         shown[path.strip().strip("'")] = body
     assert set(shown) == {"/healthz", "/readyz?verbose"}, shown
