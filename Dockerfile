@@ -64,7 +64,8 @@ ENV PATH=/opt/ack-secret-manager/bin \
     SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
     HOME=/tmp \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    ACK_SECRET_MANAGER_COMMIT="${REVISION}"
 USER 65532:65532
 EXPOSE 8080 8081
 ENTRYPOINT ["ack-secret-manager"]

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Hashable, Iterable
 from types import FrameType
 
-from controller import __version__
+from controller import __version__, buildinfo
 from controller.alicloud.dedicated import DedicatedReader
 from controller.alicloud.identity import Identity, IdentityPool
 from controller.alicloud.kms import Kms
@@ -126,7 +126,7 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
         # function), never variables, so no values.
         faulthandler.register(signal.SIGQUIT, all_threads=True)
 
-    metrics = Metrics(version=__version__)
+    metrics = Metrics(version=__version__, commit=buildinfo.commit())
     hooks = MetricsHooks(metrics)
 
     def on_kms_call(endpoint: str, code: str, seconds: float) -> None:
@@ -167,7 +167,9 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
     manager = Manager(settings, rest, kms, instance=instance, hooks=hooks,
                       on_credential=register_secret, oos=oos, dedicated=dedicated,
                       hold=_hold_token, release=release_secrets)
-    cluster_secrets = ClusterExternalSecrets(settings, rest)
+    # --process-cluster-external-secret=false: ClusterExternalSecrets are left alone.
+    cluster_secrets = (ClusterExternalSecrets(settings, rest)
+                       if settings.process_cluster_external_secret else None)
     metrics.track_queue_depth(manager.queue.depth)
     servers = OpsServers(metrics, metrics_address=settings.metrics_bind_address,
                          health_address=settings.health_probe_bind_address,
@@ -198,7 +200,8 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
         manager.start_workers()
         # Logged once the workers exist (tests and operators take it as "syncing now").
         log.info("caches synced; syncing with %d workers", settings.workers)
-        cluster_secrets.start()  # ClusterExternalSecrets, only while leading
+        if cluster_secrets is not None:
+            cluster_secrets.start()  # ClusterExternalSecrets, only while leading
         if elector is not None:
             holder = threading.Thread(target=_hold, args=(elector, release, lost, stop),
                                       name="lease", daemon=True)

@@ -1,7 +1,9 @@
 """The `ack-secret-manager` command: parse settings, then run the controller.
 
 Subcommands: `kms-plugin` (the KMS v2 encryption-at-rest plugin) and `reencrypt` (rewrite
-stored objects under the current key). Without one, the command is the controller.
+stored objects under the current key). Without one, the command is the controller. A bad
+command line or flag value, in any of them, is one stderr line naming the flag, and exit 2,
+before anything is contacted.
 
 `entrypoint` (the installed command and `python -m controller`) exits the process as soon as
 the command's own orderly stop has returned, without waiting for threads or exit handlers
@@ -24,6 +26,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from controller import settings as settings_mod
+from controller.goflags import one_line
 from controller.ops.memory import limit_malloc_arenas
 
 
@@ -32,7 +35,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in SUBCOMMANDS:  # anything else is the controller, flags unchanged
         return _subcommand(args[0], args[1:])
-    cfg = settings_mod.load(argv)
+    try:
+        cfg = settings_mod.load(args)
+    except settings_mod.FlagError as exc:
+        print(one_line("ack-secret-manager", exc), file=sys.stderr, flush=True)
+        return 2
     from controller.app import run  # imported late: --help and --version stay fast
 
     return run(cfg)
@@ -42,8 +49,8 @@ SUBCOMMANDS = ("kms-plugin", "reencrypt")
 
 
 def entrypoint() -> NoReturn:
-    """`main()`, then exit at once with its code (--help, --version and flag errors exit
-    through argparse as usual, before any thread exists)."""
+    """`main()`, then exit at once with its code (--help and --version exit through
+    argparse as usual, and a flag error returns 2, before any thread exists)."""
     code = main()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):

@@ -10,13 +10,14 @@ also serves the cluster meanwhile); a few workers keep that rate with the API's 
 
 Output: a progress line on a terminal (stderr), then one summary line
 `rewritten=N unchanged=N skipped=N failed=N` (stdout). Exit 0 when nothing failed, 1 when
-some objects failed (their names are logged; values never are), 2 on bad flags.
+some objects failed (their names are logged; values never are), 2 on bad flags (one stderr
+line naming the flag, before anything is contacted).
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
+import os
 import sys
 import threading
 import time
@@ -26,6 +27,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from controller.goflags import GoFlagParser, one_line
 from controller.kube import rewrite
 from controller.kube.rest import ApiError, Resource, Rest
 
@@ -41,6 +43,8 @@ class Options:
     page_size: int = 500
     dry_run: bool = False
     kubeconfig: str = ""
+    log_format: str = "text"
+    log_level: str = "info"
 
 
 @dataclass
@@ -160,12 +164,15 @@ def _drain(pool: ThreadPoolExecutor, pages: Iterable[rewrite.Page],
             show(total)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def build_parser() -> GoFlagParser:
+    p = GoFlagParser(
         prog="ack-secret-manager reencrypt",
         description="Rewrite stored objects so the kube-apiserver re-encrypts them under the "
         "current KMS key (run after a key rotation; safe to re-run).")
     a = p.add_argument
+    from controller.settings import version_line
+
+    a("--version", action="version", version=version_line())
     a("--kubeconfig", default="", help="kubeconfig file (default: in-cluster, then ~/.kube)")
     a("--namespace", "-n", default="", help="only this namespace (default: all)")
     a("--resources", default="secrets",
@@ -173,8 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     a("--qps", type=float, default=200.0, help="updates per second at most (default 200)")
     a("--workers", type=int, default=8, help="updates in flight at once (default 8)")
     a("--page-size", type=int, default=500, help="objects per list page (default 500)")
-    a("--dry-run", action="store_true",
-      help="send server-side dry-run updates: checks access, writes nothing")
+    p.add_bool("--dry-run", default=False,
+               help="send server-side dry-run updates: checks access, writes nothing")
+    a("--log-format", choices=["text", "json"], default="text")
+    a("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     return p
 
 
@@ -185,22 +194,31 @@ def parse(argv: Sequence[str]) -> Options:
         rewrite.resource_for(spec)  # ValueError with the fix
     if ns.qps <= 0 or ns.workers < 1 or not 1 <= ns.page_size <= 10000:
         raise ValueError("--qps must be > 0, --workers >= 1, --page-size 1..10000")
+    if ns.kubeconfig and not os.path.isfile(ns.kubeconfig):
+        raise ValueError(f"--kubeconfig {ns.kubeconfig[:200]}: no such file; give a readable "
+                         "kubeconfig, or omit the flag in a Pod")
     return Options(resources=resources or ("secrets",), namespace=ns.namespace, qps=ns.qps,
                    workers=ns.workers, page_size=ns.page_size, dry_run=ns.dry_run,
-                   kubeconfig=ns.kubeconfig)
+                   kubeconfig=ns.kubeconfig, log_format=ns.log_format, log_level=ns.log_level)
 
 
 def main(argv: Sequence[str]) -> int:
     try:
         options = parse(argv)
     except ValueError as err:
-        print(f"ack-secret-manager reencrypt: {err}", file=sys.stderr)
+        print(one_line("ack-secret-manager reencrypt", err), file=sys.stderr)
         return 2
     from controller.kube.client import api_client
     from controller.ops.logs import setup_logging
 
-    setup_logging("text", "info")
-    api = api_client(options.kubeconfig, pool_size=max(8, options.workers * 2))
+    setup_logging(options.log_format, options.log_level)
+    try:
+        api = api_client(options.kubeconfig, pool_size=max(8, options.workers * 2))
+    except Exception as exc:  # noqa: BLE001 - one line that names the problem and the fix
+        print(f"ack-secret-manager reencrypt: cannot reach Kubernetes: no usable configuration "
+              f"({type(exc).__name__}); pass --kubeconfig (or KUBECONFIG) naming a readable "
+              "kubeconfig, or run in a Pod", file=sys.stderr)
+        return 2
     try:
         started = time.monotonic()
         summary = run(Rest(api), options)

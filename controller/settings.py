@@ -1,8 +1,11 @@
 """The one place that reads command-line flags and the environment.
 
-Flag names follow ack-secret-manager's so an existing Deployment or Helm release keeps working;
-flags it had that this controller does not need are accepted and ignored (and said so in
---help). Everything else in the program receives a frozen `Settings`.
+Flag names, forms and defaults follow ack-secret-manager's (every flag of every released
+version, in Go's syntax: controller/goflags.py), so a Deployment rendered by its chart keeps
+working when only the image changes; flags it had that this controller has no use for are
+type-checked as the original checked them and said to have no effect in --help. Every value
+is checked here, before anything is contacted (`validate`): a bad one is one FlagError line.
+Everything else in the program receives a frozen `Settings`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from controller import __version__, model
+from controller.goflags import FlagError, GoFlagParser, parse_go_int
+
+__all__ = ["Credentials", "FlagError", "Settings", "build_parser", "load", "parse_duration"]
 
 
 def parse_duration(text: str) -> float:
@@ -27,8 +33,9 @@ def parse_duration(text: str) -> float:
 def _duration_arg(text: str) -> float:
     try:
         return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text[:40]!r} is not a Go duration such as 30s, 5m or 1h30m") from None
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -62,10 +69,14 @@ class Settings:
     max_concurrent_kms_secret_pulls: int = 10
     oos_endpoint: str = ""
     max_concurrent_oos_secret_pulls: int = 10
-    enable_worker_role: bool = False
+    enable_worker_role: bool = True  # ack-secret-manager v0.5's default
     watch_namespaces: tuple[str, ...] = ()
     exclude_namespaces: tuple[str, ...] = ()
     enable_cross_namespace_secret_store: bool = False
+    enable_cross_namespace_auth_ref: bool = False
+    process_cluster_secret_store: bool = True
+    process_cluster_external_secret: bool = True
+    cleanup_secret_on_failure: bool = False
     workers: int = 8
     kubeconfig: str = ""
     metrics_bind_address: str = ":8080"
@@ -116,40 +127,64 @@ class Settings:
         return f"{prefix}.{self.region}.aliyuncs.com"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def build_parser() -> GoFlagParser:
+    p = GoFlagParser(
         prog="ack-secret-manager",
-        description="Keeps Kubernetes Secrets in step with Alibaba Cloud KMS Secrets Manager.",
+        description="Keeps Kubernetes Secrets in step with Alibaba Cloud KMS Secrets Manager. "
+        "Flags take Go's forms as ack-secret-manager did (--x=v, --x v, -x=v; booleans as "
+        "--x or --x=true|false).",
+        epilog="subcommands: 'ack-secret-manager kms-plugin --help' (KMS v2 encryption-at-rest "
+        "plugin for the kube-apiserver), 'ack-secret-manager reencrypt --help' (rewrite "
+        "stored Secrets under the current KMS key). Without a subcommand: the controller.",
     )
-    p.add_argument("--version", action="version", version=f"ack-secret-manager {__version__}")
-    a = p.add_argument
+    p.add_argument("--version", action="version", version=version_line())
+    a, b = p.add_argument, p.add_bool
     a("--polling-interval", type=_duration_arg, default=120.0,
       help="how often every ExternalSecret is re-read from KMS (default 120s)")
-    a("--disable-polling", action="store_true", help="sync on change only, never poll")
+    b("--disable-polling", default=False, help="sync on change only, never poll")
     a("--region", default="", help="Alibaba Cloud region (default cn-hangzhou when empty)")
     a("--kms-endpoint", default="", help="KMS endpoint host[:port]; overrides --region")
     a("--kms-endpoint-type", choices=["vpc", "public"], default="vpc",
       help="endpoint derived from --region: kms-vpc.<region> (default) or kms.<region>")
     a("--kms-protocol", choices=["https", "http"], default="https", help=argparse.SUPPRESS)
-    a("--max-concurrent-kms-secret-pulls", type=int, default=10,
-      help="KMS GetSecretValue calls per second per endpoint (also the concurrency cap)")
+    a("--max-concurrent-kms-secret-pulls", type=parse_go_int, default=None,
+      help="KMS GetSecretValue calls per second per endpoint (also the concurrency cap; "
+      "default 10)")
+    a("--max-concurrent-secret-pulls", type=parse_go_int, default=None,
+      help="deprecated name of --max-concurrent-kms-secret-pulls (used when that is absent)")
     a("--oos-endpoint", default="",
       help="OOS endpoint host[:port] for provider: oos; default oos-vpc.<region> (or "
       "oos.<region> with --kms-endpoint-type public)")
-    a("--max-concurrent-oos-secret-pulls", type=int, default=10,
+    a("--max-concurrent-oos-secret-pulls", type=parse_go_int, default=10,
       help="OOS GetSecretParameter calls per second per endpoint (also the concurrency cap)")
-    a("--enable-worker-role", action="store_true",
-      help="use the node's ECS RAM role when nothing else is configured")
+    b("--enable-worker-role", default=True,
+      help="use the node's ECS RAM role when nothing else is configured (default true, as "
+      "ack-secret-manager v0.5; --enable-worker-role=false turns it off)")
     a("--watch-namespaces", type=_csv, default=None,
       help="comma-separated namespaces to watch (default all; env WATCH_NAMESPACE)")
     a("--exclude-namespaces", type=_csv, default=(), help="comma-separated namespaces to skip")
-    a("--enable-cross-namespace-secret-store", action="store_true",
-      help="allow SecretStores and credential Secrets from another namespace")
-    a("--workers", type=int, default=8, help="parallel syncs")
+    b("--enable-cross-namespace-secret-store", default=False,
+      help="allow SecretStores from another namespace (and, as in earlier releases of this "
+      "controller, their credential Secrets and ServiceAccounts)")
+    b("--enable-cross-namespace-auth-ref", default=False,
+      help="allow a SecretStore's credential Secret, CA Secret or ServiceAccount from another "
+      "namespace (without allowing cross-namespace stores)")
+    b("--process-cluster-secret-store", default=True,
+      help="serve ClusterSecretStores (false: entries naming one fail with "
+      "ClusterSecretStoreDisabled)")
+    b("--process-cluster-external-secret", default=True,
+      help="serve ClusterExternalSecrets (false: they are left alone)")
+    b("--cleanup-secret-on-failure", default=False,
+      help="delete an ExternalSecret's own Secret when EVERY one of its sources fails "
+      "(never on a partial failure, never a merged-into Secret); off by default: an outage "
+      "would then delete Secrets workloads need (docs/usage.md)")
+    a("--workers", type=parse_go_int, default=8, help="parallel syncs (1-1000)")
     a("--kubeconfig", default="", help="kubeconfig file (default: in-cluster, then ~/.kube)")
     a("--metrics-bind-address", default=":8080", help="metrics endpoint; 0 disables")
     a("--health-probe-bind-address", default=":8081", help="/healthz and /readyz; 0 disables")
-    a("--leader-elect", action="store_true", help="run active/standby with a Lease")
+    b("--leader-elect", "--enable-leader-election", dest="leader_elect", default=False,
+      help="run active/standby with a Lease (--enable-leader-election is ack-secret-manager's "
+      "name)")
     a("--leader-election-namespace", default="", help="namespace of the Lease")
     a("--leader-election-id", default="ack-secret-manager", help="name of the Lease")
     a("--lease-duration", type=_duration_arg, default=15.0)
@@ -172,38 +207,118 @@ def build_parser() -> argparse.ArgumentParser:
       help="namespaces whose ExternalSecrets may use the controller's own identity (entries "
       "without a store, stores without credentials); default: all, as ack-secret-manager; "
       "'' allows none")
-    a("--require-cluster-store-conditions", action="store_true",
+    b("--require-cluster-store-conditions", default=False,
       help="a ClusterSecretStore without spec.conditions admits no namespace")
     a("--allowed-endpoints", type=_csv, default=(),
       help="hosts (or *.suffix patterns) that stores and entries may name as KMS endpoints, "
       "besides *.aliyuncs.com")
-    a("--allow-insecure-kms-instance-tls", action="store_true",
+    b("--allow-insecure-kms-instance-tls", default=False,
       help="honour dedicatedKMSAuth.ignoreSSL (TLS verification of a KMS instance off); "
       "without it such a store is refused")
-    a("--allow-http-endpoints", action="store_true",
+    b("--allow-http-endpoints", default=False,
       help="let stores and entries name plain http:// KMS endpoints (tests and demos only)")
-    # ack-secret-manager flags that this controller accepts and does not need.
-    for legacy in ("--backend", "--reconcile-period", "--reconcile-count",
-                   "--token-rotation-period"):
-        a(legacy, default=None, nargs="?", const="true",
-          help="accepted for ack-secret-manager compatibility; no effect")
-    a("--cleanup-secret-on-failure", default="false", nargs="?", const="true",
-      help="ack-secret-manager's deletion of a Secret when every source fails: refused unless "
-      "false (a failed fetch keeps the last good data)")
+    # ack-secret-manager flags this controller has no use for: checked as the original
+    # checked them (a malformed value fails here as it failed there), otherwise no effect.
+    a("--backend", choices=["alicloud-kms", ""], default="alicloud-kms",
+      help="ack-secret-manager's backend (only alicloud-kms); no effect")
+    a("--reconcile-period", type=_duration_arg, default=5.0,
+      help="ack-secret-manager's requeue period; no effect (syncs follow events and "
+      "--polling-interval)")
+    a("--reconcile-count", type=parse_go_int, default=1,
+      help="ack-secret-manager's concurrency; no effect (see --workers)")
+    a("--token-rotation-period", type=_duration_arg, default=120.0,
+      help="ack-secret-manager's token check period; no effect (credentials refresh before "
+      "they expire)")
+    a("--cluster-id", default="", help="ack-secret-manager's cluster ID; no effect")
+    a("--uid", default="", help="ack-secret-manager's Alibaba Cloud account ID; no effect")
     return p
 
 
-CLEANUP_REFUSED = (
-    "--cleanup-secret-on-failure={value} is refused: ack-secret-manager then deletes an "
-    "ExternalSecret's Secret whenever all its sources fail, transient KMS or network errors "
-    "included, so one outage would delete Secrets workloads need; this controller keeps the "
-    "last good data instead (docs/security.md). Remove the flag or set it to false.")
+def version_line() -> str:
+    from controller.buildinfo import commit
+
+    return f"ack-secret-manager {__version__} (commit {commit()})"
 
 
-def _refuse_cleanup_on_failure(value: str) -> None:
-    """Go's bool spellings of false are accepted; anything else stops the start-up."""
-    if value not in ("false", "False", "FALSE", "f", "F", "0"):
-        raise SystemExit(CLEANUP_REFUSED.format(value=value[:20]))
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+_REGION = re.compile(r"[a-z0-9][a-z0-9-]*")
+
+
+def check_address(flag: str, value: str) -> None:
+    """'0' (off), ':port', 'host:port' or '[ipv6]:port', port 0-65535."""
+    if value == "0":
+        return
+    host, sep, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    fine = sep and port.isdigit() and int(port) <= 65535 and " " not in host and (
+        not host or re.fullmatch(r"[A-Za-z0-9.:-]+", host))
+    if not fine:
+        raise FlagError(f"{flag} {value[:60]!r}: give host:port or :port (such as :8080), or "
+                        "0 to disable")
+
+
+def _check_namespaces(flag: str, names: Sequence[str]) -> None:
+    for name in names:
+        if len(name) > 63 or not _DNS_LABEL.fullmatch(name):
+            raise FlagError(f"{flag}: {name[:70]!r} is not a namespace name (lowercase "
+                            "letters, digits and '-', at most 63)")
+
+
+def _positive(flag: str, value: float, at_least: float = 0.0) -> None:
+    if value <= at_least:
+        raise FlagError(f"{flag} must be more than {at_least:g}s (a Go duration such as 30s)")
+
+
+def validate(ns: argparse.Namespace, watch: Sequence[str]) -> None:
+    """Every value, before anything is contacted: FlagError names the first bad one."""
+    check_address("--metrics-bind-address", ns.metrics_bind_address)
+    check_address("--health-probe-bind-address", ns.health_probe_bind_address)
+    if not 1 <= ns.workers <= 1000:
+        raise FlagError(f"--workers {ns.workers}: give 1 to 1000 parallel syncs")
+    for flag, value in (("--max-concurrent-kms-secret-pulls", ns.max_concurrent_kms_secret_pulls),
+                        ("--max-concurrent-secret-pulls", ns.max_concurrent_secret_pulls),
+                        ("--max-concurrent-oos-secret-pulls", ns.max_concurrent_oos_secret_pulls)):
+        if value is not None and not 1 <= value <= 100000:
+            raise FlagError(f"{flag} {value}: give 1 to 100000 calls per second")
+    if ns.reconcile_count < 0:
+        raise FlagError(f"--reconcile-count {ns.reconcile_count}: must not be negative")
+    _positive("--polling-interval", ns.polling_interval)
+    _positive("--shutdown-timeout", ns.shutdown_timeout, 0.999)
+    for flag in ("--lease-duration", "--renew-deadline", "--retry-period"):
+        _positive(flag, getattr(ns, flag[2:].replace("-", "_")))
+    if ns.lease_duration <= ns.renew_deadline:
+        raise FlagError(f"--lease-duration ({ns.lease_duration:g}s) must be longer than "
+                        f"--renew-deadline ({ns.renew_deadline:g}s)")
+    if ns.renew_deadline <= 1.2 * ns.retry_period:
+        raise FlagError(f"--renew-deadline ({ns.renew_deadline:g}s) must be longer than 1.2 x "
+                        f"--retry-period ({ns.retry_period:g}s)")
+    if ns.min_refresh_interval < 0:
+        raise FlagError("--min-refresh-interval must not be negative")
+    if ns.max_refresh_interval < 1:
+        raise FlagError("--max-refresh-interval must be at least 1s")
+    if ns.min_refresh_interval > ns.max_refresh_interval:
+        raise FlagError(f"--min-refresh-interval ({ns.min_refresh_interval:g}s) is above "
+                        f"--max-refresh-interval ({ns.max_refresh_interval:g}s)")
+    _check_namespaces("--watch-namespaces (or WATCH_NAMESPACE)", watch)
+    _check_namespaces("--exclude-namespaces", ns.exclude_namespaces)
+    _check_namespaces("--controller-identity-namespaces", ns.controller_identity_namespaces or ())
+    both = sorted(set(watch) & set(ns.exclude_namespaces))
+    if both:
+        raise FlagError(f"namespace(s) {', '.join(both)[:200]} are both watched "
+                        "(--watch-namespaces) and excluded (--exclude-namespaces); keep each "
+                        "in one of them")
+    if ns.leader_election_namespace:
+        _check_namespaces("--leader-election-namespace", [ns.leader_election_namespace])
+    if len(ns.leader_election_id) > 253 or not _DNS_SUBDOMAIN.fullmatch(ns.leader_election_id):
+        raise FlagError(f"--leader-election-id {ns.leader_election_id[:60]!r}: not a valid "
+                        "object name (lowercase letters, digits, '-' and '.')")
+    if ns.region and not _REGION.fullmatch(ns.region):
+        raise FlagError(f"--region {ns.region[:60]!r}: not a region ID such as cn-hangzhou")
+    if ns.kubeconfig and not os.path.isfile(ns.kubeconfig):
+        raise FlagError(f"--kubeconfig {ns.kubeconfig[:200]}: no such file; give a readable "
+                        "kubeconfig, or omit the flag in a Pod")
 
 
 def _credentials(env: Mapping[str, str]) -> Credentials:
@@ -227,14 +342,18 @@ def _credentials(env: Mapping[str, str]) -> Credentials:
 
 
 def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
-    """Parse flags and environment into Settings (raises SystemExit on bad flags)."""
+    """Parse and check flags and environment into Settings. Raises FlagError (one line that
+    names the flag) on a bad command line or value; --help and --version exit 0."""
     env = os.environ if env is None else env
     ns = build_parser().parse_args(argv)
-    _refuse_cleanup_on_failure(ns.cleanup_secret_on_failure)
     watch = ns.watch_namespaces
     if watch is None:
         watch = _csv(env.get("WATCH_NAMESPACE", ""))
+    validate(ns, watch)
     creds = _credentials(env)
+    kms_pulls = ns.max_concurrent_kms_secret_pulls
+    if kms_pulls is None:  # the deprecated name counts only when the new one is absent
+        kms_pulls = ns.max_concurrent_secret_pulls or 10
     return Settings(
         polling_interval=ns.polling_interval,
         disable_polling=ns.disable_polling,
@@ -243,14 +362,18 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         kms_endpoint=ns.kms_endpoint,
         kms_endpoint_type=ns.kms_endpoint_type,
         kms_protocol=ns.kms_protocol,
-        max_concurrent_kms_secret_pulls=max(1, ns.max_concurrent_kms_secret_pulls),
+        max_concurrent_kms_secret_pulls=kms_pulls,
         oos_endpoint=ns.oos_endpoint,
-        max_concurrent_oos_secret_pulls=max(1, ns.max_concurrent_oos_secret_pulls),
+        max_concurrent_oos_secret_pulls=ns.max_concurrent_oos_secret_pulls,
         enable_worker_role=ns.enable_worker_role,
         watch_namespaces=tuple(watch),
         exclude_namespaces=tuple(ns.exclude_namespaces),
         enable_cross_namespace_secret_store=ns.enable_cross_namespace_secret_store,
-        workers=max(1, ns.workers),
+        enable_cross_namespace_auth_ref=ns.enable_cross_namespace_auth_ref,
+        process_cluster_secret_store=ns.process_cluster_secret_store,
+        process_cluster_external_secret=ns.process_cluster_external_secret,
+        cleanup_secret_on_failure=ns.cleanup_secret_on_failure,
+        workers=ns.workers,
         kubeconfig=ns.kubeconfig or env.get("KUBECONFIG", ""),
         metrics_bind_address=ns.metrics_bind_address,
         health_probe_bind_address=ns.health_probe_bind_address,
@@ -265,9 +388,9 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         sts_endpoint=ns.sts_endpoint or creds.sts_endpoint,
         metadata_proxy=ns.metadata_proxy,
         credentials=creds,
-        shutdown_timeout=max(1.0, ns.shutdown_timeout),
-        min_refresh_interval=max(0.0, ns.min_refresh_interval),
-        max_refresh_interval=max(ns.max_refresh_interval, ns.min_refresh_interval, 1.0),
+        shutdown_timeout=ns.shutdown_timeout,
+        min_refresh_interval=ns.min_refresh_interval,
+        max_refresh_interval=ns.max_refresh_interval,
         controller_identity_namespaces=(None if ns.controller_identity_namespaces is None
                                         else tuple(ns.controller_identity_namespaces)),
         require_cluster_store_conditions=ns.require_cluster_store_conditions,

@@ -242,6 +242,14 @@ class StoreResolver:
                 f"in another namespace; use a store in {es.namespace}, a ClusterSecretStore, "
                 "or start the controller with --enable-cross-namespace-secret-store",
             )
+        if (ref.kind == model.StoreKind.CLUSTER_SECRET_STORE
+                and not self.settings.process_cluster_secret_store):
+            raise StoreProblem(
+                "ClusterSecretStoreDisabled",
+                f"{entry.spec_field}.secretStoreRef: ClusterSecretStore {ref.name} is not "
+                "served: the controller runs with --process-cluster-secret-store=false; use a "
+                f"SecretStore in {es.namespace}, or ask the operator to enable the flag",
+            )
         raw = self.stores(ref.kind, ref.namespace, ref.name)
         if raw is None:
             raise StoreProblem(
@@ -399,12 +407,14 @@ class StoreResolver:
                         fix: str) -> None:
         """A SecretStore may only use objects of its own namespace, unless the operator
         allowed otherwise (a ClusterSecretStore names namespaces by design)."""
+        allowed = (self.settings.enable_cross_namespace_auth_ref
+                   or self.settings.enable_cross_namespace_secret_store)
         if (store.kind == model.StoreKind.SECRET_STORE and namespace != store.namespace
-                and not self.settings.enable_cross_namespace_secret_store):
+                and not allowed):
             raise StoreProblem(
                 "CrossNamespaceRefused",
                 f"{_store_name(store.ref)}: {what} in another namespace; {fix}, or start the "
-                "controller with --enable-cross-namespace-secret-store")
+                "controller with --enable-cross-namespace-auth-ref")
 
     # -------------------------------------------------------------- endpoint
     def _ca(self, store: model.SecretStore) -> str:

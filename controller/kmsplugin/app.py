@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import stat
+import sys
 import threading
 from concurrent import futures
 from types import FrameType
@@ -169,7 +170,7 @@ def main(argv: list[str]) -> int:
     try:
         cfg = settings_mod.load(argv)
     except settings_mod.SettingsError as err:
-        print(f"ack-secret-manager kms-plugin: {err}", flush=True)
+        print(f"ack-secret-manager kms-plugin: {err}", file=sys.stderr, flush=True)
         return EXIT_CONFIG
     setup_logging(cfg.log_format, cfg.log_level)
     if cfg.access_key_secret:

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from controller import __version__
-from controller.settings import parse_duration
+from controller.goflags import FlagError, GoFlagParser
+from controller.settings import check_address, parse_duration, version_line
 
 DEFAULT_SOCKET = "/var/run/kmsplugin/grpc.sock"
 CONTEXT_KEY = "kubernetes-cluster"
@@ -77,12 +77,12 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
-def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def build_parser(env: Mapping[str, str]) -> GoFlagParser:
+    p = GoFlagParser(
         prog="ack-secret-manager kms-plugin",
         description="Kubernetes KMS v2 provider plugin: encrypts Secrets at rest in etcd with "
         "an Alibaba Cloud KMS key.")
-    p.add_argument("--version", action="version", version=f"ack-secret-manager {__version__}")
+    p.add_argument("--version", action="version", version=version_line())
     a = p.add_argument
     a("--key-id", default=env.get("ACK_KMS_KEY_ID", ""),
       help="the KMS key (KeyId, or alias/<name>) that wraps the apiserver's DEKs "
@@ -118,8 +118,9 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
       default=env.get("ALICLOUD_ROLE_ARN", "") or env.get("ALIBABA_CLOUD_ROLE_ARN", ""),
       help="assume this RAM role with the AccessKey (env ALICLOUD_ROLE_ARN)")
     a("--role-session-name", default="ack-kms-plugin")
-    a("--enable-worker-role", action="store_true",
-      help="use the node's ECS RAM role (instance metadata) when no AccessKey is configured")
+    p.add_bool("--enable-worker-role", default=False,
+               help="use the node's ECS RAM role (instance metadata) when no AccessKey is "
+               "configured")
     a("--worker-role-name", default="", help="the ECS RAM role's name (default: discovered)")
     a("--sts-endpoint", default=env.get("ALIBABA_CLOUD_STS_ENDPOINT", ""),
       help="STS endpoint for AssumeRole (env ALIBABA_CLOUD_STS_ENDPOINT)")
@@ -159,14 +160,22 @@ def _validate(ns: argparse.Namespace) -> None:
         raise SettingsError("--key-refresh-interval must be between 1s and 1h")
     if not 0.5 <= ns.kms_timeout <= 30:
         raise SettingsError("--kms-timeout must be between 500ms and 30s")
+    try:
+        check_address("--metrics-bind-address", ns.metrics_bind_address)
+        check_address("--health-probe-bind-address", ns.health_probe_bind_address)
+    except FlagError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def load(argv: Sequence[str] | None = None,
          environ: Mapping[str, str] | None = None) -> PluginSettings:
-    """Parse flags (argparse exits on --help or a malformed flag); SettingsError when
-    the values cannot work together."""
+    """Parse flags (--help and --version exit 0); SettingsError (one line) for a malformed
+    flag or values that cannot work together."""
     env = os.environ if environ is None else environ
-    ns = build_parser(env).parse_args(argv)
+    try:
+        ns = build_parser(env).parse_args(argv)
+    except FlagError as exc:
+        raise SettingsError(str(exc)) from None
     _validate(ns)
     ak_id = env.get("ACCESS_KEY_ID") or env.get("ALIBABA_CLOUD_ACCESS_KEY_ID", "")
     ak_secret = env.get("SECRET_ACCESS_KEY") or env.get("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "")

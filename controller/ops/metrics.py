@@ -73,8 +73,9 @@ def safe_label(value: str) -> str:
 class Metrics:
     """The controller's metrics, in a registry of their own.
 
-    `version` becomes the `build_info` label. `process_metrics` adds prometheus_client's
-    process_*, python_gc_* and python_info collectors (memory and CPU at 10,000 objects).
+    `version` and `commit` become the `build_info` labels. `process_metrics` adds
+    prometheus_client's process_*, python_gc_* and python_info collectors (memory and CPU at
+    10,000 objects).
     `wall` is the clock for last-sync timestamps (seconds since the epoch).
     """
 
@@ -82,6 +83,7 @@ class Metrics:
         self,
         *,
         version: str = "unknown",
+        commit: str = "unknown",
         process_metrics: bool = True,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -95,7 +97,7 @@ class Metrics:
         self._define_kms_metrics()
         self._define_queue_metrics()
         self._define_process_state_metrics()
-        self.build_info.labels(version=safe_label(version)).set(1)
+        self.build_info.labels(version=safe_label(version), commit=safe_label(commit)).set(1)
 
     # -- definitions -----------------------------------------------------------------------
 
@@ -183,8 +185,8 @@ class Metrics:
             registry=r,
         )
         self.build_info = Gauge(
-            PREFIX + "build_info", "Always 1; the version label says what is running.",
-            ["version"], registry=r,
+            PREFIX + "build_info", "Always 1; the version and commit labels say what is "
+            "running.", ["version", "commit"], registry=r,
         )
 
     # -- what the engine calls -----------------------------------------------------------

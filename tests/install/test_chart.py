@@ -234,10 +234,13 @@ def test_defaults_give_the_controller_its_own_defaults(tools: Helm) -> None:
     cfg = load_settings(tools.template())
     ref = settings.Settings()
     for name in ("polling_interval", "disable_polling", "region", "kms_endpoint",
-                 "kms_endpoint_type", "max_concurrent_kms_secret_pulls", "enable_worker_role",
+                 "kms_endpoint_type", "max_concurrent_kms_secret_pulls",
                  "watch_namespaces", "exclude_namespaces", "enable_cross_namespace_secret_store",
                  "workers", "leader_elect"):
         assert getattr(cfg, name) == getattr(ref, name), name
+    # The one exception, on purpose: the worker role is shared by every Pod on the node, so
+    # the chart turns it off unless asked (the bare controller keeps ack-secret-manager's on).
+    assert (cfg.enable_worker_role, ref.enable_worker_role) == (False, True)
 
 
 @pytest.mark.parametrize("region", ["", None])
@@ -261,9 +264,10 @@ def test_watch_namespaces_as_list_and_legacy_env(tools: Helm, tmp_path: pathlib.
     assert load_settings(objs).watch_namespaces == ("x", "y")
 
 
-def test_cross_namespace_auth_ref_turns_on_the_one_switch(tools: Helm) -> None:
-    objs = tools.template(*set_args({"command.enableCrossNamespaceAuthRef": "true"}))
-    assert load_settings(objs).enable_cross_namespace_secret_store is True
+def test_cross_namespace_auth_ref_is_its_own_switch(tools: Helm) -> None:
+    cfg = load_settings(tools.template(*set_args({"command.enableCrossNamespaceAuthRef": "true"})))
+    assert cfg.enable_cross_namespace_auth_ref is True
+    assert cfg.enable_cross_namespace_secret_store is False
 
 
 # --------------------------------------------------------------------------- identity

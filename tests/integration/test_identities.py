@@ -179,7 +179,7 @@ def test_service_account_rrsa_reads_as_the_tenants_own_role(
     _failed(k8s, namespace, "intruder", "FetchFailed", "AuthenticationFail.NoPermission",
             "trust policy", f"SecretStore {namespace}/intruder")
     _failed(k8s, namespace, "cross", "CrossNamespaceRefused",
-            f"ServiceAccount {elsewhere}/app", "--enable-cross-namespace-secret-store")
+            f"ServiceAccount {elsewhere}/app", "--enable-cross-namespace-auth-ref")
     _failed(k8s, namespace, "denied", "AccessDenied", "Forbidden.NoPermission",
             f"SecretStore {namespace}/sa", "kms:GetSecretValue", "kms:Decrypt")
     for name in ("plain", "intruder", "cross", "denied"):
@@ -361,7 +361,8 @@ def _timeline(cloud: FakeCloud, identity: str) -> str:
 def test_without_credentials_and_worker_role_the_status_says_so(
     k8s: K8s, cloud: FakeCloud, namespace: str, start_controller: Callable[..., Any],
 ) -> None:
-    start_controller("--kms-endpoint", cloud.kms_endpoint)
+    # The worker role is on by default (ack-secret-manager v0.5's default): turned off here.
+    start_controller("--kms-endpoint", cloud.kms_endpoint, "--enable-worker-role=false")
     k8s.create(namespace, "externalsecrets", _es("app", _entry("db")))
     _failed(k8s, namespace, "app", "NoCredentials", "--enable-worker-role", "ACCESS_KEY_ID",
             "ALICLOUD_ROLE_ARN")

@@ -264,7 +264,7 @@ def test_subcommands_dispatch_and_the_controller_stays_the_default(
 ) -> None:
     monkeypatch.delenv("ACK_KMS_KEY_ID", raising=False)
     assert cli.main(["kms-plugin"]) == 2
-    assert "--key-id is required" in capsys.readouterr().out
+    assert "--key-id is required" in capsys.readouterr().err
     assert cli.main(["reencrypt", "--resources", "a.b"]) == 2
     assert "<plural>.<group>/<version>" in capsys.readouterr().err
     seen: list[Any] = []

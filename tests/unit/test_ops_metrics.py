@@ -181,7 +181,9 @@ def test_writes_refreshes_leader_and_build_info(metrics: Metrics) -> None:
     assert value(metrics, "leader") == 1.0
     metrics.set_leader(False)
     assert value(metrics, "leader") == 0.0
-    assert value(metrics, "build_info", version="1.2.3") == 1.0
+    assert value(metrics, "build_info", version="1.2.3", commit="unknown") == 1.0
+    with_commit = Metrics(version="1.2.3", commit="0123abc", process_metrics=False)
+    assert value(with_commit, "build_info", version="1.2.3", commit="0123abc") == 1.0
 
 
 def test_two_instances_do_not_share_or_touch_the_global_registry() -> None:

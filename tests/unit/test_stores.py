@@ -175,7 +175,7 @@ def test_ack_secret_manager_names_and_sts_endpoint_from_the_environment() -> Non
 
 
 def test_no_credentials_and_no_worker_role_names_every_way_out() -> None:
-    world = World(_settings(), [_store("empty", {})])
+    world = World(_settings(["--enable-worker-role=false"]), [_store("empty", {})])
     for ref in (None, {"name": "empty"}):
         _problem(world, ref, "NoCredentials", "--enable-worker-role", "ACCESS_KEY_ID",
                  "ALICLOUD_ROLE_ARN", "secretStoreRef")
@@ -231,10 +231,14 @@ def test_service_account_in_another_namespace_needs_the_flag() -> None:
     tokens = FakeTokens({("platform", "app"): ROLE})
     refused = World(_settings(), stores, tokens)
     _problem(refused, {"name": "cross"}, "CrossNamespaceRefused", "ServiceAccount platform/app",
-             "--enable-cross-namespace-secret-store")
+             "--enable-cross-namespace-auth-ref")
     assert tokens.asked == []  # refused before any token is minted
-    allowed = World(_settings(["--enable-cross-namespace-secret-store"]), stores, tokens)
-    assert allowed.resolve({"name": "cross"}).identity.oidc_token_file == "/tokens/platform-app"
+    # ack-secret-manager's own switch for credential references; the store switch of earlier
+    # releases of this controller allows them too.
+    for flag in ("--enable-cross-namespace-auth-ref", "--enable-cross-namespace-secret-store"):
+        allowed = World(_settings([flag]), stores, tokens)
+        assert allowed.resolve({"name": "cross"}).identity.oidc_token_file == \
+            "/tokens/platform-app"
 
 
 def test_cluster_secret_store_names_the_service_accounts_namespace() -> None:
