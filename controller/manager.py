@@ -148,6 +148,7 @@ class Manager:
             bounds=model.IntervalBounds(settings.refresh_floor(),
                                         settings.max_refresh_interval),
             scrub=self.hooks.scrub,
+            cleanup_on_failure=settings.cleanup_secret_on_failure,
         )
         # One lock over what the handlers and the workers share: which objects exist and what
         # they trigger, and the poll schedule (so a DELETED and a sync that ends at the same

@@ -891,7 +891,7 @@ def _parse_target(raw: object, default_name: str, p: _Problems) -> Target:
         problem = _dns_name_problem(name)
         if problem:
             p.add("spec.target.name", f"({name!r}) {problem}", "use a DNS subdomain name")
-    return Target(
+    target = Target(
         name=name,
         creation_policy=_choice(CreationPolicy, _text(m, "creationPolicy", "spec.target", p),
                                 CreationPolicy.OWNER, "spec.target.creationPolicy", p),
@@ -899,13 +899,26 @@ def _parse_target(raw: object, default_name: str, p: _Problems) -> Target:
                                 DeletionPolicy.DELETE, "spec.target.deletionPolicy", p),
         template=_parse_template(m.get("template"), p),
     )
+    if target.creation_policy == CreationPolicy.MERGE and \
+            MANAGED_BY_LABEL in target.template.labels:
+        p.add(f"spec.target.template.metadata.labels.{MANAGED_BY_LABEL}", "cannot be set on a "
+              "Secret merged into: the label belongs to whoever created that Secret",
+              "remove it")
+    return target
 
 
 # Labels and annotations the controller writes to record ownership: a template may not set
 # them (that would let one ExternalSecret forge another's claim on a Secret).
 RESERVED_PREFIXES = ("alibabacloud.com/",)
 RESERVED_DOMAIN_SUFFIX = ".merge.alibabacloud.com/"
-RESERVED_LABELS = ("app.kubernetes.io/managed-by",)
+RESERVED_LABELS: tuple[str, ...] = ()
+# ack-secret-manager's own template examples set this label to its name, the value this
+# controller writes on a Secret it owns anyway (ownership is proven by uid, never by labels):
+# allowed with that value on an owned Secret; any other value would be overwritten, and on a
+# Secret merged into it would take the label from whoever created that Secret, so both are
+# refused.
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE = "ack-secret-manager"
 
 
 def reserved_metadata_key(key: str, labels: bool) -> bool:
@@ -926,6 +939,11 @@ def _parse_template(raw: object, p: _Problems) -> Template:
             if reserved_metadata_key(key, kind == "labels"):
                 p.add(f"{field}.metadata.{kind}.{key[:100]}", "is reserved for the controller "
                       "(it records which ExternalSecret owns the Secret)", "remove it")
+    managed_by = labels.get(MANAGED_BY_LABEL)
+    if managed_by is not None and "{{" not in managed_by and managed_by != MANAGED_BY_VALUE:
+        p.add(f"{field}.metadata.labels.{MANAGED_BY_LABEL}", f"is {managed_by[:60]!r}, but "
+              f"the controller writes {MANAGED_BY_VALUE} there on a Secret it owns",
+              f"set it to {MANAGED_BY_VALUE} or remove it")
     data = _string_map(m.get("data"), f"{field}.data", p, MAX_TEMPLATE_ITEMS)
     for key, text in data.items():
         _check_key_name(key, f"{field}.data.{key[:100]}", "use a valid Secret key", p)

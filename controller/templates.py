@@ -134,6 +134,13 @@ def _check(data: Mapping[str, bytes], labels: Mapping[str, str],
             if model.reserved_metadata_key(key, kind == "labels"):
                 raise TemplateProblem(f"{field}.metadata.{kind}.{key[:60]}",
                                       "is reserved for the controller", "remove it")
+            if kind == "labels" and key == model.MANAGED_BY_LABEL and \
+                    value != model.MANAGED_BY_VALUE:
+                raise TemplateProblem(f"{field}.metadata.labels.{key}",
+                                      "renders a value other than "
+                                      f"{model.MANAGED_BY_VALUE} (the value the controller "
+                                      "writes there)", f"render {model.MANAGED_BY_VALUE} or "
+                                      "remove the label")
             if kind == "labels" and (len(value) > 63 or not _LABEL_VALUE.fullmatch(value)):
                 raise TemplateProblem(f"{field}.metadata.labels.{key[:60]}",
                                       f"renders a value of {len(value)} characters that is not "

@@ -216,7 +216,10 @@ ES_STATUS = obj(
             obj(
                 {
                     "entry": s("data[i] or dataProcess[i].extract"),
-                    "KMSSecretKey": s("name of the KMS secret"),
+                    "KMSSecretKey": s("name of the KMS secret (or OOS parameter) this "
+                                      "entry reads; ack-secret-manager v0.6's key"),
+                    "ExternalSecretKey": s("the same name under the key newer "
+                                           "ack-secret-manager releases write"),
                     "versionId": s("KMS version synced"),
                     "status": s("Synced or Failed"),
                     "reason": S,

@@ -47,6 +47,7 @@ class FakeKube:
         self.events: list[tuple[str, str, str, str]] = []  # (object, type, reason, message)
         self.applies: list[tuple[str, str, bool]] = []  # (secret, manager, force)
         self.released: list[tuple[str, str]] = []
+        self.deleted: list[str] = []  # Secrets deleted by the controller
         self.before_apply: Callable[[dict[str, Any]], None] | None = None  # race hook
         self.hide_secrets = False  # the cache has not seen a Secret yet (a race)
         self._rv = itertools.count(1)
@@ -87,6 +88,16 @@ class FakeKube:
         meta = body["metadata"]
         self.applies.append((meta["name"], manager, force))
         return self._apply(body, manager, force=force)
+
+    def delete_secret(self, namespace: str, name: str, uid: str) -> None:
+        current = self.secrets.get((namespace, name))
+        if current is None:
+            return
+        if current.get("metadata", {}).get("uid", "") != uid:
+            raise RuntimeError("409 Conflict: precondition failed: UID in precondition")
+        del self.secrets[(namespace, name)]
+        self.owners.pop((namespace, name), None)
+        self.deleted.append(name)
 
     def release_fields(self, namespace: str, name: str, manager: str) -> None:
         self.released.append((name, manager))
@@ -135,7 +146,10 @@ class FakeKube:
                     del owners[f]
                     merged.pop(f, None)
         obj = _build(meta["namespace"], meta["name"], merged)
-        obj["metadata"]["resourceVersion"] = str(next(self._rv))
+        rv = next(self._rv)
+        obj["metadata"]["resourceVersion"] = str(rv)
+        # the uid stays the object's own until it is deleted
+        obj["metadata"]["uid"] = (current or {}).get("metadata", {}).get("uid") or f"uid-{rv}"
         obj["metadata"]["managedFields"] = [
             {"manager": m, "operation": "Apply"}
             for m in sorted({m for who in owners.values() for m in who})]
@@ -232,7 +246,8 @@ class World:
             disable_polling=self.settings.disable_polling,
             now=lambda: datetime(2026, 12, 1, tzinfo=UTC),
             bounds=model.IntervalBounds(self.settings.refresh_floor(),
-                                        self.settings.max_refresh_interval))
+                                        self.settings.max_refresh_interval),
+            cleanup_on_failure=self.settings.cleanup_secret_on_failure)
         self._uids = itertools.count(1)
 
     def _store(self, kind: model.StoreKind, namespace: str, name: str) -> dict[str, Any] | None:

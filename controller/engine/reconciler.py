@@ -56,6 +56,7 @@ SYNCED = "Synced"
 INVALID_SPEC = "InvalidSpec"
 SECRET_CONFLICT = "SecretConflict"
 FETCH_FAILED = "FetchFailed"
+SECRET_DELETED = "SecretDeleted"  # Event of --cleanup-secret-on-failure
 ACCESS_DENIED = "AccessDenied"
 INVALID_SECRET = "InvalidSecret"
 SECRET_MISSING = "TargetSecretMissing"
@@ -72,6 +73,7 @@ class Kube(Protocol):
     def apply_secret(self, body: dict[str, Any], *, manager: str,
                      force: bool) -> dict[str, Any]: ...
     def release_fields(self, namespace: str, name: str, manager: str) -> None: ...
+    def delete_secret(self, namespace: str, name: str, uid: str) -> None: ...
     def config_map(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     def read_secret_key(self, namespace: str, name: str, key: str) -> bytes | None: ...
     def apply_status(self, es: dict[str, Any], status: dict[str, Any]) -> None: ...
@@ -108,8 +110,11 @@ class Reconciler:
         now: Callable[[], datetime] | None = None,
         bounds: model.IntervalBounds = model.DEFAULT_BOUNDS,
         scrub: Callable[[str], str] | None = None,
+        cleanup_on_failure: bool = False,
     ) -> None:
         self.bounds = bounds
+        # --cleanup-secret-on-failure: an owned Secret is deleted when EVERY source fails.
+        self.cleanup_on_failure = cleanup_on_failure
         # Defence in depth: every status message and Event text passes the log redactor too
         # (messages are built from names, never values, in the first place).
         self.scrub = scrub or (lambda text: text)
@@ -233,6 +238,10 @@ class Reconciler:
             message = "; ".join(str(p) for p in result.problems)
             return self._finish(raw, es, False, INVALID_SECRET, message, entries, False,
                                 interval, "invalid", retry=bool(result.failed_entries))
+        if (self.cleanup_on_failure and existing is not None and not merge and result.entries
+                and len(result.failed_entries) == len(result.entries)
+                and _is_ours(existing, es)):
+            return self._clean_up(raw, es, existing, result, entries, interval)
         if existing is None and not result.data and result.failed_entries:
             reason, message = self._failure_summary(result)
             return self._finish(raw, es, False, reason, message, entries, False, interval,
@@ -366,6 +375,29 @@ class Reconciler:
         except Exception:
             log.warning("could not retire the shared field manager on Secret %s/%s",
                         es.namespace, es.spec.target.name, exc_info=True)
+
+    def _clean_up(self, raw: dict[str, Any], es: model.ExternalSecret,
+                  existing: dict[str, Any], result: render.RenderResult,
+                  entries: list[status_mod.EntryStatus], interval: float) -> Outcome:
+        """--cleanup-secret-on-failure (ack-secret-manager's opt-in): every source failed, so
+        the Secret this ExternalSecret owns is deleted (only that very Secret: the delete is
+        conditional on its uid). A partial failure never gets here; a merged-into Secret is
+        never deleted. The sync is retried and writes the Secret again once a source works."""
+        reason, message = self._failure_summary(result)
+        name = es.spec.target.name
+        uid = str(existing.get("metadata", {}).get("uid") or "")
+        try:
+            self.kube.delete_secret(es.namespace, name, uid)
+        except Exception as exc:  # noqa: BLE001 - reported in status, retried
+            message = (f"every source failed and Secret {name} could not be deleted "
+                       f"(--cleanup-secret-on-failure): {type(exc).__name__}; " + message)
+            return self._finish(raw, es, False, reason, message[:2000], entries, False,
+                                interval, "failed", retry=True)
+        note = (f"Deleted Secret {name}: every source of the ExternalSecret failed and the "
+                "controller runs with --cleanup-secret-on-failure")
+        self.kube.event(raw, "Warning", SECRET_DELETED, note)
+        return self._finish(raw, es, False, reason, f"{note}. {message}"[:2000], entries,
+                            False, interval, "failed", retry=True)
 
     # --------------------------------------------------------------- endings
     def _failure_summary(self, result: render.RenderResult) -> tuple[str, str]:

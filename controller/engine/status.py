@@ -53,7 +53,10 @@ def _entries(
     before = {str(e.get("entry")): e for e in old}
     out = []
     for e in entries:
-        item = {"entry": e.entry, "KMSSecretKey": e.kms_secret, "versionId": e.version_id,
+        # The KMS secret's name under both of ack-secret-manager's keys: KMSSecretKey (v0.6)
+        # and ExternalSecretKey (newer), so scripts written for either keep working.
+        item = {"entry": e.entry, "KMSSecretKey": e.kms_secret,
+                "ExternalSecretKey": e.kms_secret, "versionId": e.version_id,
                 "status": e.state, "reason": e.reason}
         prev = before.get(e.entry)
         same = prev is not None and all(prev.get(k) == v for k, v in item.items())

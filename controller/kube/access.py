@@ -216,6 +216,18 @@ class KubeAccess:
         self.on_write("Secret", "apply")
         return True
 
+    def delete_secret(self, namespace: str, name: str, uid: str) -> None:
+        """Delete the Secret only if it is still the object with `uid` (a Secret re-created
+        under the same name meanwhile is left alone: 409, raised). Gone already: done."""
+        body = {"apiVersion": "v1", "kind": "DeleteOptions",
+                "preconditions": {"uid": uid}}
+        try:
+            self.rest.request("DELETE", SECRETS.path(namespace, name), body=body)
+        except ApiError as err:
+            if err.status != 404:
+                raise
+        self.on_write("Secret", "delete")
+
     def apply_status(self, es: dict[str, Any], status: dict[str, Any]) -> None:
         meta = es.get("metadata", {})
         ns, name = meta.get("namespace", ""), meta.get("name", "")

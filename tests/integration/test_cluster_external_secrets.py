@@ -1,11 +1,9 @@
 """ClusterExternalSecret with the real controller process: one spec stamped into the
 namespaces its selector picks, following label changes and deleted namespaces, never taking an
-ExternalSecret someone else made; and the refusal of --cleanup-secret-on-failure."""
+ExternalSecret someone else made; and --cleanup-secret-on-failure."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -14,8 +12,6 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.cluster import ControlPlane
-from tests.cluster.tools import REPO
 from tests.fakecloud import FakeCloud
 from tests.integration.conftest import GROUP, VERSION, K8s
 from tests.waiting import wait_for
@@ -181,18 +177,32 @@ def test_a_bad_spec_is_reported_in_status(
         k8s.custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name)
 
 
-@pytest.mark.parametrize("flag", ["--cleanup-secret-on-failure",
-                                  "--cleanup-secret-on-failure=true"])
-def test_cleanup_secret_on_failure_is_refused_at_start_up(
-    cluster: ControlPlane, flag: str
+def test_cleanup_secret_on_failure_deletes_when_every_source_fails(
+    k8s: K8s, cloud: FakeCloud, namespaces: list[str], start_controller: Callable[..., Any]
 ) -> None:
-    out = subprocess.run([sys.executable, "-m", "controller", "--kubeconfig",
-                          str(cluster.kubeconfig), flag],
-                         capture_output=True, text=True, cwd=str(REPO), timeout=60)
-    assert out.returncode != 0
-    lines = [line for line in out.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, out.stderr
-    assert "is refused" in lines[0] and "transient" in lines[0] and "false" in lines[0]
+    """ack-secret-manager's opt-in: a Secret whose every source fails is deleted (a partial
+    failure keeps it: tests/unit/test_reconciler.py)."""
+    ns = namespaces[0]
+    cloud.put_secret("doomed-token", "v")
+    k8s.access_key_store(ns)
+    start_controller("--kms-endpoint", cloud.kms_endpoint, "--cleanup-secret-on-failure",
+                     "--min-refresh-interval=1s")
+    k8s.create(ns, "externalsecrets", {
+        "kind": "ExternalSecret", "metadata": {"name": "doomed"},
+        "spec": {"refreshInterval": "1s",
+                 "data": [{"key": "doomed-token", "secretStoreRef": {"name": "store"}}]}})
+    assert wait_for(lambda: k8s.secret_data(ns, "doomed"), what="Secret") == {
+        "doomed-token": "v"}
+    cloud.delete_secret("doomed-token")
+    wait_for(lambda: k8s.secret(ns, "doomed") is None, what="Secret deleted")
+
+    def deleted_event() -> list[Any]:
+        events = k8s.core.list_namespaced_event(ns).items
+        return [e for e in events if e.reason == "SecretDeleted"
+                and e.involved_object.name == "doomed" and e.type == "Warning"]
+
+    assert "every source" in wait_for(deleted_event, what="SecretDeleted Event")[0].message
+    assert (k8s.ready(ns, "doomed") or {}).get("status") == "False"
 
 
 def test_cleanup_secret_on_failure_false_is_accepted(

@@ -297,3 +297,108 @@ def test_status_and_event_text_pass_the_redactor_too() -> None:
     w.reconcile("app")
     assert "ak-secret" not in w.message("app") and "***" in w.message("app")
     assert all("ak-secret" not in e[3] for e in w.kube.events)
+
+
+def _fail(w: World, name: str) -> None:
+    w.kms.fail[name] = FetchError(Kind.DENIED, "Forbidden.NoPermission", "denied")
+    for request in [r for r in w.fetcher._cache if r.name == name]:
+        w.fetcher.drop(request)
+
+
+CLEANUP = ["--polling-interval", "1h", "--cleanup-secret-on-failure"]
+
+
+def test_cleanup_on_failure_deletes_the_secret_only_when_every_source_fails() -> None:
+    w = World(CLEANUP)
+    w.kms.values.update(a="1", b="2")
+    w.add_es("app", _spec(entry("a"), entry("b")))
+    w.reconcile("app")
+    _fail(w, "b")  # a partial failure never deletes
+    assert w.reconcile("app").result == "failed"
+    assert w.kube.data(NS, "app") == {"a": "1", "b": "2"} and w.kube.deleted == []
+    _fail(w, "a")  # now every source fails
+    outcome = w.reconcile("app")
+    assert (outcome.result, outcome.ready, outcome.retry) == ("failed", False, True)
+    assert w.kube.deleted == ["app"] and (NS, "app") not in w.kube.secrets
+    assert "Deleted Secret app" in w.message("app") and w.reason("app") == "AccessDenied"
+    assert any(e[2] == "SecretDeleted" and e[1] == "Warning" for e in w.kube.events)
+    # A source works again: the Secret comes back.
+    w.kms.fail.clear()
+    for request in list(w.fetcher._cache):
+        w.fetcher.drop(request)
+    assert w.reconcile("app").result == "synced"
+    assert w.kube.data(NS, "app") == {"a": "1", "b": "2"}
+
+
+def test_without_the_flag_a_total_failure_keeps_the_data() -> None:
+    w = World()
+    w.kms.values.update(a="1")
+    w.add_es("app", _spec(entry("a")))
+    w.reconcile("app")
+    _fail(w, "a")
+    assert w.reconcile("app").result == "failed"
+    assert w.kube.data(NS, "app") == {"a": "1"} and w.kube.deleted == []
+
+
+def test_cleanup_on_failure_never_deletes_a_merged_into_or_foreign_secret() -> None:
+    w = World(CLEANUP)
+    w.kms.values["a"] = "1"
+    w.kube.put_user_secret(NS, "chart", {"x": "helm"}, labels={MANAGED_BY: "Helm"})
+    w.add_es("merge", _spec(entry("a"), target={"name": "chart",
+                                                  "creationPolicy": "Merge"}))
+    w.reconcile("merge")
+    _fail(w, "a")
+    w.reconcile("merge")
+    assert w.kube.data(NS, "chart") == {"x": "helm", "a": "1"} and w.kube.deleted == []
+    # A Secret with the managed-by label but without this ExternalSecret's uid: not ours.
+    w.kube.put_user_secret(NS, "other", {"k": "v"}, labels={MANAGED_BY: MANAGER})
+    w.add_es("other", _spec(entry("a")))
+    w.reconcile("other")
+    assert w.kube.data(NS, "other") == {"k": "v"} and w.kube.deleted == []
+
+
+def test_the_originals_template_example_works_unchanged() -> None:
+    """ack-secret-manager's examples/template (target-locations-template): a managed-by
+    label with its own name, as on every Secret the controller owns."""
+    w = World()
+    w.kms.values["app-version"] = "1.4.2"
+    w.add_es("target-locations-template", {
+        "provider": "kms",
+        "data": [{"key": "app-version", "name": "version"}],
+        "target": {"template": {
+            "data": {"version": "{{ .version }}"},
+            "metadata": {"annotations": {"app.kubernetes.io/version": "{{ .version }}"},
+                         "labels": {MANAGED_BY: "ack-secret-manager"}}}}},
+    )
+    # No secretStoreRef: the controller's own identity (the worker role, on by default).
+    outcome = w.reconcile("target-locations-template")
+    assert outcome.ready, w.message("target-locations-template")
+    secret = w.kube.secrets[(NS, "target-locations-template")]
+    assert secret["metadata"]["labels"][MANAGED_BY] == MANAGER
+    assert secret["metadata"]["annotations"]["app.kubernetes.io/version"] == "1.4.2"
+    assert w.kube.data(NS, "target-locations-template") == {"version": "1.4.2"}
+
+
+def test_another_managed_by_value_or_a_merge_is_refused_with_the_fix() -> None:
+    w = World()
+    w.add_es("helm", _spec(entry("db"), target={"template": {"metadata": {
+        "labels": {MANAGED_BY: "Helm"}}}}))
+    w.reconcile("helm")
+    assert w.reason("helm") == "InvalidSpec" and "set it to ack-secret-manager" in \
+        w.message("helm")
+    w.kube.put_user_secret(NS, "chart", {"x": "helm"})
+    w.add_es("merge", _spec(entry("db"), target={"name": "chart", "creationPolicy": "Merge",
+                                                   "template": {"metadata": {"labels": {
+                                                       MANAGED_BY: MANAGER}}}}))
+    w.reconcile("merge")
+    assert w.reason("merge") == "InvalidSpec" and "merged into" in w.message("merge")
+
+
+def test_status_entries_carry_both_original_keys() -> None:
+    w = World()
+    w.kms.values["db"] = "pw"
+    w.add_es("app", _spec(entry("db")))
+    w.reconcile("app")
+    results = w.kube.statuses[(NS, "app")]["dataSyncResults"]
+    assert [(r["KMSSecretKey"], r["ExternalSecretKey"], r["status"]) for r in results] == [
+        ("db", "db", "Synced")]

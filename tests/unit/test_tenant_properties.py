@@ -71,7 +71,7 @@ spec = st.fixed_dictionaries({}, optional={
             {}, optional={
                 "labels": st.dictionaries(st.sampled_from(
                     ["app", "app.kubernetes.io/managed-by", "alibabacloud.com/merge-target"]),
-                    st.sampled_from(["x", "Helm"]), max_size=2),
+                    st.sampled_from(["x", "Helm", "ack-secret-manager"]), max_size=2),
                 "annotations": st.dictionaries(st.sampled_from(
                     ["note", "alibabacloud.com/external-secret-uid",
                      "x.merge.alibabacloud.com/owned-keys"]), st.sampled_from(["y"]),
