@@ -408,7 +408,8 @@ class Reconciler:
         elif len(reasons) == 1 and next(iter(reasons)) in (
                 "StoreNotFound", "CrossNamespaceRefused", "InvalidStore", "NoCredentials",
                 "CredentialsNotFound", "StoreNotAllowed", "ControllerIdentityRefused",
-                "EndpointRefused", "UnsupportedStore", "InsecureTLSRefused"):
+                "EndpointRefused", "UnsupportedStore", "InsecureTLSRefused",
+                "ClusterSecretStoreDisabled"):
             reason = next(iter(reasons))
         else:
             reason = FETCH_FAILED
