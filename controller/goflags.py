@@ -16,6 +16,7 @@ behave as in any Python command.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -71,8 +72,6 @@ class GoFlagParser(argparse.ArgumentParser):
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None,
     ) -> tuple[argparse.Namespace, list[str]]:
-        import sys
-
         raw = list(sys.argv[1:] if args is None else args)
         return super().parse_known_args(self.go_style(raw), namespace)
 

@@ -266,9 +266,11 @@ def _check_namespaces(flag: str, names: Sequence[str]) -> None:
                             "letters, digits and '-', at most 63)")
 
 
-def _positive(flag: str, value: float, at_least: float = 0.0) -> None:
-    if value <= at_least:
-        raise FlagError(f"{flag} must be more than {at_least:g}s (a Go duration such as 30s)")
+def _positive(flag: str, value: float, minimum: float = 0.0) -> None:
+    """A duration above zero (or at least `minimum` seconds)."""
+    if value <= 0 or value < minimum:
+        least = f"at least {minimum:g}s" if minimum else "more than 0s"
+        raise FlagError(f"{flag} must be {least} (a Go duration such as 30s)")
 
 
 def validate(ns: argparse.Namespace, watch: Sequence[str]) -> None:
@@ -285,9 +287,11 @@ def validate(ns: argparse.Namespace, watch: Sequence[str]) -> None:
     if ns.reconcile_count < 0:
         raise FlagError(f"--reconcile-count {ns.reconcile_count}: must not be negative")
     _positive("--polling-interval", ns.polling_interval)
-    _positive("--shutdown-timeout", ns.shutdown_timeout, 0.999)
+    _positive("--shutdown-timeout", ns.shutdown_timeout, 1.0)
     for flag in ("--lease-duration", "--renew-deadline", "--retry-period"):
         _positive(flag, getattr(ns, flag[2:].replace("-", "_")))
+    # The elector's rule (controller/kube/leader.py check_timing, client-go's), checked here
+    # before anything is contacted; not imported, as the kms-plugin shares this module.
     if ns.lease_duration <= ns.renew_deadline:
         raise FlagError(f"--lease-duration ({ns.lease_duration:g}s) must be longer than "
                         f"--renew-deadline ({ns.renew_deadline:g}s)")
