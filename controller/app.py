@@ -170,6 +170,9 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
     # --process-cluster-external-secret=false: ClusterExternalSecrets are left alone.
     cluster_secrets = (ClusterExternalSecrets(settings, rest)
                        if settings.process_cluster_external_secret else None)
+    if cluster_secrets is None:
+        log.info("ClusterExternalSecrets are not processed (--process-cluster-external-secret"
+                 "=false)")
     metrics.track_queue_depth(manager.queue.depth)
     servers = OpsServers(metrics, metrics_address=settings.metrics_bind_address,
                          health_address=settings.health_probe_bind_address,

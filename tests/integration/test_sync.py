@@ -58,6 +58,9 @@ def test_ack_secret_manager_example_syncs_unchanged(
     results = {r["entry"]: r for r in status["dataSyncResults"]}
     assert results["data[0]"]["versionId"] == "v1"
     assert results["dataProcess[0].extract"]["status"] == "Synced"
+    # Both of ack-secret-manager's keys survive the apiserver's pruning (the CRD declares them).
+    assert {(r["KMSSecretKey"], r["ExternalSecretKey"]) for r in results.values()} == {
+        ("test1", "test1")}
     assert cloud.calls("GetSecretValue", secret="test1") == 1  # both entries share one read
 
 

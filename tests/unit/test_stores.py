@@ -398,3 +398,14 @@ def test_a_dedicated_kms_auth_store_uses_its_client_key() -> None:
     assert allowed.resolve({"name": "dkms"}).endpoint.insecure
     elsewhere = _store("dkms", {"dedicatedKMSAuth": {**dedicated, "endpoint": "evil.example"}})
     _problem(World(_settings([], env), [elsewhere]), {"name": "dkms"}, "EndpointRefused")
+
+
+def test_cluster_secret_stores_can_be_switched_off() -> None:
+    store = _store("shared", {"KMSAuth": {"accessKey": {
+        "name": "ak", "namespace": "platform", "key": "id"}, "accessKeySecret": {
+        "name": "ak", "namespace": "platform", "key": "secret"}}}, kind="ClusterSecretStore")
+    ref = {"name": "shared", "kind": "ClusterSecretStore"}
+    assert World(_settings(["--process-cluster-secret-store=true"]), [store]).resolve(ref)
+    _problem(World(_settings(["--process-cluster-secret-store=false"]), [store]), ref,
+             "ClusterSecretStoreDisabled", "ClusterSecretStore shared",
+             "--process-cluster-secret-store=false")
