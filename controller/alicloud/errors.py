@@ -13,10 +13,17 @@ from __future__ import annotations
 
 import hashlib
 import re
-import socket
 import ssl
 from enum import StrEnum
 from typing import Any
+
+from controller.ops.neterrors import (
+    CONNECTION_REFUSED,
+    NAME_NOT_RESOLVED,
+    TIMEOUT,
+    TLS_VERIFY_FAILED,
+    network_failure,
+)
 
 
 class Kind(StrEnum):
@@ -167,31 +174,6 @@ def classify(exc: BaseException, *, who: str = "", endpoint: str = "",
     return network or _from_local(exc, who, endpoint, product)
 
 
-# What failed on the way to a service, found under the SDK's and requests' wrappers: the
-# first of these in the chain of causes names the problem.
-_TIMEOUT_NAMES = frozenset({"ReadTimeout", "ConnectTimeout", "ReadTimeoutError",
-                            "ConnectTimeoutError", "Timeout"})
-_CHAIN_LIMIT = 16
-
-
-def root_causes(exc: BaseException) -> list[BaseException]:
-    """`exc` and what it wraps: SDK `inner_exception`, urllib3's `reason`, `__cause__`,
-    `__context__`, and an exception given as the first argument (bounded, no cycles)."""
-    found: list[BaseException] = []
-    todo: list[BaseException] = [exc]
-    while todo and len(found) < _CHAIN_LIMIT:
-        current = todo.pop(0)
-        if any(current is seen for seen in found):
-            continue
-        found.append(current)
-        args = getattr(current, "args", ())
-        for nxt in (getattr(current, "inner_exception", None), getattr(current, "reason", None),
-                    current.__cause__, current.__context__, args[0] if args else None):
-            if isinstance(nxt, BaseException):
-                todo.append(nxt)
-    return found
-
-
 def _network_failure(exc: BaseException, who: str, endpoint: str, product: str,
                      ca_pem: str) -> FetchError | None:
     """DNS, refused, timed out or TLS verification, each with what to check; None when the
@@ -201,23 +183,23 @@ def _network_failure(exc: BaseException, who: str, endpoint: str, product: str,
     if "Action=AssumeRole" in text or "100.100.100.200" in text or "/latest/" in text:
         return None
     where = f"{product} endpoint {endpoint}" if endpoint else f"the {product} endpoint"
-    for cause in root_causes(exc):
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return _tls_failure(where, who, product, ca_pem)
-        if isinstance(cause, socket.gaierror):
-            return FetchError(Kind.TRANSIENT, "NameNotResolved",
-                              f"NameNotResolved: the name of {where} does not resolve (DNS); "
-                              f"{_dns_hint(endpoint)}; will retry")
-        if isinstance(cause, ConnectionRefusedError):
-            return FetchError(Kind.TRANSIENT, "ConnectionRefused",
-                              f"ConnectionRefused: {where} refused the connection (nothing "
-                              "listens on that host and port); check the endpoint's port and "
-                              "any proxy or firewall between; will retry")
-        if isinstance(cause, TimeoutError) or type(cause).__name__ in _TIMEOUT_NAMES:
-            return FetchError(Kind.TRANSIENT, "Timeout",
-                              f"Timeout: {where} did not answer in time (connect or read "
-                              "timeout); a firewall or security group may drop the traffic, "
-                              "or the service is slow; will retry")
+    failure = network_failure(exc)
+    if failure == TLS_VERIFY_FAILED:
+        return _tls_failure(where, who, product, ca_pem)
+    if failure == NAME_NOT_RESOLVED:
+        return FetchError(Kind.TRANSIENT, failure,
+                          f"{failure}: the name of {where} does not resolve (DNS); "
+                          f"{_dns_hint(endpoint)}; will retry")
+    if failure == CONNECTION_REFUSED:
+        return FetchError(Kind.TRANSIENT, failure,
+                          f"{failure}: {where} refused the connection (nothing listens on that "
+                          "host and port); check the endpoint's port and any proxy or firewall "
+                          "between; will retry")
+    if failure == TIMEOUT:
+        return FetchError(Kind.TRANSIENT, failure,
+                          f"{failure}: {where} did not answer in time (connect or read "
+                          "timeout); a firewall or security group may drop the traffic, or "
+                          "the service is slow; will retry")
     return None
 
 

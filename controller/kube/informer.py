@@ -28,6 +28,7 @@ from typing import Any
 import urllib3
 
 from controller.kube.rest import ApiError, Resource, Rest
+from controller.ops.neterrors import DESCRIPTIONS, network_failure
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +225,13 @@ class Informer:
                 if self._stop.is_set():
                     break
                 failures += 1
-                log.info("watch of %s interrupted (%s); resuming", self.name, type(exc).__name__)
+                failure = network_failure(exc)
+                if failure and failures > 1:  # the first retry failed too: say why
+                    log.warning("watch of %s: the API server cannot be reached: %s; retrying "
+                                "with backoff", self.name, DESCRIPTIONS[failure])
+                else:
+                    log.info("watch of %s interrupted (%s); resuming", self.name,
+                             type(exc).__name__)
             if failures:
                 delay = min(BACKOFF_MAX, BACKOFF_MIN * 2 ** (failures - 1))
                 self._stop.wait(delay * random.uniform(0.5, 1.0))

@@ -193,6 +193,33 @@ def test_apiserver_restart_is_survived(
     assert proc.proc.poll() is None
 
 
+def test_an_apiserver_outage_is_said_in_a_few_lines(
+    cluster: ControlPlane, k8s: K8s, cloud: FakeCloud, namespace: str,
+    start_controller: Callable[..., Any],
+) -> None:
+    """While the API server is down, the log says so once per loop (each informer's watch),
+    not once per attempt: 40 s used to give 135 lines. (With --leader-elect the replica stops
+    once its Lease cannot be renewed, as client-go's do.) The outage is a fixed time on
+    purpose: what is measured is how much is said during it."""
+    k8s.access_key_store(namespace)
+    proc = start_controller("--kms-endpoint", cloud.kms_endpoint)
+    wait_for(lambda: "caches synced" in proc.log, timeout=60, what="the controller running")
+    before = len(proc.log.splitlines())
+    cluster.stop_apiserver()
+    try:
+        time.sleep(20)
+        during = proc.log.splitlines()[before:]
+    finally:
+        cluster.start_apiserver()
+    said = "\n".join(during)
+    assert any("the API server cannot be reached: the connection was refused" in line
+               for line in during), said
+    # One line per informer (10), the urllib3 retry line; folded repeats say how many they
+    # stand for.
+    assert len(during) <= 30, (len(during), said)
+    assert proc.proc.poll() is None
+
+
 def test_json_logs_have_one_line_per_sync_decision(
     k8s: K8s, cloud: FakeCloud, namespace: str, start_controller: Callable[..., Any]
 ) -> None:
