@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ._base import FuncError
+from ._base import LIST_SLOT, STR_OVERHEAD, FuncError, SyncBudget
 from ._values import (
     INT64_MAX,
     INT64_MIN,
@@ -26,8 +26,11 @@ from ._values import (
 class Context(Protocol):
     max_bytes: int
     max_depth: int
+    sync: SyncBudget
 
     def charge(self, steps: int) -> None: ...
+
+    def reserve(self, size: int) -> None: ...
 
     def budget(self) -> Budget: ...
 
@@ -70,18 +73,36 @@ def strval(ctx: Context, value: object) -> str:
     """sprig's string conversion: strings as they are, anything else as %v."""
     if isinstance(value, str):
         return value
-    return format_value(value, ctx.max_depth, max_bytes=ctx.max_bytes)
+    return format_value(value, ctx.max_depth, max_bytes=ctx.max_bytes, budget=ctx.sync)
 
 
 def joined(ctx: Context, separator: str, parts: list[str]) -> str:
-    """parts joined, refusing before building a result over the size bound."""
+    """parts joined, refusing before building a result over the size bound, and the
+    result's bytes reserved from the sync's budget before it is built."""
+    chars = sum(len(p) for p in parts) + len(separator) * max(len(parts) - 1, 0)
+    reserve_text(ctx, chars, separator, *parts)
     total = sum(byte_len(p) for p in parts) + byte_len(separator) * max(len(parts) - 1, 0)
     check_size(ctx, total)
     return separator.join(parts)
 
 
+def reserve_text(ctx: Context, chars: int, *inputs: str) -> None:
+    """Reserve a str of ``chars`` characters made from ``inputs`` (one byte a character when
+    they are all ASCII, else four: CPython's widest form), before it is built. Refuses a
+    result over the size bound first (a character is at least one byte)."""
+    check_size(ctx, chars)
+    ctx.reserve(chars * (1 if all(i.isascii() for i in inputs) else 4) + STR_OVERHEAD)
+
+
+def reserve_list(ctx: Context, items: int) -> None:
+    """Reserve a new list of ``items`` slots (its elements already exist), before it is built."""
+    ctx.charge(items // 16)
+    ctx.reserve(64 + LIST_SLOT * items)
+
+
 def strslice(ctx: Context, value: object) -> list[str]:
     if isinstance(value, list):
+        reserve_list(ctx, len(value))
         return [strval(ctx, v) for v in value if v is not None]
     if value is None:
         return []

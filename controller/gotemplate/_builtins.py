@@ -10,7 +10,7 @@ from __future__ import annotations
 import urllib.parse
 from typing import Any
 
-from ._args import Context, int_arg, joined, str_arg, strval
+from ._args import Context, int_arg, joined, reserve_list, reserve_text, str_arg, strval
 from ._base import FuncError
 from ._printf import sprintf
 from ._values import (
@@ -57,6 +57,10 @@ def _index_one(item: object, key: object, position: int) -> object:
     if isinstance(item, list | str):
         if isinstance(key, bool) or not isinstance(key, int):
             raise FuncError(f"index {position - 1}: cannot index with {kind(key)}")
+        if isinstance(item, str) and item.isascii():  # a byte is a character: no copy
+            if not 0 <= key < len(item):
+                raise FuncError(f"index {position - 1} out of range")
+            return ord(item[key])
         sequence: list[Any] | bytes = item if isinstance(item, list) else go_bytes(item)
         if not 0 <= key < len(sequence):
             raise FuncError(f"index {position - 1} out of range")
@@ -68,6 +72,10 @@ def f_slice(ctx: Context, args: list[Any]) -> object:
     item = args[0]
     if not isinstance(item, list | str):
         raise FuncError(f"can't slice item of type {kind(item)}")
+    if isinstance(item, list):
+        reserve_list(ctx, len(item))
+    else:
+        reserve_text(ctx, 3 * len(item), item)  # the bytes, the part, the part decoded
     sequence: list[Any] | bytes = item if isinstance(item, list) else go_bytes(item)
     bounds = [int_arg(args, i) for i in range(1, len(args))]
     if len(bounds) == 3 and isinstance(item, str):
@@ -82,6 +90,7 @@ def f_slice(ctx: Context, args: list[Any]) -> object:
 
 
 def f_print(ctx: Context, args: list[Any]) -> object:
+    reserve_list(ctx, 2 * len(args))
     out: list[str] = []
     for position, arg in enumerate(args):
         if position and not isinstance(arg, str) and not isinstance(args[position - 1], str):
@@ -91,11 +100,15 @@ def f_print(ctx: Context, args: list[Any]) -> object:
 
 
 def f_println(ctx: Context, args: list[Any]) -> object:
-    return joined(ctx, " ", [strval(ctx, arg) for arg in args]) + "\n"
+    reserve_list(ctx, len(args))
+    line = joined(ctx, " ", [strval(ctx, arg) for arg in args])
+    reserve_text(ctx, len(line) + 1, line)
+    return line + "\n"
 
 
 def f_printf(ctx: Context, args: list[Any]) -> object:
-    return sprintf(str_arg(args, 0), list(args[1:]), ctx.max_depth, ctx.max_bytes)
+    reserve_list(ctx, len(args))
+    return sprintf(str_arg(args, 0), list(args[1:]), ctx.max_depth, ctx.max_bytes, ctx.sync)
 
 
 def _text_of_args(ctx: Context, args: list[Any]) -> str:
@@ -111,11 +124,15 @@ _HTML_ESCAPES = str.maketrans(
 
 def f_html(ctx: Context, args: list[Any]) -> object:
     text = _text_of_args(ctx, args)
+    reserve_text(ctx, 2 * 5 * len(text), text)  # "&#34;" for '"'; translate's buffer
     return text.translate(_HTML_ESCAPES)
 
 
 def f_urlquery(ctx: Context, args: list[Any]) -> object:
-    return urllib.parse.quote_plus(go_bytes(_text_of_args(ctx, args)), safe="")
+    text = _text_of_args(ctx, args)
+    # the UTF-8 bytes (up to four a character), a list slot and %XX per byte, and the join
+    ctx.reserve(48 * len(text) + 256)
+    return urllib.parse.quote_plus(go_bytes(text), safe="")
 
 
 _BASIC = ("bool", "int", "float64", "string")

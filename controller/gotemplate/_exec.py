@@ -9,10 +9,18 @@ raised with the template's name and the position of the node that failed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, NoReturn
 
-from ._base import FuncError, Limits, Source
+from ._base import (
+    LIST_SLOT,
+    STR_OVERHEAD,
+    BudgetExceeded,
+    FuncError,
+    Limits,
+    Source,
+    SyncBudget,
+)
 from ._funcs import FUNCTIONS, SPECIAL
 from ._parser import (
     Action,
@@ -47,8 +55,10 @@ class _Continue(Exception):
 class Executor:
     """One execution of one template; not reused."""
 
-    def __init__(self, tree: Tree, limits: Limits, missing_key_error: bool = True) -> None:
+    def __init__(self, tree: Tree, limits: Limits, missing_key_error: bool = True,
+                 budget: SyncBudget | None = None) -> None:
         self.tree = tree
+        self.sync = budget if budget is not None else SyncBudget()
         self.missing_key_error = missing_key_error
         self.src: Source = tree.source
         self.limits = limits
@@ -64,12 +74,17 @@ class Executor:
 
     # -- the functions' Context
     def charge(self, steps: int) -> None:
+        self.sync.charge(steps)
         self.steps += steps
         if self.steps > self.limits.max_steps:
             raise FuncError(f"evaluation exceeded {self.limits.max_steps} steps")
 
+    def reserve(self, size: int) -> None:
+        """Bytes about to be built, reserved from the sync's budget before building them."""
+        self.sync.reserve(size)
+
     def budget(self) -> Budget:
-        return Budget(self.charge, self.max_bytes)
+        return Budget(self.charge, self.max_bytes, self.reserve)
 
     # -- entry
     def run(self, data: Any) -> str:
@@ -80,6 +95,8 @@ class Executor:
             self._fail(self.offset, "break or continue outside range")
         except RecursionError:
             self._fail(self.offset, "template nested too deeply")
+        except BudgetExceeded as exceeded:
+            raise self.src.error(self.offset, str(exceeded), exceeded) from None
         return "".join(self.out)
 
     # -- errors
@@ -88,6 +105,7 @@ class Executor:
 
     def _step(self, offset: int) -> None:
         self.offset = offset
+        self.sync.charge(1)
         self.steps += 1
         if self.steps > self.limits.max_steps:
             self._fail(offset, f"evaluation exceeded {self.limits.max_steps} steps")
@@ -98,6 +116,8 @@ class Executor:
             self._fail(offset, f"nesting deeper than {self.max_depth} levels")
 
     def _write(self, text: str) -> None:
+        # The output is joined at the end: each piece is counted as if copied once more.
+        self.sync.reserve(len(text) * (1 if text.isascii() else 4) + LIST_SLOT)
         self.size += byte_len(text)
         if self.size > self.max_bytes:
             self._fail(self.offset, f"output larger than {self.max_bytes} bytes")
@@ -138,7 +158,9 @@ class Executor:
 
     def _printable(self, value: Any, offset: int) -> str:
         try:
-            return format_value(value, self.max_depth, "<no value>", self.max_bytes)
+            return format_value(value, self.max_depth, "<no value>", self.max_bytes, self.sync)
+        except BudgetExceeded:
+            raise
         except FuncError as error:
             self._fail(offset, str(error))
 
@@ -183,18 +205,23 @@ class Executor:
         if not ran and node.else_body is not None:
             self._walk(dot, node.else_body)
 
-    def _range_items(self, value: Any, offset: int) -> list[tuple[Any, Any]]:
+    def _range_items(self, value: Any, offset: int) -> Iterable[tuple[Any, Any]]:
+        """The (key, element) pairs, produced one at a time (a list or an int is never
+        copied); a map's keys are sorted first, their room reserved before."""
         if value is None:
-            return []
+            return ()
         if isinstance(value, list):
-            return list(enumerate(value))
+            return enumerate(value)
         if isinstance(value, dict):
-            return [(k, value[k]) for k in sorted(value, key=_key_bytes)]
+            # the sorted list and a bytes copy of each key for the order
+            self.sync.reserve(sum(2 * LIST_SLOT + 4 * len(k) + STR_OVERHEAD for k in value))
+            self.charge(len(value) // 16)
+            return ((k, value[k]) for k in sorted(value, key=_key_bytes))
         if isinstance(value, int) and not isinstance(value, bool):
             if value > self.limits.max_range_iterations:
                 self._fail(offset, f"range exceeded {self.limits.max_range_iterations} "
                            "iterations")
-            return [(i, i) for i in range(max(value, 0))]
+            return ((i, i) for i in range(max(value, 0)))
         self._fail(offset, f"range can't iterate over a {kind(value)}")
 
     def _bind_range(self, pipe: Pipe, key: Any, element: Any) -> None:
@@ -306,6 +333,8 @@ class Executor:
             if isinstance(result, str) and byte_len(result) > self.max_bytes:
                 raise FuncError(f"result larger than {self.max_bytes} bytes")
             self.charge(_cost(result))
+        except BudgetExceeded:
+            raise
         except FuncError as error:
             self._fail(ident.offset, f"error calling {ident.name}: {error}")
         except RecursionError:
@@ -351,12 +380,14 @@ def _key_bytes(key: str) -> bytes:
     return key.encode("utf-8", "surrogateescape")
 
 
-def execute(tree: Tree, data: Any, limits: Limits, missing_key_error: bool) -> str:
-    return Executor(tree, limits, missing_key_error).run(data)
+def execute(tree: Tree, data: Any, limits: Limits, missing_key_error: bool,
+            budget: SyncBudget | None = None) -> str:
+    return Executor(tree, limits, missing_key_error, budget).run(data)
 
 
-def data_root(data: Mapping[str, Any], as_string_map: bool) -> dict[str, Any]:
-    """The caller's data as the template's dot.
+def data_root(data: Mapping[str, Any], as_string_map: bool,
+              budget: SyncBudget | None = None) -> dict[str, Any]:
+    """The caller's data as the template's dot (build it once per sync: it copies values).
 
     ESO passes a map[string]string (``index`` of a missing key gives ""); ack-secret-manager
     passes a map[string]interface{} of strings (it gives nil, printed "<no value>").
@@ -366,6 +397,8 @@ def data_root(data: Mapping[str, Any], as_string_map: bool) -> dict[str, Any]:
         if not isinstance(key, str):
             raise TypeError("template data keys must be strings")
         if isinstance(value, bytes):
+            if budget is not None:  # decoded: a copy, up to four bytes a character
+                budget.reserve(4 * len(value) + STR_OVERHEAD + 104)
             value = value.decode("utf-8", "surrogateescape")
         if not isinstance(value, str):
             raise TypeError("template data values must be str or bytes")

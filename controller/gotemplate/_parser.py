@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
-from ._base import Source, TemplateError
+from ._base import Source, SyncBudget, TemplateError
 from ._lexer import Kind, Token, tokenize
 
 MAX_PARSE_DEPTH = 64
@@ -126,10 +126,12 @@ class Tree:
 
 
 def parse_tree(
-    source: Source, functions: Collection[str], unsupported: Mapping[str, str]
+    source: Source, functions: Collection[str], unsupported: Mapping[str, str],
+    budget: SyncBudget | None = None,
 ) -> Tree:
-    """Parse a template's text; raises TemplateError at the first problem."""
-    parser = _Parser(source, tokenize(source), functions, unsupported)
+    """Parse a template's text; raises TemplateError at the first problem, BudgetExceeded
+    when its tokens would not fit ``budget`` (each is reserved before it is made)."""
+    parser = _Parser(source, tokenize(source, budget), functions, unsupported)
     return parser.parse()
 
 

@@ -9,13 +9,18 @@ the argument but never its value.
 
 from __future__ import annotations
 
-from ._base import FuncError
-from ._values import format_float_g, format_value, go_bytes, go_quote, kind
+from ._base import LIST_SLOT, STR_OVERHEAD, FuncError, SyncBudget
+from ._values import format_float_g, format_value, go_bytes, go_quote, kind, quote_cost
 
 _FLAGS = "-+# 0"
 
 
-def sprintf(fmt: str, args: list[object], depth: int, max_bytes: int) -> str:
+def sprintf(fmt: str, args: list[object], depth: int, max_bytes: int,
+            budget: SyncBudget | None = None) -> str:
+    """Format; each piece's size is estimated from the verb, its width and precision and the
+    argument, and reserved from ``budget`` (twice: the piece and its share of the join)
+    before the piece is built."""
+    sync = budget if budget is not None else SyncBudget()
     out: list[str] = []
     size = 0
     index = 0
@@ -36,7 +41,8 @@ def sprintf(fmt: str, args: list[object], depth: int, max_bytes: int) -> str:
         for bound in (width, precision):
             if bound is not None and bound > max_bytes:
                 raise FuncError(f"width or precision above {max_bytes}")
-        piece = _format_one(args[index], flags, width, precision, verb, depth, max_bytes)
+        sync.reserve(2 * _piece_cost(args[index], width, precision, verb))
+        piece = _format_one(args[index], flags, width, precision, verb, depth, max_bytes, sync)
         index += 1
         size += len(piece)
         if size > max_bytes:
@@ -44,7 +50,21 @@ def sprintf(fmt: str, args: list[object], depth: int, max_bytes: int) -> str:
         out.append(piece)
     if index < len(args):
         raise FuncError("more arguments than the format uses")
+    sync.reserve(len(fmt) + LIST_SLOT * len(out))  # the literal runs between verbs
     return "".join(out)
+
+
+def _piece_cost(arg: object, width: int | None, precision: int | None, verb: str) -> int:
+    """An upper bound of the bytes one verb builds, before it is built (a list or map printed
+    by %v or %s reserves its own pieces as it prints)."""
+    pad = 4 * (width or 0) + (precision or 0) + 400 + STR_OVERHEAD  # floats have <= 330 digits
+    if isinstance(arg, str):
+        if verb == "q":
+            return pad + quote_cost(arg)
+        if verb in "xX":
+            return pad + 3 * 4 * len(arg)  # the UTF-8 bytes, then two digits a byte
+        return pad + (0 if precision is None else 4 * len(arg))  # %s, %v: the same str
+    return pad
 
 
 Spec = tuple[str, int | None, int | None, str, int]
@@ -92,18 +112,18 @@ def _number_or_star(
 
 def _format_one(
     arg: object, flags: str, width: int | None, precision: int | None, verb: str, depth: int,
-    max_bytes: int,
+    max_bytes: int, sync: SyncBudget,
 ) -> str:
     numeric = False
     if verb == "v":
         if "#" in flags:
             raise FuncError("%#v is not supported")
-        text = format_value(arg, depth, max_bytes=max_bytes)
+        text = format_value(arg, depth, max_bytes=max_bytes, budget=sync)
         if precision is not None and isinstance(arg, str):
             text = text[:precision]
         numeric = isinstance(arg, int | float) and not isinstance(arg, bool)
     elif verb == "s":
-        text = _string_verb(arg, precision, depth, max_bytes)
+        text = _string_verb(arg, precision, depth, max_bytes, sync)
     elif verb == "q":
         text = _quote_verb(arg, flags)
     elif verb == "t":
@@ -120,11 +140,12 @@ def _format_one(
     return _pad(text, flags, width, numeric)
 
 
-def _string_verb(arg: object, precision: int | None, depth: int, max_bytes: int) -> str:
+def _string_verb(arg: object, precision: int | None, depth: int, max_bytes: int,
+                 sync: SyncBudget) -> str:
     if isinstance(arg, str):
         return arg if precision is None else arg[:precision]
     if isinstance(arg, list | dict):
-        return format_value(arg, depth, max_bytes=max_bytes)
+        return format_value(arg, depth, max_bytes=max_bytes, budget=sync)
     raise FuncError(f"%s needs a string, got {kind(arg)}")
 
 

@@ -17,13 +17,26 @@ from __future__ import annotations
 import decimal
 import functools
 import math
+import re
 import unicodedata
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import yaml
 
-from ._base import FuncError
+from ._base import (
+    DICT_SLOT,
+    LIST_SLOT,
+    STR_OVERHEAD,
+    FuncError,
+    SyncBudget,
+)
+
+# Bytes Python holds per character of a document while parsing it, measured at the worst
+# (tracemalloc over `[[],[],...]`, `[{},{},...]`, block lists, number lists): JSON about 24,
+# YAML (libyaml's events, the node graph, then the objects) about 232.
+JSON_PARSE_FACTOR = 32
+YAML_PARSE_FACTOR = 256
 
 INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1
@@ -155,23 +168,45 @@ def format_float_json(value: float) -> str:
 # ---- %v ----------------------------------------------------------------------------
 
 
-def format_value(value: object, depth: int, nil: str = "<nil>", max_bytes: int = 1 << 20) -> str:
-    """fmt's %v of a value; ``nil`` is how a top-level nil prints. Bounded in size."""
+def format_value(value: object, depth: int, nil: str = "<nil>", max_bytes: int = 1 << 20,
+                 budget: SyncBudget | None = None) -> str:
+    """fmt's %v of a value; ``nil`` is how a top-level nil prints. Bounded in size: each
+    piece is reserved from ``budget`` (the piece, its list slot and its share of the final
+    join) before it is made."""
     if value is None:
         return nil
     if isinstance(value, str):
         return value
     parts: list[str] = []
-    _format_into(value, depth, parts, [max_bytes])
+    _format_into(value, depth, parts, _Room(max_bytes, budget))
     return "".join(parts)
 
 
-def _format_into(value: object, depth: int, parts: list[str], room: list[int]) -> None:
+class _Room:
+    """What a printed value may still take: the size bound, and the sync's budget."""
+
+    def __init__(self, max_bytes: int, budget: SyncBudget | None) -> None:
+        self.left = max_bytes
+        self.budget = budget
+
+    def take(self, text: str) -> None:
+        self.left -= len(text)
+        if self.left < 0:
+            raise FuncError("printed value too large")
+        if self.budget is not None:
+            width = 1 if text.isascii() else 4
+            self.budget.reserve(2 * len(text) * width + LIST_SLOT + STR_OVERHEAD)
+
+
+def _format_into(value: object, depth: int, parts: list[str], room: _Room) -> None:
     if isinstance(value, list | dict):
         if depth <= 0:
             raise FuncError("value nested too deeply to print")
         opener, closer = ("[", "]") if isinstance(value, list) else ("map[", "]")
         _emit(opener, parts, room)
+        if isinstance(value, dict) and room.budget is not None:  # the sorted keys
+            room.budget.reserve(len(value) * (LIST_SLOT + STR_OVERHEAD) +
+                                sum(4 * len(k) for k in value))
         keys = range(len(value)) if isinstance(value, list) else sorted(value, key=go_bytes)
         for position, key in enumerate(keys):
             if position:
@@ -198,34 +233,44 @@ def _scalar_text(value: object) -> str:
     raise FuncError(f"cannot print a value of kind {kind(value)}")
 
 
-def _emit(text: str, parts: list[str], room: list[int]) -> None:
-    room[0] -= len(text)
-    if room[0] < 0:
-        raise FuncError("printed value too large")
+def _emit(text: str, parts: list[str], room: _Room) -> None:
+    room.take(text)
     parts.append(text)
 
 
+_QUOTE_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t",
+                  "\v": "\\v", "\\": "\\\\", '"': '\\"'}
+_QUOTE_SPECIAL = re.compile(r'[^\x20-\x7e]|["\\]')
+
+
+def quote_cost(text: str) -> int:
+    """An upper bound of the bytes go_quote builds: the text and two quotes when nothing
+    needs an escape, else up to ten characters (\\U0010ffff) of four bytes per character,
+    the pieces and their join."""
+    if text.isascii() and _QUOTE_SPECIAL.search(text) is None:
+        return len(text) + 2 + STR_OVERHEAD
+    return 2 * 10 * 4 * len(text) + STR_OVERHEAD
+
+
 def go_quote(text: str, ascii_only: bool = False) -> str:
-    """strconv.Quote: a double-quoted Go string literal."""
-    out = ['"']
-    escapes = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t",
-               "\v": "\\v", "\\": "\\\\", '"': '\\"'}
-    for char in text:
-        code = ord(char)
-        if char in escapes:
-            out.append(escapes[char])
-        elif 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8
-            out.append(f"\\x{code - 0xDC00:02x}")
-        elif code < 0x20 or code == 0x7F:
-            out.append(f"\\x{code:02x}")
-        elif (code < 0x80 or not ascii_only) and (char == " " or _printable(char)):
-            out.append(char)
-        elif code < 0x10000:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(f"\\U{code:08x}")
-    out.append('"')
-    return "".join(out)
+    """strconv.Quote: a double-quoted Go string literal (runs that need no escape are copied
+    whole, not character by character)."""
+    return '"' + _QUOTE_SPECIAL.sub(lambda m: _quote_char(m.group(0), ascii_only), text) + '"'
+
+
+def _quote_char(char: str, ascii_only: bool) -> str:
+    code = ord(char)
+    if char in _QUOTE_ESCAPES:
+        return _QUOTE_ESCAPES[char]
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8
+        return f"\\x{code - 0xDC00:02x}"
+    if code < 0x20 or code == 0x7F:
+        return f"\\x{code:02x}"
+    if (code < 0x80 or not ascii_only) and _printable(char):
+        return char
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
 
 
 def _printable(char: str) -> bool:
@@ -239,40 +284,65 @@ _JSON_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"
 _HTML_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}
 
 
+_JSON_SPECIAL = re.compile('["\\\\\\x00-\\x1f\\u2028\\u2029\\ud800-\\udfff]')
+_JSON_SPECIAL_HTML = re.compile('["\\\\\\x00-\\x1f<>&\\u2028\\u2029\\ud800-\\udfff]')
+
+
 def json_string(text: str, escape_html: bool) -> str:
-    out = ['"']
-    for char in text:
-        code = ord(char)
-        if char in _JSON_ESCAPES:
-            out.append(_JSON_ESCAPES[char])
-        elif code < 0x20:
-            out.append(f"\\u{code:04x}")
-        elif escape_html and char in _HTML_ESCAPES:
-            out.append(_HTML_ESCAPES[char])
-        elif code in (0x2028, 0x2029):
-            out.append(f"\\u{code:04x}")
-        elif 0xD800 <= code <= 0xDFFF:  # invalid UTF-8 becomes U+FFFD, as in Go
-            out.append("\ufffd")
-        else:
-            out.append(char)
-    out.append('"')
-    return "".join(out)
+    """A JSON string literal as encoding/json writes it (runs that need no escape are
+    copied whole, so the only pieces built are the escapes)."""
+    pattern = _JSON_SPECIAL_HTML if escape_html else _JSON_SPECIAL
+    return '"' + pattern.sub(lambda m: _json_char(m.group(0)), text) + '"'
+
+
+def _json_char(char: str) -> str:
+    code = ord(char)
+    if char in _JSON_ESCAPES:
+        return _JSON_ESCAPES[char]
+    if char in _HTML_ESCAPES:
+        return _HTML_ESCAPES[char]
+    if 0xD800 <= code <= 0xDFFF:  # invalid UTF-8 becomes U+FFFD, as in Go
+        return "\ufffd"
+    return f"\\u{code:04x}"
+
+
+def json_string_cost(text: str) -> int:
+    """An upper bound of the bytes json_string builds (an escape is at most six characters)."""
+    if text.isascii() and _JSON_SPECIAL_HTML.search(text) is None:
+        return len(text) + 2 + STR_OVERHEAD
+    return 2 * 6 * 4 * len(text) + STR_OVERHEAD
 
 
 class Budget:
-    """Counts work (steps) and size while encoding, raising FuncError past the bounds."""
+    """Counts work (steps) and size while encoding, raising FuncError past the bounds;
+    ``reserve`` takes each piece's bytes from the sync's budget (the piece, its slot and
+    its share of the final join) before the piece is built."""
 
-    def __init__(self, charge: Callable[[int], None], max_bytes: int) -> None:
+    def __init__(self, charge: Callable[[int], None], max_bytes: int,
+                 reserve: Callable[[int], None] | None = None) -> None:
         self.charge = charge
         self.max_bytes = max_bytes
         self.size = 0
+        self.reserve = reserve or _no_reserve
 
     def add(self, text: str) -> str:
         self.size += len(text)
         if self.size > self.max_bytes:
             raise FuncError(f"result larger than {self.max_bytes} bytes")
+        self.reserve(2 * len(text) * (1 if text.isascii() else 4) + LIST_SLOT + STR_OVERHEAD)
         self.charge(1 + len(text) // 256)
         return text
+
+    def string(self, text: str, escape_html: bool) -> str:
+        """json_string, refused or reserved before it is built."""
+        if self.size + len(text) + 2 > self.max_bytes:
+            raise FuncError(f"result larger than {self.max_bytes} bytes")
+        self.reserve(json_string_cost(text) - len(text))  # escapes; add() counts the rest
+        return self.add(json_string(text, escape_html))
+
+
+def _no_reserve(_size: int) -> None:
+    return None
 
 
 def to_json(value: object, depth: int, budget: Budget, escape_html: bool = True,
@@ -294,7 +364,7 @@ def _json_into(value: object, depth: int, budget: Budget, escape_html: bool,
     elif isinstance(value, float):
         parts.append(budget.add(format_float_json(value)))
     elif isinstance(value, str):
-        parts.append(budget.add(json_string(value, escape_html)))
+        parts.append(budget.string(value, escape_html))
     elif isinstance(value, list | dict):
         if depth <= 0:
             raise FuncError("value nested too deeply to encode")
@@ -317,8 +387,8 @@ def _json_container(value: list[Any] | dict[str, Any], depth: int, budget: Budge
         parts.append(budget.add(("," if position else "") + inner))
         if isinstance(value, dict):
             assert isinstance(item, str)
-            parts.append(budget.add(json_string(item, escape_html) + (":" if indent is None
-                                                                        else ": ")))
+            parts.append(budget.string(item, escape_html))
+            parts.append(budget.add(":" if indent is None else ": "))
             item = value[item]
         _json_into(item, depth - 1, budget, escape_html, indent, level + 1, parts)
     parts.append(budget.add(("" if indent is None else "\n" + indent * level) + closer))
@@ -328,11 +398,18 @@ def import_value(value: object, depth: int, budget: Budget, numbers_as_float: bo
     """A decoded JSON/YAML document (or caller data) as template values, bounded.
 
     Shared or recursive structures (YAML aliases) are copied, so their size is counted;
-    integers become float64 when the Go side would hold them as JSON numbers.
+    integers become float64 when the Go side would hold them as JSON numbers. Each copy's
+    bytes are reserved before it is made.
     """
     budget.charge(1)
     if isinstance(value, str):
+        if not value.isascii():  # clean_text may copy it
+            budget.reserve(4 * len(value) + STR_OVERHEAD)
         return clean_text(value, keep_bytes=False)
+    if isinstance(value, list | tuple | Mapping | set | frozenset):
+        budget.reserve(64 + len(value) * (DICT_SLOT if isinstance(value, Mapping) else LIST_SLOT))
+    else:
+        budget.reserve(32)  # a number
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int):
@@ -386,8 +463,98 @@ _GoYAMLLoader.yaml_implicit_resolvers = {
 }
 
 
-def load_yaml(text: str) -> object:
-    return yaml.load(text, Loader=_GoYAMLLoader)  # noqa: S506 - a SafeLoader subclass
+def load_yaml(text: str, budget: SyncBudget | None = None) -> object:
+    return load_yaml_bounded(text, _GoYAMLLoader, budget or SyncBudget())
+
+
+def load_yaml_bounded(text: str, loader: Any, budget: SyncBudget) -> object:
+    """A YAML document read with ``loader`` (a SafeLoader class), the parse's bytes and the
+    document's expanded size reserved before the objects are built.
+
+    An alias counts at the full size of what it names (a 370-byte billion-laughs document
+    costs its 10^9 expanded nodes and is refused), as does a merge key (``<<: *a``); a
+    recursive document (an alias inside its own anchor) is refused as invalid YAML.
+    """
+    budget.reserve(YAML_PARSE_FACTOR * len(text))
+    budget.charge(len(text) // 16)
+    instance = loader(text)
+    try:
+        node = instance.get_single_node()
+        if node is None:
+            return None
+        budget.reserve(aliased_cost(node))
+        return instance.construct_document(node)
+    finally:
+        instance.dispose()
+
+
+def aliased_cost(root: yaml.Node) -> int:
+    """The bytes that aliases add to a YAML node graph when expanded: each use of a node
+    after the first counts the node's whole expanded size (the first is in the parse
+    factor). Iterative: a node graph may be deeper than Python's recursion limit."""
+    sizes: dict[int, int] = {}  # id -> expanded size of a finished node
+    extra = 0
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    active: set[int] = set()
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            active.discard(key)
+            sizes[key] = _node_own_cost(node) + sum(sizes[id(c)] for c in _children(node))
+            continue
+        if key in active:
+            raise yaml.YAMLError("recursive alias")
+        if key in sizes:  # an alias of a finished node: its full size once more
+            extra += sizes[key]
+            if extra > 1 << 40:
+                break  # far past any budget; stop adding
+            continue
+        active.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node))
+    return extra
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def _node_own_cost(node: yaml.Node) -> int:
+    if isinstance(node, yaml.ScalarNode):
+        return 4 * len(node.value) + STR_OVERHEAD + DICT_SLOT
+    return 64 + len(node.value) * DICT_SLOT
+
+
+def value_cost(value: object, limit: int) -> int:
+    """An upper bound of the bytes an encoding or copy of a parsed value builds, with shared
+    parts (YAML aliases, jmesPath's multiselects) counted at every use; stops past
+    ``limit``. A recursive value costs more than any limit."""
+    total = 0
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > 512:
+            return limit + 1
+        if isinstance(item, str):
+            total += 6 * 4 * len(item) + STR_OVERHEAD  # escaped, as JSON at the worst
+        elif isinstance(item, dict):
+            total += 64 + len(item) * DICT_SLOT
+            for key, element in item.items():
+                stack.append((key, depth + 1))
+                stack.append((element, depth + 1))
+        elif isinstance(item, list | tuple):
+            total += 64 + len(item) * LIST_SLOT
+            stack.extend((element, depth + 1) for element in item)
+        else:
+            total += 64  # a number, a bool, null, a date
+        if total > limit:
+            return total
+    return total
 
 
 def _natural_less(a: str, b: str) -> bool:
@@ -474,10 +641,16 @@ _GoYAMLDumper.add_representer(dict, _represent_dict)
 _GoYAMLDumper.add_representer(StringMap, _represent_dict)
 
 
+# Bytes PyYAML's dumper holds per byte of output at the worst (events, nodes, the emitter's
+# state), measured with tracemalloc on lists of empty maps.
+YAML_DUMP_FACTOR = 64
+
+
 def to_yaml(value: object, depth: int, budget: Budget) -> str:
     """toYaml: the YAML document without its final newline."""
     # A bounded JSON pass checks nesting and size before PyYAML (recursive) sees it.
-    to_json(value, depth, budget)
+    size = len(to_json(value, depth, budget))
+    budget.reserve(YAML_DUMP_FACTOR * size)
     text = yaml.dump(value, Dumper=_GoYAMLDumper, default_flow_style=False,
                      allow_unicode=True, width=1 << 30, sort_keys=False)
     if text.endswith("\n...\n"):
