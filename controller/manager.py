@@ -35,7 +35,7 @@ from controller.engine.clock import Clock, RealClock
 from controller.engine.fetcher import Fetcher, FetchRequest, SecretReader
 from controller.engine.polls import PollSchedule
 from controller.engine.queue import ExponentialBackoff, Jitter, WorkQueue
-from controller.engine.reconciler import Outcome, Reconciler
+from controller.engine.reconciler import Outcome, Reconciler, SyncBudgetLimits
 from controller.engine.stores import StoreResolver
 from controller.engine.triggers import Seen, Triggers
 from controller.kube.access import KubeAccess
@@ -149,6 +149,7 @@ class Manager:
                                         settings.max_refresh_interval),
             scrub=self.hooks.scrub,
             cleanup_on_failure=settings.cleanup_secret_on_failure,
+            budget=SyncBudgetLimits(settings.sync_budget_bytes, settings.sync_budget_steps),
         )
         # One lock over what the handlers and the workers share: which objects exist and what
         # they trigger, and the poll schedule (so a DELETED and a sync that ends at the same

@@ -102,6 +102,9 @@ class Settings:
     allowed_endpoints: tuple[str, ...] = ()
     allow_http_endpoints: bool = False
     allow_insecure_kms_instance_tls: bool = False
+    # One sync of one ExternalSecret: templates and fetched-value parsing (docs/security.md)
+    sync_budget_bytes: int = 16 << 20
+    sync_budget_steps: int = 200_000
 
     def refresh_floor(self) -> float:
         """The shortest refreshInterval a tenant gets: --min-refresh-interval, or the operator's
@@ -217,6 +220,13 @@ def build_parser() -> GoFlagParser:
       "without it such a store is refused")
     b("--allow-http-endpoints", default=False,
       help="let stores and entries name plain http:// KMS endpoints (tests and demos only)")
+    a("--sync-budget-bytes", type=parse_go_int, default=16 << 20,
+      help="bytes one sync of one ExternalSecret may build in its templates and while parsing "
+      "its fetched values (JSON, YAML), all together (default 16 MiB, at least 1 MiB; keep it "
+      "times --workers well under the memory limit)")
+    a("--sync-budget-steps", type=parse_go_int, default=200_000,
+      help="evaluation steps one sync of one ExternalSecret may take in its templates and "
+      "parsing, all together (default 200000, at least 10000)")
     # ack-secret-manager flags this controller has no use for: checked as the original
     # checked them (a malformed value fails here as it failed there), otherwise no effect.
     a("--backend", choices=["alicloud-kms", ""], default="alicloud-kms",
@@ -286,6 +296,10 @@ def validate(ns: argparse.Namespace, watch: Sequence[str]) -> None:
             raise FlagError(f"{flag} {value}: give 1 to 100000 calls per second")
     if ns.reconcile_count < 0:
         raise FlagError(f"--reconcile-count {ns.reconcile_count}: must not be negative")
+    if ns.sync_budget_bytes < 1 << 20:
+        raise FlagError(f"--sync-budget-bytes {ns.sync_budget_bytes}: give at least 1048576")
+    if ns.sync_budget_steps < 10_000:
+        raise FlagError(f"--sync-budget-steps {ns.sync_budget_steps}: give at least 10000")
     _positive("--polling-interval", ns.polling_interval)
     _positive("--shutdown-timeout", ns.shutdown_timeout, 1.0)
     for flag in ("--lease-duration", "--renew-deadline", "--retry-period"):
@@ -401,4 +415,6 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         allowed_endpoints=tuple(ns.allowed_endpoints),
         allow_http_endpoints=ns.allow_http_endpoints,
         allow_insecure_kms_instance_tls=ns.allow_insecure_kms_instance_tls,
+        sync_budget_bytes=ns.sync_budget_bytes,
+        sync_budget_steps=ns.sync_budget_steps,
     )

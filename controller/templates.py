@@ -14,13 +14,21 @@ Rules (ack-secret-manager v0.6's, made safe):
 - Any failed entry: templates need every value, so the Secret keeps what the last sync wrote.
 - A template error, a missing source, an invalid output key or label value, or a reserved
   label/annotation is a problem that names the field: the Secret is not written. Errors name
-  the template, line and column, never a value.
+  the template, line and column, never a value; an output key or label name (which a template
+  computes, so it may hold a value) is named by the template that produced it, its position
+  and a short keyed hash, never by its text.
+- Budget: every template of one sync (data, templateFrom items, metadata), the copy of the
+  fetched data they read and what is built from their outputs charge one
+  gotemplate.SyncBudget (docs/security.md, "Budgets"); exceeding it is a problem with
+  ``budget`` set, naming the template and the flag that raises the budget.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
+import secrets
 from collections.abc import Mapping
 
 from controller import gotemplate, model
@@ -30,6 +38,9 @@ TEMPLATE_ENTRY = "template"  # the ownership record's name for templated keys
 _LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 _QUALIFIED = re.compile(r"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
                         r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+# Keys the short hashes of output names in messages: stable for the life of the process (two
+# messages about the same key match), useless for guessing a low-entropy value offline.
+_NAME_HASH_KEY = secrets.token_bytes(16)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,9 +51,18 @@ class Output:
 
 
 class TemplateProblem(Exception):
-    def __init__(self, field: str, message: str, fix: str) -> None:
+    def __init__(self, field: str, message: str, fix: str,
+                 budget: gotemplate.BudgetExceeded | None = None) -> None:
         self.field, self.message, self.fix = field, message, fix
+        self.budget = budget  # set when the sync's budget stopped the templates
         super().__init__(field, message, fix)
+
+
+def name_hash(name: str) -> str:
+    """A short keyed hash naming a computed key in messages instead of its text."""
+    digest = hashlib.blake2b(name.encode("utf-8", "surrogateescape"), digest_size=4,
+                             key=_NAME_HASH_KEY).hexdigest()
+    return f"#{digest}"
 
 
 def source_keys(template: model.Template) -> list[SourceKey]:
@@ -51,17 +71,78 @@ def source_keys(template: model.Template) -> list[SourceKey]:
             if t.kind in ("configMap", "secret") for key, _scope in t.items]
 
 
+class _Run:
+    """One sync's templates: the shared budget, the fetched data prepared once, and where
+    each output key came from (for messages that must not quote it)."""
+
+    def __init__(self, fetched: Mapping[str, bytes], budget: gotemplate.SyncBudget) -> None:
+        self.budget = budget
+        self.fetched = fetched
+        self._data: gotemplate.Data | None = None
+        self.origin: dict[str, str] = {}  # output key -> "field, output N"
+
+    def data(self, name: str) -> gotemplate.Data:
+        if self._data is None:
+            try:
+                self._data = gotemplate.Data(self.fetched, budget=self.budget)
+            except gotemplate.BudgetExceeded as exceeded:
+                raise _over_budget(name, exceeded) from None
+        return self._data
+
+    def render(self, text: str, name: str) -> str:
+        if "{{" not in text:
+            return text
+        try:
+            return gotemplate.render(text, self.data(name), name=name, budget=self.budget)
+        except gotemplate.TemplateError as exc:
+            if exc.budget is not None:
+                raise _over_budget(exc.name, exc.budget) from None
+            raise TemplateProblem(exc.name, f"could not be rendered ({exc.message}, line "
+                                  f"{exc.line} column {exc.column})",
+                                  "fix the template or the keys it reads (docs/templates.md)"
+                                  ) from None
+
+    def encode(self, text: str, name: str) -> bytes:
+        """The output's bytes (a copy), reserved first."""
+        try:
+            self.budget.reserve(4 * len(text) + gotemplate.STR_OVERHEAD)
+        except gotemplate.BudgetExceeded as exceeded:
+            raise _over_budget(name, exceeded) from None
+        return gotemplate.encode_output(text)
+
+    def reserve(self, size: int, name: str) -> None:
+        try:
+            self.budget.reserve(size)
+        except gotemplate.BudgetExceeded as exceeded:
+            raise _over_budget(name, exceeded) from None
+
+
+def _over_budget(name: str, exceeded: gotemplate.BudgetExceeded) -> TemplateProblem:
+    what = "memory" if exceeded.resource == "bytes" else "evaluation steps"
+    return TemplateProblem(
+        name, f"stopped: the templates of this ExternalSecret would exceed the sync's "
+        f"{what} budget ({exceeded.limit} {exceeded.resource}, all templates, templateFrom "
+        "items and fetched-value parsing of one sync together); the Secret keeps its data",
+        f"make the templates build less, or ask the operator to raise {exceeded.flag}",
+        exceeded)
+
+
 def apply(template: model.Template, fetched: Mapping[str, bytes],
-          sources: Mapping[SourceKey, str | None]) -> Output:
-    """The Secret's data, labels and annotations after the templates; TemplateProblem."""
+          sources: Mapping[SourceKey, str | None],
+          budget: gotemplate.SyncBudget | None = None) -> Output:
+    """The Secret's data, labels and annotations after the templates; TemplateProblem.
+    Every template's work is charged to ``budget`` (the sync's; a default one when None)."""
     field = "spec.target.template"
+    run = _Run(fetched, budget if budget is not None else gotemplate.SyncBudget())
     out_data: dict[str, bytes] = {}
     out_labels: dict[str, str] = {}
     out_annotations: dict[str, str] = {}
     for key, text in template.data.items():
-        out_data[key] = gotemplate.encode_output(_run(text, f"{field}.data.{key}", fetched))
+        name = f"{field}.data.{key}"
+        out_data[key] = run.encode(run.render(text, name), name)
+        run.origin[key] = name
     for i, source in enumerate(template.template_from):
-        produced = _from_source(source, f"{field}.templateFrom[{i}]", fetched, sources)
+        produced = _from_source(source, f"{field}.templateFrom[{i}]", run, sources)
         if source.target == "Labels":
             out_labels.update((k, v.decode("utf-8", "replace")) for k, v in produced.items())
         elif source.target == "Annotations":
@@ -69,34 +150,25 @@ def apply(template: model.Template, fetched: Mapping[str, bytes],
                                    for k, v in produced.items())
         else:
             out_data.update(produced)
-    labels = {k: _run(v, f"{field}.metadata.labels.{k}", fetched)
+    labels = {k: run.render(v, f"{field}.metadata.labels.{k}")
               for k, v in template.labels.items()}
-    annotations = {k: _run(v, f"{field}.metadata.annotations.{k}", fetched)
+    annotations = {k: run.render(v, f"{field}.metadata.annotations.{k}")
                    for k, v in template.annotations.items()}
     labels.update(out_labels)
     annotations.update(out_annotations)
     replace = template.merge_policy == "Replace" and template.renders_data
+    run.reserve(2 * 64 * (len(out_data) + len(fetched)), field)  # the merged, sorted maps
     data = dict(out_data) if replace else {**fetched, **out_data}
-    _check(data, labels, annotations)
+    _check(data, labels, annotations, run.origin)
     return Output(dict(sorted(data.items())), labels, annotations)
 
 
-def _run(text: str, name: str, data: Mapping[str, bytes]) -> str:
-    if "{{" not in text:
-        return text
-    try:
-        return gotemplate.render(text, dict(data), name=name)
-    except gotemplate.TemplateError as exc:
-        raise TemplateProblem(exc.name, f"could not be rendered ({exc.message}, line "
-                              f"{exc.line} column {exc.column})",
-                              "fix the template or the keys it reads (docs/templates.md)") from None
-
-
-def _from_source(source: model.TemplateFrom, field: str, data: Mapping[str, bytes],
+def _from_source(source: model.TemplateFrom, field: str, run: _Run,
                  sources: Mapping[SourceKey, str | None]) -> dict[str, bytes]:
     if source.kind == "literal":
-        return {"literal": gotemplate.encode_output(_run(source.literal, f"{field}.literal",
-                                                         data))}
+        name = f"{field}.literal"
+        run.origin["literal"] = name
+        return {"literal": run.encode(run.render(source.literal, name), name)}
     what = "ConfigMap" if source.kind == "configMap" else "Secret"
     out: dict[str, bytes] = {}
     for i, (key, scope) in enumerate(source.items):
@@ -106,33 +178,44 @@ def _from_source(source: model.TemplateFrom, field: str, data: Mapping[str, byte
             raise TemplateProblem(item, f"names key {key} of {what} {source.name}, which does "
                                   "not exist in the ExternalSecret's namespace",
                                   f"create the {what} (or the key) or fix the reference")
-        rendered = _run(text, f"{what} {source.name} key {key}", data)
+        rendered = run.render(text, f"{what} {source.name} key {key}")
         if scope == "KeysAndValues":
-            for line in rendered.strip().splitlines():
+            lines = rendered.count("\n") + 1
+            # the stripped text, its lines, and per line its parts, key, value and bytes
+            run.reserve(3 * 4 * len(rendered) + lines * 8 * gotemplate.STR_OVERHEAD, item)
+            for number, line in enumerate(rendered.strip().splitlines(), start=1):
                 name, sep, value = line.strip().partition("=")
                 if sep and name.strip():
                     out[name.strip()] = gotemplate.encode_output(value.strip())
+                    run.origin[name.strip()] = f"{item} output line {number}"
         else:
-            out[key] = gotemplate.encode_output(rendered)
+            out[key] = run.encode(rendered, item)
+            run.origin[key] = item
     return out
 
 
+def _named(key: str, origin: Mapping[str, str], field: str) -> str:
+    """How a message names a computed key: where it came from and a keyed hash."""
+    return f"{origin.get(key, field)} (output key {name_hash(key)})"
+
+
 def _check(data: Mapping[str, bytes], labels: Mapping[str, str],
-           annotations: Mapping[str, str]) -> None:
+           annotations: Mapping[str, str], origin: Mapping[str, str]) -> None:
     field = "spec.target.template"
     for key in data:
         problem = model.key_name_problem(key)
         if problem:
-            raise TemplateProblem(f"{field} output key {key[:60]!r}", problem,
+            raise TemplateProblem(_named(key, origin, field), problem,
                                   "produce valid Secret keys")
     for kind, items in (("labels", labels), ("annotations", annotations)):
+        where = f"{field}.metadata.{kind}"
         for key, value in items.items():
             if not _QUALIFIED.fullmatch(key) or len(key) > 253:
-                raise TemplateProblem(f"{field}.metadata.{kind} key {key[:60]!r}",
+                raise TemplateProblem(_named(key, origin, where),
                                       f"is not a valid {kind[:-1]} name",
                                       "use a qualified name (prefix/name)")
             if model.reserved_metadata_key(key, kind == "labels"):
-                raise TemplateProblem(f"{field}.metadata.{kind}.{key[:60]}",
+                raise TemplateProblem(_named(key, origin, where),
                                       "is reserved for the controller", "remove it")
             if kind == "labels" and key == model.MANAGED_BY_LABEL and \
                     value != model.MANAGED_BY_VALUE:
@@ -142,7 +225,8 @@ def _check(data: Mapping[str, bytes], labels: Mapping[str, str],
                                       "writes there)", f"render {model.MANAGED_BY_VALUE} or "
                                       "remove the label")
             if kind == "labels" and (len(value) > 63 or not _LABEL_VALUE.fullmatch(value)):
-                raise TemplateProblem(f"{field}.metadata.labels.{key[:60]}",
+                raise TemplateProblem(_named(key, origin, where),
                                       f"renders a value of {len(value)} characters that is not "
                                       "a valid label value", "render at most 63 characters: "
                                       "letters, digits, '-', '_', '.'")
+

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from controller import model, render, templates
+from controller import gotemplate, model, render, templates
 from controller.alicloud.errors import FetchError, Kind
 from controller.engine import status as status_mod
 from controller.engine.fetcher import Fetcher, FetchRequest
@@ -63,6 +63,19 @@ SECRET_MISSING = "TargetSecretMissing"
 WRITE_FAILED = "SecretWriteFailed"
 INTERNAL_ERROR = "InternalError"
 SPEC_ADJUSTED = "SpecAdjusted"
+BUDGET_EXCEEDED = render.BUDGET_EXCEEDED  # the sync's template/parse budget stopped it
+
+
+@dataclass(frozen=True)
+class SyncBudgetLimits:
+    """What one sync of one ExternalSecret may spend on templates and parsing fetched values
+    (--sync-budget-bytes, --sync-budget-steps; docs/security.md, "Budgets")."""
+
+    max_bytes: int = gotemplate.DEFAULT_SYNC_BYTES
+    max_steps: int = gotemplate.DEFAULT_SYNC_STEPS
+
+    def new(self) -> gotemplate.SyncBudget:
+        return gotemplate.SyncBudget(self.max_bytes, self.max_steps)
 
 
 class Kube(Protocol):
@@ -111,10 +124,12 @@ class Reconciler:
         bounds: model.IntervalBounds = model.DEFAULT_BOUNDS,
         scrub: Callable[[str], str] | None = None,
         cleanup_on_failure: bool = False,
+        budget: SyncBudgetLimits | None = None,
     ) -> None:
         self.bounds = bounds
         # --cleanup-secret-on-failure: an owned Secret is deleted when EVERY source fails.
         self.cleanup_on_failure = cleanup_on_failure
+        self.budget = budget or SyncBudgetLimits()
         # Defence in depth: every status message and Event text passes the log redactor too
         # (messages are built from names, never values, in the first place).
         self.scrub = scrub or (lambda text: text)
@@ -228,12 +243,18 @@ class Reconciler:
         previous, ownership = _previous(existing, es, merge)
         sources = self._template_sources(es)
         meta = (existing or {}).get("metadata", {})
+        # One budget for this sync: fetched-value parsing and every template charge it.
         result = render.render(es, fetched, previous, ownership, sources,
-                               (meta.get("labels") or {}, meta.get("annotations") or {}))
+                               (meta.get("labels") or {}, meta.get("annotations") or {}),
+                               self.budget.new())
         for value in result.data.values():  # derived values too (jmesPath, extract): redacted
             self.on_value(value)
         entries = [status_mod.EntryStatus(e.entry_id, e.secret_name, e.version_id,
                                           e.state.value, e.reason) for e in result.entries]
+        if result.over_budget is not None:
+            # Nothing is written: the Secret keeps its data; retried with backoff.
+            return self._finish(raw, es, False, BUDGET_EXCEEDED, str(result.over_budget),
+                                entries, False, interval, "failed", retry=True)
         if result.problems:
             message = "; ".join(str(p) for p in result.problems)
             return self._finish(raw, es, False, INVALID_SECRET, message, entries, False,
@@ -332,6 +353,8 @@ class Reconciler:
                 out[(kind, name, key)] = value if isinstance(value, str) else None
             else:
                 raw = self.kube.read_secret_key(es.namespace, name, key)
+                if raw is not None:  # a Secret's value: never in a log, status or Event
+                    self.on_value(raw)
                 out[(kind, name, key)] = None if raw is None else raw.decode(
                     "utf-8", "surrogateescape")
         return out
@@ -409,7 +432,7 @@ class Reconciler:
                 "StoreNotFound", "CrossNamespaceRefused", "InvalidStore", "NoCredentials",
                 "CredentialsNotFound", "StoreNotAllowed", "ControllerIdentityRefused",
                 "EndpointRefused", "UnsupportedStore", "InsecureTLSRefused",
-                "ClusterSecretStoreDisabled"):
+                "ClusterSecretStoreDisabled", BUDGET_EXCEEDED):
             reason = next(iter(reasons))
         else:
             reason = FETCH_FAILED

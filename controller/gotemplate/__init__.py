@@ -19,10 +19,12 @@ or ``render(text, data, name=...)``. Every template parse and execution of one s
 the same SyncBudget: each operation reserves the bytes it is about to build (estimated from
 its inputs) and the steps it takes before doing the work, and BudgetExceeded (a
 TemplateError whose ``budget`` is set) stops the sync's templates. Parsed templates are
-cached by name and content hash (bounded); a hit charges what the parse cost. The data is a mapping of key names to str (or
-bytes); missing keys read with ``.key`` are errors (ESO's ``missingkey=error``), with
-``index`` they give "". Output bytes that are not UTF-8 (from ``b64dec``) come back as
-surrogate escapes: ``encode_output`` turns the output into the exact bytes.
+cached by name and content hash (bounded); a hit charges what the parse cost.
+
+The data is a mapping of key names to str (or bytes); missing keys read with ``.key`` are
+errors (ESO's ``missingkey=error``), with ``index`` they give "". Output bytes that are
+not UTF-8 (from ``b64dec``) come back as surrogate escapes: ``encode_output`` turns the
+output into the exact bytes.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from ._base import (
     DEFAULT_SYNC_BYTES,
     DEFAULT_SYNC_STEPS,
     DICT_SLOT,
+    STR_OVERHEAD,
     BudgetExceeded,
     Limits,
     Source,
@@ -47,11 +50,13 @@ from ._base import (
 from ._exec import data_root, execute
 from ._funcs import FUNCTIONS, SPECIAL, UNSUPPORTED
 from ._parser import Tree, parse_tree
-from ._values import clean_text, load_yaml_bounded, value_cost
+from ._values import JSON_PARSE_FACTOR, clean_text, load_yaml_bounded, value_cost
 
 __all__ = [
     "DEFAULT_SYNC_BYTES",
     "DEFAULT_SYNC_STEPS",
+    "JSON_PARSE_FACTOR",
+    "STR_OVERHEAD",
     "SUPPORTED_FUNCTIONS",
     "UNSUPPORTED_FUNCTIONS",
     "BudgetExceeded",

@@ -24,7 +24,6 @@ from ._args import (
     list_arg,
     map_arg,
     reserve_list,
-    reserve_text,
     str_arg,
     strval,
     to_float64,
@@ -156,10 +155,10 @@ def f_adler32sum(ctx: Context, args: list[Any]) -> object:
 def f_filter_pem(ctx: Context, args: list[Any]) -> object:
     """ESO's filterPEM: the PEM blocks of one type, in order, each re-encoded."""
     wanted, text = str_arg(args, 0), str_arg(args, 1)
-    lines = text.count("\n") + 1
-    ctx.charge(lines // 8)
+    count = text.count("\n") + 1
+    ctx.charge(count // 8)
     # the lines (a slot and a str each), their bodies, decoded blocks, the re-encoded output
-    ctx.reserve(lines * (2 * LIST_SLOT + 2 * STR_OVERHEAD) + 6 * 4 * len(text))
+    ctx.reserve(count * (2 * LIST_SLOT + 2 * STR_OVERHEAD) + 6 * 4 * len(text))
     out: list[str] = []
     for block_type, body in _pem_blocks(text):
         if block_type == wanted:

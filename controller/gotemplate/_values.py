@@ -641,9 +641,10 @@ _GoYAMLDumper.add_representer(dict, _represent_dict)
 _GoYAMLDumper.add_representer(StringMap, _represent_dict)
 
 
-# Bytes PyYAML's dumper holds per byte of output at the worst (events, nodes, the emitter's
-# state), measured with tracemalloc on lists of empty maps.
-YAML_DUMP_FACTOR = 64
+# Bytes PyYAML's dumper holds per byte of the value's compact JSON at the worst (events,
+# nodes, the emitter's state): about 130, measured with tracemalloc on lists of empty maps
+# and of nested one-item lists.
+YAML_DUMP_FACTOR = 160
 
 
 def to_yaml(value: object, depth: int, budget: Budget) -> str:
