@@ -18,7 +18,7 @@ from controller.alicloud.identity import Identity, IdentityPool
 from controller.alicloud.kms import Endpoint, SecretValue
 from controller.engine.clock import FakeClock
 from controller.engine.fetcher import Fetcher
-from controller.engine.reconciler import Reconciler
+from controller.engine.reconciler import Reconciler, SyncBudgetLimits
 from controller.engine.stores import StoreResolver
 from controller.settings import Settings, load
 
@@ -247,7 +247,9 @@ class World:
             now=lambda: datetime(2026, 12, 1, tzinfo=UTC),
             bounds=model.IntervalBounds(self.settings.refresh_floor(),
                                         self.settings.max_refresh_interval),
-            cleanup_on_failure=self.settings.cleanup_secret_on_failure)
+            cleanup_on_failure=self.settings.cleanup_secret_on_failure,
+            budget=SyncBudgetLimits(self.settings.sync_budget_bytes,
+                                    self.settings.sync_budget_steps))
         self._uids = itertools.count(1)
 
     def _store(self, kind: model.StoreKind, namespace: str, name: str) -> dict[str, Any] | None:

@@ -30,14 +30,15 @@ class Limits:
     """Bounds on one execution; exceeding any of them is a TemplateError.
 
     ``max_steps`` counts evaluated nodes and function calls, plus one step per 256 bytes
-    of text (or 16 list or map items) a function reads or writes. ``max_depth`` bounds
-    nesting of control structures, parenthesised pipelines, ``template`` calls and nested
-    values (lists and maps).
+    of text (or 16 list or map items) a function reads or writes; None (the default): only
+    the sync's budget (SyncBudget) bounds the steps of all templates together.
+    ``max_depth`` bounds nesting of control structures, parenthesised pipelines, ``template``
+    calls and nested values (lists and maps).
     ``max_output_bytes`` bounds the output and every string value built on the way.
     """
 
     max_output_bytes: int = 1 << 20
-    max_steps: int = 100_000
+    max_steps: int | None = None
     max_depth: int = 64
     max_range_iterations: int = 10_000
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, NoReturn
 
 from ._base import (
+    DICT_SLOT,
     LIST_SLOT,
     STR_OVERHEAD,
     BudgetExceeded,
@@ -76,7 +77,7 @@ class Executor:
     def charge(self, steps: int) -> None:
         self.sync.charge(steps)
         self.steps += steps
-        if self.steps > self.limits.max_steps:
+        if self.limits.max_steps is not None and self.steps > self.limits.max_steps:
             raise FuncError(f"evaluation exceeded {self.limits.max_steps} steps")
 
     def reserve(self, size: int) -> None:
@@ -107,7 +108,7 @@ class Executor:
         self.offset = offset
         self.sync.charge(1)
         self.steps += 1
-        if self.steps > self.limits.max_steps:
+        if self.limits.max_steps is not None and self.steps > self.limits.max_steps:
             self._fail(offset, f"evaluation exceeded {self.limits.max_steps} steps")
 
     def _enter(self, offset: int) -> None:
@@ -396,12 +397,14 @@ def data_root(data: Mapping[str, Any], as_string_map: bool,
     for key, value in data.items():
         if not isinstance(key, str):
             raise TypeError("template data keys must be strings")
-        if isinstance(value, bytes):
-            if budget is not None:  # decoded: a copy, up to four bytes a character
-                budget.reserve(4 * len(value) + STR_OVERHEAD + 104)
-            value = value.decode("utf-8", "surrogateescape")
-        if not isinstance(value, str):
+        if not isinstance(value, str | bytes):
             raise TypeError("template data values must be str or bytes")
+        if budget is not None:  # bytes decoded (a copy); text not ASCII checked as UTF-8 (one)
+            copied = 5 * len(value) if isinstance(value, bytes) else (
+                0 if value.isascii() else 4 * len(value))
+            budget.reserve(copied + 2 * STR_OVERHEAD + DICT_SLOT)
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "surrogateescape")
         root[clean_text(key)] = clean_text(value)
     return root
 

@@ -50,7 +50,8 @@ def sprintf(fmt: str, args: list[object], depth: int, max_bytes: int,
         out.append(piece)
     if index < len(args):
         raise FuncError("more arguments than the format uses")
-    sync.reserve(len(fmt) + LIST_SLOT * len(out))  # the literal runs between verbs
+    # the literal runs between verbs (pieces were reserved twice: made, then joined)
+    sync.reserve(2 * 4 * len(fmt) + LIST_SLOT * len(out))
     return "".join(out)
 
 
@@ -63,7 +64,7 @@ def _piece_cost(arg: object, width: int | None, precision: int | None, verb: str
             return pad + quote_cost(arg)
         if verb in "xX":
             return pad + 3 * 4 * len(arg)  # the UTF-8 bytes, then two digits a byte
-        return pad + (0 if precision is None else 4 * len(arg))  # %s, %v: the same str
+        return pad + (1 if arg.isascii() else 4) * len(arg)  # %s, %v: its share of the join
     return pad
 
 

@@ -7,7 +7,10 @@ External Secrets Operator and ack-secret-manager v0.6 docs), written down as fac
 from __future__ import annotations
 
 import base64
+import gc
 import json
+import time
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -19,6 +22,7 @@ from controller.gotemplate import (
     SUPPORTED_FUNCTIONS,
     UNSUPPORTED_FUNCTIONS,
     Limits,
+    SyncBudget,
     TemplateError,
     encode_output,
     parse,
@@ -708,3 +712,135 @@ def test_any_pipeline_of_functions_renders_or_raises_template_error(data: st.Dat
         assert error.name == NAME
     else:
         assert isinstance(out, str)
+
+
+# ---- the sync's budget: every operation reserves before it builds ---------------------
+
+# The budget of these tests, and what a render may allocate beyond it: the interpreter's
+# frames, exception objects and the regex and tracemalloc bookkeeping of one call (measured:
+# under 64 KiB; the inputs themselves exist before the render and are not counted).
+TEST_BUDGET = 4 << 20
+OVERHEAD = 256 << 10
+# Only the sync's budget bounds these renders: no per-template size or step bound.
+UNBOUNDED = Limits(max_output_bytes=1 << 40, max_steps=10**12, max_range_iterations=10**9)
+
+
+def _peak(call: Any) -> tuple[int, BaseException | None]:
+    """Peak bytes allocated by ``call`` (tracemalloc), and what it raised."""
+    gc.collect()
+    tracemalloc.start()
+    raised: BaseException | None = None
+    try:
+        call()
+    except TemplateError as exc:
+        raised = exc
+    finally:
+        _current, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    return peak, raised
+
+
+def _bomb(levels: int) -> str:
+    """The issue's YAML alias bomb: ten aliases of the previous level per level."""
+    text = "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+    for level in "bcdefghijklmnop"[: levels]:
+        previous = chr(ord(level) - 1)
+        text += f"{level}: &{level} [" + ", ".join([f"*{previous}"] * 10) + "]\n"
+    return text
+
+
+# The issue's hostile shapes: a few hundred characters that double a list or a string per
+# iteration and then format every element (join, toStrings, sortAlpha, quote, cat, print,
+# printf, toJson, toYaml), `split ""` over 1 MB, a range over a big map, an alias bomb.
+HOSTILE: dict[str, tuple[str, dict[str, str]]] = {
+    "concat-join": ('{{ $l := list .v }}{{ range 40 }}{{ $l = concat $l $l }}{{ end }}'
+                    '{{ join "," $l }}', {"v": "x" * 1000}),
+    "concat-toStrings-sortAlpha": ('{{ $l := list .v }}{{ range 40 }}{{ $l = concat $l $l $l }}'
+                                   '{{ end }}{{ toStrings $l | sortAlpha | len }}', {"v": "x"}),
+    "cat-doubling": ('{{ $s := .v }}{{ range 40 }}{{ $s = cat $s $s }}{{ end }}{{ $s }}',
+                     {"v": "x" * 100}),
+    "printf-doubling": ('{{ $s := .v }}{{ range 40 }}{{ $s = printf "%s%s" $s $s }}{{ end }}'
+                        '{{ $s }}', {"v": "x" * 100}),
+    "print-nested-lists": ('{{ $l := list .v }}{{ range 40 }}{{ $l = list $l $l }}{{ end }}'
+                           '{{ print $l }}', {"v": "x" * 100}),
+    "quote-list": ('{{ $l := list .v }}{{ range 30 }}{{ $l = concat $l $l }}{{ end }}'
+                   '{{ quote $l }}', {"v": "\u4e2d" * 100}),
+    "println-squote": ('{{ $l := list .v }}{{ range 30 }}{{ $l = concat $l $l }}{{ end }}'
+                       '{{ println (squote $l) }}', {"v": "x" * 100}),
+    "toJson-nested": ('{{ $l := list .v }}{{ range 30 }}{{ $l = list $l $l }}{{ end }}'
+                      '{{ toJson $l }}', {"v": "x" * 100}),
+    "toYaml-nested": ('{{ $l := list .v }}{{ range 30 }}{{ $l = list $l $l }}{{ end }}'
+                      '{{ toYaml $l }}', {"v": "x" * 10}),
+    "repeat": ('{{ repeat 100000000 .v }}', {"v": "x" * 100}),
+    "split-empty-1MB": ('{{ split "" .v | len }}', {"v": "x" * (1 << 20)}),
+    "splitList-empty-wide": ('{{ splitList "" .v | len }}', {"v": "\u00e9\u4e2d" * (1 << 19)}),
+    "range-over-doubled": ('{{ $l := list .v }}{{ range 40 }}{{ $l = concat $l $l }}{{ end }}'
+                           '{{ range $l }}{{ . }}{{ end }}', {"v": "x" * 100}),
+    "map-of-many-keys": ('{{ $d := dict }}{{ range $i, $e := (repeat 100000 "x" | splitList "") }}'
+                         '{{ $_ := set $d (printf "%d" $i) $e }}{{ end }}{{ keys $d | len }}', {}),
+    "b64enc-doubling": ('{{ $s := .v }}{{ range 40 }}{{ $s = b64enc (cat $s $s) }}{{ end }}',
+                        {"v": "x" * 100}),
+    "fromYaml-alias-bomb": ("{{ fromYaml .y | toJson }}", {"y": _bomb(8)}),
+    "dense-1MiB-template": ("{{.a}}" * 180_000, {"a": "x"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_the_sync_budget_refuses_hostile_templates_before_allocating(name: str) -> None:
+    text, data = HOSTILE[name]
+    budget = SyncBudget(TEST_BUDGET, 10**12)
+    peak, raised = _peak(lambda: render(text, data, name=NAME, limits=UNBOUNDED,
+                                        budget=budget))
+    assert isinstance(raised, TemplateError), f"{name} was not refused"
+    assert raised.budget is not None and raised.budget.resource == "bytes", raised.message
+    assert "--sync-budget-bytes" in raised.message
+    assert peak <= TEST_BUDGET + OVERHEAD, f"{name}: peak {peak} bytes"
+    assert budget.bytes <= TEST_BUDGET
+
+
+def test_the_steps_of_every_template_of_a_sync_add_up() -> None:
+    budget = SyncBudget(64 << 20, 5_000)
+    loop = "{{ range 1000 }}{{ . }}{{ end }}"
+    render(loop, {}, name="first", budget=budget)  # about 3,000 steps
+    with pytest.raises(TemplateError) as info:
+        render(loop, {}, name="second", budget=budget)
+    assert info.value.budget is not None and info.value.budget.resource == "steps"
+    assert "--sync-budget-steps" in info.value.message and info.value.name == "second"
+
+
+def test_the_bytes_of_every_template_of_a_sync_add_up() -> None:
+    budget = SyncBudget(3 << 20, 10**9)
+    big = "{{ repeat 400000 .v }}"  # 800 kB: reserved once made, once written
+    render(big, {"v": "ab"}, name="first", budget=budget)
+    with pytest.raises(TemplateError) as info:
+        render(big, {"v": "ab"}, name="second", budget=budget)
+    assert info.value.budget is not None and info.value.name == "second"
+
+
+def test_ordinary_templates_fit_the_default_budget_with_room() -> None:
+    budget = SyncBudget()
+    data = {"user": "app", "password": MARKER, "doc": json.dumps({"a": [1, 2, 3], "b": "x"})}
+    out = render('{{ printf "%s:%s" .user .password | b64enc }} {{ (.doc | fromJson).b }} '
+                 '{{ range $k, $v := . }}{{ $k }}={{ $v | quote }};{{ end }}{{ .doc | fromJson '
+                 '| toYaml | indent 2 }}', data, name=NAME, budget=budget)
+    assert out.startswith(base64.b64encode(f"app:{MARKER}".encode()).decode())
+    assert budget.bytes < budget.max_bytes // 100 and budget.steps < budget.max_steps // 100
+
+
+def test_a_parsed_template_is_cached_and_its_cost_charged_on_every_use() -> None:
+    text = "{{ .a }}-" * 500
+    first, second = SyncBudget(), SyncBudget()
+    template = parse(text, "cached", first)
+    started = time.process_time()
+    again = parse(text, "cached", second)
+    assert again is template  # parsed once
+    assert time.process_time() - started < 0.05
+    assert (first.bytes, first.steps) == (second.bytes, second.steps) and first.bytes > 0
+    assert parse(text + " ", "cached", SyncBudget()) is not template  # another content
+
+
+def test_parsing_is_charged_per_token_before_the_token_is_made() -> None:
+    budget = SyncBudget(1 << 20, 10**9)
+    peak, raised = _peak(lambda: parse("{{ list 1 2 3 4 5 6 7 8 9 }}" * 20_000, "dense", budget))
+    assert isinstance(raised, TemplateError) and raised.budget is not None
+    assert peak <= (1 << 20) + OVERHEAD

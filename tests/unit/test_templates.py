@@ -6,7 +6,9 @@ and a literal, metadata templates, and every failure keeping the Secret's data."
 from __future__ import annotations
 
 import base64
+import gc
 import json
+import tracemalloc
 from typing import Any
 
 from controller.alicloud.errors import FetchError, Kind
@@ -133,3 +135,103 @@ def test_a_label_output_that_is_not_a_label_value_is_refused() -> None:
     assert not w.reconcile("app").ready
     assert "not a valid label value" in w.message("app")
     assert "not a label value!" not in w.message("app")
+
+
+# ---- one budget per sync; messages never carry content -------------------------------
+
+DOUBLING = ('{{ $l := list .password }}{{ range 40 }}{{ $l = concat $l $l }}{{ end }}'
+            '{{ join "," $l }}')
+
+
+def _peak(call: Any) -> tuple[int, Any]:
+    gc.collect()
+    tracemalloc.start()
+    try:
+        result = call()
+    finally:
+        _current, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    return peak, result
+
+
+def test_a_template_over_the_sync_budget_is_ready_false_and_the_secret_keeps_its_data() -> None:
+    w = _world(db="s3cr3t-value")
+    _es(w, {"data": {"password": "{{ .password }}"}})
+    assert w.reconcile("app").ready
+    w.update_spec("app", {"data": [entry("db", name="password")],
+                          "target": {"template": {"data": {"password": DOUBLING}}}})
+    peak, outcome = _peak(lambda: w.reconcile("app"))
+    assert (outcome.ready, outcome.reason, outcome.retry) == (False, "BudgetExceeded", True)
+    message = w.message("app")
+    assert w.reason("app") == "BudgetExceeded"
+    assert "spec.target.template.data.password" in message and "--sync-budget-" in message
+    assert "s3cr3t" not in message
+    assert ("app", "Warning", "BudgetExceeded", message) in w.kube.events
+    assert w.kube.data(NS, "app") == {"password": "s3cr3t-value"}  # kept
+    assert peak < w.settings.sync_budget_bytes + (1 << 20)
+
+
+def test_the_budget_flags_set_the_sync_budget() -> None:
+    w = World(["--polling-interval", "1h", "--sync-budget-bytes", "2097152",
+               "--sync-budget-steps", "50000"])
+    assert (w.reconciler.budget.max_bytes, w.reconciler.budget.max_steps) == (2 << 20, 50_000)
+    w.kms.values["db"] = "pw"
+    # each template alone fits (9,000 iterations of ~3 steps); together they do not
+    _es(w, {"data": {f"x{i}": "{{ range 9000 }}{{ . }}{{ end }}" for i in range(4)}})
+    assert not w.reconcile("app").ready
+    assert w.reason("app") == "BudgetExceeded" and "--sync-budget-steps" in w.message("app")
+
+
+def test_all_template_from_items_of_a_sync_share_one_budget() -> None:
+    # The issue: 1,024 items of 24 characters, each 1 MiB of output, held at once.
+    w = _world(db="pw")
+    w.kube.config_maps[(NS, "big")] = {"data": {
+        f"k{i}": '{{ repeat 1048000 "x" }}' for i in range(64)}}
+    items = [{"key": f"k{i}"} for i in range(64)]
+    _es(w, {"templateFrom": [{"configMap": {"name": "big", "items": items}}] * 16})
+    peak, outcome = _peak(lambda: w.reconcile("app"))
+    assert not outcome.ready and w.reason("app") == "BudgetExceeded", w.message("app")
+    assert "spec.target.template.templateFrom[0].configMap.items[" in w.message("app")
+    assert peak < w.settings.sync_budget_bytes + (1 << 20)
+
+
+def test_output_keys_are_named_by_origin_and_hash_never_by_text() -> None:
+    value = "user-4c0nn3ct/pass@db:5432"
+    w = _world(db=value)
+    w.kube.config_maps[(NS, "tpl")] = {"data": {"env": "OK=1\n{{ .password | upper }}=x\n"}}
+    _es(w, {"templateFrom": [{"configMap": {"name": "tpl", "items": [
+        {"key": "env", "templateAs": "KeysAndValues"}]}}]})
+    assert not w.reconcile("app").ready
+    message = w.message("app")
+    assert "templateFrom[0].configMap.items[0] output line 2" in message
+    assert "(output key #" in message
+    for part in (value, value.upper(), value.upper()[:20], "4C0NN3CT"):
+        assert part not in message
+    assert all(part not in e[3] for e in w.kube.events for part in (value, value.upper()))
+
+
+def test_template_from_secret_values_are_registered_with_the_redactor() -> None:
+    w = _world(db="pw")
+    seen: list[bytes] = []
+    w.reconciler.on_value = seen.append
+    w.kube.put_user_secret(NS, "conn", {"dsn": "postgres://app:hunter2@db/app"})
+    _es(w, {"templateFrom": [{"secret": {"name": "conn", "items": [{"key": "dsn"}]}}]})
+    assert w.reconcile("app").ready, w.message("app")
+    assert b"postgres://app:hunter2@db/app" in seen
+
+
+def test_a_yaml_alias_bomb_fails_its_entry_and_keeps_its_keys() -> None:
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [" + ", ".join([f"*{chr(ord(c) - 1)}"] * 10) + "]\n" for c in "bcdefgh")
+    w = _world(doc="z: ok\n")
+    w.add_es("app", {"data": [entry("doc", name="v", jmesPath=[
+        {"path": "z", "objectAlias": "z"}])], "target": {}})
+    assert w.reconcile("app").ready, w.message("app")
+    w.kms.values["bomb"] = bomb.replace("a: &a", "z: ok\na: &a")
+    w.update_spec("app", {"data": [entry("bomb", name="v", jmesPath=[
+        {"path": "z", "objectAlias": "z"}, {"path": "h", "objectAlias": "h"}])]})
+    peak, outcome = _peak(lambda: w.reconcile("app"))
+    assert not outcome.ready and w.reason("app") == "BudgetExceeded", w.message("app")
+    assert "expanded size" in w.message("app")
+    assert w.kube.data(NS, "app") == {"z": "ok"}
+    assert peak < w.settings.sync_budget_bytes + (1 << 20)
