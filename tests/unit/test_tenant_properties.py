@@ -8,13 +8,15 @@ from __future__ import annotations
 import base64
 import contextlib
 import copy
+import gc
 import json
+import tracemalloc
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from controller import model
+from controller import gotemplate, model
 from controller.alicloud.errors import FetchError, Kind
 from tests.fakes import World
 
@@ -143,3 +145,61 @@ def test_every_admitted_interval_is_bounded_or_refused(text: str) -> None:
     assert seconds == 0 or bounds.minimum <= seconds <= bounds.maximum
     assert bool(es.notices) == (seconds in (bounds.minimum, bounds.maximum)
                                 and model.parse_duration(text) != seconds)
+
+
+# ---- templates composed from the interpreter's own functions stay within the budget ----
+
+PROPERTY_BUDGET = 2 << 20
+# What one render may allocate beyond its budget: the interpreter's frames, the exception
+# that stops it, regex and tracemalloc bookkeeping (measured under 64 KiB). The inputs are
+# made before the render and are not counted.
+PROPERTY_OVERHEAD = 256 << 10
+_UNBOUNDED = gotemplate.Limits(max_output_bytes=1 << 40, max_steps=None,
+                               max_range_iterations=10**9)
+
+# A value to start from, steps that double (or worse) what $x holds, and a last step that
+# formats everything: the shapes of issue 18's hostile templates, combined at random.
+_START = ["list .v", ".v", "list .v .v .v", 'split "," .w', "(dict \"a\" .v)", 'toLines .w']
+_DOUBLERS = [
+    "concat (toStrings $x) (toStrings $x)", "list $x $x", 'printf "%v%v" $x $x',
+    "cat $x $x", "repeat 3 (toString $x)", 'join "," (toStrings $x)', "quote $x",
+    "toJson $x", "sortAlpha (toStrings $x)", 'split "" (toString $x)', "b64enc (toString $x)",
+    "toStrings $x", 'dict "a" $x "b" $x', "values (dict \"a\" $x \"b\" $x)",
+    'print $x $x', 'squote $x $x', "toPrettyJson $x", 'indent 4 (toString $x)',
+    "append (toStrings $x) (toString $x)", "uniq (concat (toStrings $x) (toStrings $x))",
+]
+_FINAL = ["{{ $x }}", "{{ toYaml $x }}", "{{ len (toString $x) }}", "{{ range $x }}{{ . }}"
+          "{{ end }}", '{{ join "" (toStrings $x) }}', "{{ toJson $x | b64enc }}",
+          '{{ printf "%q" (toString $x) }}']
+
+
+@st.composite
+def doubling_templates(draw: st.DrawFn) -> str:
+    body = "".join("{{ $x = " + draw(st.sampled_from(_DOUBLERS)) + " }}"
+                   for _ in range(draw(st.integers(1, 3))))
+    loops = draw(st.integers(1, 40))
+    nested = draw(st.booleans())
+    loop = ("{{ range " + str(loops) + " }}" + body + "{{ end }}") if not nested else (
+        "{{ range 6 }}{{ range " + str(loops) + " }}" + body + "{{ end }}{{ end }}")
+    return ("{{ $x := " + draw(st.sampled_from(_START)) + " }}" + loop
+            + draw(st.sampled_from(_FINAL)))
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(template=doubling_templates(), value=st.sampled_from(["x", "pw" * 50, "\u4e2d\u00e9"]))
+def test_any_doubling_template_stays_within_the_sync_budget(template: str, value: str) -> None:
+    budget = gotemplate.SyncBudget(PROPERTY_BUDGET, 2_000_000)
+    data = {"v": value, "w": ",".join([value] * 20)}
+    gc.collect()
+    tracemalloc.start()
+    try:
+        gotemplate.render(template, data, name="t", limits=_UNBOUNDED, budget=budget)
+        event("rendered")
+    except gotemplate.TemplateError as error:
+        # refused: by the budget, or a type error of the random composition
+        event("over budget" if error.budget is not None else "refused otherwise")
+    finally:
+        _current, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert peak <= PROPERTY_BUDGET + PROPERTY_OVERHEAD, (template, peak)
+    assert budget.bytes <= PROPERTY_BUDGET and budget.steps <= 2_000_000
