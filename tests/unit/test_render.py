@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import base64
 import copy
+import gc
 import json
+import time
+import tracemalloc
 from typing import Any
 
 import pytest
 import yaml
 
+from controller.gotemplate import SyncBudget
 from controller.model import ExternalSecret, FetchKey, parse_external_secret
 from controller.render import (
     DataType,
@@ -517,3 +521,69 @@ def test_content_hash_changes_with_content(change: dict[str, Any]) -> None:
     base: dict[str, Any] = {"data": {"a": b"1", "b": b"2"}, "secret_type": "Opaque",
                             "labels": {"x": "1"}, "annotations": {"p": "q"}}
     assert content_hash(**base) != content_hash(**{**base, **change})
+
+
+# ---------------------------------------------------------------- the sync's budget
+
+BUDGET = 4 << 20
+OVERHEAD = 256 << 10  # frames, exception objects, regex and tracemalloc bookkeeping
+
+
+def _alias_bomb(levels: int) -> str:
+    text = "z: ok\na: &a [x, x, x, x, x, x, x, x, x, x]\n"
+    for level in "bcdefghijklmnop"[:levels]:
+        text += f"{level}: &{level} [" + ", ".join([f"*{chr(ord(level) - 1)}"] * 10) + "]\n"
+    return text
+
+
+def _peak_render(spec: dict[str, Any], **fetched: str) -> tuple[int, RenderResult, Any]:
+    budget = SyncBudget(BUDGET, 1_000_000)
+    es = es_of(spec)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        result = render(es, values(**fetched), budget=budget)
+    finally:
+        _current, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    return peak, result, budget
+
+
+@pytest.mark.parametrize("shape", ["jmesPath", "extract"])
+def test_a_yaml_alias_bomb_is_refused_at_its_expanded_size(shape: str) -> None:
+    # The issue: 370 bytes in the tenant's own KMS secret became 21 MB of Secret data.
+    bomb = _alias_bomb(7)
+    assert len(bomb) < 400
+    spec = ({"data": [jmes_entry(("z", "z"), ("g", "g"), key="bomb")]} if shape == "jmesPath"
+            else {"dataProcess": [extract("bomb")]})
+    peak, result, budget = _peak_render(spec, bomb=bomb)
+    (failed,) = result.failed_entries
+    assert failed.reason == "BudgetExceeded" and "expanded size" in failed.message
+    assert "--sync-budget-bytes" in failed.message and "x, x" not in failed.message
+    assert peak <= BUDGET + OVERHEAD and budget.bytes <= BUDGET
+
+
+def test_a_few_aliases_are_fine() -> None:
+    doc = "base: &b {user: u, port: 1}\nprod: {<<: *b, port: 2}\ncopy: *b\n"
+    result = render(es_of({"data": [jmes_entry(("prod.port", "port"), ("copy.user", "u"))]}),
+                    values(doc=doc))
+    assert result.ok and texts(result) == {"port": "2", "u": "u"}
+
+
+@pytest.mark.parametrize("path", [
+    "|".join(["[@,@]"] * 40) + "|[]" * 39,  # 2^40 items when flattened
+    "to_string(" + "|".join(["[@,@]"] * 40) + ")",  # the same, encoded
+    "length(" + "|".join(["[@,@]"] * 40) + "|[][][][][][][][][][][][][][][][][][][][][])",
+    "|".join(["[@,@]"] * 40) + " == " + "|".join(["[@,@]"] * 40),  # compared whole
+    "|".join(["[@,@]"] * 40) + "|[*][*][*][*][*][*][*][*][*][*][*][*][*][*][*][*][*][*]",
+    "sort_by(" + "|".join(["[@,@]"] * 30) + "|[][][][][][][][][][][][][][][][][][][][]"
+    "|[][][][][][][][], &to_string(@))",
+])
+def test_a_jmes_path_that_multiplies_its_document_is_refused(path: str) -> None:
+    started = time.process_time()
+    peak, result, budget = _peak_render({"data": [jmes_entry((path, "out"))]},
+                                        doc=json.dumps({"a": "x" * 100}))
+    (failed,) = result.failed_entries
+    assert failed.reason == "BudgetExceeded", failed.message
+    assert peak <= BUDGET + OVERHEAD and budget.bytes <= BUDGET
+    assert time.process_time() - started < 5  # not the minutes an unbounded walk takes
