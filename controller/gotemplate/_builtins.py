@@ -11,7 +11,7 @@ import urllib.parse
 from typing import Any
 
 from ._args import Context, int_arg, joined, reserve_list, reserve_text, str_arg, strval
-from ._base import FuncError
+from ._base import STR_OVERHEAD, FuncError
 from ._printf import sprintf
 from ._values import (
     StringMap,
@@ -172,6 +172,8 @@ def f_lt(ctx: Context, args: list[Any]) -> object:
     a, b = args
     _comparable_kinds(a, b, ordered=True)
     if isinstance(a, str):
+        ctx.reserve(4 * (len(a) + len(b)) + 2 * STR_OVERHEAD)  # both as bytes, compared
+        ctx.charge((len(a) + len(b)) // 256)
         return go_bytes(a) < go_bytes(b)
     return bool(a < b)
 

@@ -128,6 +128,8 @@ class _Lexer:
 
     def _emit(self, kind: Kind, offset: int, value: object = None) -> None:
         # a literal's value is at most its text, already made: what is refused is the rest
+        if isinstance(value, str):  # decoded character by character: steps for its length
+            self.budget.charge(len(value) // 16)
         self._reserve(TOKEN_COST + (4 * len(value) if isinstance(value, str) else 0))
         self.tokens.append(Token(kind, offset, value))
 

@@ -382,6 +382,8 @@ def _json_container(value: list[Any] | dict[str, Any], depth: int, budget: Budge
         return
     parts.append(budget.add(opener))
     inner = "" if indent is None else "\n" + indent * (level + 1)
+    if isinstance(value, dict):
+        budget.reserve(64 + LIST_SLOT * len(value))  # the sorted keys
     items = value if isinstance(value, list) else sorted(value)
     for position, item in enumerate(items):
         parts.append(budget.add(("," if position else "") + inner))
