@@ -15,9 +15,13 @@ Ready=False, never a crash; nothing here ever logs or reports a secret value.
 from __future__ import annotations
 
 import base64
+import collections
 import dataclasses
+import hashlib
+import json
 import logging
 import re
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -78,6 +82,60 @@ class SyncBudgetLimits:
         return gotemplate.SyncBudget(self.max_bytes, self.max_steps)
 
 
+class _OverBudget:
+    """The syncs that went over their budget, by ExternalSecret uid and a digest of all they
+    read (the spec, the fetched values, templateFrom's texts): a retry with the same inputs
+    fails at once with the same message instead of spending the budget again (a hostile
+    object would otherwise cost its whole budget at every backoff step). Bounded, LRU."""
+
+    LIMIT = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_uid: collections.OrderedDict[
+            str, tuple[bytes, str, list[status_mod.EntryStatus]]] = collections.OrderedDict()
+
+    def get(self, uid: str, digest: bytes) -> tuple[str, list[status_mod.EntryStatus]] | None:
+        with self._lock:
+            found = self._by_uid.get(uid)
+            if found is None or found[0] != digest:
+                return None
+            self._by_uid.move_to_end(uid)
+            return found[1], list(found[2])
+
+    def put(self, uid: str, digest: bytes, message: str,
+            entries: list[status_mod.EntryStatus]) -> None:
+        with self._lock:
+            self._by_uid[uid] = (digest, message, list(entries))
+            self._by_uid.move_to_end(uid)
+            while len(self._by_uid) > self.LIMIT:
+                self._by_uid.popitem(last=False)
+
+    def forget(self, uid: str) -> None:
+        with self._lock:
+            self._by_uid.pop(uid, None)
+
+
+def _inputs_digest(raw: dict[str, Any], fetched: Mapping[model.FetchKey, render.FetchResult],
+                   sources: Mapping[templates.SourceKey, str | None]) -> bytes:
+    """sha256 of everything a render reads; never stored with the values themselves."""
+    digest = hashlib.sha256(json.dumps(raw.get("spec"), sort_keys=True, default=str).encode())
+    for key in sorted(fetched, key=repr):
+        result = fetched[key]
+        digest.update(repr(key).encode())
+        if isinstance(result, render.FetchedValue):
+            value = result.value.encode() if isinstance(result.value, str) else result.value
+            digest.update(b"v%d:" % len(value) + value + result.data_type.value.encode())
+        else:
+            digest.update(f"f:{result.reason}".encode())
+    for source_key in sorted(sources):
+        text = sources[source_key]
+        digest.update(repr(source_key).encode())
+        digest.update(b"-" if text is None else
+                      b"s%d:" % len(text) + text.encode("utf-8", "surrogateescape"))
+    return digest.digest()
+
+
 class Kube(Protocol):
     """What the reconciler needs from Kubernetes (implemented over the informers and REST)."""
 
@@ -130,6 +188,7 @@ class Reconciler:
         # --cleanup-secret-on-failure: an owned Secret is deleted when EVERY source fails.
         self.cleanup_on_failure = cleanup_on_failure
         self.budget = budget or SyncBudgetLimits()
+        self._over_budget = _OverBudget()
         # Defence in depth: every status message and Event text passes the log redactor too
         # (messages are built from names, never values, in the first place).
         self.scrub = scrub or (lambda text: text)
@@ -243,6 +302,12 @@ class Reconciler:
         previous, ownership = _previous(existing, es, merge)
         sources = self._template_sources(es)
         meta = (existing or {}).get("metadata", {})
+        digest = _inputs_digest(raw, fetched, sources) if es.spec.target.template.templated \
+            else b""
+        known = self._over_budget.get(es.uid, digest) if digest else None
+        if known is not None:  # the same inputs went over budget before: not again
+            return self._finish(raw, es, False, BUDGET_EXCEEDED, known[0], known[1], False,
+                                interval, "failed", retry=True)
         # One budget for this sync: fetched-value parsing and every template charge it.
         result = render.render(es, fetched, previous, ownership, sources,
                                (meta.get("labels") or {}, meta.get("annotations") or {}),
@@ -251,6 +316,10 @@ class Reconciler:
             self.on_value(value)
         entries = [status_mod.EntryStatus(e.entry_id, e.secret_name, e.version_id,
                                           e.state.value, e.reason) for e in result.entries]
+        if digest and result.over_budget is not None:
+            self._over_budget.put(es.uid, digest, str(result.over_budget), entries)
+        elif digest:
+            self._over_budget.forget(es.uid)
         if result.over_budget is not None:
             # Nothing is written: the Secret keeps its data; retried with backoff.
             return self._finish(raw, es, False, BUDGET_EXCEEDED, str(result.over_budget),

@@ -193,8 +193,9 @@ class _Room:
         self.left -= len(text)
         if self.left < 0:
             raise FuncError("printed value too large")
-        if self.budget is not None:
+        if self.budget is not None:  # a step per piece: printing a big value is a long loop
             width = 1 if text.isascii() else 4
+            self.budget.charge(1)
             self.budget.reserve(2 * len(text) * width + LIST_SLOT + STR_OVERHEAD)
 
 

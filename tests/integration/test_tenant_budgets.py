@@ -19,9 +19,10 @@ from tests.integration.conftest import K8s
 from tests.waiting import wait_for
 
 CHART_LIMIT_MIB = 256  # helm/ack-secret-manager/values.yaml: resources.limits.memory
-# A change's time to its Secret on this shared 2-core machine varies by a few hundred ms
-# whatever the load; the baseline is taken at least this long, so 2x means something.
-BASELINE_FLOOR = 0.5
+# A change's time to its Secret on this shared 2-core machine (other jobs running) varies by
+# tens of milliseconds whatever the controller does (the watch, the apiserver, this test's
+# 20 ms polling): the baseline counts as at least this.
+BASELINE_FLOOR = 0.05
 
 # The shapes: a short template that doubles a list and formats every element, a
 # list of lists printed by printf, `split ""` over a big string, and a YAML alias bomb in the
@@ -124,32 +125,43 @@ def test_hostile_templates_and_documents_take_one_tenants_share_only(
     wait_for(lambda: k8s.secret_data(other_namespace, "steady") == {"db": "pw-0"}, timeout=60,
              what="the other tenant's first sync")
     baseline = statistics.median(_change_time(k8s, other_namespace, "steady", n)
-                                 for n in range(1, 6))
+                                 for n in range(1, 8))
 
     with _RssWatch(pid) as rss:
         k8s.patch(namespace, "externalsecrets", "victim",
                   {"spec": {"target": {"template": {"data": {"db": DOUBLING}}}}})
-        hostile = {"victim": "spec.target.template.data.db"}
-        for i, template in enumerate((DOUBLING, PRINTF, SPLIT) * 3):
-            k8s.create(namespace, "externalsecrets",
-                       _templated(f"hostile-{i}", {"data": {"out": template}}))
-            hostile[f"hostile-{i}"] = "spec.target.template.data.out"
-        for i in range(3):
+        fields = {"victim": "spec.target.template.data.db"}
+        arrival = []
+        # The hostile objects arrive in batches while the other tenant keeps changing: each
+        # change races the first syncs of a batch (and the retries of the earlier ones).
+        for batch in range(5):
+            for kind, template in (("doubling", DOUBLING), ("printf", PRINTF),
+                                   ("split", SPLIT)):
+                name = f"{kind}-{batch}"
+                k8s.create(namespace, "externalsecrets",
+                           _templated(name, {"data": {"out": template}}))
+                fields[name] = "spec.target.template.data.out"
             k8s.create(namespace, "externalsecrets", _templated(
-                f"alias-{i}", {}, key="bomb", jmesPath=[{"path": "z", "objectAlias": "z"}]))
-            hostile[f"alias-{i}"] = "spec.data[0]"
-        for name, field in hostile.items():
+                f"alias-{batch}", {}, key="bomb", jmesPath=[{"path": "z", "objectAlias": "z"}]))
+            fields[f"alias-{batch}"] = "spec.data[0]"
+            arrival.append(_change_time(k8s, other_namespace, "steady", 10 + batch))
+        for name, field in fields.items():
             cond = wait_for(lambda name=name: (k8s.ready(namespace, name) or {}).get(
                 "reason") == "BudgetExceeded" and k8s.ready(namespace, name),
                 timeout=120, what=f"{name}: BudgetExceeded")
             assert cond["status"] == "False" and field in cond["message"], cond
             assert "--sync-budget-" in cond["message"], cond
-        # The hostile objects keep retrying (with backoff) while the other tenant changes.
+        # They stay, retrying with backoff, while the other tenant goes on changing.
         during = statistics.median(_change_time(k8s, other_namespace, "steady", n)
-                                   for n in range(6, 11))
+                                   for n in range(20, 27))
+    print(f"baseline {baseline:.3f}s, while arriving {arrival}, after {during:.3f}s, "
+          f"peak RSS {rss.peak:.0f} MiB")
     assert rss.peak < CHART_LIMIT_MIB, f"controller RSS peaked at {rss.peak:.0f} MiB"
+    # No stall while they arrive (before, one 1 MiB templateFrom parse held the GIL 4.6 s and
+    # one 340-character template took the process past the chart's limit) ...
+    assert max(arrival) < 2.0, (baseline, arrival)
+    # ... and once refused they cost the other tenant nothing noticeable.
     assert during <= 2 * max(baseline, BASELINE_FLOOR), (baseline, during)
     assert k8s.secret_data(namespace, "victim") == {"db": "pw"}  # kept
     assert controller.proc.poll() is None, controller.log
     assert "Traceback" not in controller.log
-    print(f"baseline {baseline:.3f}s, during {during:.3f}s, peak RSS {rss.peak:.0f} MiB")

@@ -8,9 +8,13 @@ from __future__ import annotations
 import base64
 import gc
 import json
+import time
 import tracemalloc
 from typing import Any
 
+import pytest
+
+from controller import render as render_mod
 from controller.alicloud.errors import FetchError, Kind
 from tests.fakes import World, entry
 
@@ -235,3 +239,23 @@ def test_a_yaml_alias_bomb_fails_its_entry_and_keeps_its_keys() -> None:
     assert "expanded size" in w.message("app")
     assert w.kube.data(NS, "app") == {"z": "ok"}
     assert peak < w.settings.sync_budget_bytes + (1 << 20)
+
+
+def test_a_retry_with_the_same_inputs_does_not_spend_the_budget_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    w = _world(db="pw")
+    w.kube.config_maps[(NS, "tpl")] = {"data": {"k": DOUBLING}}
+    _es(w, {"templateFrom": [{"configMap": {"name": "tpl", "items": [{"key": "k"}]}}]})
+    renders: list[int] = []
+    real = render_mod.render
+    monkeypatch.setattr(render_mod, "render", lambda *a, **k: renders.append(1) or real(*a, **k))
+    assert not w.reconcile("app").ready and w.reason("app") == "BudgetExceeded"
+    first = w.message("app")
+    started = time.process_time()
+    outcome = w.reconcile("app")  # the retry: same spec, values and ConfigMap
+    assert time.process_time() - started < 0.05
+    assert (outcome.reason, outcome.retry, w.message("app")) == ("BudgetExceeded", True, first)
+    assert len(renders) == 1
+    w.kube.config_maps[(NS, "tpl")]["data"]["k"] = "{{ .password }}"  # the input changes
+    assert w.reconcile("app").ready and len(renders) == 2
+    assert w.kube.data(NS, "app") == {"k": "pw"}
