@@ -217,7 +217,8 @@ class Executor:
             # the sorted list and a bytes copy of each key for the order
             self.sync.reserve(sum(2 * LIST_SLOT + 4 * len(k) + STR_OVERHEAD for k in value))
             self.charge(len(value) // 16)
-            return ((k, value[k]) for k in sorted(value, key=_key_bytes))
+            # a key the body removes (unset) before it is reached is skipped, as in Go
+            return ((k, value[k]) for k in sorted(value, key=_key_bytes) if k in value)
         if isinstance(value, int) and not isinstance(value, bool):
             if value > self.limits.max_range_iterations:
                 self._fail(offset, f"range exceeded {self.limits.max_range_iterations} "
