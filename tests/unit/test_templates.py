@@ -16,6 +16,8 @@ import pytest
 
 from controller import render as render_mod
 from controller.alicloud.errors import FetchError, Kind
+from controller.goflags import FlagError
+from controller.settings import load
 from tests.fakes import World, entry
 
 NS = "team"
@@ -184,6 +186,15 @@ def test_the_budget_flags_set_the_sync_budget() -> None:
     _es(w, {"data": {f"x{i}": "{{ range 9000 }}{{ . }}{{ end }}" for i in range(4)}})
     assert not w.reconcile("app").ready
     assert w.reason("app") == "BudgetExceeded" and "--sync-budget-steps" in w.message("app")
+
+
+@pytest.mark.parametrize("argv", [["--sync-budget-bytes", "1000"],
+                                  ["--sync-budget-steps", "99"],
+                                  ["--sync-budget-bytes=-1"]])
+def test_a_budget_below_its_floor_is_refused_at_start(argv: list[str]) -> None:
+    with pytest.raises(FlagError) as info:
+        load(argv, {})
+    assert argv[0].split("=")[0] in str(info.value)
 
 
 def test_all_template_from_items_of_a_sync_share_one_budget() -> None:
