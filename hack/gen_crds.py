@@ -18,6 +18,11 @@ GROUP = "alibabacloud.com"
 OUT = pathlib.Path(__file__).resolve().parents[1] / "helm/ack-secret-manager/crds"
 KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
 DURATION_PATTERN = r"^(0|([0-9]+(\.[0-9]+)?(ms|s|m|h))+)$"
+# A KMS endpoint: [http[s]://]host[:port][/], nothing else (no user@, path, query, fragment).
+# controller/engine/stores.py parses with the same pattern (a unit test keeps them equal).
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+ENDPOINT_PATTERN = (r"^(?:https?://)?(?:" + _LABEL + r"(?:\." + _LABEL + r")*"
+                    r"|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?/?$")
 
 S: dict[str, Any] = {"type": "string"}
 # Bounds (controller/model.py enforces the same for objects stored before the schema did).
@@ -93,7 +98,8 @@ DATA_ENTRY = obj(
         "versionId": s("KMS version id", maxLength=MAX_TEXT),
         "kmsEndpoint": s("KMS endpoint for this entry, e.g. "
                           "<instanceId>.cryptoservice.kms.aliyuncs.com (https on "
-                          "*.aliyuncs.com unless the operator allows others)", maxLength=MAX_HOST),
+                          "*.aliyuncs.com unless the operator allows others)", maxLength=MAX_HOST,
+                          pattern=ENDPOINT_PATTERN),
         "secretStoreRef": STORE_REF,
         "jmesPath": arr(
             obj(
@@ -255,11 +261,14 @@ STORE_SPEC_PROPS: dict[str, Any] = {
         {
             "KMSAuth": AUTH,
             "dedicatedKMSAuth": obj(
-                {"protocol": S, "endpoint": S, "ca": S, "ignoreSSL": {"type": "boolean"},
+                {"protocol": S, "ca": S, "ignoreSSL": {"type": "boolean"},
+                 "endpoint": s("the KMS instance's endpoint, https", maxLength=MAX_HOST,
+                               pattern=ENDPOINT_PATTERN),
                  "clientKeyContent": SECRET_REF, "password": SECRET_REF}
             ),
             "endpoint": s("KMS endpoint (shared gateway or "
-                          "<instanceId>.cryptoservice.kms.aliyuncs.com)"),
+                          "<instanceId>.cryptoservice.kms.aliyuncs.com)", maxLength=MAX_HOST,
+                          pattern=ENDPOINT_PATTERN),
             "ca": s("PEM CA bundle of a KMS instance endpoint"),
             "caSecretRef": SECRET_REF,
         }

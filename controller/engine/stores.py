@@ -11,13 +11,17 @@ role, its projected token, the node's worker role) serves only the namespaces in
 --controller-identity-namespaces (default: all, as ack-secret-manager); a ClusterSecretStore
 stands for its admin, so the namespaces its conditions admit may use it (with
 --require-cluster-store-conditions one without conditions admits none). Endpoints named by
-stores and entries must be https on *.aliyuncs.com or on --allowed-endpoints (http only with
---allow-http-endpoints); the operator's own --kms-endpoint is trusted as given.
+stores and entries are parsed (`parse_endpoint`: scheme, host and port, nothing else), their
+hostname must be a name under aliyuncs.com or on --allowed-endpoints, https unless
+--allow-http-endpoints, and only the parsed host[:port] is handed on; the operator's own
+--kms-endpoint is not allow-listed but is parsed the same way.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -67,13 +71,88 @@ StoreGetter = Callable[[model.StoreKind, str, str], dict[str, Any] | None]
 NamespaceLabels = Callable[[str], Mapping[str, str]]
 
 
-def split_endpoint(text: str, default_protocol: str) -> tuple[str, str]:
-    """'http://host:port' -> ('host:port', 'http'); a bare host keeps the default protocol."""
-    for protocol in ("https", "http"):
-        prefix = f"{protocol}://"
-        if text.startswith(prefix):
-            return text[len(prefix):].rstrip("/"), protocol
-    return text.strip().rstrip("/"), default_protocol
+# Endpoints: the text a store or entry names is parsed into scheme, hostname and port; nothing
+# else (userinfo, path, query, fragment) is accepted, the allow-list compares the parsed
+# hostname, and only the parsed host[:port] reaches an SDK. The CRD carries this same pattern
+# (hack/gen_crds.py ENDPOINT_PATTERN; a unit test keeps the two equal).
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+ENDPOINT_PATTERN = (r"^(?:https?://)?(?:" + _LABEL + r"(?:\." + _LABEL + r")*"
+                    r"|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?/?$")
+MAX_ENDPOINT = 300  # characters: a hostname is at most 253, plus scheme, port and "/"
+_ENDPOINT_RE = re.compile(ENDPOINT_PATTERN)
+ALIBABA_SUFFIX = ".aliyuncs.com"
+
+
+@dataclass(frozen=True)
+class ParsedEndpoint:
+    """An endpoint reduced to what a request needs: `host` is what an SDK is handed."""
+
+    protocol: str
+    hostname: str  # lower case; an IPv6 address without brackets
+    port: int | None = None
+
+    @property
+    def host(self) -> str:
+        name = f"[{self.hostname}]" if ":" in self.hostname else self.hostname
+        return name if self.port is None else f"{name}:{self.port}"
+
+
+def parse_endpoint(text: str, default_protocol: str) -> ParsedEndpoint:
+    """`[http[s]://]host[:port][/]` -> its parts; ValueError (saying what is wrong, without
+    quoting the text) for anything else: userinfo, a path, a query, a fragment, whitespace,
+    control characters, an empty host, a bad port, a label or name too long."""
+    if len(text) > MAX_ENDPOINT:
+        raise ValueError(f"is longer than {MAX_ENDPOINT} characters")
+    if any(ch.isspace() or not ch.isprintable() or ord(ch) > 0x7E for ch in text):
+        raise ValueError("contains whitespace, control or non-ASCII characters")
+    if _ENDPOINT_RE.fullmatch(text) is None:
+        raise ValueError(_why_not(text))
+    protocol = default_protocol
+    rest = text
+    for scheme in ("https", "http"):
+        if rest.startswith(f"{scheme}://"):
+            protocol, rest = scheme, rest[len(scheme) + 3:]
+            break
+    rest = rest.removesuffix("/")
+    port: int | None = None
+    if rest.startswith("["):
+        hostname, _, tail = rest[1:].partition("]")
+        try:
+            hostname = str(ipaddress.IPv6Address(hostname))
+        except ValueError:
+            raise ValueError("has a bracketed host that is not an IPv6 address") from None
+        if tail:
+            port = _port(tail[1:])
+    else:
+        hostname, colon, tail = rest.partition(":")
+        if colon:
+            port = _port(tail)
+        if len(hostname) > 253:
+            raise ValueError("has a hostname longer than 253 characters")
+    return ParsedEndpoint(protocol, hostname.lower(), port)
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 < port < 65536:
+        raise ValueError("has a port outside 1-65535")
+    return port
+
+
+def _why_not(text: str) -> str:
+    """Which part of an endpoint is not allowed (for the message; never quotes the text)."""
+    rest = text.split("://", 1)[1] if "://" in text else text
+    if "://" in text and not text.startswith(("https://", "http://")):
+        return "has a scheme other than https:// or http://"
+    for mark, what in (("@", "user information (user@)"), ("?", "a query (?)"),
+                       ("#", "a fragment (#)"), ("\\", "a backslash")):
+        if mark in rest:
+            return f"has {what}"
+    if "/" in rest.rstrip("/") or rest.endswith("//"):
+        return "has a path (only host[:port] is allowed)"
+    if not rest.split(":", 1)[0].strip("/"):
+        return "has no host"
+    return "is not host[:port] (letters, digits, '-' and '.' in the host, digits in the port)"
 
 
 class StoreResolver:
@@ -160,21 +239,23 @@ class StoreResolver:
                 f"{where}: {field}.ignoreSSL is true, which turns off TLS verification of the "
                 "KMS instance; give its CA in dedicatedKMSAuth.ca instead, or ask the cluster "
                 "admin to start the controller with --allow-insecure-kms-instance-tls")
-        host, _protocol = split_endpoint(auth.endpoint, "https")
-        self._check_endpoint(host, "https", f"{where}: {field}.endpoint")
+        parsed = self._tenant_endpoint(auth.endpoint, f"{where}: {field}.endpoint")
+        if parsed.protocol != "https":
+            raise StoreProblem("EndpointRefused", f"{where}: {field}.endpoint is http://; KMS "
+                               "instances are reached over https")
         content = self._secret_value(store, "clientKeyContent", auth.client_key_content,
                                      path=f"{field}.clientKeyContent")
         password = self._secret_value(store, "password", auth.password,
                                       path=f"{field}.password")
         identity = Identity(CLIENT_KEY, client_key_content=content,
                             client_key_password=password, source=where)
-        return Source(identity, Endpoint(host=host, protocol="https", ca_pem=auth.ca,
+        return Source(identity, Endpoint(host=parsed.host, protocol="https", ca_pem=auth.ca,
                                          insecure=auth.ignore_ssl), provider="dkms")
 
     def _oos_endpoint(self) -> Endpoint:
-        host, protocol = split_endpoint(self.settings.default_oos_endpoint(),
-                                        self.settings.kms_protocol)
-        return Endpoint(host=host, protocol=protocol)
+        parsed = _operator_endpoint(self.settings.default_oos_endpoint(),
+                                    self.settings.kms_protocol, "--oos-endpoint")
+        return Endpoint(host=parsed.host, protocol=parsed.protocol)
 
     def _identity_of(self, store: model.SecretStore, auth: model.KMSAuth | None) -> Identity:
         """The store's identity, cached for CREDENTIAL_TTL per store version."""
@@ -444,43 +525,69 @@ class StoreResolver:
         elif kms is not None and kms.endpoint:
             text = kms.endpoint
             field = f"{_store_name(store.ref)}: spec.KMS.endpoint" if store else "spec.KMS.endpoint"
-        else:  # the operator's own choice (--kms-endpoint, --region): trusted as given
-            host, protocol = split_endpoint(self.settings.default_kms_endpoint(),
-                                            self.settings.kms_protocol)
-            return Endpoint(host=host, protocol=protocol, ca_pem=ca)
-        host, protocol = split_endpoint(text, "https")
-        self._check_endpoint(host, protocol, field)
+        else:  # the operator's own choice (--kms-endpoint, --region): not allow-listed
+            parsed = _operator_endpoint(self.settings.default_kms_endpoint(),
+                                        self.settings.kms_protocol, "--kms-endpoint")
+            return Endpoint(host=parsed.host, protocol=parsed.protocol, ca_pem=ca)
+        parsed = self._tenant_endpoint(text, field)
         # A store's CA verifies TLS; a plain-http endpoint (when allowed) has nothing to verify.
-        return Endpoint(host=host, protocol=protocol, ca_pem=ca if protocol == "https" else "")
+        return Endpoint(host=parsed.host, protocol=parsed.protocol,
+                        ca_pem=ca if parsed.protocol == "https" else "")
 
-    def _check_endpoint(self, host: str, protocol: str, field: str) -> None:
-        if protocol == "http" and not self.settings.allow_http_endpoints:
+    def _tenant_endpoint(self, text: str, field: str) -> ParsedEndpoint:
+        """An endpoint a store or entry names, parsed and checked against the allow-list."""
+        try:
+            parsed = parse_endpoint(text, "https")
+        except ValueError as exc:
+            raise StoreProblem(
+                "EndpointRefused",
+                f"{field} {exc}; give only https://host[:port], e.g. "
+                "https://kms.cn-hangzhou.aliyuncs.com") from None
+        host = parsed.host
+        if parsed.protocol == "http" and not self.settings.allow_http_endpoints:
             raise StoreProblem(
                 "EndpointRefused",
                 f"{field}: http://{host} is plain HTTP, which would send signed requests "
                 f"unencrypted; use https://{host}, or ask the operator to start the "
                 "controller with --allow-http-endpoints")
-        if not endpoint_allowed(host, self.settings.allowed_endpoints):
+        if not endpoint_allowed(parsed, self.settings.allowed_endpoints):
             raise StoreProblem(
                 "EndpointRefused",
                 f"{field}: {host} is not an Alibaba Cloud endpoint (*.aliyuncs.com) nor on "
                 "the controller's --allowed-endpoints; use the KMS endpoint of your region or "
                 "instance, or ask the operator to allow the host")
+        return parsed
 
 
-def endpoint_allowed(host: str, allowed: tuple[str, ...]) -> bool:
-    """`host` (host[:port]) is on *.aliyuncs.com or matches an entry of `allowed`: an exact
-    host or host:port, or a '*.suffix' pattern."""
-    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    name = name.lower().rstrip(".")
-    if name.endswith(".aliyuncs.com"):
+def _operator_endpoint(text: str, protocol: str, flag: str) -> ParsedEndpoint:
+    """The operator's endpoint (a flag, or built from --region): trusted, but parsed all the
+    same, so that an SDK is only ever handed host[:port]."""
+    try:
+        return parse_endpoint(text, protocol)
+    except ValueError as exc:
+        raise StoreProblem("InvalidEndpointFlag",
+                           f"the controller's {flag} (or --region) {exc}; the operator "
+                           "must give https://host[:port]") from None
+
+
+def endpoint_allowed(endpoint: ParsedEndpoint, allowed: tuple[str, ...]) -> bool:
+    """The parsed hostname is a name under aliyuncs.com (a DNS-suffix match on whole labels),
+    or matches an entry of `allowed`: an exact host (any port), an exact host:port, or
+    '*.suffix' (any name below suffix). Entries that are not host[:port] match nothing."""
+    name = endpoint.hostname
+    if name.endswith(ALIBABA_SUFFIX) and ":" not in name:
         return True
-    for pattern in allowed:
-        pattern = pattern.lower()
-        if pattern.startswith("*."):
-            if name.endswith(pattern[1:]):
+    for entry in allowed:
+        entry = entry.strip().lower()
+        if entry.startswith("*."):
+            if ":" not in name and name.endswith(entry[1:]) and len(entry) > 2:
                 return True
-        elif pattern in (host.lower(), name):
+            continue
+        try:
+            rule = parse_endpoint(entry, endpoint.protocol)
+        except ValueError:
+            continue
+        if rule.hostname == name and rule.port in (None, endpoint.port):
             return True
     return False
 

@@ -5,18 +5,26 @@ naming the store and the fix. Plain fakes: stores and Secrets are dicts."""
 from __future__ import annotations
 
 import base64
+import pathlib
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
 import pytest
+import yaml
+from hypothesis import assume, given
+from hypothesis import settings as settings_
+from hypothesis import strategies as st
 
 from controller import model, settings
 from controller.alicloud.identity import ACCESS_KEY, ECS_RAM_ROLE, OIDC_ROLE_ARN, RAM_ROLE_ARN
 from controller.engine.stores import (
     DEFAULT_OIDC_TOKEN_FILE,
+    ENDPOINT_PATTERN,
     Source,
     StoreProblem,
     StoreResolver,
+    parse_endpoint,
 )
 
 NS = "team-a"
@@ -409,3 +417,157 @@ def test_cluster_secret_stores_can_be_switched_off() -> None:
     _problem(World(_settings(["--process-cluster-secret-store=false"]), [store]), ref,
              "ClusterSecretStoreDisabled", "ClusterSecretStore shared",
              "--process-cluster-secret-store=false")
+
+
+# ------------------------------------------------- endpoints: parsed, never matched
+
+ATTACKS = [
+    "https://attacker.example/x.aliyuncs.com",
+    "https://attacker.example?x.aliyuncs.com",
+    "https://attacker.example#x.aliyuncs.com",
+    "https://attacker.example/?.aliyuncs.com",
+    "https://x.aliyuncs.com@attacker.example",
+    "https://user@kms.cn-hangzhou.aliyuncs.com",
+    "https://127.0.0.1:8443/x:.aliyuncs.com",
+    "attacker.example/x.aliyuncs.com",
+    "https://attacker.example\\x.aliyuncs.com",
+    "https://kms.cn-hangzhou.aliyuncs.com/path",
+    "https://kms.cn-hangzhou.aliyuncs.com:99999",
+    "https://kms.cn-hangzhou.aliyuncs.com:0",
+    "https://kms.cn-hangzhou.aliyuncs.com:",
+    "https://:443",
+    "https://",
+    "ftp://kms.cn-hangzhou.aliyuncs.com",
+    "https://kms.cn-hangzhou.aliyuncs.com.",
+    "https://kms.cn-hangzhou.aliyuncs.com\n",
+    " kms.cn-hangzhou.aliyuncs.com",
+    "https://kms\t.aliyuncs.com",
+    "https://kms..aliyuncs.com",
+    "https://-kms.aliyuncs.com",
+    "https://kms.aliyuncs.com\u200b",
+    "https://[::1]/x.aliyuncs.com",
+    "https://[zz::1]:8443",
+    "https://aliyuncs.com",
+    "https://xaliyuncs.com",
+]
+
+
+@pytest.mark.parametrize("endpoint", ATTACKS)
+def test_endpoints_with_more_than_scheme_host_and_port_are_refused(endpoint: str) -> None:
+    """The issue's attacks (path, query, fragment, userinfo, a colon in the path) and their
+    relatives: none resolves, whatever the allow-list, and the message does not echo them."""
+    argv = ["--allowed-endpoints", "127.0.0.1:8443,attacker.example,::1"]
+    for where in ("store", "entry", "dedicated"):
+        if where == "store":
+            world = World(_settings(argv), [_store("s", {"KMSAuth": AK_REFS,
+                                                         "endpoint": endpoint})])
+            entry: dict[str, Any] = {}
+        elif where == "entry":
+            world = World(_settings(argv), [_store("s", {"KMSAuth": AK_REFS})])
+            entry = {"kmsEndpoint": endpoint}
+        else:
+            world = World(_settings(argv), [_store("s", {"dedicatedKMSAuth": {
+                "endpoint": endpoint, "clientKeyContent": {"name": "ak", "key": "id"},
+                "password": {"name": "ak", "key": "secret"}}})])
+            entry = {}
+        with pytest.raises(StoreProblem) as err:
+            world.resolve({"name": "s"}, **entry)
+        assert err.value.reason == "EndpointRefused", (where, str(err.value))
+        assert "attacker" not in str(err.value) and "/x" not in str(err.value)
+
+
+@pytest.mark.parametrize(("text", "host", "protocol"), [
+    ("kms.cn-shanghai.aliyuncs.com", "kms.cn-shanghai.aliyuncs.com", "https"),
+    ("HTTPS://KMS.CN-SHANGHAI.ALIYUNCS.COM", None, None),  # the scheme is lower case
+    ("https://KST-1.CryptoService.kms.aliyuncs.com:8443/",
+     "kst-1.cryptoservice.kms.aliyuncs.com:8443", "https"),
+    ("http://127.0.0.1:08080", "127.0.0.1:8080", "http"),
+    ("https://[::1]:8443", "[::1]:8443", "https"),
+    ("https://[0:0::1]", "[::1]", "https"),
+])
+def test_parse_endpoint_keeps_scheme_host_and_port_only(text: str, host: str | None,
+                                                         protocol: str | None) -> None:
+    if host is None:
+        with pytest.raises(ValueError):
+            parse_endpoint(text, "https")
+        return
+    parsed = parse_endpoint(text, "https")
+    assert (parsed.host, parsed.protocol) == (host, protocol)
+
+
+@pytest.mark.parametrize(("endpoint", "argv", "allowed"), [
+    ("https://kms.corp.example.evil", ["--allowed-endpoints", "*.corp.example"], False),
+    ("https://corp.example", ["--allowed-endpoints", "*.corp.example"], False),
+    ("https://xcorp.example", ["--allowed-endpoints", "*.corp.example"], False),
+    ("https://a.b.corp.example:9443", ["--allowed-endpoints", "*.corp.example"], True),
+    ("https://kms.example:8443", ["--allowed-endpoints", "kms.example"], True),
+    ("https://kms.example", ["--allowed-endpoints", "kms.example:8443"], False),
+    ("https://KMS.Example:8443", ["--allowed-endpoints", "kms.example:8443"], True),
+    ("https://[::1]:8443", ["--allowed-endpoints", "[::1]:8443"], True),
+    ("https://127.0.0.1:8443", ["--allowed-endpoints", "127.0.0.1:8443/x"], False),
+    ("https://127.0.0.2", ["--allowed-endpoints", "*.0.0.2"], True),  # the operator's choice
+])
+def test_allow_list_entries_compare_parsed_hostnames(endpoint: str, argv: list[str],
+                                                     allowed: bool) -> None:
+    world = World(_settings(argv), [_store("s", {"KMSAuth": AK_REFS, "endpoint": endpoint})])
+    if allowed:
+        assert world.resolve({"name": "s"}).endpoint.host == parse_endpoint(endpoint,
+                                                                             "https").host
+    else:
+        _problem(world, {"name": "s"}, "EndpointRefused", "spec.KMS.endpoint")
+
+
+_PIECES = st.sampled_from([
+    "https://", "http://", "ftp://", "//", "/", "?", "#", "@", ":", "::", ".", "..", "\\",
+    "[", "]", "%2f", "%40", "attacker.example", "x.aliyuncs.com", ".aliyuncs.com",
+    "kms.cn-hangzhou.aliyuncs.com", "aliyuncs.com", "127.0.0.1", "::1", "8443", "443", "0",
+    "99999", "corp.example", "kms.corp.example", "user", " ", "\t", "\n", "\x00", "é",
+])
+_ENDPOINT_TEXT = st.one_of(st.lists(_PIECES, max_size=8).map("".join),
+                           st.text(max_size=40))
+_FLAGS = ["--allowed-endpoints", "127.0.0.1:8443,*.corp.example", "--allow-http-endpoints"]
+
+
+@settings_(max_examples=400, deadline=None)
+@given(text=_ENDPOINT_TEXT)
+def test_the_host_an_sdk_gets_is_the_allowed_host_that_was_checked(text: str) -> None:
+    """Whatever the text: either it is refused, or the host[:port] handed on holds nothing but
+    a host and a port, a URL built from it (as the SDKs do) reaches exactly that host, and that
+    host is one the allow-list admits. (An empty text means the operator's endpoint.)"""
+    assume(text != "")
+    world = World(_settings(_FLAGS), [_store("s", {"KMSAuth": AK_REFS, "endpoint": text})])
+    try:
+        endpoint = world.resolve({"name": "s"}).endpoint
+    except StoreProblem as exc:
+        assert exc.reason == "EndpointRefused"
+        return
+    assert set(endpoint.host) <= set("abcdefghijklmnopqrstuvwxyz0123456789-.:[]")
+    url = urllib.parse.urlsplit(f"{endpoint.protocol}://{endpoint.host}/secret")
+    assert (url.username, url.query, url.fragment, url.path) == (None, "", "", "/secret")
+    hostname, port = url.hostname or "", url.port
+    assert hostname == parse_endpoint(text, "https").hostname
+    assert (hostname.endswith(".aliyuncs.com") or hostname.endswith(".corp.example")
+            or (hostname, port) == ("127.0.0.1", 8443))
+    # And the text itself, read as a URL the way a suffix match would, names the same host.
+    full = text if "://" in text else f"https://{text}"
+    assert (urllib.parse.urlsplit(full).hostname or "") == hostname
+
+
+def test_the_crd_carries_the_endpoint_pattern() -> None:
+    crds = pathlib.Path(__file__).resolve().parents[2] / "helm/ack-secret-manager/crds"
+    found: list[str] = []
+
+    def walk(node: Any, name: str = "") -> None:
+        if isinstance(node, dict):
+            if name in ("endpoint", "kmsEndpoint") and node.get("type") == "string":
+                found.append(node.get("pattern", ""))
+            for key, value in node.items():
+                walk(value, key)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value, name)
+
+    for path in crds.glob("*.yaml"):
+        for doc in yaml.safe_load_all(path.read_text()):
+            walk(doc)
+    assert len(found) >= 4 and set(found) == {ENDPOINT_PATTERN}, found
