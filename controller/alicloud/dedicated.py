@@ -5,13 +5,18 @@ The fetcher keys every read by (identity, endpoint, secret, version); for these 
 identity is of kind CLIENT_KEY and carries the client key's content and password (read from
 the store's Secrets), the endpoint the instance host, its CA and whether TLS verification is
 off. Each client key is decoded once (the password is checked locally, never sent) and kept
-while it is used; `kms_instance.KmsInstance` makes the signed calls.
+while it is used; `kms_instance.KmsInstance` makes the signed calls. A decode that failed
+(wrong password, a refused or damaged file) is remembered by the hashes of the content and
+the password: the same material fails again at once, without deriving anything, until the
+store's Secrets change.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 
+from controller.alicloud.errors import FetchError
 from controller.alicloud.identity import Identity
 from controller.alicloud.kms import Endpoint, SecretValue
 from controller.alicloud.kms_instance import (
@@ -22,12 +27,16 @@ from controller.alicloud.kms_instance import (
 )
 
 MAX_KEYS = 1000  # decoded client keys kept; past that the cache starts over
+MAX_FAILURES = 1000  # failed decodes remembered; past that the memory starts over
 
 
 class DedicatedReader:
     def __init__(self, instance: KmsInstance) -> None:
         self.instance = instance
         self._keys: dict[str, ClientKey] = {}
+        # hash of (content, password) -> the error its decode raised
+        self._failed: dict[str, FetchError] = {}
+        self.decodes = 0  # decodes attempted (tests: a failed one is not tried again)
         self._lock = threading.Lock()
 
     def get_secret_value(self, identity: Identity, endpoint: Endpoint, name: str,
@@ -41,10 +50,22 @@ class DedicatedReader:
         fingerprint = identity.fingerprint()
         with self._lock:
             key = self._keys.get(fingerprint)
+            failed = self._failed.get(material := _material(identity))
         if key is not None:
             return key
-        key = load_client_key(identity.client_key_content, identity.client_key_password,
-                              source=identity.source)
+        if failed is not None:  # a new exception each time: a shared one's traceback grows
+            raise FetchError(failed.kind, failed.code, failed.reason)
+        try:
+            with self._lock:
+                self.decodes += 1
+            key = load_client_key(identity.client_key_content, identity.client_key_password,
+                                  source=identity.source)
+        except FetchError as exc:
+            with self._lock:
+                if len(self._failed) >= MAX_FAILURES:
+                    self._failed.clear()
+                self._failed[material] = exc
+            raise
         with self._lock:
             if len(self._keys) >= MAX_KEYS:
                 self._keys.clear()
@@ -56,3 +77,12 @@ class DedicatedReader:
 
     def close(self) -> None:
         self.instance.close()
+
+
+def _material(identity: Identity) -> str:
+    """The key material's identity: hashes of the content and of the password (the same
+    content with another password is another attempt)."""
+    digest = hashlib.sha256()
+    for part in (identity.client_key_content, identity.client_key_password):
+        digest.update(hashlib.sha256(part.encode()).digest())
+    return digest.hexdigest()

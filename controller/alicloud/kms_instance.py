@@ -22,7 +22,9 @@ protobuf `Error{StatusCode, ErrorCode, ErrorMessage, RequestId}`; the SDK retrie
 
 The client key file is JSON `{KeyId, PrivateKeyData}`, PrivateKeyData the base64 of a PKCS#12
 opened with the password; both are decoded here, once, so a wrong password or a damaged key
-is a configuration error before any call. TLS: the instance CA (PEM) is trusted for that
+is a configuration error before any call. The PKCS#12's key-derivation parameters are read
+first (`pfx.check`) and a file asking for more than the iteration ceiling is refused before
+anything is derived. TLS: the instance CA (PEM) is trusted for that
 endpoint only (an `ssl` context per endpoint, no CA files); `ignore_ssl=True` disables
 verification and exists only because the caller (the lead's policy: an operator flag) asked.
 Retries, the per-endpoint rate limit and the error classes are the KMS path's
@@ -48,6 +50,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
+from controller.alicloud import pfx
 from controller.alicloud.errors import FetchError, Kind, classify, service_error
 from controller.alicloud.kms import CallHook, SecretValue, retrying
 from controller.alicloud.pool import ClientPool, RateLimiter
@@ -100,6 +103,14 @@ def load_client_key(content: str, password: str, *, source: str = "",
     if on_secret is not None:
         for value in (password, content):
             on_secret(value)
+    try:
+        pfx.check(blob)
+    except pfx.Refused as exc:
+        raise FetchError(Kind.CONFIG, "ClientKeyRefused",
+                         f"ClientKeyRefused: dedicatedKMSAuth.clientKeyContent of {where} "
+                         f"(client key {key_id}) is refused: {exc}; create a new client key "
+                         "for the application access point (KMS writes its files within "
+                         "the ceiling)") from None
     try:
         private_key, _cert, _extra = pkcs12.load_key_and_certificates(blob, password.encode())
     except ValueError:

@@ -1,11 +1,14 @@
 """Pure parts of the OOS and KMS-instance readers: error classification per product, parameter
-versions, the client key file, the protobuf codec and the string the client key signs."""
+versions, the client key file (and the bound on what opening it costs), the protobuf codec and
+the string the client key signs."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import ssl
+import time
 
 import pytest
 from alibabacloud_tea_openapi.exceptions import (
@@ -13,12 +16,18 @@ from alibabacloud_tea_openapi.exceptions import (
     ServerException,
     ThrottlingException,
 )
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
-from controller.alicloud import kms_instance
+from controller.alicloud import kms_instance, pfx
+from controller.alicloud.dedicated import DedicatedReader
 from controller.alicloud.errors import FetchError, Kind, classify, service_error
+from controller.alicloud.identity import CLIENT_KEY, Identity
+from controller.alicloud.kms import Endpoint, SecretValue
 from controller.alicloud.oos import parameter_version
 
 WHO = "AccessKey (SecretStore default/oos)"
@@ -155,3 +164,202 @@ def test_string_to_sign_layout() -> None:
     assert kms_instance.string_to_sign("POST", headers) == (
         "POST\nABC\napplication/x-protobuf\nThu, 06 Feb 2020 07:32:54 GMT\n"
         "x-kms-acccesskeyid:KAAP.1\nx-kms-apiname:GetSecretValue\n/")
+
+
+# ------------------------------------------------ client keys: opened under a bound
+
+_RSA = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _pkcs12(rounds: int | None = None, legacy: bool = False, password: bytes = b"pw") -> bytes:
+    """A PKCS#12 as cryptography writes it; `rounds` sets the PBE/PBKDF2 iteration count."""
+    if rounds is None:
+        encryption: serialization.KeySerializationEncryption = (
+            serialization.BestAvailableEncryption(password))
+    else:
+        algorithm = (pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC if legacy
+                     else pkcs12.PBES.PBESv2SHA256AndAES256CBC)
+        encryption = (serialization.PrivateFormat.PKCS12.encryption_builder()
+                      .kdf_rounds(rounds).key_cert_algorithm(algorithm)
+                      .hmac_hash(hashes.SHA1() if legacy else hashes.SHA256())
+                      .build(password))
+    return pkcs12.serialize_key_and_certificates(b"k", _RSA, None, None, encryption)
+
+
+def _json(blob: bytes) -> str:
+    return json.dumps({"KeyId": "KAAP.k", "PrivateKeyData": base64.b64encode(blob).decode()})
+
+
+def _tlv(tag: int, *parts: bytes) -> bytes:
+    body = b"".join(parts)
+    if len(body) < 0x80:
+        return bytes([tag, len(body)]) + body
+    size = len(body).to_bytes((len(body).bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(size)]) + size + body
+
+
+def _int(value: int) -> bytes:
+    return _tlv(0x02, value.to_bytes((value.bit_length() + 8) // 8, "big"))
+
+
+def _oid(text: str) -> bytes:
+    first, second, *rest = (int(p) for p in text.split("."))
+    out = bytearray([40 * first + second])
+    for value in rest:
+        chunk = [value & 0x7F]
+        while value := value >> 7:
+            chunk.append(0x80 | value & 0x7F)
+        out += bytes(reversed(chunk))
+    return _tlv(0x06, bytes(out))
+
+
+def _seq(*parts: bytes) -> bytes:
+    return _tlv(0x30, *parts)
+
+
+def _octets(data: bytes) -> bytes:
+    return _tlv(0x04, data)
+
+
+def _explicit(data: bytes) -> bytes:
+    return _tlv(0xA0, data)
+
+
+DATA, SHROUDED = "1.2.840.113549.1.7.1", "1.2.840.113549.1.12.10.1.2"
+PBES2, PBKDF2, AES256 = ("1.2.840.113549.1.5.13", "1.2.840.113549.1.5.12",
+                         "2.16.840.1.101.3.4.1.42")
+
+
+def _pbes2(iterations: int, kdf: str = PBKDF2) -> bytes:
+    return _seq(_oid(PBES2), _seq(_seq(_oid(kdf), _seq(_octets(b"s" * 8), _int(iterations))),
+                                  _seq(_oid(AES256), _octets(b"i" * 16))))
+
+
+def _hostile(mac_iterations: int = 2048, key_iterations: int | None = None,
+             keys: int = 1, kdf: str = PBKDF2) -> bytes:
+    """A PKCS#12 built by hand: MacData with `mac_iterations`; with `key_iterations`,
+    `keys` shrouded key bags whose PBES2 asks for that many (the encrypted bytes are junk:
+    nothing reaches them)."""
+    bags = b"".join(_seq(_oid(SHROUDED), _explicit(_seq(_pbes2(key_iterations, kdf),
+                                                         _octets(b"x" * 32))))
+                    for _ in range(keys if key_iterations is not None else 0))
+    contents = _seq(_seq(_oid(DATA), _explicit(_octets(_seq(bags)))))
+    mac = _seq(_seq(_seq(_oid("2.16.840.1.101.3.4.2.1"), b"\x05\x00"), _octets(b"m" * 32)),
+               _octets(b"salt" * 2), _int(mac_iterations))
+    return _seq(_int(3), _seq(_oid(DATA), _explicit(_octets(contents))), mac)
+
+
+@pytest.mark.parametrize(("rounds", "legacy"), [(None, False), (5000, False), (3000, True),
+                                                (pfx.MAX_ITERATIONS, False)])
+def test_client_keys_as_tools_write_them_are_within_the_ceiling(rounds: int | None,
+                                                                legacy: bool) -> None:
+    blob = _pkcs12(rounds, legacy)
+    assert 0 < pfx.check(blob) <= pfx.MAX_TOTAL_ITERATIONS
+    key = kms_instance.load_client_key(_json(blob), "pw", on_secret=None)
+    assert key.key_id == "KAAP.k"
+
+
+@pytest.mark.parametrize(("blob", "words"), [
+    (_hostile(2**31 - 1), ["integrity MAC", "2,147,483,647", "100,000"]),
+    (_hostile(key_iterations=2**31 - 1), ["private key", "2,147,483,647"]),
+    (_hostile(key_iterations=2**80), ["private key", "more than 2^63"]),
+    (_hostile(key_iterations=pfx.MAX_ITERATIONS, keys=5), ["in all"]),
+    (_hostile(key_iterations=1, kdf="1.3.6.1.4.1.11591.4.11"), ["scrypt"]),
+    (_hostile(key_iterations=1, keys=pfx.MAX_ITEMS + 1), ["1,000 contents and bags"]),
+])
+def test_hostile_client_keys_cost_milliseconds_and_name_the_fix(blob: bytes,
+                                                                words: list[str]) -> None:
+    """The issue's file (2^31-1 iterations, a wrong password on purpose) took ~11 minutes of
+    GIL per attempt; refused before deriving anything, it takes milliseconds."""
+    start = time.perf_counter()
+    with pytest.raises(FetchError) as refused:
+        kms_instance.load_client_key(_json(blob), "wrong", source="SecretStore t/s",
+                                     on_secret=None)
+    elapsed = time.perf_counter() - start
+    assert elapsed < 0.5, elapsed  # measured: ~1 ms; the bound leaves room for a busy machine
+    assert (refused.value.kind, refused.value.code) == (Kind.CONFIG, "ClientKeyRefused")
+    message = str(refused.value)
+    for word in ["SecretStore t/s", "dedicatedKMSAuth.clientKeyContent", "new client key",
+                 *words]:
+        assert word in message, (word, message)
+
+
+def test_a_file_above_the_ceiling_written_by_cryptography_is_refused() -> None:
+    blob = _pkcs12(pfx.MAX_ITERATIONS + 1)
+    with pytest.raises(pfx.Refused, match="private key"):
+        pfx.check(blob)
+
+
+def test_ber_indefinite_lengths_and_constructed_octet_strings_are_followed() -> None:
+    """Some writers use BER: indefinite lengths, OCTET STRINGs in pieces. The reader follows
+    them, so a hostile count cannot hide behind BER."""
+    inner = _seq(_seq(_oid(SHROUDED), _explicit(_seq(_pbes2(2**31 - 1), _octets(b"x")))))
+    contents = _seq(_seq(_oid(DATA), _explicit(_octets(inner))))
+    pieces = _tlv(0x24, _octets(contents[:7]), _octets(contents[7:]))  # constructed
+    ber = (b"\x30\x80" + _int(3) + b"\x30\x80" + _oid(DATA) + b"\xa0\x80" + pieces
+           + b"\x00\x00" + b"\x00\x00" + b"\x00\x00")
+    with pytest.raises(pfx.Refused, match="private key"):
+        pfx.check(ber)
+
+
+@hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_damaged_files_are_refused_or_measured_never_crash(data: st.DataObject) -> None:
+    """Whatever the bytes (a real file with bytes changed, cut or inserted; noise), the check
+    answers quickly with a count within the ceiling or `Refused`, nothing else."""
+    base = data.draw(st.sampled_from([_BEST, _hostile(2**31 - 1), _hostile(key_iterations=7)]))
+    blob = bytearray(base)
+    for _ in range(data.draw(st.integers(0, 4))):
+        pos = data.draw(st.integers(0, len(blob) - 1))
+        action = data.draw(st.sampled_from(["set", "cut", "insert"]))
+        byte = data.draw(st.integers(0, 255))
+        if action == "set":
+            blob[pos] = byte
+        elif action == "cut":
+            del blob[pos:pos + data.draw(st.integers(1, 8))]
+        else:
+            blob.insert(pos, byte)
+        if not blob:
+            break
+    if data.draw(st.booleans()):
+        blob = bytearray(data.draw(st.binary(max_size=64)))
+    start = time.perf_counter()
+    with contextlib.suppress(pfx.Refused):
+        assert pfx.check(bytes(blob)) <= pfx.MAX_TOTAL_ITERATIONS
+    assert time.perf_counter() - start < 0.5
+
+
+_BEST = _pkcs12()
+
+
+class _Instance:
+    """Stands in for KmsInstance: answers every read."""
+
+    def get_secret_value(self, key: kms_instance.ClientKey, endpoint: object, name: str,
+                         version_id: str = "", version_stage: str = "") -> SecretValue:
+        return SecretValue(name=name, data=b"v", data_type="text", version_id="1")
+
+
+def test_a_failed_decode_is_remembered_until_the_key_material_changes() -> None:
+    reader = DedicatedReader(_Instance())  # type: ignore[arg-type]
+    endpoint = Endpoint("kst-1.cryptoservice.kms.aliyuncs.com")
+
+    def read(content: str, password: str) -> SecretValue:
+        identity = Identity(CLIENT_KEY, client_key_content=content,
+                            client_key_password=password, source="SecretStore t/s")
+        return reader.get_secret_value(identity, endpoint, "db")
+
+    good = _json(_BEST)
+    for attempt in range(3):
+        with pytest.raises(FetchError) as wrong:
+            read(good, "wrong")
+        assert wrong.value.code == "ClientKeyPasswordWrong"
+        assert reader.decodes == 1, attempt  # the 2nd and 3rd attempts derive nothing
+    hostile = _json(_hostile(2**31 - 1))
+    for _ in range(2):
+        with pytest.raises(FetchError, match="ClientKeyRefused"):
+            read(hostile, "wrong")
+    assert reader.decodes == 2
+    assert read(good, "pw").data == b"v"  # the right password: a new attempt, and it opens
+    assert reader.decodes == 3
+    assert read(good, "pw").data == b"v" and reader.decodes == 3  # decoded once
