@@ -7,17 +7,26 @@ The standard library's `ThreadingHTTPServer` does the HTTP; this module owns the
 parsing, the routing table and the thread's lifecycle, so `metrics` and `health` only say
 which paths answer what.
 
+Bounded: at most `MAX_CONNECTIONS` connections are served at once (one thread each; a
+connection past that is closed at once, never queued behind a stuck one), every read and write
+times out after `_REQUEST_TIMEOUT_SECONDS`, and a connection still open
+`_CONNECTION_DEADLINE_SECONDS` after it was accepted (a client trickling bytes) is shut down by
+the serving loop. So no client, however slow or numerous, grows the thread count or starves
+the probes for long.
+
 An empty host means every interface, IPv6 and IPv4 alike as in Go's `net.Listen`: a
 dual-stack "::" socket, or plain IPv4 when the kernel has no IPv6.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import socket
 import socketserver
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,6 +39,8 @@ _log = logging.getLogger(__name__)
 DISABLED = "0"
 _POLL_SECONDS = 0.1  # how long stop() may wait for the serving loop to notice
 _REQUEST_TIMEOUT_SECONDS = 10.0  # a stuck client must not hold a thread for ever
+_CONNECTION_DEADLINE_SECONDS = 15.0  # nor a client that sends a byte every few seconds
+MAX_CONNECTIONS = 8  # served at once: scrapes and probes are few, short and small
 _WILDCARDS = ("", "0.0.0.0", "::")
 
 
@@ -76,7 +87,58 @@ def same_endpoint(first: str, second: str) -> bool:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True  # a hung scrape must not block stop()
+    block_on_close = False
     routes: Mapping[str, Route]
+
+    def server_activate(self) -> None:
+        self.bound(MAX_CONNECTIONS, _CONNECTION_DEADLINE_SECONDS)
+        self._open: dict[socket.socket, float] = {}  # connection -> when it must be done
+        self._open_lock = threading.Lock()
+        super().server_activate()
+
+    def bound(self, max_connections: int, deadline: float) -> None:
+        self._slots = threading.BoundedSemaphore(max(1, max_connections))
+        self.deadline = deadline
+
+    def process_request(self, request: socket.socket,  # type: ignore[override]
+                        client_address: object) -> None:
+        if not self._slots.acquire(blocking=False):  # full: no thread, no queue
+            self.shutdown_request(request)
+            return
+        with self._open_lock:
+            self._open[request] = time.monotonic() + self.deadline
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # the thread did not start: give the slot back
+            self._done(request)
+            raise
+
+    def process_request_thread(self, request: socket.socket,  # type: ignore[override]
+                               client_address: object) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._done(request)
+
+    def _done(self, request: socket.socket) -> None:
+        with self._open_lock:
+            if self._open.pop(request, None) is None:
+                return
+        self._slots.release()
+
+    def service_actions(self) -> None:
+        """Each turn of the serving loop: shut down connections past their deadline (their
+        thread then fails its read or write and ends)."""
+        now = time.monotonic()
+        with self._open_lock:
+            late = [conn for conn, deadline in self._open.items() if deadline < now]
+        for conn in late:
+            with contextlib.suppress(OSError):  # already closed by its thread
+                conn.shutdown(socket.SHUT_RDWR)
+
+    def open_connections(self) -> int:
+        with self._open_lock:
+            return len(self._open)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind looks up the host's FQDN, a DNS round trip we never need.
@@ -132,7 +194,14 @@ def _route(routes: Mapping[str, Route], path: str, query: str) -> Reply:
         return Reply(500, b"internal error\n")
 
 
-def _bind(host: str, port: int) -> _Server:
+def _bind(host: str, port: int, max_connections: int = MAX_CONNECTIONS,
+          deadline: float = _CONNECTION_DEADLINE_SECONDS) -> _Server:
+    server = _bind_any(host, port)
+    server.bound(max_connections, deadline)  # before serve_forever: no request yet
+    return server
+
+
+def _bind_any(host: str, port: int) -> _Server:
     if host in ("", "::"):
         try:
             return _Server6(("::", port), _Handler)
@@ -153,9 +222,12 @@ class EndpointServer:
     """
 
     def __init__(
-        self, address: str, routes: Mapping[str, Route] | None = None, *, name: str = "ops"
+        self, address: str, routes: Mapping[str, Route] | None = None, *, name: str = "ops",
+        max_connections: int = MAX_CONNECTIONS,
+        deadline: float = _CONNECTION_DEADLINE_SECONDS,
     ) -> None:
         self._endpoint = parse_address(address)
+        self._bounds = (max_connections, deadline)
         self.address = address
         self.name = name
         self._routes: dict[str, Route] = dict(routes or {})
@@ -166,6 +238,11 @@ class EndpointServer:
     @property
     def enabled(self) -> bool:
         return self._endpoint is not None
+
+    def open_connections(self) -> int:
+        """Connections being served now (at most max_connections)."""
+        with self._lock:
+            return 0 if self._server is None else self._server.open_connections()
 
     @property
     def port(self) -> int | None:
@@ -184,7 +261,7 @@ class EndpointServer:
         with self._lock:
             if self._endpoint is None or self._server is not None:
                 return
-            server = _bind(*self._endpoint)
+            server = _bind(*self._endpoint, *self._bounds)
             server.routes = self._routes
             thread = threading.Thread(
                 target=server.serve_forever,

@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from controller.ops.server import EndpointServer, Reply, parse_address, same_endpoint
+from tests.waiting import wait_for
 
 
 def request(port: int, path: str, method: str = "GET") -> tuple[int, bytes]:
@@ -121,3 +122,54 @@ def test_start_twice_keeps_one_server() -> None:
         srv.start()
         assert srv.port == port
         assert sum(t.name == "twice-http" for t in threading.enumerate()) == 1
+
+
+def _threads() -> int:
+    return threading.active_count()
+
+
+def test_connections_past_the_bound_are_closed_and_threads_stay_bounded() -> None:
+    """A client opening many connections and sending nothing gets no thread per connection:
+    at most `max_connections` are served, the rest are closed at once, the probes answer
+    again as soon as the slow ones are cut at their deadline."""
+    server = EndpointServer("127.0.0.1:0", {"/healthz": lambda _q: Reply(200, b"ok\n")},
+                            max_connections=3, deadline=1.0)
+    server.start()
+    port = server.port
+    assert port is not None
+    before = _threads()
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(3)]
+    try:
+        wait_for(lambda: server.open_connections() == 3, 5, "3 connections served")
+        extra = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(20)]
+        for conn in extra:  # closed at once, without an answer
+            assert conn.recv(1) == b""
+            conn.close()
+        assert _threads() <= before + 3
+        # The stuck ones are cut at their deadline, and the probe answers again.
+        wait_for(lambda: server.open_connections() == 0, 10, "stuck connections cut")
+        for conn in idle:
+            assert conn.recv(1) == b""
+        assert request(port, "/healthz") == (200, b"ok\n")
+        wait_for(lambda: _threads() <= before, 5, "handler threads ended")
+    finally:
+        for conn in idle:
+            conn.close()
+        server.stop()
+
+
+def test_a_client_trickling_bytes_is_cut_at_the_deadline() -> None:
+    server = EndpointServer("127.0.0.1:0", {"/metrics": lambda _q: Reply(200, b"m\n")},
+                            max_connections=2, deadline=0.5)
+    server.start()
+    port = server.port
+    assert port is not None
+    conn = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        conn.sendall(b"GET /metrics HTTP/1.1\r\n")  # and then nothing more
+        wait_for(lambda: server.open_connections() == 0, 10, "trickling client cut")
+        assert conn.recv(1) == b""
+        assert request(port, "/metrics") == (200, b"m\n")
+    finally:
+        conn.close()
+        server.stop()
