@@ -27,6 +27,7 @@ from controller.alicloud.kms_instance import KmsInstance
 from controller.alicloud.oos import Oos
 from controller.clustersecrets import ClusterExternalSecrets
 from controller.engine.reconciler import Outcome
+from controller.engine.stores import operator_endpoints
 from controller.kube.client import api_client
 from controller.kube.leader import LeaderElector
 from controller.kube.rest import Rest
@@ -126,7 +127,8 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
         # function), never variables, so no values.
         faulthandler.register(signal.SIGQUIT, all_threads=True)
 
-    metrics = Metrics(version=__version__, commit=buildinfo.commit())
+    metrics = Metrics(version=__version__, commit=buildinfo.commit(),
+                      known_endpoints=operator_endpoints(settings))
     hooks = MetricsHooks(metrics)
 
     def on_kms_call(endpoint: str, code: str, seconds: float) -> None:

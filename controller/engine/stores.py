@@ -570,6 +570,22 @@ def _operator_endpoint(text: str, protocol: str, flag: str) -> ParsedEndpoint:
                            "must give https://host[:port]") from None
 
 
+def operator_endpoints(settings: Settings) -> tuple[str, ...]:
+    """The endpoint hosts the operator named (--kms-endpoint or the region's, --oos-endpoint,
+    exact --allowed-endpoints entries) as host[:port]: the ones metrics label by name."""
+    texts = [(settings.default_kms_endpoint(), settings.kms_protocol),
+             (settings.default_oos_endpoint(), settings.kms_protocol),
+             *((entry, "https") for entry in settings.allowed_endpoints
+               if not entry.startswith("*."))]
+    hosts = []
+    for text, protocol in texts:
+        try:
+            hosts.append(parse_endpoint(text.strip(), protocol).host)
+        except ValueError:
+            continue
+    return tuple(dict.fromkeys(hosts))
+
+
 def endpoint_allowed(endpoint: ParsedEndpoint, allowed: tuple[str, ...]) -> bool:
     """The parsed hostname is a name under aliyuncs.com (a DNS-suffix match on whole labels),
     or matches an entry of `allowed`: an exact host (any port), an exact host:port, or

@@ -12,14 +12,20 @@ Label values are object identities and outcomes only: namespace, name, endpoint,
 error code, result, kind, verb. Never a secret value, key content or message text. Free-form
 values the engine passes for code/endpoint/kind/verb/api are checked against a conservative
 charset and length; anything else is exported as "invalid" rather than as itself, which also
-keeps a surprising error string from creating unbounded series.
+keeps a surprising error string from creating unbounded series. Endpoints are chosen by
+tenants (a store's endpoint, an entry's kmsEndpoint): only the endpoints the operator named
+(`known_endpoints`: --kms-endpoint or the region's, --oos-endpoint, exact --allowed-endpoints
+hosts) are labels of their own, every other host is counted as "other"; error codes are kept
+as themselves up to `MAX_CODES` distinct ones, then "other". So the series stay bounded
+whatever tenants create, and a deleted store leaves no series behind.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -62,6 +68,8 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 QUEUE_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 INVALID_LABEL = "invalid"
+OTHER_LABEL = "other"
+MAX_CODES = 64  # distinct error codes labelled as themselves (the services have ~40)
 _SAFE_LABEL = re.compile(r"[A-Za-z0-9_.:/\[\]-]{1,128}")
 
 
@@ -86,9 +94,13 @@ class Metrics:
         commit: str = "unknown",
         process_metrics: bool = True,
         wall: Callable[[], float] = time.time,
+        known_endpoints: Iterable[str] = (),
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._wall = wall
+        self.known_endpoints = frozenset(e.lower() for e in known_endpoints)
+        self._codes: set[str] = set()
+        self._codes_lock = threading.Lock()
         if process_metrics:
             ProcessCollector(registry=self.registry)
             PlatformCollector(registry=self.registry)
@@ -236,9 +248,20 @@ class Metrics:
 
     def observe_kms(self, api: str, endpoint: str, code: str, seconds: float) -> None:
         """One KMS call to `endpoint` (host[:port]) returned `code`: "OK" or the error code."""
-        api, endpoint = safe_label(api), safe_label(endpoint)
-        self.kms_requests_total.labels(api=api, code=safe_label(code), endpoint=endpoint).inc()
+        api = safe_label(api)
+        endpoint = endpoint if endpoint.lower() in self.known_endpoints else OTHER_LABEL
+        self.kms_requests_total.labels(api=api, code=self._code(code), endpoint=endpoint).inc()
         self.kms_request_duration.labels(api=api, endpoint=endpoint).observe(seconds)
+
+    def _code(self, code: str) -> str:
+        code = safe_label(code)
+        with self._codes_lock:
+            if code in self._codes:
+                return code
+            if len(self._codes) < MAX_CODES:
+                self._codes.add(code)
+                return code
+        return OTHER_LABEL
 
     def track_queue_depth(self, depth: Callable[[], float]) -> None:
         """Read the queue depth from `depth()` at each scrape (e.g. `WorkQueue.depth`)."""

@@ -11,14 +11,15 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.metrics_core import Metric
 
-from controller.ops.metrics import PREFIX, SYNC_RESULTS, Metrics, MetricsServer
+from controller.ops.metrics import MAX_CODES, PREFIX, SYNC_RESULTS, Metrics, MetricsServer
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 
 
 @pytest.fixture
 def metrics() -> Metrics:
-    return Metrics(version="1.2.3", process_metrics=False, wall=lambda: 1_700_000_000.0)
+    return Metrics(version="1.2.3", process_metrics=False, wall=lambda: 1_700_000_000.0,
+                   known_endpoints=("kms-vpc.cn-hangzhou.aliyuncs.com", "127.0.0.1:8443"))
 
 
 def value(m: Metrics, metric: str, /, **labels: str) -> float | None:
@@ -152,6 +153,34 @@ def test_free_form_label_values_that_do_not_look_like_codes_become_invalid(
     assert value(metrics, "kms_requests_total", api="GetSecretValue", code="invalid",
                  endpoint="127.0.0.1:8443") == 1.0
     assert value(metrics, "kubernetes_writes_total", kind="Secret", verb="invalid") == 1.0
+
+
+def test_endpoint_and_code_labels_stay_bounded_whatever_tenants_name(
+    metrics: Metrics,
+) -> None:
+    """Tenants choose endpoint hosts (stores, entries, KMS instances): 1,000 distinct hosts
+    and 1,000 distinct codes add a handful of series, not thousands; the operator's endpoints
+    keep their names."""
+    def series() -> int:
+        return sum(1 for f in metrics.registry.collect()
+                   if f.name.startswith(PREFIX + "kms_") for sample in f.samples
+                   if sample.name.endswith("_total"))  # one per label set
+
+    metrics.observe_kms("GetSecretValue", "kms-vpc.cn-hangzhou.aliyuncs.com", "OK", 0.1)
+    for i in range(1000):
+        metrics.observe_kms("GetSecretValue", f"kst-{i}.cryptoservice.kms.aliyuncs.com",
+                            "OK", 0.1)
+    settled = series()
+    for i in range(1000):
+        metrics.observe_kms("GetSecretValue", f"kst-{i}.example", f"Code{i}", 0.1)
+    assert series() <= settled + MAX_CODES + 1
+    assert value(metrics, "kms_requests_total", api="GetSecretValue", code="OK",
+                 endpoint="other") == 1000.0
+    assert value(metrics, "kms_requests_total", api="GetSecretValue", code="OK",
+                 endpoint="kms-vpc.cn-hangzhou.aliyuncs.com") == 1.0
+    assert value(metrics, "kms_requests_total", api="GetSecretValue", code="other",
+                 endpoint="other") == 1000.0 - (MAX_CODES - 1)
+    assert "kst-" not in metrics.exposition().decode()
 
 
 def test_queue_metrics(metrics: Metrics) -> None:

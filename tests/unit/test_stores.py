@@ -24,6 +24,7 @@ from controller.engine.stores import (
     Source,
     StoreProblem,
     StoreResolver,
+    operator_endpoints,
     parse_endpoint,
 )
 
@@ -571,3 +572,10 @@ def test_the_crd_carries_the_endpoint_pattern() -> None:
         for doc in yaml.safe_load_all(path.read_text()):
             walk(doc)
     assert len(found) >= 4 and set(found) == {ENDPOINT_PATTERN}, found
+
+
+def test_operator_endpoints_are_the_hosts_the_operator_named() -> None:
+    cfg = _settings(["--kms-endpoint", "https://kms.flag.example:8443/", "--region", "cn-x",
+                     "--allowed-endpoints", "127.0.0.1:9443,*.corp.example,bad/x"])
+    assert operator_endpoints(cfg) == ("kms.flag.example:8443", "oos-vpc.cn-x.aliyuncs.com",
+                                       "127.0.0.1:9443")
