@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from typing import Any
 
 from kubernetes import client, config
+from kubernetes.config import kube_config
 
 
 def api_client(kubeconfig: str = "", pool_size: int = 32) -> Any:
@@ -15,15 +19,57 @@ def api_client(kubeconfig: str = "", pool_size: int = 32) -> Any:
     """
     cfg = client.Configuration()
     if kubeconfig:
-        config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=kubeconfig, client_configuration=cfg)
+        _load_kube_config(cfg, kubeconfig)
     else:
         try:
             config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
         except config.ConfigException:
-            config.load_kube_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+            _load_kube_config(cfg, None)
     cfg.connection_pool_maxsize = pool_size
     return client.ApiClient(cfg)
+
+
+def _load_kube_config(cfg: Any, path: str | None) -> None:
+    """Load a kubeconfig without leaving its credentials on disk.
+
+    The Kubernetes client writes inline client-key-data, client-certificate-data and
+    certificate-authority-data to temporary files (TLS wants paths) and removes them only in
+    an atexit hook, so they stayed in $TMPDIR after a SIGKILL, an OOM kill or os._exit, in a
+    directory other tenants' files share. Here they are written to a private directory that
+    is removed before this function returns, whatever happens; their content lives on in
+    memory-only files (memfd, close-on-exec), gone with the process however it ends.
+    """
+    scratch = tempfile.mkdtemp(prefix="asm-kubeconfig-")
+    try:
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=path, client_configuration=cfg, temp_file_path=scratch)
+        for attr in ("cert_file", "key_file", "ssl_ca_cert"):
+            value = getattr(cfg, attr, None)
+            if value and os.path.dirname(os.path.abspath(value)) == scratch:
+                setattr(cfg, attr, _in_memory(value, attr))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        _forget_temp_files(scratch)
+
+
+def _in_memory(path: str, name: str) -> str:
+    """The content of `path` in a memory-only file; returns a path that opens it."""
+    with open(path, "rb") as fh:
+        content = fh.read()
+    fd = os.memfd_create(f"kubeconfig-{name}", os.MFD_CLOEXEC)
+    view = memoryview(content)
+    while view:
+        view = view[os.write(fd, view):]
+    return f"/proc/self/fd/{fd}"
+
+
+def _forget_temp_files(scratch: str) -> None:
+    """The client caches the files it wrote by content; forget the ones just removed, so a
+    later load writes them again instead of naming a removed file."""
+    cache = getattr(kube_config, "_temp_files", None)
+    if isinstance(cache, dict):
+        for key in [k for k, v in cache.items() if str(v).startswith(scratch + os.sep)]:
+            del cache[key]
 
 
 def token_client(host: str, token: str, ca_file: str) -> Any:
