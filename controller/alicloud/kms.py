@@ -6,27 +6,28 @@ Retries (tenacity): throttling waits for `x-acs-retry-after` when the service se
 access denied are final for this attempt; an expired security token rebuilds the identity and
 is retried once.
 
-A KMS instance endpoint's private CA is given as PEM (the store's `ca` or `caSecretRef`) and
-written to a file, as the SDK wants a path. The SDK (darabonba 1.0.9) keeps one https session
-per protocol, `host:port` and pool size per process, and every CA file used with a session is
-added to its trust store; so each distinct CA of a host is given its own pool size (see
-`_pool_size`), hence its own session: one store's CA never widens another store's trust.
+A KMS instance endpoint's private CA is given as PEM (the store's `ca` or `caSecretRef`). The
+SDK wants a path: the PEM goes into a memory-only file (memfd, close-on-exec; nothing in
+$TMPDIR, which other tenants' token files share). The SDK (darabonba 1.0.9) keeps one https
+session per protocol, `host:port` and pool size per process, and every CA file used with a
+session is added to its trust store; so each distinct CA of a host is given its own pool size
+(`CaSessions`), hence its own session: one store's CA never widens another store's trust.
 
 Pruning: SDK clients (per endpoint and identity), rate limiters (per host) and cool-downs
 (per identity and host) unused for `idle` seconds are dropped by the amortized sweep of
-`pool.SdkClients`, and `forget_identity` drops an identity's at once. The pool sizes
-and CA files are kept: there is one per distinct private CA ever seen, matching an SDK
-session that the SDK keeps for the life of the process, and reusing a size could give a CA's
-session to another CA.
+`pool.SdkClients`, and `forget_identity` and `release` drop theirs at once. A private CA is
+held while an SDK client uses it: when the last one is dropped, its memory file is closed and
+the SDK's session for it (its TLS context and connections) is closed and removed from the
+SDK's session table, and only then may its pool size serve another CA. A call still in flight
+on that session fails as a dropped connection and is retried on a new client.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import os
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -94,11 +95,11 @@ class Kms:
         self.clock = clock
         # Clients and limiters; cool-downs over for longer than `idle` go in the same sweep.
         self.clients = SdkClients(identities, rate_per_endpoint, idle=idle, clock=clock,
-                                  on_sweep=self._prune_cooldowns)
+                                  on_sweep=self._prune_cooldowns, on_drop=self._dropped)
         self._also_cancel: list[Callable[[], None]] = []
         self._lock = threading.Lock()  # guards the maps below
-        self._ca_dir = ""  # made on first use: most installations have no private CA
-        self._pool_sizes: dict[tuple[str, str, str], int] = {}
+        self.cas = CaSessions()
+        self._ca_users: dict[int, Endpoint] = {}  # id(SDK client) -> the endpoint whose CA it holds
         # (identity fingerprint, endpoint host) -> (monotonic end of its cool-down, strikes)
         self._cooldowns: dict[tuple[str, str], tuple[float, int]] = {}
         self.calls = 0
@@ -116,8 +117,8 @@ class Kms:
             other()
 
     def close(self) -> None:
-        if self._ca_dir:
-            shutil.rmtree(self._ca_dir, ignore_errors=True)
+        """Drop every client (which releases every CA session)."""
+        self.clients.close()
 
     def client(self, identity: Identity, endpoint: Endpoint) -> tuple[Any, Any]:
         """(SDK client, the credentials client it signs with) for `endpoint` as `identity`,
@@ -149,7 +150,7 @@ class Kms:
         """How many entries each map holds (for tests and the churn benchmark)."""
         sizes = self.clients.sizes()
         with self._lock:
-            sizes.update(cooldowns=len(self._cooldowns), pool_sizes=len(self._pool_sizes))
+            sizes.update(cooldowns=len(self._cooldowns), ca_sessions=len(self.cas))
         return {**sizes, "identities": len(self.identities)}
 
     # ------------------------------------------------------------------ public
@@ -247,46 +248,112 @@ class Kms:
             credential = self.identities.credential(identity)
         except ValueError as exc:  # the credentials library refused the configuration
             raise classify(exc, who=identity.describe()) from None
-        config = Config(
-            credential=credential,
-            endpoint=endpoint.host,
-            protocol=endpoint.protocol,
-            region_id=self.region,
-            connect_timeout=self.timeouts[0],
-            read_timeout=self.timeouts[1],
-            ca=self._ca_file(endpoint.ca_pem) if endpoint.ca_pem else None,
-            max_idle_conns=self._pool_size(endpoint),
-        )
-        return Client(config), credential
+        ca_path, pool_size = self.cas.acquire(endpoint) if endpoint.ca_pem else (None, None)
+        try:
+            config = Config(
+                credential=credential,
+                endpoint=endpoint.host,
+                protocol=endpoint.protocol,
+                region_id=self.region,
+                connect_timeout=self.timeouts[0],
+                read_timeout=self.timeouts[1],
+                ca=ca_path,
+                max_idle_conns=pool_size,
+            )
+            client = Client(config)
+        except BaseException:
+            if endpoint.ca_pem:
+                self.cas.release(endpoint)
+            raise
+        if endpoint.ca_pem:
+            with self._lock:
+                self._ca_users[id(client)] = endpoint
+        return client, credential
 
-    def _pool_size(self, endpoint: Endpoint) -> int | None:
-        """The SDK keeps one HTTPS session (and one TLS trust store, to which every CA used with
-        it is added) per protocol, host:port and pool size. Each distinct private CA of a host
-        gets a pool size of its own, hence a session and trust store of its own: a CA that one
-        store names is never trusted for another store's connections."""
-        if not endpoint.ca_pem:
-            return None  # the SDK's default session: the system trust store only
-        key = (endpoint.protocol, endpoint.host, hashlib.sha256(endpoint.ca_pem.encode())
-               .hexdigest())
+    def _dropped(self, entry: tuple[Any, Any]) -> None:
+        """An SDK client was dropped: release the CA session it held, if any."""
         with self._lock:
-            size = self._pool_sizes.get(key)
-            if size is None:
-                taken = sum(1 for k in self._pool_sizes if k[:2] == key[:2])
-                size = self._pool_sizes[key] = SDK_DEFAULT_POOL + 1 + taken
-            return size
+            endpoint = self._ca_users.pop(id(entry[0]), None)
+        if endpoint is not None:
+            self.cas.release(endpoint)
 
-    def _ca_file(self, pem: str) -> str:
-        """The SDK wants a CA file path, not PEM content: write each CA once."""
+
+@dataclass
+class _CaSession:
+    size: int  # the SDK pool size that keys its session
+    fd: int  # the memory-only file holding the PEM
+    users: int = 0
+
+
+class CaSessions:
+    """Each distinct (protocol, host, private CA) in use: an SDK pool size of its own (so a
+    session and trust store of its own) and its PEM in a memory-only file. Held by the SDK
+    clients that use it, released with the last: the file closed, the SDK's session closed
+    and removed, the pool size free again."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[tuple[str, str, str], _CaSession] = {}
+
+    def __len__(self) -> int:
         with self._lock:
-            if not self._ca_dir:
-                self._ca_dir = tempfile.mkdtemp(prefix="asm-kms-ca-")
-        path = os.path.join(self._ca_dir, hashlib.sha256(pem.encode()).hexdigest()[:16] + ".pem")
-        if not os.path.exists(path):
-            tmp = path + ".tmp"
-            with open(tmp, "w") as fh:
-                fh.write(pem)
-            os.replace(tmp, path)
-        return path
+            return len(self._held)
+
+    def acquire(self, endpoint: Endpoint) -> tuple[str, int]:
+        """(CA file path, pool size) for `endpoint`; one more user."""
+        key = _ca_key(endpoint)
+        with self._lock:
+            held = self._held.get(key)
+            if held is None:
+                taken = {h.size for k, h in self._held.items() if k[:2] == key[:2]}
+                size = next(n for n in itertools.count(SDK_DEFAULT_POOL + 1) if n not in taken)
+                held = self._held[key] = _CaSession(size, _memory_file(endpoint.ca_pem))
+            held.users += 1
+            return f"/proc/self/fd/{held.fd}", held.size
+
+    def release(self, endpoint: Endpoint) -> None:
+        """One user fewer; the last one closes the file and the SDK's session."""
+        key = _ca_key(endpoint)
+        with self._lock:
+            held = self._held.get(key)
+            if held is None:
+                return
+            held.users -= 1
+            if held.users > 0:
+                return
+            # Closed under the lock: the size is not handed out again before its session is
+            # gone from the SDK's table (a new session, a new trust store).
+            del self._held[key]
+            _close_sdk_sessions(endpoint.protocol, endpoint.host, held.size)
+            os.close(held.fd)
+
+
+def _ca_key(endpoint: Endpoint) -> tuple[str, str, str]:
+    return (endpoint.protocol, endpoint.host,
+            hashlib.sha256(endpoint.ca_pem.encode()).hexdigest())
+
+
+def _memory_file(text: str) -> int:
+    fd = os.memfd_create("kms-ca", os.MFD_CLOEXEC)
+    view = memoryview(text.encode())
+    while view:
+        view = view[os.write(fd, view):]
+    return fd
+
+
+def _close_sdk_sessions(protocol: str, host: str, size: int) -> None:
+    """Close and forget the SDK's sessions of `host` with pool size `size` (darabonba keys
+    them "protocol://<host header>:<request port>:pool=size"; its table is a class
+    attribute, checked by tests/testbed/test_kms_fairness.py)."""
+    from darabonba.core import DaraCore
+
+    sessions: dict[str, Any] = getattr(DaraCore, "_sessions", {})
+    prefix, suffix = f"{protocol.lower()}://{host}:", f":pool={size}"
+    for session_key in [k for k in list(sessions) if k.startswith(prefix) and k.endswith(suffix)
+                        and ":" not in k[len(prefix):-len(suffix)]]:  # the port field only
+        session = sessions.pop(session_key, None)
+        if session is not None:
+            session.close()
 
 
 def _value(name: str, body: Any) -> SecretValue:

@@ -102,7 +102,10 @@ class ClientPool(Generic[K, C]):
         built = build()
         with self._lock:
             self._client_used[key] = self.clock()
-            return self._clients.setdefault(key, built)
+            kept = self._clients.setdefault(key, built)
+        if kept is not built and self.on_drop is not None:
+            self.on_drop(built)  # lost the race: release what the spare one holds
+        return kept
 
     def limiter(self, host: str) -> RateLimiter:
         """The rate limiter of one endpoint host (shared by all identities using it)."""

@@ -1,13 +1,16 @@
 """The KMS client (controller.alicloud.kms) with the real SDK against the fake cloud: an
 identity that KMS keeps throttling cools down without holding workers while another identity's
 reads go on; `cancel()` ends retries at once (the stop deadline); each private CA of a host
-gets its own TLS session."""
+gets its own TLS session, released (session, fd) with its last client."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +18,8 @@ from controller.alicloud.errors import FetchError, Kind
 from controller.alicloud.identity import ACCESS_KEY, Identity, IdentityPool
 from controller.alicloud.kms import Endpoint, Kms
 from tests.fakecloud import FakeCloud
+from tests.fakecloud.tls import write_tls_files
+from tests.waiting import wait_for
 
 A = Identity(ACCESS_KEY, access_key_id="LTAIaaaaaaaaaaaa0001", access_key_secret="secret-a")
 B = Identity(ACCESS_KEY, access_key_id="LTAIbbbbbbbbbbbb0002", access_key_secret="secret-b")
@@ -86,7 +91,52 @@ def test_each_private_ca_of_a_host_gets_its_own_session(kms: Kms) -> None:
     host = "kst-1.cryptoservice.kms.aliyuncs.com"
     right = Endpoint(host, "https", "-----BEGIN CERTIFICATE-----\nRIGHT\n")
     wrong = Endpoint(host, "https", "-----BEGIN CERTIFICATE-----\nWRONG\n")
-    plain = Endpoint(host, "https")
-    sizes = {kms._pool_size(e) for e in (right, wrong, plain)}
-    assert len(sizes) == 3 and None in sizes
-    assert kms._pool_size(right) == kms._pool_size(right)
+    (_, one), (_, two), (_, again) = (kms.cas.acquire(e) for e in (right, wrong, right))
+    assert one != two and one == again and len(kms.cas) == 2
+    for endpoint in (right, wrong, right):
+        kms.cas.release(endpoint)
+    assert len(kms.cas) == 0
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _sdk_sessions() -> set[str]:
+    from darabonba.core import DaraCore
+
+    return set(DaraCore._sessions)
+
+
+def test_a_private_ca_is_released_with_its_last_client(cloud: FakeCloud, kms: Kms,
+                                                       tmp_path: Path) -> None:
+    """Issue 18 case 6: each distinct store CA kept an SDK session (~1 MiB), an fd and a
+    file in /tmp for the life of the process. Now: no file anywhere, and when the last
+    client using a CA is released, its session and fd go too; 50 distinct CAs come and go
+    and leave the session table, the fd count and the CA sessions where they started. A
+    CA that does not sign the server still fails after the right one's session was
+    released and its pool size handed on (no widened trust)."""
+    endpoint = Endpoint(cloud.kms_tls_endpoint, "https", cloud.ca_pem)
+    sessions, fds = _sdk_sessions(), _fds()
+    assert kms.get_secret_value(A, endpoint, "a").data == b"va"
+    assert len(kms.cas) == 1 and len(_sdk_sessions() - sessions) == 1
+    assert kms.release(A, endpoint)
+    assert len(kms.cas) == 0 and _sdk_sessions() == sessions
+    # (the fake cloud runs in this process: its side of a closed connection ends soon after)
+    wait_for(lambda: _fds() <= fds, 10, "fds back where they started")
+    tmp = Path(tempfile.gettempdir())
+    assert not list(tmp.glob("asm-kms-ca-*"))
+    for i in range(50):  # distinct CAs (the real one with a distinct comment)
+        other = Endpoint(cloud.kms_tls_endpoint, "https", f"{cloud.ca_pem}\n# {i}\n")
+        assert kms.get_secret_value(B, other, "b").data == b"vb"
+        kms.release(B, other)
+    assert len(kms.cas) == 0 and _sdk_sessions() == sessions
+    wait_for(lambda: _fds() <= fds, 10, "fds back where they started")
+    (tmp_path / "other").mkdir()
+    stranger = Endpoint(cloud.kms_tls_endpoint, "https",
+                        write_tls_files(tmp_path / "other").ca_pem)
+    with pytest.raises(FetchError) as untrusted:
+        kms.get_secret_value(A, stranger, "a")
+    assert untrusted.value.kind == Kind.CONFIG
+    kms.release(A, stranger)
+    assert len(kms.cas) == 0 and _sdk_sessions() == sessions
