@@ -72,6 +72,15 @@ class DedicatedReader:
             self._keys[fingerprint] = key
         return key
 
+    def release(self, identity: Identity, endpoint: Endpoint) -> bool:
+        """No read uses `endpoint` as `identity` any more: forget the decoded key and close
+        the endpoint's connections and TLS context now (another store reading the same
+        instance builds them again on its next read). Returns whether a pool was held."""
+        with self._lock:
+            self._keys.pop(identity.fingerprint(), None)
+        target = InstanceEndpoint(endpoint.host, endpoint.ca_pem, endpoint.insecure)
+        return self.instance.clients.drop_key(target)
+
     def cancel(self) -> None:
         self.instance.cancel()
 

@@ -120,8 +120,8 @@ class Fetcher:
 
     def release(self, clients: Iterable[tuple[str, Any, Any]]) -> None:
         """No read goes through these (provider, endpoint, identity) clients any more: the
-        readers drop them now. Readers without `release` (KMS instances: per endpoint, swept
-        when idle) are left to their sweep."""
+        readers drop them now (KMS instances: the decoded client key and the endpoint's
+        connections and TLS context). Readers without `release` are left to their sweep."""
         for provider, endpoint, identity in clients:
             release = getattr(self._reader(provider), "release", None)
             if release is not None:

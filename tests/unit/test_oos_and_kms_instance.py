@@ -363,3 +363,17 @@ def test_a_failed_decode_is_remembered_until_the_key_material_changes() -> None:
     assert read(good, "pw").data == b"v"  # the right password: a new attempt, and it opens
     assert reader.decodes == 3
     assert read(good, "pw").data == b"v" and reader.decodes == 3  # decoded once
+
+
+def test_releasing_a_dedicated_read_forgets_the_key_and_closes_the_pool() -> None:
+    instance = kms_instance.KmsInstance()
+    reader = DedicatedReader(instance)
+    identity = Identity(CLIENT_KEY, client_key_content=_json(_BEST), client_key_password="pw")
+    endpoint = Endpoint("kst-1.cryptoservice.kms.aliyuncs.com", ca_pem="")
+    reader._key(identity)
+    instance._pool(kms_instance.InstanceEndpoint(endpoint.host))
+    assert instance.sizes()["pools"] == 1 and reader.decodes == 1
+    assert reader.release(identity, endpoint)
+    assert instance.sizes()["pools"] == 0
+    reader._key(identity)
+    assert reader.decodes == 2  # the key was forgotten: decoded again on the next read
