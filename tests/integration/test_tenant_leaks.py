@@ -1,0 +1,203 @@
+"""Issue 18, cases 5 and 6, against the real controller process: an endpoint written to trick
+a suffix match never gets a signed request (nor any connection), and what tenants create for
+the controller (stores with private CAs, endpoint hosts of their choosing) is released with
+them: 1,000 distinct CAs and endpoint hosts created and deleted leave the temp dir, the open
+fds, the metric series and the RSS where they started."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from tests.cluster import free_port
+from tests.fakecloud import FakeCloud
+from tests.integration.conftest import AK_ID, AK_SECRET, K8s
+from tests.waiting import wait_for
+
+
+class Listener:
+    """A TCP listener on 127.0.0.1 that counts the connections it gets (a host a tenant
+    would like the controller to sign requests to)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                conn, _addr = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+        self._thread.join(5)
+
+
+@pytest.fixture
+def listener() -> Iterator[Listener]:
+    listening = Listener()
+    yield listening
+    listening.close()
+
+
+def _ak_secret(k8s: K8s, ns: str) -> None:
+    k8s.core.create_namespaced_secret(ns, {"metadata": {"name": "ak"},
+                                           "stringData": {"id": AK_ID, "secret": AK_SECRET}})
+
+
+def _store(name: str, endpoint: str, ca: str = "") -> dict[str, Any]:
+    kms: dict[str, Any] = {"KMSAuth": {"accessKey": {"name": "ak", "key": "id"},
+                                       "accessKeySecret": {"name": "ak", "key": "secret"}},
+                           "endpoint": endpoint}
+    if ca:
+        kms["ca"] = ca
+    return {"kind": "SecretStore", "metadata": {"name": name}, "spec": {"KMS": kms}}
+
+
+def _es(name: str, store: str, **entry: Any) -> dict[str, Any]:
+    return {"kind": "ExternalSecret", "metadata": {"name": name},
+            "spec": {"data": [{"key": "db", "secretStoreRef": {"name": store}, **entry}]}}
+
+
+def _reason(k8s: K8s, ns: str, name: str) -> str:
+    return str((k8s.ready(ns, name) or {}).get("reason", ""))
+
+
+def test_endpoint_tricks_never_reach_a_host_the_tenant_chose(
+    k8s: K8s, cloud: FakeCloud, namespace: str, listener: Listener,
+    start_controller: Callable[..., Any],
+) -> None:
+    """Before: `https://127.0.0.1:PORT/x:.aliyuncs.com` passed the suffix match and the SDK
+    sent a request signed with the controller's AccessKey to the tenant's listener. Now the
+    apiserver refuses the trick (the CRD pattern), and what the CRD admits but the allow-list
+    does not is refused by the controller before any connection."""
+    cloud.put_secret("db", "pw")
+    _ak_secret(k8s, namespace)
+    port = listener.port
+    tricks = [f"https://127.0.0.1:{port}/x:.aliyuncs.com",
+              f"https://127.0.0.1:{port}/x.aliyuncs.com",
+              f"https://127.0.0.1:{port}?x.aliyuncs.com",
+              f"https://127.0.0.1:{port}#x.aliyuncs.com",
+              f"https://x.aliyuncs.com@127.0.0.1:{port}"]
+    for i, text in enumerate(tricks):
+        with pytest.raises(ApiException) as store:
+            k8s.create(namespace, "secretstores", _store(f"trick-{i}", text))
+        assert store.value.status == 422, text
+        with pytest.raises(ApiException) as entry:
+            k8s.create(namespace, "externalsecrets",
+                       _es(f"trick-{i}", "good", kmsEndpoint=text))
+        assert entry.value.status == 422, text
+    # Admitted by the CRD, refused by the allow-list: no connection at all.
+    k8s.create(namespace, "secretstores", _store("listener", f"https://127.0.0.1:{port}"))
+    k8s.create(namespace, "externalsecrets", _es("by-store", "listener"))
+    k8s.create(namespace, "secretstores", _store("good", f"http://{cloud.kms_endpoint}"))
+    k8s.create(namespace, "externalsecrets",
+               _es("by-entry", "good", kmsEndpoint=f"127.0.0.1:{port}"))
+    k8s.create(namespace, "externalsecrets", _es("control", "good"))
+    start_controller("--polling-interval", "1h", "--allow-http-endpoints",
+                     "--allowed-endpoints", cloud.kms_endpoint)
+    wait_for(lambda: k8s.secret_data(namespace, "control") == {"db": "pw"},
+             what="the control ExternalSecret synced (the controller is reading)")
+    for name in ("by-store", "by-entry"):
+        wait_for(lambda n=name: _reason(k8s, namespace, n) == "EndpointRefused",
+                 what=f"{name}: EndpointRefused")
+    assert listener.accepted == 0
+
+
+# ----------------------------------------------------------------- what tenants leave behind
+
+RSS_TOLERANCE_MIB = 48  # a CA session kept was ~1 MiB each: 1,000 kept would be ~1,000 MiB
+
+
+def _host(i: int, port: int) -> str:
+    """The i-th spelling of 127.0.0.1 (zeros padded: '127.00.000.1'); all connect to the
+    fake cloud, each is a distinct endpoint host (and fails TLS's hostname check quickly)."""
+    return f"127.{'0' * (1 + i // 32)}.{'0' * (1 + i % 32)}.1:{port}"
+
+
+def _fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def _series(port: int) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return sum(1 for line in text.splitlines()
+               if line.startswith("ack_secret_manager_kms_requests_total{"))
+
+
+def _round(k8s: K8s, ns: str, cloud: FakeCloud, first: int, count: int) -> None:
+    """`count` stores (distinct CA, distinct host) with an ExternalSecret each: created,
+    read (every one reports a Ready condition), then deleted."""
+    port = int(cloud.kms_tls_endpoint.rsplit(":", 1)[1])
+    names = [f"t{i}" for i in range(first, first + count)]
+    for i, name in zip(range(first, first + count), names, strict=True):
+        k8s.create(ns, "secretstores", _store(name, f"https://{_host(i, port)}",
+                                              f"{cloud.ca_pem}\n# tenant {i}\n"))
+        k8s.create(ns, "externalsecrets", _es(name, name))
+
+    def reported() -> bool:
+        items = k8s.custom.list_namespaced_custom_object(
+            "alibabacloud.com", "v1alpha1", ns, "externalsecrets")["items"]
+        done = sum(1 for item in items
+                   if any(c.get("type") == "Ready"
+                          for c in (item.get("status") or {}).get("conditions") or []))
+        return done >= count
+
+    wait_for(reported, 120, f"{count} ExternalSecrets report a Ready condition", interval=1)
+    for name in names:
+        k8s.delete(ns, "externalsecrets", name)
+        k8s.delete(ns, "secretstores", name)
+
+
+def test_a_thousand_cas_and_endpoint_hosts_leave_nothing_behind(
+    k8s: K8s, cloud: FakeCloud, namespace: str, tmp_path: Path,
+    start_controller: Callable[..., Any],
+) -> None:
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    metrics_port = free_port()
+    cloud.put_secret("db", "pw")
+    _ak_secret(k8s, namespace)
+    controller = start_controller(
+        "--kms-endpoint", cloud.kms_endpoint, "--polling-interval", "1h",
+        "--allowed-endpoints", "*.1", "--metrics-bind-address", f"127.0.0.1:{metrics_port}",
+        env={"TMPDIR": str(tmpdir)})
+    pid = controller.proc.pid
+    # A warm-up round: what is built once per process (SDK modules, the first sessions,
+    # allocator arenas) is there before the baseline.
+    _round(k8s, namespace, cloud, 0, 50)
+    wait_for(lambda: _series(metrics_port) > 0, 30, "metrics served")
+    base_fds, base_rss, base_series = _fds(pid), _rss_mib(pid), _series(metrics_port)
+    base_files = sorted(p.name for p in tmpdir.iterdir())
+    _round(k8s, namespace, cloud, 50, 1000)
+    wait_for(lambda: _fds(pid) <= base_fds + 2, 60,
+             f"open fds back to {base_fds} (+2)")
+    after_rss = _rss_mib(pid)
+    assert sorted(p.name for p in tmpdir.iterdir()) == base_files == []
+    assert _series(metrics_port) <= base_series + 1  # the tenants' hosts: one "other"
+    assert after_rss - base_rss < RSS_TOLERANCE_MIB, (base_rss, after_rss)
+    print(f"fds {base_fds} -> {_fds(pid)}, RSS {base_rss:.1f} -> {after_rss:.1f} MiB, "
+          f"series {base_series} -> {_series(metrics_port)}")
