@@ -104,7 +104,7 @@ def load_client_key(content: str, password: str, *, source: str = "",
         for value in (password, content):
             on_secret(value)
     try:
-        pfx.check(blob)
+        pfx.check(blob, password.encode())
     except pfx.Refused as exc:
         raise FetchError(Kind.CONFIG, "ClientKeyRefused",
                          f"ClientKeyRefused: dedicatedKMSAuth.clientKeyContent of {where} "

@@ -3,19 +3,29 @@
 Why it exists: `cryptography`'s PKCS#12 loader derives keys with whatever iteration counts the
 file names (the MAC's, each PBE's, PBES2's PBKDF2), holding the GIL while it does; a tenant's
 file asking for 2^31-1 iterations cost about 11 minutes per attempt (issue 18, case 4). This
-module reads the file's ASN.1 structure (a small DER/BER reader: tag, length, content; no
-decryption) and refuses, before anything is derived, a file whose visible key-derivation
-parameters ask for more than `MAX_ITERATIONS` per derivation or `MAX_TOTAL_ITERATIONS` in all,
-or that uses a KDF whose cost is not an iteration count (scrypt). What is visible: the MAC
-(PKCS#12 MacData, PBMAC1), every encrypted content's algorithm (PKCS#12 PBE, PBES1, PBES2)
-and every shrouded key bag of the unencrypted contents. Bags inside encrypted contents are
-only readable after decryption; their parameters are not checked here (docs/security.md).
+module reads the file's ASN.1 structure (a small DER/BER reader: tag, length, content) and
+refuses, before the loader derives anything, a file whose key-derivation parameters ask for
+more than `MAX_ITERATIONS` per derivation or `MAX_TOTAL_ITERATIONS` in all, or that uses a KDF
+whose cost is not an iteration count (scrypt). Checked: the MAC (PKCS#12 MacData, PBMAC1),
+every encrypted content's algorithm (PKCS#12 PBE, PBES1, PBES2) and every shrouded key bag,
+also those inside an encrypted content: given the password, such a content is decrypted here
+first (its own parameters already checked; PBES2 with AES or 3DES, PKCS#12 PBE with 3DES or
+128-bit RC2), and its bags checked like the others. A content this module cannot decrypt
+(40-bit RC2, RC4, a wrong password) is not looked into: the loader cannot reach its bags
+either without the same decryption, and with the right password a file whose inner key bag
+sits in such a content costs at most what that bag asks for (docs/security.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+
+from cryptography.hazmat.decrepit.ciphers.algorithms import RC2, TripleDES
+from cryptography.hazmat.primitives import hashes, padding
+from cryptography.hazmat.primitives.ciphers import BlockCipherAlgorithm, Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
 # OpenSSL and Go write 2,048 iterations, Java 10,000, cryptography 20,000 (PBES2) and
 # 2,048-ish for legacy; 100,000 PBKDF2-SHA256 rounds cost ~40 ms, so one file at the ceiling
@@ -29,6 +39,7 @@ SEQUENCE, INTEGER, OCTET_STRING, OID, CONTEXT_0 = 0x30, 0x02, 0x04, 0x06, 0xA0
 _DATA = "1.2.840.113549.1.7.1"
 _ENCRYPTED_DATA = "1.2.840.113549.1.7.6"
 _SHROUDED_KEY_BAG = "1.2.840.113549.1.12.10.1.2"
+_SAFE_CONTENTS_BAG = "1.2.840.113549.1.12.10.1.6"
 _PKCS12_PBE = "1.2.840.113549.1.12.1."  # pbeWithSHAAnd...: params {salt, iterations}
 _PBES1 = {f"1.2.840.113549.1.5.{n}" for n in (1, 3, 4, 6, 10, 11)}
 _PBKDF2, _PBES2, _PBMAC1 = ("1.2.840.113549.1.5.12", "1.2.840.113549.1.5.13",
@@ -128,9 +139,10 @@ def _read(data: bytes, pos: int, depth: int) -> tuple[Node, int]:
 
 
 class _Cost:
-    def __init__(self) -> None:
+    def __init__(self, password: bytes | None) -> None:
         self.total = 0
         self.items = 0
+        self.password = password
 
     def iterations(self, node: Node, where: str) -> None:
         count = node.integer()
@@ -168,20 +180,21 @@ class _Cost:
             raise Refused(f"it holds more than {MAX_ITEMS:,} contents and bags")
 
 
-def check(blob: bytes) -> int:
+def check(blob: bytes, password: bytes | None = None) -> int:
     """Refuse (`Refused`) a PKCS#12 file whose opening would cost more than the ceilings, or
-    that this reader cannot follow; returns the iterations it will cost (the visible ones)."""
+    that this reader cannot follow; returns the iterations its opening will cost. With the
+    `password`, encrypted contents are decrypted to check the key bags inside."""
     try:
-        return _check(blob)
+        return _check(blob, password)
     except (IndexError, RecursionError):
         raise Refused("it is not a well-formed PKCS#12 file") from None
 
 
-def _check(blob: bytes) -> int:
+def _check(blob: bytes, password: bytes | None) -> int:
     pfx = read(blob).children()
     if len(pfx) < 2 or pfx[0].tag != INTEGER:
         raise Refused("it is not a PKCS#12 file")
-    cost = _Cost()
+    cost = _Cost(password)
     if len(pfx) > 2:  # MacData {DigestInfo {algorithm, digest}, salt, iterations DEFAULT 1}
         mac = pfx[2].children()
         digest_info = mac[0].children() if mac else []
@@ -216,14 +229,122 @@ def _content_info(content: Node, cost: _Cost) -> None:
         if len(info) < 2:
             raise Refused("it holds a malformed encrypted content")
         cost.algorithm(info[1], "encrypted content")
+        if cost.password is not None and len(info) > 2 and info[2].tag & 0x1F == 0:
+            plain = _decrypt(info[1], info[2].body, cost.password)
+            if plain is not None:  # else: the loader cannot look inside either
+                _bags(read(plain).children(), cost, 0)
     elif kind == _DATA and len(parts) > 1:
-        for bag in read(_explicit(parts[1]).body).children():
-            cost.count()
-            fields = bag.children()
-            if fields and fields[0].oid() == _SHROUDED_KEY_BAG and len(fields) > 1:
-                key = _explicit(fields[1]).children()  # EncryptedPrivateKeyInfo
-                if key:
-                    cost.algorithm(key[0], "private key")
+        _bags(read(_explicit(parts[1]).body).children(), cost, 0)
+
+
+def _bags(bags: list[Node], cost: _Cost, depth: int) -> None:
+    """SafeBags: the parameters of each shrouded key bag, nested SafeContents included."""
+    if depth > 4:
+        raise Refused("it nests bags deeper than any PKCS#12 writer does")
+    for bag in bags:
+        cost.count()
+        fields = bag.children()
+        kind = fields[0].oid() if fields else ""
+        if kind == _SHROUDED_KEY_BAG and len(fields) > 1:
+            key = _explicit(fields[1]).children()  # EncryptedPrivateKeyInfo
+            if key:
+                cost.algorithm(key[0], "private key")
+        elif kind == _SAFE_CONTENTS_BAG and len(fields) > 1:
+            _bags(_explicit(fields[1]).children(), cost, depth + 1)
+
+
+# --- decrypting an encrypted content (parameters already within the ceilings) ------------
+
+CipherOf = Callable[[bytes], BlockCipherAlgorithm]
+_PKCS12_CIPHERS: dict[str, tuple[CipherOf, int]] = {
+    _PKCS12_PBE + "3": (TripleDES, 24), _PKCS12_PBE + "4": (TripleDES, 16),
+    _PKCS12_PBE + "5": (RC2, 16)}
+_PBES2_CIPHERS: dict[str, tuple[CipherOf, int]] = {
+    "2.16.840.1.101.3.4.1.2": (algorithms.AES, 16), "2.16.840.1.101.3.4.1.22": (algorithms.AES, 24),
+    "2.16.840.1.101.3.4.1.42": (algorithms.AES, 32), "1.2.840.113549.3.7": (TripleDES, 24)}
+_PRFS: dict[str, hashes.HashAlgorithm] = {
+    "1.2.840.113549.2.7": hashes.SHA1(),  # noqa: S303 - PBKDF2's default PRF, by the format
+    "1.2.840.113549.2.8": hashes.SHA224(),
+    "1.2.840.113549.2.9": hashes.SHA256(), "1.2.840.113549.2.10": hashes.SHA384(),
+    "1.2.840.113549.2.11": hashes.SHA512()}
+
+
+def _decrypt(algorithm: Node, data: bytes, password: bytes) -> bytes | None:
+    """The plaintext of an encrypted content, or None when this module cannot decrypt it (an
+    algorithm it does not know, a wrong password)."""
+    parts = algorithm.children()
+    oid = parts[0].oid()
+    params = parts[1].children() if len(parts) > 1 and parts[1].tag == SEQUENCE else []
+    try:
+        if oid in _PKCS12_CIPHERS and len(params) >= 2:
+            cipher, size = _PKCS12_CIPHERS[oid]
+            salt, count = params[0].body, params[1].integer()
+            secret = _bmp(password)
+            key = _pkcs12_kdf(secret, salt, count, 1, size)
+            iv = _pkcs12_kdf(secret, salt, count, 2, 8)
+            return _cbc(cipher(key), iv, data)
+        if oid == _PBES2 and len(params) >= 2:
+            return _pbes2(params[0].children(), params[1].children(), data, password)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return None
+
+
+def _pbes2(kdf: list[Node], scheme: list[Node], data: bytes, password: bytes) -> bytes | None:
+    if not kdf or kdf[0].oid() != _PBKDF2 or len(scheme) < 2:
+        return None
+    cipher_oid = scheme[0].oid()
+    if cipher_oid not in _PBES2_CIPHERS:
+        return None
+    cipher, size = _PBES2_CIPHERS[cipher_oid]
+    fields = kdf[1].children()
+    salt, count = fields[0].body, fields[1].integer()
+    prf: hashes.HashAlgorithm = hashes.SHA1()  # noqa: S303 - the format's default PRF
+    for extra in fields[2:]:
+        if extra.tag == SEQUENCE:
+            found = _PRFS.get(extra.children()[0].oid())
+            if found is None:
+                return None
+            prf = found
+    key = PBKDF2HMAC(prf, size, salt, count).derive(password)
+    return _cbc(cipher(key), scheme[1].body, data)
+
+
+def _cbc(algorithm: BlockCipherAlgorithm, iv: bytes, data: bytes) -> bytes:
+    decryptor = Cipher(algorithm, modes.CBC(iv)).decryptor()
+    padded = decryptor.update(data) + decryptor.finalize()
+    unpadder = padding.PKCS7(algorithm.block_size).unpadder()
+    return unpadder.update(padded) + unpadder.finalize()
+
+
+def _bmp(password: bytes) -> bytes:
+    """A PKCS#12 password as the KDF takes it: BMPString (UTF-16BE) with a final NUL."""
+    return password.decode("utf-8").encode("utf-16-be") + b"\x00\x00"
+
+
+def _pkcs12_kdf(password: bytes, salt: bytes, iterations: int, purpose: int,
+                size: int) -> bytes:
+    """RFC 7292 appendix B.2 with SHA-1 (what the PKCS#12 PBE algorithms use)."""
+    u, v = 20, 64
+
+    def fill(data: bytes) -> bytes:  # repeated to a whole number of v-byte blocks
+        if not data:
+            return b""
+        size = v * -(-len(data) // v)
+        return (data * (size // len(data) + 1))[:size]
+
+    block = fill(salt) + fill(password)
+    out = b""
+    while len(out) < size:
+        # SHA-1 because the format says so (a key derivation, not a signature).
+        digest = hashlib.sha1(bytes([purpose]) * v + block, usedforsecurity=False).digest()
+        for _ in range(max(iterations, 1) - 1):
+            digest = hashlib.sha1(digest, usedforsecurity=False).digest()
+        out += digest
+        step = int.from_bytes((digest * (v // u + 1))[:v], "big") + 1
+        block = b"".join(((int.from_bytes(block[j:j + v], "big") + step) % (1 << 8 * v))
+                         .to_bytes(v, "big") for j in range(0, len(block), v))
+    return out[:size]
 
 
 def _explicit(node: Node) -> Node:

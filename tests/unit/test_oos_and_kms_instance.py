@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime
 import json
 import ssl
 import time
@@ -16,9 +17,14 @@ from alibabacloud_tea_openapi.exceptions import (
     ServerException,
     ThrottlingException,
 )
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import padding as sym_padding
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -324,12 +330,74 @@ def test_damaged_files_are_refused_or_measured_never_crash(data: st.DataObject) 
     if data.draw(st.booleans()):
         blob = bytearray(data.draw(st.binary(max_size=64)))
     start = time.perf_counter()
+    password = data.draw(st.sampled_from([None, b"pw", b"wrong"]))
     with contextlib.suppress(pfx.Refused):
-        assert pfx.check(bytes(blob)) <= pfx.MAX_TOTAL_ITERATIONS
+        assert pfx.check(bytes(blob), password) <= pfx.MAX_TOTAL_ITERATIONS
     assert time.perf_counter() - start < 0.5
 
 
 _BEST = _pkcs12()
+
+
+def _encrypted_content(inner: bytes, password: bytes, iterations: int = 2048) -> bytes:
+    """An EncryptedData ContentInfo holding `inner` (SafeContents), PBES2 AES-256-CBC."""
+    salt, iv = b"s" * 8, b"i" * 16
+    key = PBKDF2HMAC(hashes.SHA256(), 32, salt, iterations).derive(password)
+    padder = sym_padding.PKCS7(128).padder()
+    encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+    data = encryptor.update(padder.update(inner) + padder.finalize()) + encryptor.finalize()
+    algorithm = _seq(_oid(PBES2), _seq(
+        _seq(_oid(PBKDF2), _seq(_octets(salt), _int(iterations),
+                                _seq(_oid("1.2.840.113549.2.9"), b"\x05\x00"))),
+        _seq(_oid(AES256), _octets(iv))))
+    return _seq(_oid("1.2.840.113549.1.7.6"), _explicit(_seq(
+        _int(0), _seq(_oid(DATA), algorithm, _tlv(0x80, data)))))
+
+
+def test_key_bags_inside_an_encrypted_content_are_checked_too() -> None:
+    """Whoever knows the password can hide the key bag inside an encrypted content, where
+    only decryption shows its parameters: the check decrypts (within the ceiling) and looks."""
+    bag = _seq(_oid(SHROUDED), _explicit(_seq(_pbes2(2**31 - 1), _octets(b"x" * 32))))
+    content = _encrypted_content(_seq(bag), b"pw")
+    mac = _seq(_seq(_seq(_oid("2.16.840.1.101.3.4.2.1"), b"\x05\x00"), _octets(b"m" * 32)),
+               _octets(b"salt" * 2), _int(2048))
+    blob = _seq(_int(3), _seq(_oid(DATA), _explicit(_octets(_seq(content)))), mac)
+    assert pfx.check(blob) == 2048 + 2048  # without the password: the outer layer only
+    start = time.perf_counter()
+    with pytest.raises(pfx.Refused, match="private key asks for 2,147,483,647"):
+        pfx.check(blob, b"pw")
+    assert time.perf_counter() - start < 0.5
+    with pytest.raises(FetchError, match="ClientKeyRefused"):
+        kms_instance.load_client_key(_json(blob), "pw", on_secret=None)
+    assert pfx.check(blob, b"wrong") == 4096  # cannot decrypt: the loader cannot either
+
+
+@pytest.mark.parametrize(("rounds", "legacy"), [(None, False), (3000, True)])
+def test_encrypted_contents_as_cryptography_writes_them_are_decrypted(
+    rounds: int | None, legacy: bool,
+) -> None:
+    """The decryption is right (3DES with the PKCS#12 KDF, PBES2 AES): the certificate
+    content of a real file decrypts to DER with the password, and not with another one."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "k")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(_RSA.public_key()).serial_number(1)
+            .not_valid_before(datetime.datetime(2020, 1, 1))
+            .not_valid_after(datetime.datetime(2040, 1, 1)).sign(_RSA, hashes.SHA256()))
+    algorithm = (pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC if legacy
+                 else pkcs12.PBES.PBESv2SHA256AndAES256CBC)
+    builder = serialization.PrivateFormat.PKCS12.encryption_builder().key_cert_algorithm(
+        algorithm)
+    if rounds is not None:
+        builder = builder.kdf_rounds(rounds)
+    blob = pkcs12.serialize_key_and_certificates(b"k", _RSA, cert, None, builder.build(b"pw"))
+    safe = pfx.read(pfx.read(blob).children()[1].children()[1].body)  # [0] OCTET STRING
+    contents = pfx.read(safe.body).children()  # AuthenticatedSafe
+    encrypted = [c for c in contents if c.children()[0].oid() == "1.2.840.113549.1.7.6"]
+    assert encrypted
+    info = pfx.read(encrypted[0].children()[1].body).children()[1].children()
+    plain = pfx._decrypt(info[1], info[2].body, b"pw")
+    assert plain is not None and pfx.read(plain).tag == pfx.SEQUENCE
+    assert pfx._decrypt(info[1], info[2].body, b"other") is None
 
 
 class _Instance:
