@@ -48,6 +48,7 @@ from controller.alicloud.errors import FetchError, Kind, classify
 from controller.alicloud.identity import Identity, IdentityPool
 from controller.alicloud.pool import RateLimiter as RateLimiter  # re-exported: kms.RateLimiter
 from controller.alicloud.pool import SdkClients
+from controller.ops.memory import release_free_memory
 
 CallHook = Callable[[str, str, float], None]  # (endpoint host, result code, seconds)
 COOLDOWN_BASE, COOLDOWN_CAP = 5.0, 60.0  # seconds an identity waits after sustained throttling
@@ -99,7 +100,7 @@ class Kms:
         self._also_cancel: list[Callable[[], None]] = []
         self._lock = threading.Lock()  # guards the maps below
         self.cas = CaSessions()
-        self._ca_users: dict[int, Endpoint] = {}  # id(SDK client) -> the endpoint whose CA it holds
+        self._ca_users: dict[int, Endpoint] = {}  # id(SDK client) -> the endpoint it holds
         # (identity fingerprint, endpoint host) -> (monotonic end of its cool-down, strikes)
         self._cooldowns: dict[tuple[str, str], tuple[float, int]] = {}
         self.calls = 0
@@ -248,7 +249,7 @@ class Kms:
             credential = self.identities.credential(identity)
         except ValueError as exc:  # the credentials library refused the configuration
             raise classify(exc, who=identity.describe()) from None
-        ca_path, pool_size = self.cas.acquire(endpoint) if endpoint.ca_pem else (None, None)
+        ca_path, pool_size = self.cas.acquire(endpoint)
         try:
             config = Config(
                 credential=credential,
@@ -262,16 +263,14 @@ class Kms:
             )
             client = Client(config)
         except BaseException:
-            if endpoint.ca_pem:
-                self.cas.release(endpoint)
+            self.cas.release(endpoint)
             raise
-        if endpoint.ca_pem:
-            with self._lock:
-                self._ca_users[id(client)] = endpoint
+        with self._lock:
+            self._ca_users[id(client)] = endpoint
         return client, credential
 
     def _dropped(self, entry: tuple[Any, Any]) -> None:
-        """An SDK client was dropped: release the CA session it held, if any."""
+        """An SDK client was dropped: release the SDK session it held."""
         with self._lock:
             endpoint = self._ca_users.pop(id(entry[0]), None)
         if endpoint is not None:
@@ -281,15 +280,17 @@ class Kms:
 @dataclass
 class _CaSession:
     size: int  # the SDK pool size that keys its session
-    fd: int  # the memory-only file holding the PEM
+    fd: int  # the memory-only file holding the PEM (-1: no private CA)
     users: int = 0
 
 
 class CaSessions:
-    """Each distinct (protocol, host, private CA) in use: an SDK pool size of its own (so a
-    session and trust store of its own) and its PEM in a memory-only file. Held by the SDK
-    clients that use it, released with the last: the file closed, the SDK's session closed
-    and removed, the pool size free again."""
+    """The SDK sessions in use, each held by the SDK clients that use it and released with the
+    last: the session closed and removed from the SDK's table (a session keeps a TLS context
+    with the whole system trust store, ~1 MiB, and its idle connections; the SDK keeps one per
+    host it ever saw, and tenants choose hosts). Each distinct (protocol, host, private CA)
+    also gets a pool size of its own (so a session and trust store of its own) and its PEM in
+    a memory-only file, closed with it; the pool size is free again after that."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -299,16 +300,21 @@ class CaSessions:
         with self._lock:
             return len(self._held)
 
-    def acquire(self, endpoint: Endpoint) -> tuple[str, int]:
-        """(CA file path, pool size) for `endpoint`; one more user."""
+    def acquire(self, endpoint: Endpoint) -> tuple[str | None, int | None]:
+        """(CA file path, pool size) for `endpoint` (None, None: no private CA, the SDK's
+        defaults); one more user."""
         key = _ca_key(endpoint)
         with self._lock:
             held = self._held.get(key)
-            if held is None:
+            if held is None and not endpoint.ca_pem:
+                held = self._held[key] = _CaSession(SDK_DEFAULT_POOL, -1)
+            elif held is None:
                 taken = {h.size for k, h in self._held.items() if k[:2] == key[:2]}
                 size = next(n for n in itertools.count(SDK_DEFAULT_POOL + 1) if n not in taken)
                 held = self._held[key] = _CaSession(size, _memory_file(endpoint.ca_pem))
             held.users += 1
+            if held.fd < 0:
+                return None, None
             return f"/proc/self/fd/{held.fd}", held.size
 
     def release(self, endpoint: Endpoint) -> None:
@@ -325,12 +331,14 @@ class CaSessions:
             # gone from the SDK's table (a new session, a new trust store).
             del self._held[key]
             _close_sdk_sessions(endpoint.protocol, endpoint.host, held.size)
-            os.close(held.fd)
+            if held.fd >= 0:
+                os.close(held.fd)
+        release_free_memory()
 
 
 def _ca_key(endpoint: Endpoint) -> tuple[str, str, str]:
-    return (endpoint.protocol, endpoint.host,
-            hashlib.sha256(endpoint.ca_pem.encode()).hexdigest())
+    ca = hashlib.sha256(endpoint.ca_pem.encode()).hexdigest() if endpoint.ca_pem else ""
+    return (endpoint.protocol, endpoint.host, ca)
 
 
 def _memory_file(text: str) -> int:

@@ -11,6 +11,7 @@ import socket
 import threading
 import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -153,10 +154,18 @@ def _round(k8s: K8s, ns: str, cloud: FakeCloud, first: int, count: int) -> None:
     read (every one reports a Ready condition), then deleted."""
     port = int(cloud.kms_tls_endpoint.rsplit(":", 1)[1])
     names = [f"t{i}" for i in range(first, first + count)]
-    for i, name in zip(range(first, first + count), names, strict=True):
-        k8s.create(ns, "secretstores", _store(name, f"https://{_host(i, port)}",
+
+    def create(i: int) -> None:
+        k8s.create(ns, "secretstores", _store(f"t{i}", f"https://{_host(i, port)}",
                                               f"{cloud.ca_pem}\n# tenant {i}\n"))
-        k8s.create(ns, "externalsecrets", _es(name, name))
+        k8s.create(ns, "externalsecrets", _es(f"t{i}", f"t{i}"))
+
+    def delete(name: str) -> None:
+        k8s.delete(ns, "externalsecrets", name)
+        k8s.delete(ns, "secretstores", name)
+
+    with ThreadPoolExecutor(4) as pool:  # as a tenant's script would: a few at a time
+        list(pool.map(create, range(first, first + count)))
 
     def reported() -> bool:
         items = k8s.custom.list_namespaced_custom_object(
@@ -167,9 +176,8 @@ def _round(k8s: K8s, ns: str, cloud: FakeCloud, first: int, count: int) -> None:
         return done >= count
 
     wait_for(reported, 120, f"{count} ExternalSecrets report a Ready condition", interval=1)
-    for name in names:
-        k8s.delete(ns, "externalsecrets", name)
-        k8s.delete(ns, "secretstores", name)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(delete, names))
 
 
 def test_a_thousand_cas_and_endpoint_hosts_leave_nothing_behind(
@@ -195,9 +203,10 @@ def test_a_thousand_cas_and_endpoint_hosts_leave_nothing_behind(
     _round(k8s, namespace, cloud, 50, 1000)
     wait_for(lambda: _fds(pid) <= base_fds + 2, 60,
              f"open fds back to {base_fds} (+2)")
-    after_rss = _rss_mib(pid)
+    # Freed memory goes back to the kernel at most every 5 s (ops/memory.py): await it.
+    after_rss = wait_for(lambda: (r := _rss_mib(pid)) - base_rss < RSS_TOLERANCE_MIB and r,
+                         60, f"RSS back within {RSS_TOLERANCE_MIB} MiB of {base_rss:.0f}")
     assert sorted(p.name for p in tmpdir.iterdir()) == base_files == []
     assert _series(metrics_port) <= base_series + 1  # the tenants' hosts: one "other"
-    assert after_rss - base_rss < RSS_TOLERANCE_MIB, (base_rss, after_rss)
     print(f"fds {base_fds} -> {_fds(pid)}, RSS {base_rss:.1f} -> {after_rss:.1f} MiB, "
           f"series {base_series} -> {_series(metrics_port)}")

@@ -7,6 +7,7 @@ import ctypes.util
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -67,3 +68,19 @@ def test_the_operators_malloc_arena_max_wins() -> None:
 
 def test_without_glibc_nothing_happens() -> None:
     assert limit_malloc_arenas(environ={}, libc_name="libno-such-libc.so.9") is False
+
+
+def test_free_memory_is_released_at_most_every_few_seconds_and_once_after_a_burst() -> None:
+    """Each SDK session released frees ~1 MiB; a burst of them trims once now and once when
+    the interval is up (a trailing timer), not once per session."""
+    from controller.ops import memory
+
+    start = time.monotonic() + 1000.0  # later than any earlier test's trim
+    assert memory.release_free_memory(start) is True
+    assert memory.release_free_memory(start + 0.1) is False  # too soon: a timer instead
+    pending = memory._pending
+    assert pending is not None
+    assert memory.release_free_memory(start + 0.2) is False and memory._pending is pending
+    pending.cancel()
+    memory._pending = None
+    assert memory.release_free_memory(start + memory.TRIM_EVERY + 0.1) is True
