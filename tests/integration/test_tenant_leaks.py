@@ -122,7 +122,9 @@ def test_endpoint_tricks_never_reach_a_host_the_tenant_chose(
 
 # ----------------------------------------------------------------- what tenants leave behind
 
-RSS_TOLERANCE_MIB = 48  # a CA session kept was ~1 MiB each: 1,000 kept would be ~1,000 MiB
+# A session kept was ~1 MiB each: 1,000 kept grew RSS by ~1,000 MiB. Measured now: +8 and
+# +35 MiB in two runs (Python's own arenas keep some of a burst); the bound leaves room.
+RSS_TOLERANCE_MIB = 96
 
 
 def _host(i: int, port: int) -> str:
