@@ -40,8 +40,15 @@ _FIXES = {
     "Rejected.Disabled": "the key is Disabled: enable it in KMS (EnableKey)",
     "Rejected.PendingDeletion": "the key is PendingDeletion: cancel the deletion in KMS "
     "(CancelKeyDeletion)",
-    "InvalidParameter": "KMS refused the ciphertext: it was made by another key, with another "
-    "EncryptionContext (--cluster-name), or it is damaged",
+    "Forbidden.AliasNotFound": "the alias does not exist in this region/account: create it "
+    "(CreateAlias) or fix --key-id",
+}
+# InvalidParameter means different things per operation: only Decrypt's is about a ciphertext.
+_FIXES_BY_OPERATION = {
+    ("Decrypt", "InvalidParameter"): "KMS refused the ciphertext: it was made by another key, "
+    "with another EncryptionContext (--cluster-name), or it is damaged",
+    ("Encrypt", "InvalidParameter"): "KMS refused the request's parameters (Plaintext is at "
+    "most 6 KB of base64 text; EncryptionContext a JSON object of strings)",
 }
 
 
@@ -86,6 +93,24 @@ class CryptoError(Exception):
     @property
     def retryable(self) -> bool:
         return self.kind in (Kind.THROTTLED, Kind.TRANSIENT)
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether KMS was reached but did not answer in time (a read timeout somewhere in the
+    chain the SDK wraps), as opposed to not being reachable at all."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        name = type(current).__name__
+        if name in ("ReadTimeout", "ReadTimeoutError") or (
+                isinstance(current, TimeoutError) and "connect" not in str(current).lower()
+                and name != "ConnectTimeout"):
+            return True
+        inner = getattr(current, "inner_exception", None)
+        current = (inner if isinstance(inner, BaseException) else None) or \
+            current.__cause__ or current.__context__
+    return False
 
 
 class KmsCrypto:
@@ -177,6 +202,11 @@ class KmsCrypto:
             return send(client, runtime).body
         except Exception as exc:  # noqa: BLE001 - classified, re-raised as CryptoError
             fetch = classify(exc, who=self.identity.describe(), endpoint=self.endpoint.host)
+            if fetch.code == "NetworkError" and _timed_out(exc):
+                fetch = FetchError(Kind.TRANSIENT, "Timeout",
+                                   f"Timeout: KMS endpoint {self.endpoint.host} was reached but "
+                                   f"did not answer within {millis / 1000:.2f}s (what was "
+                                   "left of --kms-timeout); KMS is slow or overloaded")
             code = fetch.code
             if fetch.token_expired and credential is not None:
                 self.kms.forget(self.identity, credential)
@@ -192,7 +222,7 @@ def _backoff(attempt: int) -> float:
 
 
 def _crypto_error(operation: str, key_id: str, fetch: FetchError) -> CryptoError:
-    fix = _FIXES.get(fetch.code)
+    fix = _FIXES_BY_OPERATION.get((operation, fetch.code)) or _FIXES.get(fetch.code)
     if fix is None:
         fix = fetch.reason.split(": ", 1)[-1] if fetch.reason else "see the KMS error code"
     return CryptoError(fetch.kind, fetch.code,

@@ -6,7 +6,8 @@ plainly (and exit 2) rather than leave the apiserver waiting; a socket left by a
 run is replaced, any other file at that path is refused. The socket is created owner-only
 (umask 077, mode 0700): only root (the apiserver) may talk to the plugin.
 
-The first DescribeKey runs before serving (within the KMS time budget); when it fails, the
+The socket path is checked first (a deployment mistake is said at once, in one line), then
+the first DescribeKey runs before serving (within the KMS time budget); when it fails, the
 plugin serves anyway and Status reports why, so a KMS outage never becomes a crash loop.
 """
 
@@ -80,6 +81,11 @@ def prepare_socket(path: str) -> None:
     """Check the socket's directory and clear a stale socket; SocketError if impossible."""
     directory = os.path.dirname(path) or "/"
     if not os.path.isdir(directory):
+        blocker = _non_directory_ancestor(directory)
+        if blocker is not None:
+            where = "" if blocker == directory else f" (on the way to {directory})"
+            raise SocketError(f"socket directory {blocker}{where} is {_kind_of(blocker)}, not "
+                              "a directory: remove it or fix --path-to-unix-socket")
         raise SocketError(f"socket directory {directory} does not exist: create it (hostPath "
                           "type DirectoryOrCreate) or fix --path-to-unix-socket")
     if not os.access(directory, os.W_OK | os.X_OK):
@@ -93,6 +99,33 @@ def prepare_socket(path: str) -> None:
         raise SocketError(f"{path} exists and is not a socket: remove it or fix "
                           "--path-to-unix-socket")
     os.unlink(path)  # left by an earlier run
+
+
+def _non_directory_ancestor(directory: str) -> str | None:
+    """The first existing path on the way to `directory` that is not a directory, if any."""
+    current = directory
+    while True:
+        try:
+            mode = os.stat(current).st_mode
+        except FileNotFoundError:
+            parent = os.path.dirname(current)
+            if parent == current:
+                return None
+            current = parent
+            continue
+        except NotADirectoryError:  # an ancestor further up is the file; keep climbing
+            current = os.path.dirname(current)
+            continue
+        return None if stat.S_ISDIR(mode) else current
+
+
+def _kind_of(path: str) -> str:
+    mode = os.stat(path).st_mode
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a special file"
 
 
 def serve_socket(server: grpc.Server, path: str) -> None:
@@ -146,6 +179,7 @@ class Plugin:
         return health.ok, health.healthz
 
     def start(self) -> None:
+        prepare_socket(self.cfg.socket_path)  # a bad path fails at once, before KMS is asked
         self.keys.refresh()
         serve_socket(self.grpc, self.cfg.socket_path)
         for server in self.ops:
@@ -161,7 +195,7 @@ class Plugin:
         for server in self.ops:
             server.stop()
         self.kms.close()
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             if stat.S_ISSOCK(os.lstat(self.cfg.socket_path).st_mode):
                 os.unlink(self.cfg.socket_path)
 

@@ -15,10 +15,18 @@ PREFIX = "alibaba-kms-"
 KEY_ANNOTATION = "key-id.kms.alibabacloud.com"
 VERSION_ANNOTATION = "key-version.kms.alibabacloud.com"
 CLUSTER_ANNOTATION = "cluster.kms.alibabacloud.com"
+ALIAS_PREFIX = "alias/"
+
+
+def is_alias(key_ref: str) -> bool:
+    """`alias/<name>` or an alias ARN (`acs:kms:<region>:<account>:alias/<name>`)."""
+    return key_ref.startswith(ALIAS_PREFIX) or (
+        key_ref.startswith("acs:kms:") and ":alias/" in key_ref)
 
 
 def key_id_for(kms_key_id: str, version_id: str) -> str:
-    """"alibaba-kms-" + 40 hex digits of SHA-256 over the key and its version."""
+    """"alibaba-kms-" + 40 hex digits of SHA-256 over the key and its version; `kms_key_id`
+    is always the real KeyId KMS answered with, never an alias (one key version, one id)."""
     digest = hashlib.sha256(f"{kms_key_id}\x00{version_id}".encode()).hexdigest()
     return PREFIX + digest[:40]
 

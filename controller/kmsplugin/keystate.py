@@ -6,6 +6,10 @@ thread asks DescribeKey every `interval` seconds (sooner after a failure) and St
 the last answer. A KMS blip does not flip health: the last good answer stays valid for
 `stale_after` seconds. A Disabled or PendingDeletion key is unhealthy at once, with a
 message that names the key and the state, and the plugin keeps running (no crash loop).
+
+An alias (`--key-id alias/<name>`) is resolved by the same DescribeKey (its answer carries
+the real KeyId), at start and at every refresh: everything else uses the resolved KeyId, and
+an alias re-pointed to another key changes the key_id exactly like a rotation does.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from controller.alicloud.kms_crypto import CryptoError, KeyInfo
-from controller.kmsplugin.keyids import key_id_for
+from controller.kmsplugin.keyids import is_alias, key_id_for
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,7 @@ class KeyStateCache:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._issued: dict[str, tuple[str, str]] = {}
         self.refreshes = 0
 
     # ----------------------------------------------------------------------------- public
@@ -78,13 +83,29 @@ class KeyStateCache:
         self._accept(info)
         return True
 
-    def observe_version(self, version_id: str) -> None:
-        """Encrypt saw a newer primary version than the cache: use it now, verify soon."""
+    def observe(self, key_id: str, version_id: str) -> None:
+        """Encrypt saw another key or primary version than the cache (a rotation, or a
+        re-pointed alias, between two refreshes): use it now, verify soon."""
         with self._lock:
             info = self._info
-        if info is not None and info.primary_version != version_id:
-            self._accept(KeyInfo(info.key_id, info.state, version_id))
+        if info is not None and (info.key_id, info.primary_version) != (key_id, version_id):
+            self._accept(KeyInfo(key_id, info.state, version_id))
             self._wake.set()
+
+    @property
+    def configured_alias(self) -> bool:
+        """--key-id names an alias: the KeyId behind it may change."""
+        return is_alias(self.kms_key_id)
+
+    def resolved_key_id(self) -> str:
+        """The KeyId the configured key resolved to at the last answer ("" before one)."""
+        with self._lock:
+            return self._info.key_id if self._info is not None else ""
+
+    def issued_key_ids(self) -> dict[str, tuple[str, str]]:
+        """key_id -> (KMS KeyId, version) for every key version this process has used."""
+        with self._lock:
+            return dict(self._issued)
 
     def health(self) -> Health:
         with self._lock:
@@ -118,11 +139,13 @@ class KeyStateCache:
         with self._lock:
             before = self._info
             self._info, self._good_at, self._error = info, self.clock(), ""
-        new_id = key_id_for(info.key_id, info.primary_version)
-        if before is None or (before.primary_version, before.state) != (
-                info.primary_version, info.state):
-            log.info("KMS key %s: state %s, primary version %s, key_id %s",
-                     info.key_id, info.state, info.primary_version, new_id)
+            new_id = key_id_for(info.key_id, info.primary_version)
+            self._issued[new_id] = (info.key_id, info.primary_version)
+        if before is None or (before.key_id, before.primary_version, before.state) != (
+                info.key_id, info.primary_version, info.state):
+            via = f" (via {self.kms_key_id})" if info.key_id != self.kms_key_id else ""
+            log.info("KMS key %s%s: state %s, primary version %s, key_id %s",
+                     info.key_id, via, info.state, info.primary_version, new_id)
             self.on_change(new_id)
 
     def _loop(self) -> None:

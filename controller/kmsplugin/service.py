@@ -7,10 +7,15 @@ and for data wrapped under any earlier key version. So:
 - Encrypt's key_id comes from the KeyVersionId that KMS says it used, not from the cache;
   when they differ (a rotation between two refreshes) the cache moves at once, so Status and
   Encrypt agree again (the apiserver drops a DEK whose key_id differs from Status's).
-- Decrypt refuses, before asking KMS, a key_id this plugin never issued (it must equal the
-  hash of the annotated key and version), a blob of another KMS key, and a blob made for
-  another cluster; KMS then enforces the EncryptionContext itself, and the answer must come
-  from the annotated key version.
+- Encrypt asks KMS with the KeyId the key-state cache resolved (an alias is resolved there),
+  and builds key_id and annotations from the KeyId KMS answered with, never the alias text.
+  Its input is bounded (MAX_PLAINTEXT) before KMS is called.
+- Decrypt refuses, before asking KMS, an over-long ciphertext, a key_id that does not belong
+  to its annotations (it must equal the hash of the annotated key and version), a blob of
+  another KMS key (unless --key-id is an alias: a re-pointed alias leaves data under its
+  earlier keys, which must stay readable), and a blob made for another cluster; KMS then
+  enforces the EncryptionContext itself, and the answer must come from the annotated key
+  version.
 Error texts name the problem and the fix; no plaintext, DEK or ciphertext ever reaches a
 message or a log line.
 """
@@ -34,7 +39,11 @@ from controller.kmsplugin.proto import api_pb2
 log = logging.getLogger(__name__)
 
 API_VERSION = "v2"
-MAX_CIPHERTEXT = 1024
+MAX_CIPHERTEXT = 1024  # the KMS v2 API's limit on Encrypt's ciphertext
+SEED_BYTES = 32  # what the kube-apiserver asks Encrypt to wrap
+# Encrypt's input ceiling, checked before KMS is called: 8x a seed, and a 256-byte plaintext's
+# KMS CiphertextBlob still fits the 1024-byte limit (KMS itself would take 6 KB).
+MAX_PLAINTEXT = 256
 SERVICE = "v2.KeyManagementService"
 T = TypeVar("T")
 
@@ -93,69 +102,87 @@ class KeyService:
     def encrypt(self, plaintext: bytes) -> EncryptResult:
         if not plaintext:
             raise PluginError(grpc.StatusCode.INVALID_ARGUMENT, "Encrypt: empty plaintext")
+        if len(plaintext) > MAX_PLAINTEXT:  # before KMS is asked
+            raise PluginError(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"Encrypt: plaintext of {len(plaintext)} bytes exceeds this "
+                              f"plugin's {MAX_PLAINTEXT}-byte limit (the kube-apiserver sends "
+                              f"{SEED_BYTES}-byte DEK seeds); nothing was sent to KMS")
+        target = self.keys.resolved_key_id() or self.kms_key_id
         wrapped = self._kms("Encrypt", lambda: self.crypto.encrypt(
-            self.kms_key_id, plaintext, self.context))
-        if not wrapped.version_id or not wrapped.ciphertext:
+            target, plaintext, self.context))
+        if not wrapped.version_id or not wrapped.ciphertext or not wrapped.key_id:
             raise PluginError(grpc.StatusCode.INTERNAL,
-                              f"Encrypt with KMS key {self.kms_key_id}: KMS returned no key "
+                              f"Encrypt with KMS key {target}: KMS returned no KeyId, no key "
                               "version or no ciphertext")
         ciphertext = wrapped.ciphertext.encode()
         if len(ciphertext) > MAX_CIPHERTEXT:
             raise PluginError(grpc.StatusCode.INTERNAL,
-                              f"Encrypt with KMS key {self.kms_key_id}: ciphertext of "
-                              f"{len(ciphertext)} bytes exceeds the API's {MAX_CIPHERTEXT}")
-        self.keys.observe_version(wrapped.version_id)
-        key_id = keyids.key_id_for(self.kms_key_id, wrapped.version_id)
+                              f"Encrypt with KMS key {wrapped.key_id}: KMS returned a ciphertext "
+                              f"of {len(ciphertext)} bytes, over the KMS v2 API's "
+                              f"{MAX_CIPHERTEXT}")
+        # The KeyId KMS answered with (never the alias text): Status moves with it at once.
+        self.keys.observe(wrapped.key_id, wrapped.version_id)
+        key_id = keyids.key_id_for(wrapped.key_id, wrapped.version_id)
         return EncryptResult(ciphertext, key_id,
-                             keyids.annotations_for(self.kms_key_id, wrapped.version_id,
-                                                self.cluster))
+                             keyids.annotations_for(wrapped.key_id, wrapped.version_id,
+                                                    self.cluster))
 
     def decrypt(self, ciphertext: bytes, key_id: str, annotations: Mapping[str, bytes]) -> bytes:
-        version = self._check_origin(key_id, annotations)
+        if len(ciphertext) > MAX_CIPHERTEXT:
+            raise PluginError(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"Decrypt of key_id {key_id}: ciphertext of {len(ciphertext)} "
+                              f"bytes is over the KMS v2 API's {MAX_CIPHERTEXT}; no Encrypt "
+                              "answer of a KMS v2 plugin is that long (damaged or not a KMS v2 "
+                              "ciphertext); nothing was sent to KMS")
+        kms_key, version = self._check_origin(key_id, annotations)
         try:
             blob = ciphertext.decode("ascii")
         except UnicodeDecodeError:
             raise PluginError(grpc.StatusCode.INVALID_ARGUMENT,
                               f"Decrypt of key_id {key_id}: the ciphertext is not a KMS "
                               "CiphertextBlob") from None
-        result = self._kms("Decrypt", lambda: self.crypto.decrypt(
-            self.kms_key_id, blob, self.context))
-        if (result.key_id, result.version_id) != (self.kms_key_id, version):
+        result = self._kms("Decrypt", lambda: self.crypto.decrypt(kms_key, blob, self.context))
+        if (result.key_id, result.version_id) != (kms_key, version):
             raise PluginError(grpc.StatusCode.FAILED_PRECONDITION,
                               f"Decrypt of key_id {key_id}: KMS answered with key "
                               f"{result.key_id} version {result.version_id}, not the annotated "
-                              f"{self.kms_key_id} version {version}; the stored data was "
+                              f"{kms_key} version {version}; the stored data was "
                               "tampered with")
         return result.plaintext
 
     # ---------------------------------------------------------------------------- private
-    def _check_origin(self, key_id: str, annotations: Mapping[str, bytes]) -> str:
+    def _check_origin(self, key_id: str, annotations: Mapping[str, bytes]) -> tuple[str, str]:
+        """(KMS KeyId, version) the ciphertext claims, once they are believable."""
         def text(name: str) -> str:
             return annotations.get(name, b"").decode("utf-8", "replace")
 
         kms_key, version, cluster = (text(keyids.KEY_ANNOTATION),
                                      text(keyids.VERSION_ANNOTATION),
                                      text(keyids.CLUSTER_ANNOTATION))
+        issued = self.keys.issued_key_ids().get(key_id)
         if not kms_key or not version:
+            origin = (f"key_id {key_id} is one this plugin issued (KMS key {issued[0]} "
+                      f"version {issued[1]}), but " if issued else f"key_id {key_id}: ")
             raise PluginError(grpc.StatusCode.INVALID_ARGUMENT,
-                              f"Decrypt of key_id {key_id}: annotations "
-                              f"{keyids.KEY_ANNOTATION} and {keyids.VERSION_ANNOTATION} are "
-                              "missing: this ciphertext was not made by this plugin")
-        if kms_key != self.kms_key_id:
-            raise PluginError(grpc.StatusCode.FAILED_PRECONDITION,
-                              f"Decrypt of key_id {key_id}: wrapped with KMS key {kms_key}, but "
-                              f"this plugin uses {self.kms_key_id} (--key-id); run a plugin "
-                              "with the old key until reencrypt has moved every object")
+                              f"Decrypt: {origin}the annotations {keyids.KEY_ANNOTATION} and "
+                              f"{keyids.VERSION_ANNOTATION} are missing, which the "
+                              "kube-apiserver always sends back with data this plugin "
+                              "encrypted: a KMS v1 ciphertext or a hand-made request?")
         if key_id != keyids.key_id_for(kms_key, version):
             raise PluginError(grpc.StatusCode.INVALID_ARGUMENT,
-                              f"Decrypt: key_id {key_id!r} was never issued by this plugin "
-                              f"for KMS key {kms_key}")
+                              _mismatch(key_id, kms_key, version, issued))
+        current = self.keys.resolved_key_id() or self.kms_key_id
+        if kms_key != current and not self.keys.configured_alias:
+            raise PluginError(grpc.StatusCode.FAILED_PRECONDITION,
+                              f"Decrypt of key_id {key_id}: wrapped with KMS key {kms_key}, but "
+                              f"this plugin uses {current} (--key-id); run a plugin "
+                              "with the old key until reencrypt has moved every object")
         if cluster and cluster != self.cluster:
             raise PluginError(grpc.StatusCode.FAILED_PRECONDITION,
                               f"Decrypt of key_id {key_id}: made for cluster {cluster!r}, this "
                               f"plugin runs for {self.cluster!r} (--cluster-name); a ciphertext "
                               "of another cluster never decrypts here")
-        return version
+        return kms_key, version
 
     def _kms(self, operation: str, call: Callable[[], T]) -> T:
         try:
@@ -164,6 +191,20 @@ class KeyService:
             log.warning("%s failed: %s", operation, err.reason)
             raise PluginError(_GRPC_BY_KIND.get(err.kind, grpc.StatusCode.INTERNAL),
                               err.reason) from None
+
+
+def _mismatch(key_id: str, kms_key: str, version: str,
+              issued: tuple[str, str] | None) -> str:
+    """Why a key_id and its annotations disagree, saying which of them is believable."""
+    expected = keyids.key_id_for(kms_key, version)
+    if issued is not None:
+        return (f"Decrypt: key_id {key_id} was issued by this plugin for KMS key {issued[0]} "
+                f"version {issued[1]}, but the annotations name KMS key {kms_key} version "
+                f"{version} (whose key_id is {expected}): the key_id and annotations come from "
+                "different Encrypt answers (a KMS v1 ciphertext or data copied between objects?)")
+    return (f"Decrypt: key_id {key_id!r} was never issued by this plugin for the annotated KMS "
+            f"key {kms_key} version {version} (that would be {expected}); the key_id or the "
+            "annotations were changed")
 
 
 def _handler(method: str, metrics: PluginMetrics, run: Callable[[Any], Any],

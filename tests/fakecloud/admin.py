@@ -22,6 +22,7 @@ secrets, inject faults, set latency and read counters over JSON:
   /_admin/oos/parameters[/<name>]           OOS encryption parameters (see ``oos.admin_route``)
   /_admin/dkms/client-keys[/<id>]           KMS instance client keys (see ``dkms.admin_route``)
   /_admin/keys[/<id>[/rotate|/state]]       KMS keys: create, rotate, state (``keys.admin_route``)
+  /_admin/aliases[/delete]                  KMS key aliases: create, re-point, delete
   POST   /_admin/reset                      reset counters, log and peak concurrency
 
 Bound to 127.0.0.1 and unauthenticated: it is a test fixture.
@@ -66,7 +67,7 @@ class AdminService:
         self, method: str, route: str, body: dict[str, Any], query: dict[str, str]
     ) -> dict[str, Any] | None:
         state = self.state
-        if route == "/keys" or route.startswith("/keys/"):
+        if route == "/keys" or route.startswith(("/keys/", "/aliases")):
             return keys.admin_route(state.keys, method, route, body)
         if route.startswith("/oos/"):
             return oos.admin_route(state.oos, method, route, body)

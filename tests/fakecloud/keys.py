@@ -1,4 +1,5 @@
-"""The fake KMS's customer master keys: Encrypt, Decrypt, DescribeKey and ListKeyVersions.
+"""The fake KMS's customer master keys and their aliases: Encrypt, Decrypt, DescribeKey,
+ListKeyVersions, CreateAlias, UpdateAlias, DeleteAlias and ListAliases.
 
 Why: the KMS v2 plugin wraps the kube-apiserver's DEK seeds with a KMS key, so its tests need
 a KMS that really encrypts, really has key versions (rotation makes a new primary version;
@@ -14,6 +15,13 @@ Errors follow the service's documented codes: ``Forbidden.KeyNotFound`` 404,
 ``Rejected.Disabled`` / ``Rejected.PendingDeletion`` 409, ``InvalidParameter`` 400 (a blob
 that does not decrypt: wrong context, tampered, unknown version), ``MissingParameter`` 400.
 
+Aliases (``alias/<name>``: letters, digits, ``_``, ``-``, ``/``; ``alias/acs/`` is reserved)
+name one key each and can be re-pointed (UpdateAlias). Wherever a ``KeyId`` parameter is
+taken, an alias name or an alias ARN (``acs:kms:<region>:<account>:alias/<name>``) or a key ARN
+works too, and every answer carries the real KeyId (as the service does); permissions are
+checked on the key, not the alias. Errors: ``Forbidden.AliasNotFound`` 404,
+``Rejected.AliasExists`` 409, ``InvalidParameter.AliasName`` 400.
+
 State changes go through ``KeyRing`` (``cloud.keys``) or the admin API (``/_admin/keys``,
 see ``admin_route``); ``KeyAdmin`` adds the client side to ``FakeCloudAdmin``.
 """
@@ -24,6 +32,7 @@ import base64
 import binascii
 import json
 import os
+import re
 import threading
 import time
 import uuid
@@ -38,7 +47,10 @@ from .wire import ApiError
 
 ENABLED, DISABLED, PENDING_DELETION = "Enabled", "Disabled", "PendingDeletion"
 STATES = (ENABLED, DISABLED, PENDING_DELETION)
-KEY_ACTIONS = frozenset({"Encrypt", "Decrypt", "DescribeKey", "ListKeyVersions"})
+KEY_ACTIONS = frozenset({"Encrypt", "Decrypt", "DescribeKey", "ListKeyVersions",
+                         "CreateAlias", "UpdateAlias", "DeleteAlias", "ListAliases"})
+ALIAS_PREFIX = "alias/"
+_ALIAS_NAME = re.compile(r"alias/[A-Za-z0-9_/-]{1,255}")
 MAX_PLAINTEXT = 6144
 _BLOB_VERSION = b"\x01"
 
@@ -75,6 +87,10 @@ def _not_found(key_id: str) -> ApiError:
     return ApiError(404, "Forbidden.KeyNotFound", f"The specified Key {key_id} is not found.")
 
 
+def _alias_not_found(alias: str) -> ApiError:
+    return ApiError(404, "Forbidden.AliasNotFound", f"The specified Alias {alias} is not found.")
+
+
 def _bad_blob() -> ApiError:
     return ApiError(400, "InvalidParameter",
                     'The specified parameter "CiphertextBlob" is not valid.')
@@ -104,6 +120,7 @@ class KeyRing:
 
     def __init__(self, account_id: str = "1234567890123456", region: str = "cn-hangzhou") -> None:
         self._keys: dict[str, Key] = {}
+        self._aliases: dict[str, str] = {}  # alias/<name> -> KeyId
         self._lock = threading.Lock()
         self.account_id = account_id
         self.region = region
@@ -141,10 +158,43 @@ class KeyRing:
         with self._lock:
             return sorted(self._keys)
 
+    # --- aliases (also the API's CreateAlias / UpdateAlias / DeleteAlias / ListAliases) ---
+    def create_alias(self, alias: str, key_id: str) -> None:
+        """A new alias for an existing key; Rejected.AliasExists if the name is taken."""
+        self._check_alias_name(alias)
+        with self._lock:
+            target = self._get(self._resolve(key_id)).key_id
+            if alias in self._aliases:
+                raise ApiError(409, "Rejected.AliasExists",
+                               f"The specified Alias {alias} already exists.")
+            self._aliases[alias] = target
+
+    def update_alias(self, alias: str, key_id: str) -> None:
+        """Re-point an existing alias to another (existing) key."""
+        with self._lock:
+            if alias not in self._aliases:
+                raise _alias_not_found(alias)
+            self._aliases[alias] = self._get(self._resolve(key_id)).key_id
+
+    def delete_alias(self, alias: str) -> None:
+        """Remove the alias (never the key)."""
+        with self._lock:
+            if self._aliases.pop(alias, None) is None:
+                raise _alias_not_found(alias)
+
+    def aliases(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._aliases)
+
+    def resolve(self, key_ref: str) -> str:
+        """The KeyId a KeyId parameter names (alias, alias ARN, key ARN or KeyId)."""
+        with self._lock:
+            return self._resolve(key_ref)
+
     # --- the API --------------------------------------------------------------------------
     def describe(self, key_id: str) -> dict[str, Any]:
         with self._lock:
-            key = self._get(key_id)
+            key = self._get(self._resolve(key_id))
             meta: dict[str, Any] = {
                 "KeyId": key.key_id,
                 "Arn": f"acs:kms:{self.region}:{self.account_id}:key/{key.key_id}",
@@ -167,7 +217,7 @@ class KeyRing:
 
     def list_versions(self, key_id: str) -> list[dict[str, str]]:
         with self._lock:
-            key = self._get(key_id)
+            key = self._get(self._resolve(key_id))
             return [{"KeyId": key.key_id, "KeyVersionId": v.version_id,
                      "CreationDate": _iso(v.created)} for v in key.versions]
 
@@ -177,7 +227,7 @@ class KeyRing:
             raise ApiError(400, "InvalidParameter",
                            'The specified parameter "Plaintext" is not valid.')
         with self._lock:
-            key = self._usable(key_id)
+            key = self._usable(self._resolve(key_id))
             version = key.primary
         nonce = os.urandom(12)
         aad = self._aad(key.key_id, version.version_id, context)
@@ -209,6 +259,26 @@ class KeyRing:
         return {"Plaintext": plain.decode(), "KeyId": key_id, "KeyVersionId": version_id}
 
     # --- private --------------------------------------------------------------------------
+    def _resolve(self, key_ref: str) -> str:
+        """Under the lock: alias name or ARN -> its KeyId; a key ARN -> the KeyId."""
+        if key_ref.startswith("acs:kms:"):
+            resource = key_ref.split(":", 4)[-1]
+            if resource.startswith("key/"):
+                return resource[len("key/"):]
+            key_ref = resource
+        if key_ref.startswith(ALIAS_PREFIX):
+            target = self._aliases.get(key_ref)
+            if target is None:
+                raise _alias_not_found(key_ref)
+            return target
+        return key_ref
+
+    @staticmethod
+    def _check_alias_name(alias: str) -> None:
+        if not _ALIAS_NAME.fullmatch(alias) or alias.startswith("alias/acs/"):
+            raise ApiError(400, "InvalidParameter.AliasName",
+                           f"The specified AliasName {alias!r} is not valid.")
+
     def _get(self, key_id: str) -> Key:
         key = self._keys.get(key_id)
         if key is None:
@@ -232,6 +302,8 @@ class KeyRing:
 
 def handle(keys: KeyRing, action: str, params: dict[str, str]) -> dict[str, Any]:
     """One key API call (already authenticated); the payload without RequestId."""
+    if action in _ALIAS_ACTIONS:
+        return _alias_action(keys, action, params)
     if action == "Decrypt":
         blob = params.get("CiphertextBlob")
         if not blob:
@@ -254,6 +326,34 @@ def handle(keys: KeyRing, action: str, params: dict[str, str]) -> dict[str, Any]
     return keys.encrypt(key_id, plaintext, parse_context(params.get("EncryptionContext")))
 
 
+_ALIAS_ACTIONS = frozenset({"CreateAlias", "UpdateAlias", "DeleteAlias", "ListAliases"})
+
+
+def _required(params: dict[str, str], name: str) -> str:
+    value = params.get(name)
+    if not value:
+        raise ApiError(400, "MissingParameter",
+                       f'The parameter "{name}" is needed but not provided.')
+    return value
+
+
+def _alias_action(keys: KeyRing, action: str, params: dict[str, str]) -> dict[str, Any]:
+    if action == "ListAliases":
+        rows = [{"AliasName": name, "KeyId": key_id,
+                 "AliasArn": f"acs:kms:{keys.region}:{keys.account_id}:{name}"}
+                for name, key_id in sorted(keys.aliases().items())]
+        return {"Aliases": {"Alias": rows}, "TotalCount": len(rows), "PageNumber": 1,
+                "PageSize": max(len(rows), 1)}
+    alias = _required(params, "AliasName")
+    if action == "DeleteAlias":
+        keys.delete_alias(alias)
+    elif action == "CreateAlias":
+        keys.create_alias(alias, _required(params, "KeyId"))
+    else:
+        keys.update_alias(alias, _required(params, "KeyId"))
+    return {}
+
+
 def admin_route(
     keys: KeyRing, method: str, route: str, body: dict[str, Any]
 ) -> dict[str, Any] | None:
@@ -264,7 +364,13 @@ def admin_route(
       GET  /keys/<id>                     DescribeKey's KeyMetadata
       POST /keys/<id>/rotate              -> {"version_id"}
       PUT  /keys/<id>/state               {"state": Enabled|Disabled|PendingDeletion}
+      GET  /aliases                       {"aliases": {alias: key id}}
+      POST /aliases                       {alias, key_id}: CreateAlias
+      PUT  /aliases                       {alias, key_id}: UpdateAlias (re-point)
+      POST /aliases/delete                {alias}: DeleteAlias
     """
+    if route.rstrip("/").startswith("/aliases"):
+        return _alias_route(keys, method, route.rstrip("/"), body)
     parts = route.strip("/").split("/")
     if parts == ["keys"] and method == "GET":
         return {"keys": keys.key_ids()}
@@ -282,6 +388,24 @@ def admin_route(
     except ApiError as err:
         raise KeyError(err.message) from None
     return None
+
+
+def _alias_route(keys: KeyRing, method: str, route: str,
+                 body: dict[str, Any]) -> dict[str, Any] | None:
+    try:
+        if (method, route) == ("GET", "/aliases"):
+            return {"aliases": keys.aliases()}
+        if (method, route) == ("POST", "/aliases"):
+            keys.create_alias(body["alias"], body["key_id"])
+        elif (method, route) == ("PUT", "/aliases"):
+            keys.update_alias(body["alias"], body["key_id"])
+        elif (method, route) == ("POST", "/aliases/delete"):
+            keys.delete_alias(body["alias"])
+        else:
+            return None
+    except ApiError as err:
+        raise KeyError(err.message) from None
+    return {"ok": True}
 
 
 class KeyAdmin:
@@ -304,3 +428,15 @@ class KeyAdmin:
 
     def describe_key(self, key_id: str) -> dict[str, Any]:
         return self._call("GET", f"/keys/{key_id}")
+
+    def create_alias(self, alias: str, key_id: str) -> None:
+        self._call("POST", "/aliases", {"alias": alias, "key_id": key_id})
+
+    def update_alias(self, alias: str, key_id: str) -> None:
+        self._call("PUT", "/aliases", {"alias": alias, "key_id": key_id})
+
+    def delete_alias(self, alias: str) -> None:
+        self._call("POST", "/aliases/delete", {"alias": alias})
+
+    def aliases(self) -> dict[str, str]:
+        return dict(self._call("GET", "/aliases")["aliases"])

@@ -88,10 +88,17 @@ class KmsService:
         return self._get_secret_value(params, identity)
 
     def _key_action(self, action: str, params: dict[str, str], identity: str) -> dict[str, Any]:
-        key_id = params.get("KeyId")
-        if key_id and not self.state.may_read(identity, key_id):  # rules' globs match key ids
-            raise ApiError(403, "Forbidden.NoPermission",
-                           f"This operation for {key_id} is forbidden by permission system.")
+        key_ref = params.get("KeyId")
+        if not key_ref and action == "DeleteAlias" and params.get("AliasName"):
+            key_ref = params["AliasName"]
+        if key_ref:
+            # An alias needs permissions on its key, not the alias (as the service does);
+            # rules' globs match key ids.
+            key_id = self.state.keys.resolve(key_ref)
+            if not self.state.may_read(identity, key_id):
+                raise ApiError(403, "Forbidden.NoPermission",
+                               f"This operation for {key_ref} is forbidden by permission "
+                               "system.")
         return keys.handle(self.state.keys, action, params)
 
     def _get_secret_value(self, params: dict[str, str], identity: str) -> dict[str, Any]:

@@ -513,7 +513,9 @@ def test_bad_input_gives_clear_errors(
     # Socket paths that cannot work: exit 2 with the reason, at once.
     (sockets / "regular-file").write_text("not a socket")
     for path, words in ((str(sockets / "missing" / "kms.sock"), "does not exist"),
-                        (str(sockets / "regular-file"), "is not a socket")):
+                        (str(sockets / "regular-file"), "is not a socket"),
+                        (str(sockets / "regular-file" / "kms.sock"),
+                         "is a regular file, not a directory")):
         bad = PluginProcess(cloud, key, path)
         out = subprocess.run(bad.command(), capture_output=True, text=True, timeout=30,
                              env={**os.environ, "ACCESS_KEY_ID": AK, "SECRET_ACCESS_KEY": SK},

@@ -17,7 +17,7 @@ from controller.kmsplugin import keyids
 from controller.kmsplugin import settings as plugin_settings
 from controller.kmsplugin.keystate import KeyStateCache
 from controller.kmsplugin.metrics import PluginMetrics
-from controller.kmsplugin.service import KeyService, PluginError
+from controller.kmsplugin.service import MAX_PLAINTEXT, KeyService, PluginError
 
 KEY = "key-1111"
 CONTEXT = {"kubernetes-cluster": "c1"}
@@ -33,33 +33,40 @@ class Clock:
 
 
 class FakeKms:
-    """Crypto + DescribeKey with a primary version the test moves."""
+    """Crypto + DescribeKey with a primary version the test moves, and aliases."""
 
     def __init__(self) -> None:
         self.primary, self.state = "v1", "Enabled"
         self.fail: CryptoError | None = None
         self.calls: list[str] = []
         self.answer_version: str | None = None
+        self.aliases: dict[str, str] = {}
+        self.padding = 0  # extra ciphertext bytes (an over-long KMS answer)
+
+    def resolve(self, key_id: str) -> str:
+        return self.aliases.get(key_id, key_id)
 
     def describe_key(self, key_id: str) -> KeyInfo:
         self.calls.append("DescribeKey")
         if self.fail:
             raise self.fail
-        return KeyInfo(key_id, self.state, self.primary)
+        return KeyInfo(self.resolve(key_id), self.state, self.primary)
 
     def encrypt(self, key_id: str, plaintext: bytes, context: dict[str, str]) -> Wrapped:
-        self.calls.append("Encrypt")
+        self.calls.append(f"Encrypt {key_id}")
         if self.fail:
             raise self.fail
         assert context == CONTEXT
-        return Wrapped(f"blob:{self.primary}:{plaintext.hex()}", key_id, self.primary)
+        real = self.resolve(key_id)
+        return Wrapped(f"blob:{real}:{self.primary}:{plaintext.hex()}" + "0" * self.padding,
+                       real, self.primary)
 
     def decrypt(self, key_id: str, ciphertext: str, context: dict[str, str]) -> Unwrapped:
         self.calls.append("Decrypt")
         if self.fail:
             raise self.fail
-        _, version, data = ciphertext.split(":")
-        return Unwrapped(bytes.fromhex(data), key_id, self.answer_version or version)
+        _, real, version, data = ciphertext.split(":")
+        return Unwrapped(bytes.fromhex(data), real, self.answer_version or version)
 
 
 @pytest.fixture
@@ -166,8 +173,15 @@ def test_decrypt_round_trip_of_an_earlier_version(service: KeyService, kms: Fake
 
 @pytest.mark.parametrize(("change", "code", "words"), [
     ({"drop": keyids.VERSION_ANNOTATION}, grpc.StatusCode.INVALID_ARGUMENT, "missing"),
-    ({keyids.KEY_ANNOTATION: b"key-other"}, grpc.StatusCode.FAILED_PRECONDITION, "key-other"),
+    ({keyids.KEY_ANNOTATION: b"key-other", "key_id": keyids.key_id_for("key-other", "v1")},
+     grpc.StatusCode.FAILED_PRECONDITION, "wrapped with KMS key key-other"),
     ({"key_id": "alibaba-kms-0000"}, grpc.StatusCode.INVALID_ARGUMENT, "never issued"),
+    # A real key_id of this plugin with annotations of another version (e.g. a KMS v1 blob
+    # sent with v2's key_id): said as it is, not "never issued".
+    ({keyids.VERSION_ANNOTATION: b"v0"}, grpc.StatusCode.INVALID_ARGUMENT,
+     "was issued by this plugin for KMS key key-1111 version v1, but the annotations name"),
+    ({"drop": keyids.KEY_ANNOTATION}, grpc.StatusCode.INVALID_ARGUMENT,
+     "is one this plugin issued (KMS key key-1111 version v1), but the annotations"),
     ({keyids.CLUSTER_ANNOTATION: b"c2"}, grpc.StatusCode.FAILED_PRECONDITION, "'c2'"),
 ])
 def test_decrypt_refuses_what_it_did_not_issue(service: KeyService, kms: FakeKms,
@@ -209,10 +223,78 @@ def test_kms_failures_map_to_grpc_codes(service: KeyService, kms: FakeKms, kind:
     assert "secret-seed-bytes" not in err.value.message
 
 
-def test_oversized_ciphertext_is_refused(service: KeyService, kms: FakeKms) -> None:
+def test_oversized_ciphertext_from_kms_is_refused(service: KeyService, kms: FakeKms) -> None:
+    kms.padding = 1024
     with pytest.raises(PluginError) as err:
-        service.encrypt(b"x" * 600)  # the fake's blob is 2x + 8 bytes
-    assert "1024" in err.value.message
+        service.encrypt(b"x" * 32)
+    assert err.value.code == grpc.StatusCode.INTERNAL
+    assert "KMS returned a ciphertext of" in err.value.message and "1024" in err.value.message
+
+
+def test_encrypt_bounds_its_input_before_kms(service: KeyService, kms: FakeKms) -> None:
+    assert service.encrypt(b"s" * MAX_PLAINTEXT).key_id  # the ceiling itself is accepted
+    kms.calls.clear()
+    for size in (MAX_PLAINTEXT + 1, 6000, 1 << 20):
+        with pytest.raises(PluginError) as err:
+            service.encrypt(b"s" * size)
+        assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert f"plaintext of {size} bytes exceeds" in err.value.message
+        assert f"{MAX_PLAINTEXT}-byte limit" in err.value.message
+    assert kms.calls == []  # refused before KMS is asked
+
+
+def test_oversized_ciphertext_to_decrypt_is_said_so(service: KeyService, kms: FakeKms) -> None:
+    good = service.encrypt(b"seed")
+    kms.calls.clear()
+    with pytest.raises(PluginError) as err:
+        service.decrypt(b"A" * 6000, good.key_id, good.annotations)
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "6000 bytes is over the KMS v2 API's 1024" in err.value.message
+    assert "another key" not in err.value.message and kms.calls == []
+
+
+# --- an alias as --key-id ---------------------------------------------------------------------
+
+def test_alias_is_resolved_and_the_key_id_used_everywhere(kms: FakeKms, clock: Clock) -> None:
+    kms.aliases["alias/etcd"] = KEY
+    seen: list[str] = []
+    cache = KeyStateCache("alias/etcd", kms.describe_key, interval=30, on_change=seen.append,
+                          clock=clock)
+    cache.refresh()
+    service = KeyService(kms_key_id="alias/etcd", cluster="c1", context=CONTEXT, crypto=kms,
+                         keys=cache, metrics=PluginMetrics())
+    healthz, status_key_id = service.status()
+    assert (healthz, status_key_id) == ("ok", keyids.key_id_for(KEY, "v1"))
+    first = service.encrypt(b"seed-1")
+    assert first.key_id == status_key_id  # the apiserver accepts the seed only then
+    assert first.annotations[keyids.KEY_ANNOTATION] == KEY.encode()
+    assert f"Encrypt {KEY}" in kms.calls  # KMS is asked with the resolved KeyId
+    assert service.decrypt(first.ciphertext, first.key_id, first.annotations) == b"seed-1"
+
+    # Re-pointing the alias is a rotation: the next refresh moves Status's key_id.
+    kms.aliases["alias/etcd"] = "key-2222"
+    cache.refresh()
+    assert service.status()[1] == keyids.key_id_for("key-2222", "v1") != status_key_id
+    assert seen == [status_key_id, keyids.key_id_for("key-2222", "v1")]
+    second = service.encrypt(b"seed-2")
+    assert second.key_id == service.status()[1]
+    assert second.annotations[keyids.KEY_ANNOTATION] == b"key-2222"
+    # Data under the key the alias named before still decrypts (until reencrypt moved it).
+    assert service.decrypt(first.ciphertext, first.key_id, first.annotations) == b"seed-1"
+    assert service.decrypt(second.ciphertext, second.key_id, second.annotations) == b"seed-2"
+
+
+def test_a_key_id_flag_still_refuses_other_keys(service: KeyService, kms: FakeKms) -> None:
+    kms.aliases["alias/other"] = "key-2222"
+    other = KeyService(kms_key_id="alias/other", cluster="c1", context=CONTEXT, crypto=kms,
+                       keys=KeyStateCache("alias/other", kms.describe_key, interval=30),
+                       metrics=PluginMetrics())
+    other.keys.refresh()
+    foreign = other.encrypt(b"seed")
+    with pytest.raises(PluginError) as err:
+        service.decrypt(foreign.ciphertext, foreign.key_id, foreign.annotations)
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "wrapped with KMS key key-2222" in err.value.message
 
 
 # --- settings and the command -----------------------------------------------------------------
