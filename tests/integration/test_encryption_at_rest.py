@@ -534,6 +534,10 @@ def test_shipped_manifests_are_accepted(core: Any) -> None:
     created = core.create_namespaced_pod("kube-system", pod, dry_run="All")
     assert created.spec.priority_class_name == "system-node-critical"
     assert created.spec.containers[0].args[0] == "kms-plugin"
+    # With the worker role no AccessKey file exists: a missing directory must not keep the
+    # kubelet from starting the pod.
+    types = {v.name: v.host_path.type for v in created.spec.volumes if v.host_path}
+    assert types == {"socket": "DirectoryOrCreate", "config": "DirectoryOrCreate"}
     encryption = yaml.safe_load((manifests / "encryption-config.yaml").read_text())
     providers = encryption["resources"][0]["providers"]
     assert providers[0]["kms"]["apiVersion"] == "v2" and providers[-1] == {"identity": {}}
