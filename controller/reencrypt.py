@@ -8,6 +8,15 @@ writes only those stored under another key_id, so a second run rewrites nothing 
 interrupted run can simply be started again. `--qps` bounds the update rate (the apiserver
 also serves the cluster meanwhile); a few workers keep that rate with the API's latency.
 
+After a rotation the new key_id reaches the apiserver only after the plugin's next key
+refresh (--key-refresh-interval, 30 s) and the apiserver's next Status call (every 60 s), so
+rewriting at once would re-wrap under the old key. `--wait-for-key-rotation` waits for the
+switch with what a cluster admin can see: the plugin's /metrics (a key refresh after this
+command started, then `key_id_info`) and the apiserver's own /metrics, whose
+`apiserver_envelope_encryption_key_id_hash_total{transformation_type="to_storage"}` counts
+writes per SHA-256 of the key_id; a probe Secret is written until that count moves for the
+plugin's key_id.
+
 Output: a progress line on a terminal (stderr), then one summary line
 `rewritten=N unchanged=N skipped=N failed=N` (stdout). Exit 0 when nothing failed, 1 when
 some objects failed (their names are logged; values never are), 2 on bad flags (one stderr
@@ -16,6 +25,9 @@ line naming the flag, before anything is contacted).
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import hashlib
 import logging
 import os
 import sys
@@ -30,6 +42,7 @@ from typing import Any, TextIO
 from controller.goflags import GoFlagParser, one_line
 from controller.kube import rewrite
 from controller.kube.rest import ApiError, Resource, Rest
+from controller.settings import parse_duration
 
 log = logging.getLogger("controller.reencrypt")
 
@@ -45,6 +58,152 @@ class Options:
     kubeconfig: str = ""
     log_format: str = "text"
     log_level: str = "info"
+    wait: WaitOptions | None = None
+
+
+PROBE_NAME = "ack-secret-manager-reencrypt-probe"
+APISERVER_KEY_METRIC = "apiserver_envelope_encryption_key_id_hash"  # _total: a counter
+PLUGIN_KEY_METRIC = "ack_secret_manager_kmsplugin_key_id_info"
+PLUGIN_REFRESH_METRIC = "ack_secret_manager_kmsplugin_key_refreshes"  # _total
+
+
+@dataclass(frozen=True)
+class WaitOptions:
+    """`--wait-for-key-rotation`: whose key_id to wait for and for how long."""
+
+    plugin_metrics_url: str = "http://127.0.0.1:8095/metrics"
+    key_id: str = ""  # given: skip the plugin's /metrics
+    timeout: float = 300.0
+    probe_namespace: str = "default"
+    interval: float = 2.0
+
+
+class WaitError(RuntimeError):
+    """The switch was not seen in time, or what it is read from cannot be read."""
+
+
+def key_id_hash(key_id: str) -> str:
+    """How the apiserver labels a key_id in its metrics."""
+    return "sha256:" + hashlib.sha256(key_id.encode()).hexdigest()
+
+
+def _samples(text: str, family: str) -> list[tuple[dict[str, str], float]]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: list[tuple[dict[str, str], float]] = []
+    for metric in text_string_to_metric_families(text):
+        if metric.name == family:
+            out.extend((dict(s.labels), float(s.value)) for s in metric.samples
+                       if s.name in (family, family + "_total"))
+    return out
+
+
+def _http_text(url: str) -> str:
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=5) as resp:
+        return str(resp.read().decode())
+
+
+class RotationWait:
+    """Wait until the kube-apiserver writes with the kms-plugin's current key_id."""
+
+    def __init__(self, rest: Rest, options: WaitOptions, *,
+                 fetch: Callable[[str], str] = _http_text,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.rest, self.options = rest, options
+        self.fetch, self.clock, self.sleep = fetch, clock, sleep
+        self.deadline = 0.0
+
+    def run(self) -> str:
+        """The key_id that writes now use; WaitError when not seen before the timeout."""
+        self.deadline = self.clock() + self.options.timeout
+        key_id = self.options.key_id or self._plugin_key_id_after_a_refresh()
+        log.info("waiting for the kube-apiserver to write with key_id %s", key_id)
+        self._await_writes_with(key_id)
+        return key_id
+
+    def _plugin_key_id_after_a_refresh(self) -> str:
+        """The plugin's key_id once it has asked KMS again since this command started (the
+        rotation came before: that refresh has seen it)."""
+        before = self._plugin_refreshes()
+        while True:
+            refreshes = self._plugin_refreshes()
+            if refreshes > before:
+                break
+            self._pause(f"no key refresh of the kms-plugin ({self.options.plugin_metrics_url}) "
+                        "since the wait began; is it running on this node?")
+        keys = [labels["key_id"] for labels, value in _samples(
+            self._plugin_metrics(), PLUGIN_KEY_METRIC) if value == 1 and "key_id" in labels]
+        if len(keys) != 1:
+            raise WaitError(f"{self.options.plugin_metrics_url} reports no current key_id "
+                            f"({PLUGIN_KEY_METRIC}); is the plugin healthy?")
+        return keys[0]
+
+    def _plugin_refreshes(self) -> float:
+        return sum(value for labels, value in _samples(self._plugin_metrics(),
+                                                       PLUGIN_REFRESH_METRIC)
+                   if labels.get("result") == "ok")
+
+    def _plugin_metrics(self) -> str:
+        try:
+            return self.fetch(self.options.plugin_metrics_url)
+        except OSError as exc:
+            raise WaitError(f"cannot read the kms-plugin's metrics at "
+                            f"{self.options.plugin_metrics_url} ({type(exc).__name__}): run "
+                            "this on a control-plane node, fix --plugin-metrics-url, or give "
+                            "--wait-for-key-id") from None
+
+    def _await_writes_with(self, key_id: str) -> None:
+        wanted = key_id_hash(key_id)
+        try:
+            while True:
+                before = self._writes_with(wanted)
+                self._write_probe()
+                if self._writes_with(wanted) > before:
+                    return
+                self._pause(f"the kube-apiserver still writes with another key_id than "
+                            f"{key_id}")
+        finally:
+            self._delete_probe()
+
+    def _writes_with(self, wanted: str) -> float:
+        try:
+            response = self.rest.request("GET", "/metrics", stream=True)
+            text = response.read().decode()
+        except ApiError as err:
+            raise WaitError(f"cannot read the kube-apiserver's /metrics ({err.status} "
+                            f"{err.reason}): grant get on nonResourceURLs /metrics") from None
+        return sum(value for labels, value in _samples(text, APISERVER_KEY_METRIC)
+                   if labels.get("key_id_hash") == wanted
+                   and labels.get("transformation_type") == "to_storage")
+
+    def _write_probe(self) -> None:
+        namespace = self.options.probe_namespace
+        marker = base64.b64encode(os.urandom(12)).decode()
+        path = f"/api/v1/namespaces/{namespace}/secrets"
+        try:
+            self.rest.merge_patch(f"{path}/{PROBE_NAME}", {"data": {"probe": marker}})
+        except ApiError as err:
+            if err.status != 404:
+                raise WaitError(f"cannot write the probe Secret {namespace}/{PROBE_NAME} "
+                                f"({err.status} {err.reason})") from None
+            self.rest.create(path, {"metadata": {"name": PROBE_NAME, "labels": {
+                "app.kubernetes.io/managed-by": "ack-secret-manager-reencrypt"}},
+                "data": {"probe": marker}})
+
+    def _delete_probe(self) -> None:
+        # Absent, or the error that ended the wait matters more.
+        with contextlib.suppress(ApiError, OSError):
+            self.rest.delete(f"/api/v1/namespaces/{self.options.probe_namespace}/secrets/"
+                             f"{PROBE_NAME}")
+
+    def _pause(self, waiting_for: str) -> None:
+        if self.clock() + self.options.interval > self.deadline:
+            raise WaitError(f"gave up after {self.options.timeout:.0f}s: {waiting_for}")
+        self.sleep(self.options.interval)
 
 
 @dataclass
@@ -184,6 +343,18 @@ def build_parser() -> GoFlagParser:
                help="send server-side dry-run updates: checks access, writes nothing")
     a("--log-format", choices=["text", "json"], default="text")
     a("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    p.add_bool("--wait-for-key-rotation", default=False,
+               help="first wait until the kube-apiserver writes with the kms-plugin's current "
+               "key_id, read after the plugin's next key refresh (run it right after rotating "
+               "the key; up to --key-refresh-interval + 60s)")
+    a("--wait-for-key-id", default="",
+      help="with --wait-for-key-rotation: this key_id (the plugin's key_id_info) instead of "
+      "reading the plugin's /metrics")
+    a("--plugin-metrics-url", default="http://127.0.0.1:8095/metrics",
+      help="the kms-plugin's /metrics on this node (default http://127.0.0.1:8095/metrics)")
+    a("--wait-timeout", default="5m", help="how long to wait for the switch (default 5m)")
+    a("--probe-namespace", default="default",
+      help=f"where the probe Secret {PROBE_NAME} is written while waiting (default: default)")
     return p
 
 
@@ -197,9 +368,15 @@ def parse(argv: Sequence[str]) -> Options:
     if ns.kubeconfig and not os.path.isfile(ns.kubeconfig):
         raise ValueError(f"--kubeconfig {ns.kubeconfig[:200]}: no such file; give a readable "
                          "kubeconfig, or omit the flag in a Pod")
+    wait = None
+    if ns.wait_for_key_rotation or ns.wait_for_key_id:
+        wait = WaitOptions(plugin_metrics_url=ns.plugin_metrics_url, key_id=ns.wait_for_key_id,
+                           timeout=parse_duration(ns.wait_timeout),
+                           probe_namespace=ns.probe_namespace)
     return Options(resources=resources or ("secrets",), namespace=ns.namespace, qps=ns.qps,
                    workers=ns.workers, page_size=ns.page_size, dry_run=ns.dry_run,
-                   kubeconfig=ns.kubeconfig, log_format=ns.log_format, log_level=ns.log_level)
+                   kubeconfig=ns.kubeconfig, log_format=ns.log_format, log_level=ns.log_level,
+                   wait=wait)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -220,8 +397,16 @@ def main(argv: Sequence[str]) -> int:
               "kubeconfig, or run in a Pod", file=sys.stderr)
         return 2
     try:
+        if options.wait is not None:
+            waited = time.monotonic()
+            key_id = RotationWait(Rest(api), options.wait).run()
+            print(f"the kube-apiserver writes with key_id {key_id} "
+                  f"(waited {time.monotonic() - waited:.0f}s)", file=sys.stderr, flush=True)
         started = time.monotonic()
         summary = run(Rest(api), options)
+    except WaitError as err:
+        print(f"ack-secret-manager reencrypt: {err}", file=sys.stderr)
+        return 1
     except ApiError as err:
         print(f"ack-secret-manager reencrypt: listing failed: {err.status} {err.reason}: "
               f"{err.message}", file=sys.stderr)

@@ -153,7 +153,8 @@ class Plugin:
                                 budget=cfg.kms_timeout, on_call=self.metrics.observe_kms)
         self.keys = KeyStateCache(cfg.key_id, self.crypto.describe_key,
                                   interval=cfg.key_refresh_interval,
-                                  on_change=self.metrics.set_key_id)
+                                  on_change=self.metrics.set_key_id,
+                                  on_refresh=self.metrics.count_refresh)
         self.service = KeyService(kms_key_id=cfg.key_id, cluster=cfg.cluster_name,
                                   context=cfg.encryption_context, crypto=self.crypto,
                                   keys=self.keys, metrics=self.metrics)

@@ -50,12 +50,14 @@ class KeyStateCache:
     def __init__(self, key_id: str, describe: Describe, *, interval: float,
                  stale_after: float | None = None,
                  on_change: Callable[[str], None] | None = None,
+                 on_refresh: Callable[[bool], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.kms_key_id = key_id
         self.describe = describe
         self.interval = interval
         self.stale_after = stale_after if stale_after is not None else 3 * interval + 10
         self.on_change = on_change or (lambda _key_id: None)
+        self.on_refresh = on_refresh or (lambda _ok: None)
         self.clock = clock
         self._lock = threading.Lock()
         self._info: KeyInfo | None = None
@@ -79,8 +81,10 @@ class KeyStateCache:
                 self._error = err.reason
             if changed:
                 log.warning("DescribeKey failed: %s", err.reason)
+            self.on_refresh(False)
             return False
         self._accept(info)
+        self.on_refresh(True)  # after the new key_id is in place
         return True
 
     def observe(self, key_id: str, version_id: str) -> None:

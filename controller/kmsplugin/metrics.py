@@ -42,6 +42,13 @@ class PluginMetrics:
         self.key_id_info = Gauge(
             PREFIX + "key_id_info", "1 for the key_id Status currently reports.", ["key_id"],
             registry=r)
+        self.key_refreshes = Counter(
+            PREFIX + "key_refreshes_total",
+            "DescribeKey refreshes of the key state by result (ok: answered; what "
+            "`reencrypt --wait-for-key-rotation` waits for after a rotation).", ["result"],
+            registry=r)
+        for result in ("ok", "error"):
+            self.key_refreshes.labels(result=result)
         self.key_healthy = Gauge(
             PREFIX + "key_healthy", "1 while Status reports healthz ok.", registry=r)
         Gauge(PREFIX + "build_info", "Version of the plugin.", ["version"],
@@ -53,6 +60,9 @@ class PluginMetrics:
         self.kms_duration.labels(operation=operation).observe(seconds)
         if code != "Success":
             self.kms_errors.labels(operation=operation, code=safe_label(code)).inc()
+
+    def count_refresh(self, ok: bool) -> None:
+        self.key_refreshes.labels(result="ok" if ok else "error").inc()
 
     def count(self, method: str, ok: bool) -> None:
         self.grpc_total.labels(method=method, result="ok" if ok else "error").inc()
