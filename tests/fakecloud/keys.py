@@ -1,5 +1,6 @@
 """The fake KMS's customer master keys and their aliases: Encrypt, Decrypt, DescribeKey,
-ListKeyVersions, CreateAlias, UpdateAlias, DeleteAlias and ListAliases.
+ListKeyVersions, CreateKey, CreateKeyVersion (a manual rotation), CreateAlias, UpdateAlias,
+DeleteAlias and ListAliases.
 
 Why: the KMS v2 plugin wraps the kube-apiserver's DEK seeds with a KMS key, so its tests need
 a KMS that really encrypts, really has key versions (rotation makes a new primary version;
@@ -48,6 +49,7 @@ from .wire import ApiError
 ENABLED, DISABLED, PENDING_DELETION = "Enabled", "Disabled", "PendingDeletion"
 STATES = (ENABLED, DISABLED, PENDING_DELETION)
 KEY_ACTIONS = frozenset({"Encrypt", "Decrypt", "DescribeKey", "ListKeyVersions",
+                         "CreateKey", "CreateKeyVersion",
                          "CreateAlias", "UpdateAlias", "DeleteAlias", "ListAliases"})
 ALIAS_PREFIX = "alias/"
 _ALIAS_NAME = re.compile(r"alias/[A-Za-z0-9_/-]{1,255}")
@@ -304,6 +306,13 @@ def handle(keys: KeyRing, action: str, params: dict[str, str]) -> dict[str, Any]
     """One key API call (already authenticated); the payload without RequestId."""
     if action in _ALIAS_ACTIONS:
         return _alias_action(keys, action, params)
+    if action == "CreateKey":
+        spec = params.get("KeySpec") or "Aliyun_AES_256"
+        if spec != "Aliyun_AES_256":
+            raise ApiError(400, "InvalidParameter.KeySpec",
+                           f"The specified KeySpec {spec} is not supported by this KMS.")
+        created = keys.create_key(description=params.get("Description", ""))
+        return {"KeyMetadata": keys.describe(created)}
     if action == "Decrypt":
         blob = params.get("CiphertextBlob")
         if not blob:
@@ -315,6 +324,11 @@ def handle(keys: KeyRing, action: str, params: dict[str, str]) -> dict[str, Any]
         raise ApiError(400, "MissingParameter", 'The parameter "KeyId" is needed but not provided.')
     if action == "DescribeKey":
         return {"KeyMetadata": keys.describe(key_id)}
+    if action == "CreateKeyVersion":
+        real = keys.resolve(key_id)
+        version = keys.rotate_key(real)
+        return {"KeyVersion": {"KeyId": real, "KeyVersionId": version,
+                               "CreationDate": _iso(time.time())}}
     if action == "ListKeyVersions":
         versions = keys.list_versions(key_id)
         return {"KeyVersions": {"KeyVersion": versions}, "TotalCount": len(versions),
