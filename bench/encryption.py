@@ -6,13 +6,18 @@ cost no KMS call), Encrypt once per seed and Decrypt once per seed after a resta
 per object), and `reencrypt` must move a whole cluster's Secrets in minutes.
 
 Run: `python -m bench.encryption --secrets 10000` (`make bench`); small sizes for a quick look.
-Prints one JSON document; `--out FILE` writes it too.
+`python -m bench.encryption --overhead-only` measures only the plugin's own cost per call (no
+apiserver): Encrypt through the plugin's socket and the same Encrypt straight through the SDK,
+interleaved call by call so that both see the same machine load; the overhead is the median
+of the per-pair differences (and, as before, the difference of the two medians).
+Prints one JSON document (with the machine it ran on); `--out FILE` writes it too.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -85,9 +90,7 @@ def percentile(values: list[float], p: float) -> float:
 
 def direct_kms_p50(cloud: FakeCloudProcess, key: str, calls: int) -> float:
     """Encrypt through KmsCrypto in this process: the KMS round trip without the plugin."""
-    kms = Kms(IdentityPool(), region="cn-hangzhou")
-    crypto = KmsCrypto(kms, Identity(ACCESS_KEY, access_key_id=AK[0], access_key_secret=AK[1]),
-                       Endpoint(cloud.info["kms_endpoint"], "http"))
+    kms, crypto = direct_crypto(cloud)
     times = []
     for _ in range(calls):
         started = time.perf_counter()
@@ -95,6 +98,87 @@ def direct_kms_p50(cloud: FakeCloudProcess, key: str, calls: int) -> float:
         times.append(time.perf_counter() - started)
     kms.close()
     return round(statistics.median(times) * 1000, 2)
+
+
+def direct_crypto(cloud: FakeCloudProcess) -> tuple[Kms, KmsCrypto]:
+    kms = Kms(IdentityPool(), region="cn-hangzhou")
+    crypto = KmsCrypto(kms, Identity(ACCESS_KEY, access_key_id=AK[0], access_key_secret=AK[1]),
+                       Endpoint(cloud.info["kms_endpoint"], "http"))
+    return kms, crypto
+
+
+def overhead(sock: Path, cloud: FakeCloudProcess, key: str, calls: int) -> dict[str, Any]:
+    """Plugin Encrypt vs direct SDK Encrypt, alternating (which goes first alternates too)."""
+    channel = grpc.insecure_channel(f"unix://{sock}")
+    stub = api_pb2_grpc.KeyManagementServiceStub(channel)
+    kms, crypto = direct_crypto(cloud)
+    context = {"kubernetes-cluster": "bench"}
+
+    def via_plugin() -> float:
+        started = time.perf_counter()
+        stub.Encrypt(api_pb2.EncryptRequest(plaintext=os.urandom(32)), timeout=5)
+        return time.perf_counter() - started
+
+    def direct() -> float:
+        started = time.perf_counter()
+        crypto.encrypt(key, os.urandom(32), context)
+        return time.perf_counter() - started
+
+    for _ in range(20):  # warm-up: connections, imports, caches
+        via_plugin()
+        direct()
+    plugin_times, direct_times = [], []
+    for i in range(calls):
+        if i % 2:
+            plugin_times.append(via_plugin())
+            direct_times.append(direct())
+        else:
+            direct_times.append(direct())
+            plugin_times.append(via_plugin())
+    status_times = []
+    for _ in range(calls):  # the gRPC round trip alone: Status answers from its cache
+        started = time.perf_counter()
+        stub.Status(api_pb2.StatusRequest(), timeout=5)
+        status_times.append(time.perf_counter() - started)
+    kms.close()
+    channel.close()
+    pairs = [p - d for p, d in zip(plugin_times, direct_times, strict=True)]
+    ms = 1000.0
+    return {"calls": calls,
+            "plugin_encrypt_p50_ms": round(statistics.median(plugin_times) * ms, 2),
+            "direct_encrypt_p50_ms": round(statistics.median(direct_times) * ms, 2),
+            "overhead_p50_ms": round((statistics.median(plugin_times)
+                                      - statistics.median(direct_times)) * ms, 2),
+            "overhead_paired_median_ms": round(statistics.median(pairs) * ms, 2),
+            "overhead_paired_p90_ms": round(percentile(pairs, 0.9) * ms, 2),
+            "status_round_trip_p50_ms": round(statistics.median(status_times) * ms, 2)}
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
+        model = next((line.split(":", 1)[1].strip() for line in fh
+                      if line.startswith("model name")), "")
+    return {"cpus": os.cpu_count(), "cpu_model": model, "python": sys.version.split()[0],
+            "loadavg_1m": round(os.getloadavg()[0], 2)}
+
+
+def run_overhead(latency: float, calls: int) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="bench-ovh-", dir="/tmp"))
+    cloud = FakeCloudProcess(work, {}, AK, latency).start()
+    result: dict[str, Any] = {"kms_latency_ms": latency * 1000, "machine": machine()}
+    try:
+        key = FakeCloudAdmin(cloud.admin_url).create_key(description="bench")
+        runner = Plugin(cloud, key, work / "kms.sock").start()
+        try:
+            result["overhead"] = overhead(runner.sock, cloud, key, calls)
+        finally:
+            runner.stop()
+    finally:
+        cloud.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    result["machine"]["loadavg_1m_after"] = round(os.getloadavg()[0], 2)
+    return result
 
 
 def grpc_latencies(sock: Path, admin: FakeCloudAdmin, calls: int) -> dict[str, Any]:
@@ -217,11 +301,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--secrets", type=int, default=1000)
     p.add_argument("--latency", type=float, default=0.02, help="KMS latency in seconds")
     p.add_argument("--grpc-calls", type=int, default=200)
+    p.add_argument("--overhead-only", action="store_true",
+                   help="only the plugin's cost per Encrypt over a direct SDK call")
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
         os.environ.pop(name, None)
-    result = run(args.secrets, args.latency, args.grpc_calls)
+    if args.overhead_only:
+        result = run_overhead(args.latency, args.grpc_calls)
+    else:
+        result = run(args.secrets, args.latency, args.grpc_calls)
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
