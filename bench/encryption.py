@@ -6,6 +6,8 @@ cost no KMS call), Encrypt once per seed and Decrypt once per seed after a resta
 per object), and `reencrypt` must move a whole cluster's Secrets in minutes.
 
 Run: `python -m bench.encryption --secrets 10000` (`make bench`); small sizes for a quick look.
+`python -m bench.encryption --outage 10,30,60,90` measures how long the apiserver's
+/readyz/kms-providers stays failing after the plugin is back from an outage of each length.
 `python -m bench.encryption --overhead-only` measures only the plugin's own cost per call (no
 apiserver): Encrypt through the plugin's socket and the same Encrypt straight through the SDK,
 interleaved call by call so that both see the same machine load; the overhead is the median
@@ -181,6 +183,59 @@ def run_overhead(latency: float, calls: int) -> dict[str, Any]:
     return result
 
 
+def readyz_ok(cp: ControlPlane) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(cp.url + "/readyz/kms-providers", context=cp.ssl_context(),
+                                    timeout=5) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def await_true(check: Callable[[], bool], timeout: float, interval: float) -> float:
+    """Seconds until `check` held (polled every `interval`); RuntimeError after `timeout`."""
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > timeout:
+            raise RuntimeError(f"not within {timeout}s")
+        time.sleep(interval)
+    return time.monotonic() - started
+
+
+def run_outages(lengths: list[float]) -> dict[str, Any]:
+    """For each outage length: stop the plugin, wait until the apiserver's readyz fails, keep
+    it down for the length, start it, then time readyz until it is ok again (polled every
+    0.5 s; the plugin's own /healthz is up before the clock starts)."""
+    work = Path(tempfile.mkdtemp(prefix="bench-out-", dir="/tmp"))
+    cloud = FakeCloudProcess(work, {}, AK, 0.0).start()
+    result: dict[str, Any] = {"machine": machine(), "outages": []}
+    try:
+        key = FakeCloudAdmin(cloud.admin_url).create_key(description="bench")
+        runner = Plugin(cloud, key, work / "kms.sock").start()
+        try:
+            with ControlPlane(extra_apiserver_args=["--encryption-provider-config={dir}/enc.yaml"],
+                              files={"enc.yaml": encryption_file(runner.sock)},
+                              with_controller_manager=False) as cp:
+                for length in lengths:
+                    runner.stop()
+                    down = time.monotonic()
+                    await_true(lambda: not readyz_ok(cp), 60, 0.5)
+                    time.sleep(max(0.0, length - (time.monotonic() - down)))
+                    runner.start()
+                    back = await_true(lambda: readyz_ok(cp), 300, 0.5)
+                    result["outages"].append({"plugin_down_s": round(length, 1),
+                                              "readyz_failing_after_back_s": round(back, 1)})
+        finally:
+            runner.stop()
+    finally:
+        cloud.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
 def grpc_latencies(sock: Path, admin: FakeCloudAdmin, calls: int) -> dict[str, Any]:
     stub = api_pb2_grpc.KeyManagementServiceStub(grpc.insecure_channel(f"unix://{sock}"))
     before = admin.calls("DescribeKey")
@@ -301,13 +356,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--secrets", type=int, default=1000)
     p.add_argument("--latency", type=float, default=0.02, help="KMS latency in seconds")
     p.add_argument("--grpc-calls", type=int, default=200)
+    p.add_argument("--outage", default="",
+                   help="comma-separated plugin outage lengths in seconds: time the "
+                   "apiserver's readyz recovery after each")
     p.add_argument("--overhead-only", action="store_true",
                    help="only the plugin's cost per Encrypt over a direct SDK call")
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
         os.environ.pop(name, None)
-    if args.overhead_only:
+    if args.outage:
+        result = run_outages([float(x) for x in args.outage.split(",")])
+    elif args.overhead_only:
         result = run_overhead(args.latency, args.grpc_calls)
     else:
         result = run(args.secrets, args.latency, args.grpc_calls)
