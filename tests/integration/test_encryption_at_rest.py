@@ -524,7 +524,7 @@ def test_bad_input_gives_clear_errors(
     assert read_secret(core, ns, "safe") == "safe-value"
 
 
-def test_shipped_manifests_are_accepted(core: Any) -> None:
+def test_shipped_manifests_are_accepted(core: Any, api: Any) -> None:
     manifests = REPO / "manifests/kms-plugin"
     pod = yaml.safe_load((manifests / "kms-plugin.yaml").read_text())
     try:  # no kube-controller-manager here to make it; admission wants it even for dry-run
@@ -538,6 +538,14 @@ def test_shipped_manifests_are_accepted(core: Any) -> None:
     # kubelet from starting the pod.
     types = {v.name: v.host_path.type for v in created.spec.volumes if v.host_path}
     assert types == {"socket": "DirectoryOrCreate", "config": "DirectoryOrCreate"}
+    # reencrypt's least-privilege RBAC (docs/encryption-at-rest.md) is valid as shipped.
+    from kubernetes import utils
+
+    created_rbac = utils.create_from_yaml(api, str(manifests / "reencrypt-rbac.yaml"),
+                                          dry_run="All")
+    kinds = sorted(obj.kind for group in created_rbac for obj in group)
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+                     "ServiceAccount"]
     encryption = yaml.safe_load((manifests / "encryption-config.yaml").read_text())
     providers = encryption["resources"][0]["providers"]
     assert providers[0]["kms"]["apiVersion"] == "v2" and providers[-1] == {"identity": {}}

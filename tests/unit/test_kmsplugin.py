@@ -374,3 +374,25 @@ def test_socket_path_checks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr("controller.kmsplugin.app.os.access", lambda *_a: False)
     with pytest.raises(SocketError, match="not writable"):
         prepare_socket(str(tmp_path / "kms.sock"))
+
+
+def test_refreshes_are_counted_after_the_key_id_moved(kms: FakeKms, clock: Clock) -> None:
+    metrics = PluginMetrics()
+    seen: list[tuple[bool, str]] = []
+
+    def on_refresh(ok: bool) -> None:  # what reencrypt --wait-for-key-rotation relies on
+        metrics.count_refresh(ok)
+        seen.append((ok, cache.health().key_id))
+
+    cache = KeyStateCache(KEY, kms.describe_key, interval=30, on_refresh=on_refresh,
+                          clock=clock)
+    cache.refresh()
+    kms.primary = "v2"
+    cache.refresh()
+    kms.fail = CryptoError(Kind.TRANSIENT, "NetworkError", "NetworkError: unreachable")
+    cache.refresh()
+    assert seen == [(True, keyids.key_id_for(KEY, "v1")), (True, keyids.key_id_for(KEY, "v2")),
+                    (False, keyids.key_id_for(KEY, "v2"))]
+    text = metrics.route()("").body.decode()
+    assert 'ack_secret_manager_kmsplugin_key_refreshes_total{result="ok"} 2.0' in text
+    assert 'ack_secret_manager_kmsplugin_key_refreshes_total{result="error"} 1.0' in text
