@@ -5,6 +5,7 @@ cluster, then read back after plugin and apiserver restarts.
 The shell blocks marked `<!-- runbook: step N -->` are extracted in order and run with bash,
 each seeing the variables the earlier ones exported. What differs from a real control-plane
 node is only what the doc's step 0 makes a variable, plus three stand-ins:
+- the doc's commands need bash, curl and jq (from the system) and kubectl (the cached one);
 - `aliyun` is tests/fakecloud/aliyun_cli.py (the same `kms <Action> --<Param>` calls, signed,
   to the fake KMS); `ack-secret-manager` is this checkout's command;
 - a kubelet stand-in runs the static pod the doc's step 3 writes to $MANIFESTS: the
@@ -40,7 +41,7 @@ import yaml
 
 from tests.cluster import ControlPlane
 from tests.cluster.controlplane import free_port
-from tests.cluster.tools import REPO
+from tests.cluster.tools import REPO, ensure_tools
 from tests.fakecloud import FakeCloud
 from tests.integration.test_encryption_at_rest import etcd_raw, kms_readyz, stored
 
@@ -143,8 +144,9 @@ class Node:
             path.mkdir()
         self.addr = f"127.0.0.1:{free_port()}"
         self.env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+        kubectl_dir = ensure_tools().kubectl.parent  # the cached kubectl, matching the apiserver
         self.env.update(
-            PATH=f"{bin_dir}:{os.environ['PATH']}", KUBECONFIG=str(cp.kubeconfig),
+            PATH=f"{bin_dir}:{kubectl_dir}:{os.environ['PATH']}", KUBECONFIG=str(cp.kubeconfig),
             MANIFESTS=str(self.dirs["manifests"]), KMS_PLUGIN_DIR=str(self.dirs["kms-plugin"]),
             ENC_DIR=str(self.dirs["enc"]), KMS_PLUGIN_ADDR=self.addr,
             PLUGIN_ACCESS_KEY_ID=PLUGIN[0], PLUGIN_ACCESS_KEY_SECRET=PLUGIN[1],
@@ -200,8 +202,8 @@ def node() -> Iterator[Node]:
 
 
 def kubectl(node: Node, *args: str) -> str:
-    out = subprocess.run(["kubectl", *args], capture_output=True, text=True, env=node.env,
-                         timeout=60, check=True)
+    out = subprocess.run([str(ensure_tools().kubectl), *args], capture_output=True, text=True,
+                         env=node.env, timeout=60, check=True)
     return out.stdout
 
 
