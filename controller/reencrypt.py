@@ -19,8 +19,9 @@ plugin's key_id.
 
 Output: a progress line on a terminal (stderr), then one summary line
 `rewritten=N unchanged=N skipped=N failed=N` (stdout). Exit 0 when nothing failed, 1 when
-some objects failed (their names are logged; values never are), 2 on bad flags (one stderr
-line naming the flag, before anything is contacted).
+some objects failed (their names are logged; values never are) or the wait for the key
+rotation gave up (nothing rewritten then), 2 on bad flags (one stderr line naming the flag,
+before anything is contacted).
 """
 
 from __future__ import annotations
