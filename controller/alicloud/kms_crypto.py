@@ -202,7 +202,7 @@ class KmsCrypto:
             return send(client, runtime).body
         except Exception as exc:  # noqa: BLE001 - classified, re-raised as CryptoError
             fetch = classify(exc, who=self.identity.describe(), endpoint=self.endpoint.host)
-            if fetch.code == "NetworkError" and _timed_out(exc):
+            if fetch.code in ("NetworkError", "Timeout") and _timed_out(exc):
                 fetch = FetchError(Kind.TRANSIENT, "Timeout",
                                    f"Timeout: KMS endpoint {self.endpoint.host} was reached but "
                                    f"did not answer within {millis / 1000:.2f}s (what was "
