@@ -17,7 +17,8 @@ command started, then `key_id_info`) and the apiserver's own /metrics, whose
 writes per SHA-256 of the key_id; a probe Secret is written until that count moves for the
 plugin's key_id.
 
-Output: a progress line on a terminal (stderr), then one summary line
+Output: progress on stderr (a self-overwriting line on a terminal; elsewhere a line every 5 s
+or 1,000 objects), then one summary line
 `rewritten=N unchanged=N skipped=N failed=N` (stdout). Exit 0 when nothing failed, 1 when
 some objects failed (their names are logged; values never are) or the wait for the key
 rotation gave up (nothing rewritten then), 2 on bad flags (one stderr line naming the flag,
@@ -243,30 +244,51 @@ class Pacer:
 
 
 class Progress:
-    """One self-overwriting line on a terminal; silent otherwise."""
+    """On a terminal: one self-overwriting line. Elsewhere (a CI job, `kubectl logs` of a Job):
+    a line every `every_seconds` or every `every_objects` objects, whichever comes first, so
+    a long run is never silent."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, *, every_seconds: float = 5.0,
+                 every_objects: int = 1000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.stream = stream
-        self.enabled = stream.isatty()
-        self._last = 0.0
+        self.terminal = stream.isatty()
+        self.every_seconds, self.every_objects = every_seconds, every_objects
+        self.clock = clock
+        self._started = clock()
+        self._last = float("-inf") if self.terminal else self._started
+        self._last_done = 0
 
     def show(self, summary: Summary, total: int | None, *, force: bool = False) -> None:
-        now = time.monotonic()
-        if not self.enabled or (not force and now - self._last < 0.2):
-            return
-        self._last = now
-        done = summary.done
-        if total:
-            width = 30
-            filled = min(width, int(width * done / max(total, 1)))
-            bar = "#" * filled + "-" * (width - filled)
-            self.stream.write(f"\r[{bar}] {done}/{total} {summary.line()}")
+        now, done = self.clock(), summary.done
+        if self.terminal:
+            if not force and now - self._last < 0.2:
+                return
+            self._last = now
+            self.stream.write("\r" + self._bar(summary, total))
         else:
-            self.stream.write(f"\r{done} done {summary.line()}")
+            due = (now - self._last >= self.every_seconds
+                   or done - self._last_done >= self.every_objects)
+            if not (due or force) or (force and done == self._last_done):
+                return  # forced (the end): only when it says something new
+            self._last, self._last_done = now, done
+            elapsed = max(now - self._started, 1e-9)
+            of = f"/{total}" if total else ""
+            self.stream.write(f"progress: {done}{of} {summary.line()} "
+                              f"elapsed={elapsed:.1f}s rate={done / elapsed:.0f}/s\n")
         self.stream.flush()
 
+    @staticmethod
+    def _bar(summary: Summary, total: int | None) -> str:
+        done = summary.done
+        if not total:
+            return f"{done} done {summary.line()}"
+        width = 30
+        filled = min(width, int(width * done / max(total, 1)))
+        return f"[{'#' * filled + '-' * (width - filled)}] {done}/{total} {summary.line()}"
+
     def end(self) -> None:
-        if self.enabled:
+        if self.terminal:
             self.stream.write("\n")
             self.stream.flush()
 
