@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -102,3 +105,22 @@ def mint_token(kube: Any) -> Callable[..., str]:
         return str(resp.status.token)
 
     return mint
+
+
+@pytest.fixture
+def no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fake cloud is on 127.0.0.1: a proxy from the environment must not carry the SDKs'
+    requests elsewhere."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
+@pytest.fixture
+def socket_dir() -> Iterator[Path]:
+    """A short directory for a unix socket (their paths are limited to 107 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="kms-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

@@ -41,7 +41,7 @@ from tests.cluster.controlplane import free_port
 from tests.cluster.tools import REPO
 from tests.fakecloud import FakeCloud
 from tests.integration.conftest import AK_ID, AK_SECRET, K8s
-from tests.waiting import wait_for
+from tests.waiting import terminate, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -89,13 +89,7 @@ class PluginProcess:
         return self.proc is not None and self.proc.poll() is not None
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc)
 
     @property
     def log(self) -> str:

@@ -28,7 +28,6 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,7 @@ from tests.cluster.controlplane import free_port
 from tests.cluster.tools import REPO, ensure_tools
 from tests.fakecloud import FakeCloud
 from tests.integration.test_encryption_at_rest import etcd_raw, kms_readyz, stored
+from tests.waiting import terminate
 
 pytestmark = pytest.mark.cluster
 
@@ -110,13 +110,7 @@ class Kubelet:
         self.run_pod()
 
     def stop_pod(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc)
 
     def stop(self) -> None:
         self._stop.set()

@@ -5,8 +5,6 @@ instance endpoint with its CA, and what /metrics, /readyz and the log show (neve
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,10 +24,8 @@ ROLE = "acs:ram::1234567890123456:role/kms-plugin"
 
 
 @pytest.fixture(autouse=True)
-def _no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.lower(), raising=False)
+def _no_proxies(no_proxies: None) -> None:
+    """Every test here talks to the fake cloud on 127.0.0.1 (tests/conftest.py)."""
 
 
 @pytest.fixture
@@ -39,13 +35,6 @@ def cloud() -> Iterator[FakeCloud]:
         yield fake
 
 
-@pytest.fixture
-def socket_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="kmsu-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def run_plugin(cloud: FakeCloud, socket_dir: Path, *flags: str,

@@ -6,10 +6,8 @@ file exits 2 in one line)."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,10 +31,8 @@ CONTEXT = {"kubernetes-cluster": "unit"}
 
 
 @pytest.fixture(autouse=True)
-def _no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.lower(), raising=False)
+def _no_proxies(no_proxies: None) -> None:
+    """Every test here talks to the fake cloud on 127.0.0.1 (tests/conftest.py)."""
 
 
 @pytest.fixture
@@ -46,13 +42,6 @@ def cloud() -> Iterator[FakeCloud]:
         yield fake
 
 
-@pytest.fixture
-def socket_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="kmsm-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def crypto(cloud: FakeCloud, budget: float = 2.5) -> KmsCrypto:
