@@ -20,7 +20,8 @@ controller/engine/clusterexternalsecrets.py; this module only reads caches and w
   ClusterExternalSecret lets the garbage collector remove them all.
 
 Without the CRD, or without the RBAC for it (chart value crds.createClusterExternalSecret=false),
-the loop logs one line and does nothing.
+the loop logs one line and does nothing. Status is written by server-side apply with the loop's own
+field manager, as the ExternalSecret controller writes its status.
 """
 
 from __future__ import annotations
@@ -363,8 +364,11 @@ class ClusterExternalSecrets:
         ticket = self.ces_informer.begin_write("", name)
         result: dict[str, Any] | None = None
         try:
-            result = self.rest.merge_patch(
-                CLUSTER_EXTERNAL_SECRETS.path(name=name, sub="status"), {"status": new})
+            body = {"apiVersion": CLUSTER_EXTERNAL_SECRETS.api_version,
+                    "kind": CLUSTER_EXTERNAL_SECRETS.kind, "metadata": {"name": name},
+                    "status": new}
+            result = self.rest.apply(CLUSTER_EXTERNAL_SECRETS.path(name=name, sub="status"),
+                                     body, ces_logic.FIELD_MANAGER)
         except ApiError as exc:
             if exc.status != 404:
                 log.warning("ClusterExternalSecret %s: status not written: %s %s", name,
