@@ -19,7 +19,7 @@ _SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 @functools.cache
 def commit() -> str:
     from_env = os.environ.get(ENV, "").strip().lower()
-    if re.fullmatch(r"[0-9a-f]{7,64}", from_env):
+    if re.fullmatch(r"[0-9a-f]{7,64}(-dirty)?", from_env):  # the image: git rev-parse HEAD
         return from_env
     try:
         return _git_head(pathlib.Path(__file__).resolve().parent.parent) or "unknown"

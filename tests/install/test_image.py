@@ -194,7 +194,9 @@ def test_build_stage_installs_a_working_command(tmp_path: pathlib.Path) -> None:
                              capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"},
                              cwd=tmp_path)
     assert version.returncode == 0, version.stderr
-    assert version.stdout.strip() == f"ack-secret-manager {controller.__version__}"
+    # Installed from a copy of the sources (no git checkout, no commit in the environment).
+    assert version.stdout.strip() == \
+        f"ack-secret-manager {controller.__version__} (commit unknown)"
     # No installer left in the virtualenv, and only the product was installed.
     assert not (venv / "bin/pip").exists()
     no_pip = subprocess.run([str(venv / "bin/python"), "-c", "import pip"],

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import pathlib
+import re
 import shutil
 import socket
 import subprocess
@@ -79,7 +80,11 @@ def labels(image: Image) -> dict[str, str]:
 def test_version_matches_the_label(image: Image) -> None:
     out = podman(image, "run", "--rm", "--network", "none", "--read-only", "--cap-drop", "ALL",
                  image.ref, "--version").stdout.strip()
-    assert out == f"ack-secret-manager {labels(image)['org.opencontainers.image.version']}"
+    lab = labels(image)
+    revision = lab["org.opencontainers.image.revision"]
+    commit = revision if re.fullmatch(r"[0-9a-f]{7,64}(-dirty)?", revision) else "unknown"
+    assert out == (f"ack-secret-manager {lab['org.opencontainers.image.version']} "
+                   f"(commit {commit})")
     assert image.tag.startswith(f"{image.version}-")
 
 
