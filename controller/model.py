@@ -42,12 +42,19 @@ from jmespath.exceptions import JMESPathError
 from controller import gotemplate
 
 __all__ = [
+    "DNS_SUBDOMAIN_PATTERN",
+    "INTERVAL_PATTERN",
+    "KEY_NAME_PATTERN",
     "MAX_DATA",
     "MAX_DATA_PROCESS",
     "MAX_FIELD_LENGTH",
     "MAX_JMES_PATHS",
+    "MAX_NAME_LENGTH",
+    "MAX_PEM_LENGTH",
     "MAX_REPLACE_RULES",
+    "MAX_TEMPLATE_FROM",
     "MAX_TEMPLATE_ITEMS",
+    "PROVIDER_PATTERN",
     "ClusterSecretStore",
     "CreationPolicy",
     "DataEntry",
@@ -89,9 +96,12 @@ __all__ = [
 
 KMS_PROVIDER = "kms"
 OOS_PROVIDER = "oos"
+# spec.provider as _parse_provider reads it: either name in any case, or empty (kms).
+PROVIDER_PATTERN = rf"^(?i:{KMS_PROVIDER}|{OOS_PROVIDER})?$"
 DEFAULT_SECRET_TYPE = "Opaque"
 
-# Bounds on one object (the CRD schema in hack/gen_crds.py uses the same numbers).
+# Bounds on one object. hack/gen_crds.py puts these same constants (and the patterns below)
+# into the CRD schema; tests/unit/test_crd_schema.py checks each one is on the fields it governs.
 MAX_FIELD_LENGTH = 4096  # any string field (PEM CAs excepted: MAX_PEM_LENGTH)
 MAX_PEM_LENGTH = 65536
 MAX_DATA = 100  # spec.data items
@@ -157,6 +167,10 @@ _DURATION_UNITS = {
 }
 _DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 _MAX_DURATION_SECONDS = (2**63 - 1) / 1e9
+# The intervals a spec may give (what the CRD accepts): a Go duration parse_duration reads
+# that is not negative, in ASCII digits; "0" (never poll) included, and "" (the default).
+INTERVAL_PATTERN = (r"^(\+?(0|(([0-9]+\.?[0-9]*|\.[0-9]+)("
+                    + "|".join(sorted(_DURATION_UNITS, key=len, reverse=True)) + r"))+))?$")
 
 
 def parse_duration(text: str) -> float:
@@ -187,8 +201,9 @@ def parse_duration(text: str) -> float:
 
 # ---------------------------------------------------------------- key names
 
-_KEY_NAME = re.compile(r"[-._a-zA-Z0-9]+")
-_MAX_KEY_LENGTH = 253
+KEY_NAME_PATTERN = r"^[-._a-zA-Z0-9]+$"  # a Secret data key (with the rules below)
+_KEY_NAME = re.compile(KEY_NAME_PATTERN)
+MAX_NAME_LENGTH = 253  # a Secret data key, and an object name (DNS subdomain)
 
 
 def key_name_problem(key: str) -> str | None:
@@ -198,8 +213,8 @@ def key_name_problem(key: str) -> str | None:
     """
     if not key:
         return "is empty"
-    if len(key) > _MAX_KEY_LENGTH:
-        return f"is {len(key)} characters long (at most {_MAX_KEY_LENGTH} allowed)"
+    if len(key) > MAX_NAME_LENGTH:
+        return f"is {len(key)} characters long (at most {MAX_NAME_LENGTH} allowed)"
     if not _KEY_NAME.fullmatch(key):
         return "may contain only letters, digits, '-', '_' and '.'"
     if key in (".", "..") or key.startswith(".."):
@@ -207,11 +222,12 @@ def key_name_problem(key: str) -> str | None:
     return None
 
 
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+_DNS_SUBDOMAIN = re.compile(DNS_SUBDOMAIN_PATTERN)
 
 
 def _dns_name_problem(name: str) -> str | None:
-    if len(name) > _MAX_KEY_LENGTH or not _DNS_SUBDOMAIN.fullmatch(name):
+    if len(name) > MAX_NAME_LENGTH or not _DNS_SUBDOMAIN.fullmatch(name):
         return "is not a valid Secret name (lower-case letters, digits, '-' and '.')"
     return None
 

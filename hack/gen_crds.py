@@ -3,6 +3,15 @@
 The kinds share their building blocks (a data entry, a secret reference, the KMS
 provider), so they are described once here; `make crds` writes the YAML, and a test fails when
 the committed files differ from what this script produces.
+
+This is the one place the API's schema is written, and it repeats no bound: every maxItems,
+maxLength, maxProperties and pattern is a constant of the parser that enforces it
+(controller/model.py, the endpoint rules of controller/engine/stores.py, the
+ClusterExternalSecret rules of controller/engine/clusterexternalsecrets.py), imported here, so
+the apiserver refuses at once what the controller would refuse later (for objects stored before
+the schema did, the parser still checks). Every field has a description (`kubectl explain`),
+saying what it means to a user, its default and its bound (metadata excepted: the apiserver
+supplies ObjectMeta's); tests/unit/test_crd_schema.py checks both.
 Run: python hack/gen_crds.py [--check]
 """
 
@@ -14,269 +23,466 @@ from typing import Any
 
 import yaml
 
+from controller import model
+from controller.engine import clusterexternalsecrets as ces
+from controller.engine import stores
+
 GROUP = "alibabacloud.com"
 OUT = pathlib.Path(__file__).resolve().parents[1] / "helm/ack-secret-manager/crds"
-KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
-DURATION_PATTERN = r"^(0|([0-9]+(\.[0-9]+)?(ms|s|m|h))+)$"
-# A KMS endpoint: [http[s]://]host[:port][/], nothing else (no user@, path, query, fragment).
-# controller/engine/stores.py parses with the same pattern (a unit test keeps them equal).
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-ENDPOINT_PATTERN = (r"^(?:https?://)?(?:" + _LABEL + r"(?:\." + _LABEL + r")*"
-                    r"|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?/?$")
 
-S: dict[str, Any] = {"type": "string"}
-# Bounds (controller/model.py enforces the same for objects stored before the schema did).
-MAX_TEXT = 4096
-MAX_HOST = 255
+# The parser's bounds (see the module docstring): imported, never written here again.
+MAX_TEXT = model.MAX_FIELD_LENGTH  # any string of a spec the parser reads
+MAX_NAME = model.MAX_NAME_LENGTH  # a Secret key, an object name
+ENDPOINT = {"maxLength": stores.MAX_ENDPOINT, "pattern": stores.ENDPOINT_PATTERN}
+SECRET_KEY = {"maxLength": MAX_NAME, "pattern": model.KEY_NAME_PATTERN}
+OBJECT_NAME = {"maxLength": MAX_NAME, "pattern": model.DNS_SUBDOMAIN_PATTERN}
+
+# The standard texts of every Kubernetes object's first three fields.
+_CONVENTIONS = "https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md"
+API_VERSION = ("APIVersion defines the versioned schema of this representation of an object. "
+               "Servers should convert recognized schemas to the latest internal value, and may "
+               f"reject unrecognized values. More info: {_CONVENTIONS}#resources")
+KIND = ("Kind is a string value representing the REST resource this object represents. "
+        "Servers may infer this from the endpoint the client submits requests to. Cannot be "
+        f"updated. In CamelCase. More info: {_CONVENTIONS}#types-kinds")
+# metadata takes nothing but its type: the apiserver refuses more ("must not specify anything
+# other than name and generateName") and publishes ObjectMeta's own schema and description.
+METADATA = {"type": "object"}
 
 
-def obj(props: dict[str, Any], required: list[str] | None = None, **extra: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"type": "object", "properties": props}
+def _bounded(desc: str, extra: dict[str, Any]) -> str:
+    """The description with the bounds a user cannot see in `kubectl explain` otherwise (the
+    common string bound, MAX_TEXT, is said once in each spec's description)."""
+    notes = []
+    if "maxItems" in extra:
+        notes.append(f"at most {extra['maxItems']:,} items")
+    if "maxProperties" in extra:
+        notes.append(f"at most {extra['maxProperties']:,} entries")
+    if extra.get("maxLength", MAX_TEXT) != MAX_TEXT:
+        notes.append(f"at most {extra['maxLength']:,} characters")
+    if not notes:
+        return desc
+    return f"{desc.rstrip('.')} ({'; '.join(notes)})."
+
+
+def obj(desc: str, props: dict[str, Any], required: list[str] | None = None, /,
+        **extra: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "object", "description": _bounded(desc, extra),
+                           "properties": props}
     if required:
         out["required"] = required
     out.update(extra)
     return out
 
 
-def arr(items: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return {"type": "array", "items": items, **extra}
+def arr(desc: str, items: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"type": "array", "description": _bounded(desc, extra), "items": items, **extra}
+
+
+def text(desc: str, **extra: Any) -> dict[str, Any]:
+    """A spec string the parser reads: at most MAX_TEXT characters unless `extra` says less."""
+    extra.setdefault("maxLength", MAX_TEXT)
+    return {"type": "string", "description": _bounded(desc, extra), **extra}
 
 
 def s(desc: str, **extra: Any) -> dict[str, Any]:
-    return {"type": "string", "description": desc, **extra}
+    """A string without a bound: status written by the controller, or a spec list item the
+    parser does not bound."""
+    return {"type": "string", "description": _bounded(desc, extra), **extra}
 
 
-SECRET_REF = obj(
-    {
-        "name": s("Secret name", minLength=1),
-        "namespace": s("Secret namespace (default: the referring object's namespace)"),
-        "key": s("key in the Secret's data", minLength=1),
-    },
-    ["name", "key"],
-)
+def string_map(desc: str, values: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"type": "object", "description": _bounded(desc, extra),
+            "additionalProperties": values, **extra}
+
+
+def time(desc: str) -> dict[str, Any]:
+    return {"type": "string", "format": "date-time", "description": desc}
+
+
+def integer(desc: str) -> dict[str, Any]:
+    return {"type": "integer", "format": "int64", "description": desc}
+
+
+def choice(desc: str, values: list[str]) -> dict[str, Any]:
+    """An enum; "" is allowed because the parser reads an empty value as the default."""
+    return text(desc, enum=["", *values])
+
+
+def matching(desc: str, pattern: str, message: str) -> dict[str, Any]:
+    """A spec string matching `pattern`, checked by a CEL rule so that the apiserver's refusal
+    says `message` (a `pattern` keyword would quote the regular expression)."""
+    return text(desc, **{"x-kubernetes-validations": [
+        {"rule": f"self.matches(r'{pattern}')", "message": message}]})
+
+
+def interval(desc: str) -> dict[str, Any]:
+    return matching(desc, model.INTERVAL_PATTERN,
+                    "must be a Go duration such as 30s, 5m, 1h or 1h30m (0 turns it off)")
+
+
+def secret_ref(desc: str) -> dict[str, Any]:
+    return obj(
+        desc,
+        {
+            "name": text("Name of the Secret.", minLength=1),
+            "namespace": text("Namespace of the Secret. Default: the referring object's "
+                              "namespace (a ClusterSecretStore must set it). Another "
+                              "namespace than the SecretStore's needs the controller's "
+                              "--enable-cross-namespace-auth-ref."),
+            "key": text("Key in the Secret's data holding the value.", minLength=1),
+        },
+        ["name", "key"],
+    )
+
 
 STORE_REF = obj(
+    "The SecretStore or ClusterSecretStore whose identity (and endpoint) reads this entry. "
+    "Not set (or empty): the controller's own identity, from its environment "
+    "(docs/authentication.md).",
     {
-        "name": s("SecretStore or ClusterSecretStore name", minLength=1),
-        "namespace": s("SecretStore namespace (default: the ExternalSecret's namespace)"),
-        "kind": s("SecretStore (default) or ClusterSecretStore",
-                  enum=["SecretStore", "ClusterSecretStore"]),
+        "name": text("Name of the SecretStore or ClusterSecretStore.", minLength=1),
+        "namespace": text("Namespace of the SecretStore. Default: the ExternalSecret's "
+                          "namespace; another namespace needs the controller's "
+                          "--enable-cross-namespace-secret-store. Ignored for a "
+                          "ClusterSecretStore."),
+        "kind": choice("SecretStore (default) or ClusterSecretStore.",
+                       ["SecretStore", "ClusterSecretStore"]),
     },
     ["name"],
 )
 
-TEMPLATE_REF = obj(
-    {
-        "name": s("ConfigMap or Secret in the ExternalSecret's namespace", minLength=1,
-                  maxLength=253),
-        "items": arr(obj({"key": s("key holding a template", minLength=1, maxLength=253,
-                                   pattern=KEY_PATTERN),
-                          "templateAs": s("Values (default) or KeysAndValues",
-                                          enum=["Values", "KeysAndValues"])}, ["key"]),
-                     maxItems=64),
-    },
-    ["name", "items"],
-)
+
+def template_ref(source: str) -> dict[str, Any]:
+    return obj(
+        f"Templates kept in a {source} of the ExternalSecret's namespace.",
+        {
+            "name": text(f"Name of the {source}.", minLength=1, **OBJECT_NAME),
+            "items": arr(
+                f"The keys of the {source} that hold templates.",
+                obj("One key holding a template.",
+                    {"key": text(f"Key of the {source}.", minLength=1, **SECRET_KEY),
+                     "templateAs": choice("Values (default): the key's value is one template; "
+                                          "KeysAndValues: its key=value lines are a template "
+                                          "each.", ["Values", "KeysAndValues"])},
+                    ["key"]),
+                maxItems=model.MAX_TEMPLATE_ITEMS),
+        },
+        ["name", "items"],
+    )
+
 
 TEMPLATE_FROM = obj(
+    "One source of templates: exactly one of configMap, secret and literal.",
     {
-        "configMap": TEMPLATE_REF,
-        "secret": TEMPLATE_REF,
-        "literal": s("a template rendered under the key 'literal'", maxLength=MAX_TEXT * 16),
-        "target": s("Data (default), Labels or Annotations",
-                    enum=["Data", "Labels", "Annotations"]),
-    }
-)
-
-DATA_ENTRY = obj(
-    {
-        "key": s("name of the secret in KMS Secrets Manager", minLength=1, maxLength=MAX_TEXT),
-        "name": s("key in the Kubernetes Secret (default: key)", pattern=KEY_PATTERN,
-                  maxLength=253),
-        "versionStage": s("KMS version stage, e.g. ACSCurrent (default), ACSPrevious",
-                          maxLength=MAX_TEXT),
-        "versionId": s("KMS version id", maxLength=MAX_TEXT),
-        "kmsEndpoint": s("KMS endpoint for this entry, e.g. "
-                          "<instanceId>.cryptoservice.kms.aliyuncs.com (https on "
-                          "*.aliyuncs.com unless the operator allows others)", maxLength=MAX_HOST,
-                          pattern=ENDPOINT_PATTERN),
-        "secretStoreRef": STORE_REF,
-        "jmesPath": arr(
-            obj(
-                {
-                    "path": s("JMESPath expression into the JSON value", minLength=1,
-                              maxLength=MAX_TEXT),
-                    "objectAlias": s("key in the Kubernetes Secret", pattern=KEY_PATTERN,
-                                     maxLength=253),
-                },
-                ["path", "objectAlias"],
-            ),
-            maxItems=100,
-        ),
+        "configMap": template_ref("ConfigMap"),
+        "secret": template_ref("Secret"),
+        "literal": text("A template given inline (Go text/template with sprig functions); with "
+                        "target Data it is rendered under the Secret key 'literal'."),
+        "target": choice("Where the output goes: Data (default, the Secret's data), Labels or "
+                         "Annotations (the Secret's metadata).", ["Data", "Labels", "Annotations"]),
     },
-    ["key"],
 )
 
-ES_SPEC = obj(
-    {
-        "provider": s("kms (default) or oos", enum=["", "kms", "oos"]),
-        "type": s("type of the Kubernetes Secret (default Opaque)"),
-        "refreshInterval": s("how often to re-read KMS (Go duration, 0 = never); "
-                             "default: the controller's --polling-interval; kept within the "
-                             "controller's --min-refresh-interval and --max-refresh-interval",
-                             pattern=DURATION_PATTERN, maxLength=64),
-        "rotationInterval": s("ack-secret-manager v0.6 name of refreshInterval",
-                              pattern=DURATION_PATTERN, maxLength=64),
-        "data": arr(DATA_ENTRY, maxItems=100),
-        "dataProcess": arr(
-            obj(
-                {
-                    "extract": DATA_ENTRY,
-                    "replaceRule": arr(
-                        obj(
-                            {"source": s("regular expression on key names", minLength=1,
-                                         maxLength=MAX_TEXT),
-                             "target": s("replacement", maxLength=MAX_TEXT)},
-                            ["source"],
+
+def data_entry(desc: str) -> dict[str, Any]:
+    return obj(
+        desc,
+        {
+            "key": text("Required: the name of the secret in KMS Secrets Manager (with provider "
+                        "oos: the name of the OOS encryption parameter).", minLength=1),
+            "name": text("The key in the Kubernetes Secret. Default: key. Unused with jmesPath "
+                         "and in dataProcess[].extract (their keys come from the value).",
+                         **SECRET_KEY),
+            "versionStage": text("The KMS version stage to read, e.g. ACSCurrent (default) or "
+                                 "ACSPrevious. Not with provider oos (OOS has no stages)."),
+            "versionId": text("The KMS version id (with provider oos: the parameter version) to "
+                              "read. Default: the version of versionStage."),
+            "kmsEndpoint": text("The KMS endpoint for this entry, [https://]host[:port], e.g. a "
+                                "KMS instance <instanceId>.cryptoservice.kms.aliyuncs.com. "
+                                "Default: the store's spec.KMS.endpoint, else the controller's. "
+                                "Hosts under aliyuncs.com only, unless the controller's "
+                                "--allowed-endpoints names it. Not with provider oos.",
+                                **ENDPOINT),
+            "secretStoreRef": STORE_REF,
+            "jmesPath": arr(
+                "Parse the value as JSON (or YAML) and write each path's result under its "
+                "objectAlias; then only these keys are written. A path that matches nothing "
+                "fails the entry.",
+                obj(
+                    "One JMESPath expression and the Secret key for its result.",
+                    {
+                        "path": text("A JMESPath expression into the value, e.g. "
+                                     "friends[0].name. A non-string result is written as JSON "
+                                     "(YAML for a YAML value).", minLength=1),
+                        "objectAlias": text("The key in the Kubernetes Secret for the result.",
+                                            **SECRET_KEY),
+                    },
+                    ["path", "objectAlias"],
+                ),
+                maxItems=model.MAX_JMES_PATHS,
+            ),
+        },
+        ["key"],
+    )
+
+
+def es_spec(desc: str) -> dict[str, Any]:
+    return obj(
+        f"{desc} Every string is at most {MAX_TEXT:,} characters unless its field says "
+        "otherwise; set at least one entry in data or dataProcess.",
+        {
+            "provider": matching("Where the values come from: kms (default), KMS Secrets "
+                                 "Manager secrets; oos, OOS encryption parameters (stores need "
+                                 "spec.OOS). Any case.", model.PROVIDER_PATTERN,
+                                 "must be kms or oos (empty: kms)"),
+            "type": text("The type of the Kubernetes Secret, e.g. kubernetes.io/tls. Default: "
+                         "Opaque. The keys a type requires are checked before writing."),
+            "refreshInterval": interval(
+                "How often to read the values again (a Go duration: 30s, 5m, 1h; 0: never, "
+                "sync on change only). Default: the controller's --polling-interval. Kept "
+                "within the controller's --min-refresh-interval and --max-refresh-interval "
+                "(the status says when it was raised or lowered)."),
+            "rotationInterval": interval("ack-secret-manager v0.6's name of refreshInterval "
+                                         "(used when refreshInterval is not set)."),
+            "data": arr("Values to read, one secret each, written under their own key.",
+                        data_entry("One secret to read and the Secret key to write it under."),
+                        maxItems=model.MAX_DATA),
+            "dataProcess": arr(
+                "Values to split: each secret's JSON (or YAML) object becomes one Secret key per "
+                "top-level key (nested values JSON-encoded).",
+                obj(
+                    "One secret to split, and how to rename its keys.",
+                    {
+                        "extract": data_entry("The secret to read and split (the fields of a "
+                                              "data entry; name is unused)."),
+                        "replaceRule": arr(
+                            "Renames of the extracted keys, applied in order.",
+                            obj(
+                                "One rename: Go regexp.ReplaceAllString(key, source, target).",
+                                {"source": text("A regular expression (Go RE2 syntax) matched "
+                                                "against each key name.", minLength=1),
+                                 "target": text("The replacement; $1 or ${name} insert a "
+                                                "group of source.")},
+                                ["source"],
+                            ),
+                            maxItems=model.MAX_REPLACE_RULES,
                         ),
-                        maxItems=50,
+                    },
+                    ["extract"],
+                ),
+                maxItems=model.MAX_DATA_PROCESS,
+            ),
+            "target": obj(
+                "The Kubernetes Secret written, and how.",
+                {
+                    "name": text("Name of the Kubernetes Secret. Default: the ExternalSecret's "
+                                 "name.", **OBJECT_NAME),
+                    "creationPolicy": choice(
+                        "Owner (default): create the Secret and own it. Merge: add these keys "
+                        "to an existing Secret, leaving its other keys, owner and type alone. "
+                        "Orphan: create it without an owner reference.",
+                        ["Owner", "Merge", "Orphan"]),
+                    "deletionPolicy": choice(
+                        "Delete (default): an owned Secret is deleted with the ExternalSecret. "
+                        "Retain: it stays. With Merge the keys stay either way.",
+                        ["Delete", "Retain"]),
+                    "template": obj(
+                        "Shape the Secret with Go templates (text/template with sprig "
+                        "functions) over the values read; see docs/templates.md.",
+                        {
+                            "type": text("The type of the Kubernetes Secret (instead of "
+                                         "spec.type; setting both differently is refused)."),
+                            "metadata": obj(
+                                "Labels and annotations of the Secret.",
+                                {
+                                    "labels": string_map(
+                                        "Labels of the Secret, each a template (a text "
+                                        "without {{ is itself). The controller's own "
+                                        "(alibabacloud.com/...) are refused.",
+                                        text("A label value or a template giving it."),
+                                        maxProperties=model.MAX_TEMPLATE_ITEMS),
+                                    "annotations": string_map(
+                                        "Annotations of the Secret, each a template (a text "
+                                        "without {{ is itself). The controller's own "
+                                        "(alibabacloud.com/...) are refused.",
+                                        text("An annotation value or a template giving it."),
+                                        maxProperties=model.MAX_TEMPLATE_ITEMS),
+                                },
+                            ),
+                            "data": string_map(
+                                "Secret key -> a template over the values read "
+                                "(docs/templates.md).",
+                                text("A Go template."),
+                                maxProperties=model.MAX_TEMPLATE_ITEMS),
+                            "mergePolicy": choice(
+                                "Replace (default): the Secret holds only the templates' "
+                                "output. Merge: the values read too.", ["Replace", "Merge"]),
+                            "engineVersion": choice("v2, the only engine (Go text/template "
+                                                    "with sprig functions).", ["v2"]),
+                            "templateFrom": arr("More templates: from a ConfigMap or Secret "
+                                                "of this namespace, or inline.", TEMPLATE_FROM,
+                                                maxItems=model.MAX_TEMPLATE_FROM),
+                        },
+                        **{"x-kubernetes-preserve-unknown-fields": True},
                     ),
                 },
-                ["extract"],
             ),
-            maxItems=20,
-        ),
-        "target": obj(
-            {
-                "name": s("name of the Kubernetes Secret (default: the ExternalSecret's name)",
-                          pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", maxLength=253),
-                "creationPolicy": s("Owner (default): create and own the Secret; Merge: add keys "
-                                    "to an existing Secret; Orphan: create, never own",
-                                    enum=["Owner", "Merge", "Orphan"]),
-                "deletionPolicy": s("Delete (default): the owned Secret goes with the "
-                                    "ExternalSecret; Retain: it stays",
-                                    enum=["Delete", "Retain"]),
-                "template": obj(
-                    {
-                        "type": s("type of the Kubernetes Secret"),
-                        "metadata": obj(
-                            {
-                                "labels": {"type": "object", "maxProperties": 64,
-                                           "additionalProperties": S},
-                                "annotations": {"type": "object", "maxProperties": 64,
-                                                "additionalProperties": S},
-                            }
-                        ),
-                        "data": {"type": "object", "maxProperties": 64,
-                                 "description": "Secret key -> Go template over the fetched "
-                                 "values (docs/templates.md)",
-                                 "additionalProperties": s("Go template",
-                                                           maxLength=MAX_TEXT * 16)},
-                        "mergePolicy": s("Replace (default): the Secret holds only the "
-                                         "templates' output; Merge: the fetched keys too",
-                                         enum=["Replace", "Merge"]),
-                        "engineVersion": s("v2 (the only engine)", enum=["v2"]),
-                        "templateFrom": arr(TEMPLATE_FROM, maxItems=16),
-                    },
-                    **{"x-kubernetes-preserve-unknown-fields": True},
-                ),
-            }
-        ),
-    },
-    **{
-        "x-kubernetes-validations": [
-            {
-                "rule": "(has(self.data) && size(self.data) > 0) || "
-                "(has(self.dataProcess) && size(self.dataProcess) > 0)",
-                "message": "set at least one entry in spec.data or spec.dataProcess",
-            }
-        ]
-    },
-)
+        },
+        **{
+            "x-kubernetes-validations": [
+                {
+                    "rule": "(has(self.data) && size(self.data) > 0) || "
+                    "(has(self.dataProcess) && size(self.dataProcess) > 0)",
+                    "message": "set at least one entry in spec.data or spec.dataProcess",
+                }
+            ]
+        },
+    )
 
-CONDITION = obj(
-    {
-        "type": S,
-        "status": s("True, False or Unknown"),
-        "reason": S,
-        "message": S,
-        "lastTransitionTime": {"type": "string", "format": "date-time"},
-        "observedGeneration": {"type": "integer", "format": "int64"},
-    },
-    ["type", "status"],
-)
+
+ES_SPEC = es_spec("What to read from Alibaba Cloud and the Kubernetes Secret to write it to.")
+
+
+def conditions(desc: str) -> dict[str, Any]:
+    return arr(
+        desc,
+        obj(
+            "One condition (the Kubernetes convention).",
+            {
+                "type": s("The kind of condition: Ready, or Degraded (an ExternalSecret whose "
+                          "reads fail for a while but whose data is still fresh)."),
+                "status": s("True, False or Unknown."),
+                "reason": s("Why, in one CamelCase word, e.g. Synced, InvalidSpec, "
+                            "CredentialsNotFound (docs/usage.md lists them)."),
+                "message": s("Why, for a human: the object, the field and the fix. Never a "
+                             "secret value."),
+                "lastTransitionTime": time("When status last changed."),
+                "observedGeneration": integer("The metadata.generation this condition is "
+                                              "about."),
+            },
+            ["type", "status"],
+        ),
+        **{"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+
 
 ES_STATUS = obj(
+    "What the controller last did (written by the controller).",
     {
-        "conditions": arr(CONDITION, **{"x-kubernetes-list-type": "map",
-                                        "x-kubernetes-list-map-keys": ["type"]}),
-        "observedGeneration": {"type": "integer", "format": "int64"},
-        "refreshTime": {"type": "string", "format": "date-time",
-                        "description": "last time the Secret's content was written or confirmed "
-                        "after a change"},
-        "lastSyncTime": {"type": "string", "format": "date-time",
-                         "description": "last sync that ended Ready (written or confirmed "
-                         "unchanged); refreshed at least once per interval when syncs happen"},
-        "secretName": S,
+        "conditions": conditions("Ready: True (Synced) or False with a reason; Degraded: True "
+                                 "while reads fail transiently but the data is fresh."),
+        "observedGeneration": integer("The metadata.generation of the spec last synced."),
+        "refreshTime": time("When the Secret's content or this status last changed (a quiet "
+                            "poll that finds the same values writes nothing, so it does not "
+                            "move this)."),
+        "lastSyncTime": time("The last sync that ended Ready (written or confirmed unchanged); "
+                             "refreshed at most once per interval, so it may lag the last "
+                             "check by up to one interval."),
+        "secretName": s("Name of the Kubernetes Secret written."),
         "dataSyncResults": arr(
+            "One result per entry of the last sync.",
             obj(
+                "The result of one entry.",
                 {
-                    "entry": s("data[i] or dataProcess[i].extract"),
-                    "KMSSecretKey": s("name of the KMS secret (or OOS parameter) this "
-                                      "entry reads; ack-secret-manager v0.6's key"),
-                    "ExternalSecretKey": s("the same name under the key newer "
-                                           "ack-secret-manager releases write"),
-                    "versionId": s("KMS version synced"),
-                    "status": s("Synced or Failed"),
-                    "reason": S,
-                    "synchronizationTime": {"type": "string", "format": "date-time"},
-                }
-            )
+                    "entry": s("Which entry: data[i] or dataProcess[i].extract."),
+                    "KMSSecretKey": s("The KMS secret (or OOS parameter) this entry reads "
+                                      "(ack-secret-manager v0.6's key)."),
+                    "ExternalSecretKey": s("The same name under the key newer "
+                                           "ack-secret-manager releases write."),
+                    "versionId": s("The version synced."),
+                    "status": s("Synced or Failed."),
+                    "reason": s("Why it failed (empty when Synced)."),
+                    "synchronizationTime": time("When this entry's result last changed."),
+                },
+            ),
         ),
-    }
+    },
 )
 
-AUTH = obj(
-    {
-        "accessKey": SECRET_REF,
-        "accessKeySecret": SECRET_REF,
-        "ramRoleARN": S,
-        "ramRoleSessionName": S,
-        "oidcProviderARN": S,
-        "oidcTokenFilePath": S,
-        "roleSessionExpiration": S,
-        "remoteRamRoleARN": S,
-        "remoteRamRoleSessionName": S,
-        "serviceAccountRef": obj(
-            {"name": s("ServiceAccount name", minLength=1),
-             "namespace": S,
-             "audiences": arr(S)},
-            ["name"],
-        ),
-    }
-)
+
+def auth(block: str) -> dict[str, Any]:
+    return obj(
+        f"The identity that reads {block} (the first that applies: serviceAccountRef, "
+        "oidcProviderARN + ramRoleARN, accessKey + accessKeySecret + ramRoleARN, accessKey + "
+        "accessKeySecret; see docs/authentication.md). Not set: the controller's own identity.",
+        {
+            "accessKey": secret_ref("The Secret key holding the AccessKey id (with "
+                                    "accessKeySecret)."),
+            "accessKeySecret": secret_ref("The Secret key holding the AccessKey secret (with "
+                                          "accessKey)."),
+            "ramRoleARN": text("The RAM role to assume: with the AccessKey (AssumeRole) or with "
+                               "oidcProviderARN (RRSA); alone, RRSA with the controller's OIDC "
+                               "provider."),
+            "ramRoleSessionName": text("The session name of the assumed role. Default: "
+                                       "ack-secret-manager."),
+            "oidcProviderARN": text("The cluster's RRSA OIDC provider (with ramRoleARN, or "
+                                    "serviceAccountRef)."),
+            "oidcTokenFilePath": text("The OIDC token file for RRSA. Default: the "
+                                      "controller's, " + stores.DEFAULT_OIDC_TOKEN_FILE + "."),
+            "roleSessionExpiration": text(
+                "The assumed role's session lifetime: seconds (\"3600\") or a Go duration "
+                f"(\"1h\"), kept within {stores.MIN_SESSION_SECONDS}-"
+                f"{stores.MAX_SESSION_SECONDS} seconds. Default: 3600."),
+            "remoteRamRoleARN": text("A cross-account role assumed on top of the identity "
+                                     "above (or the controller's); the reads are made as it."),
+            "remoteRamRoleSessionName": text("The session name of remoteRamRoleARN."),
+            "serviceAccountRef": obj(
+                "Per-ServiceAccount RRSA: read as the RAM role named by this ServiceAccount's "
+                "annotation ack.alibabacloud.com/role-arn, with a token minted for it.",
+                {"name": text("Name of the ServiceAccount.", minLength=1),
+                 "namespace": text("Namespace of the ServiceAccount. Default: the "
+                                   "SecretStore's; a ClusterSecretStore must set it."),
+                 "audiences": arr("Audiences of the minted token. Default: sts.aliyuncs.com.",
+                                  s("One audience."))},
+                ["name"],
+            ),
+        },
+    )
+
 
 STORE_SPEC_PROPS: dict[str, Any] = {
     "KMS": obj(
+        f"Read KMS Secrets Manager secrets (ExternalSecrets with provider kms). Every string "
+        f"is at most {MAX_TEXT:,} characters unless its field says otherwise.",
         {
-            "KMSAuth": AUTH,
+            "KMSAuth": auth("KMS secrets"),
             "dedicatedKMSAuth": obj(
-                {"protocol": S, "ca": S, "ignoreSSL": {"type": "boolean"},
-                 "endpoint": s("the KMS instance's endpoint, https", maxLength=MAX_HOST,
-                               pattern=ENDPOINT_PATTERN),
-                 "clientKeyContent": SECRET_REF, "password": SECRET_REF}
+                "ack-secret-manager v0.5's KMS instance access with an application access "
+                "point's client key: reads with that client key only, over https.",
+                {"protocol": text("https (default; the only one allowed)."),
+                 "ca": text("The KMS instance's CA (PEM).", maxLength=model.MAX_PEM_LENGTH),
+                 "ignoreSSL": {"type": "boolean",
+                               "description": "Turn off TLS verification of the instance. "
+                               "Refused (InsecureTLSRefused) unless the controller runs with "
+                               "--allow-insecure-kms-instance-tls. Default: false."},
+                 "endpoint": text("Required: the KMS instance's endpoint, "
+                                  "<instanceId>.cryptoservice.kms.aliyuncs.com (https).",
+                                  **ENDPOINT),
+                 "clientKeyContent": secret_ref("Required: the Secret key holding the client "
+                                                "key file's content."),
+                 "password": secret_ref("Required: the Secret key holding the client key's "
+                                        "password.")},
             ),
-            "endpoint": s("KMS endpoint (shared gateway or "
-                          "<instanceId>.cryptoservice.kms.aliyuncs.com)", maxLength=MAX_HOST,
-                          pattern=ENDPOINT_PATTERN),
-            "ca": s("PEM CA bundle of a KMS instance endpoint"),
-            "caSecretRef": SECRET_REF,
-        }
+            "endpoint": text("The KMS endpoint of this store's reads, [https://]host[:port]: the "
+                             "shared gateway or a KMS instance "
+                             "<instanceId>.cryptoservice.kms.aliyuncs.com. Default: the "
+                             "controller's --kms-endpoint or region. Hosts under aliyuncs.com "
+                             "only, unless the controller's --allowed-endpoints names it.",
+                             **ENDPOINT),
+            "ca": text("The CA (PEM) of a KMS instance endpoint, inline (or caSecretRef, not "
+                       "both).", maxLength=model.MAX_PEM_LENGTH),
+            "caSecretRef": secret_ref("The Secret key holding the CA (PEM) of a KMS instance "
+                                      "endpoint (or ca, not both)."),
+        },
     ),
-    "OOS": obj({"OOSAuth": AUTH}),
+    "OOS": obj(
+        f"Read OOS encryption parameters (ExternalSecrets with provider oos); the endpoint is "
+        f"the controller's --oos-endpoint. Every string is at most {MAX_TEXT:,} characters.",
+        {"OOSAuth": auth("OOS parameters")}),
 }
 
-ONE_PROVIDER = {
+ONE_PROVIDER: dict[str, Any] = {
     "x-kubernetes-validations": [
         {"rule": "has(self.KMS) != has(self.OOS)",
          "message": "set exactly one provider: spec.KMS or spec.OOS"}
@@ -284,32 +490,41 @@ ONE_PROVIDER = {
 }
 
 STORE_STATUS = obj(
-    {"conditions": arr(CONDITION, **{"x-kubernetes-list-type": "map",
-                                     "x-kubernetes-list-map-keys": ["type"]})}
+    "What the controller found about this store (written by the controller).",
+    {"conditions": conditions("Ready: whether the store can be used as written.")},
 )
 
+_OPERATOR = ("In, NotIn, Exists or DoesNotExist.", ["In", "NotIn", "Exists", "DoesNotExist"])
+_EXPRESSION_KEY = "The label key."
+_EXPRESSION_VALUES = "The label values: some with In and NotIn, none with Exists and DoesNotExist."
+
+# A ClusterSecretStore's conditions: model.py reads them without count bounds.
 CLUSTER_CONDITIONS = arr(
+    "Namespaces that may use this store; a namespace any condition admits may. None: every "
+    "namespace.",
     obj(
+        "One condition; any of its criteria admits a namespace.",
         {
-            "namespaces": arr(S),
-            "namespaceRegexes": arr(S),
+            "namespaces": arr("Namespace names.", s("A namespace name.")),
+            "namespaceRegexes": arr("Regular expressions (Go RE2) on namespace names.",
+                                    s("A regular expression.")),
             "namespaceSelector": obj(
+                "A label selector over the namespace's labels ({} selects every namespace).",
                 {
-                    "matchLabels": {"type": "object", "additionalProperties": S},
+                    "matchLabels": string_map("Labels a namespace must have, all of them.",
+                                              s("A label value.")),
                     "matchExpressions": arr(
-                        obj(
-                            {"key": S,
-                             "operator": s("In, NotIn, Exists or DoesNotExist",
-                                           enum=["In", "NotIn", "Exists", "DoesNotExist"]),
-                             "values": arr(S)},
-                            ["key", "operator"],
-                        )
+                        "Requirements a namespace's labels must meet, all of them.",
+                        obj("One requirement.",
+                            {"key": text(_EXPRESSION_KEY),
+                             "operator": text(_OPERATOR[0], enum=_OPERATOR[1]),
+                             "values": arr(_EXPRESSION_VALUES, s("A label value."))},
+                            ["key", "operator"]),
                     ),
-                }
+                },
             ),
-        }
+        },
     ),
-    description="namespaces that may use this store (none: all namespaces)",
 )
 
 PRINTER = [
@@ -324,77 +539,94 @@ AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
 
 # ClusterExternalSecret (ack-secret-manager v0.6 field names; External Secrets Operator's
 # older namespaceSelector and refreshTime are accepted too). See docs/usage.md.
-LABEL_SELECTOR = obj(
-    {
-        "matchLabels": {"type": "object", "maxProperties": 64, "additionalProperties": S},
-        "matchExpressions": arr(
-            obj(
-                {"key": S,
-                 "operator": s("In, NotIn, Exists or DoesNotExist",
-                               enum=["In", "NotIn", "Exists", "DoesNotExist"]),
-                 "values": arr(S)},
-                ["key", "operator"],
+def ces_selector(desc: str) -> dict[str, Any]:
+    return obj(
+        f"{desc} A label selector over the namespace's labels ({{}} selects every namespace).",
+        {
+            "matchLabels": string_map("Labels a namespace must have, all of them.",
+                                      text("A label value."),
+                                      maxProperties=ces.MAX_METADATA_ITEMS),
+            "matchExpressions": arr(
+                "Requirements a namespace's labels must meet, all of them.",
+                obj("One requirement.",
+                    {"key": text(_EXPRESSION_KEY),
+                     "operator": text(_OPERATOR[0], enum=_OPERATOR[1]),
+                     "values": arr(_EXPRESSION_VALUES, text("A label value."),
+                                   maxItems=ces.MAX_NAMESPACES)},
+                    ["key", "operator"]),
+                maxItems=ces.MAX_CONDITIONS,
             ),
-            maxItems=50,
-        ),
-    },
-    description="a label selector over namespace labels ({} selects every namespace)",
-)
-DNS_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+        },
+    )
+
+
 CES_SPEC = obj(
+    f"An ExternalSecret spec to create in every namespace the selectors choose (at most "
+    f"{ces.MAX_NAMESPACES:,} namespaces). Every string is at most {MAX_TEXT:,} characters "
+    "unless its field says otherwise.",
     {
-        "externalSecretSpec": {**ES_SPEC, "description": "the spec of the ExternalSecret created "
-                               "in each selected namespace (every ExternalSecret field)"},
-        "externalSecretName": s("name of the ExternalSecrets (default: the "
-                                "ClusterExternalSecret's name)", minLength=1, maxLength=253,
-                                pattern=DNS_NAME),
+        "externalSecretSpec": es_spec(
+            "Required: the spec of the ExternalSecret created in each selected namespace (every "
+            "ExternalSecret field); each then syncs as any ExternalSecret does, its store "
+            "resolved in its own namespace."),
+        "externalSecretName": text("Name of the ExternalSecrets. Default: the "
+                                   "ClusterExternalSecret's name.", minLength=1, **OBJECT_NAME),
         "externalSecretMetadata": obj(
-            {"labels": {"type": "object", "maxProperties": 64, "additionalProperties": S},
-             "annotations": {"type": "object", "maxProperties": 64,
-                             "additionalProperties": S}},
-            description="labels and annotations of the ExternalSecrets",
+            "Labels and annotations of the ExternalSecrets.",
+            {"labels": string_map(f"Labels of each ExternalSecret ({ces.OWNER_LABEL} is the "
+                                  "controller's).", text("A label value."),
+                                  maxProperties=ces.MAX_METADATA_ITEMS),
+             "annotations": string_map("Annotations of each ExternalSecret.",
+                                       text("An annotation value."),
+                                       maxProperties=ces.MAX_METADATA_ITEMS)},
         ),
         "conditions": arr(
+            "Namespaces to create the ExternalSecret in; conditions are ORed. None of "
+            "conditions, namespaceSelectors and namespaceSelector: every namespace.",
             obj(
+                "One condition; a namespace is chosen when any of its criteria matches.",
                 {
-                    "namespaceSelector": LABEL_SELECTOR,
-                    "namespaces": arr(s("a namespace name", minLength=1, maxLength=63),
-                                      maxItems=1000),
-                    "namespaceRegexes": arr(s("a regular expression (RE2) on namespace names",
-                                              maxLength=MAX_TEXT), maxItems=50),
+                    "namespaceSelector": ces_selector("Namespaces by label."),
+                    "namespaces": arr("Namespace names.", text("A namespace name.", minLength=1),
+                                      maxItems=ces.MAX_NAMESPACES),
+                    "namespaceRegexes": arr("Regular expressions (Go RE2) on namespace names.",
+                                            text("A regular expression."),
+                                            maxItems=ces.MAX_NAMESPACES),
                 },
-                description="a namespace is chosen when any of its criteria matches",
             ),
-            maxItems=50,
-            description="namespaces to create the ExternalSecret in (conditions ORed); none of "
-            "conditions, namespaceSelectors, namespaceSelector: every namespace",
+            maxItems=ces.MAX_CONDITIONS,
         ),
-        "namespaceSelectors": arr(LABEL_SELECTOR, maxItems=50,
-                                  description="label selectors, ORed (ack-secret-manager, "
-                                  "deprecated there in favour of conditions)"),
-        "namespaceSelector": {**LABEL_SELECTOR, "description": "one label selector (External "
-                              "Secrets Operator's spelling)"},
-        "rotationInterval": s("how often every namespace is checked again besides watch "
-                              "events (Go duration; default: on change only)",
-                              pattern=DURATION_PATTERN, maxLength=64),
-        "refreshTime": s("External Secrets Operator's name of rotationInterval",
-                         pattern=DURATION_PATTERN, maxLength=64),
+        "namespaceSelectors": arr("Label selectors, ORed with conditions (ack-secret-manager's "
+                                  "older field, deprecated there in favour of conditions).",
+                                  ces_selector("One selector."), maxItems=ces.MAX_CONDITIONS),
+        "namespaceSelector": ces_selector("One label selector, ORed with conditions (External "
+                                          "Secrets Operator's spelling)."),
+        "rotationInterval": interval("How often every namespace is checked again besides watch "
+                                     "events (a Go duration such as 1h). Default: on change "
+                                     "only."),
+        "refreshTime": interval("External Secrets Operator's name of rotationInterval (used "
+                                "when rotationInterval is not set)."),
     },
     ["externalSecretSpec"],
 )
 CES_STATUS = obj(
+    "What the controller last did (written by the controller).",
     {
-        "externalSecretName": s("name of the ExternalSecrets created"),
-        "observedGeneration": {"type": "integer", "format": "int64"},
-        "provisionedNamespaces": arr(S, description="namespaces holding its ExternalSecret"),
+        "externalSecretName": s("Name of the ExternalSecrets created."),
+        "observedGeneration": integer("The metadata.generation of the spec last acted on."),
+        "provisionedNamespaces": arr("Namespaces where its ExternalSecret is in place.",
+                                     s("A namespace name.")),
         "failedNamespaces": arr(
-            obj({"namespace": S, "reason": S}, ["namespace"]),
-            description="namespaces where its ExternalSecret could not be written, and why "
-            "(first 100)",
+            f"Namespaces where its ExternalSecret could not be written, and why (the first "
+            f"{ces.MAX_FAILED_LISTED}).",
+            obj("One namespace and its failure.",
+                {"namespace": s("The namespace."),
+                 "reason": s(f"Why (at most {ces.MAX_REASON} characters).")},
+                ["namespace"]),
         ),
-        "conditions": arr(CONDITION, **{"x-kubernetes-list-type": "map",
-                                        "x-kubernetes-list-map-keys": ["type"]}),
-    }
+        "conditions": conditions("Ready: True (Provisioned) or False (NamespacesFailed, "
+                                 "TooManyNamespaces, InvalidSpec)."),
+    },
 )
 
 
@@ -405,7 +637,7 @@ CATEGORY = "ack-secret-manager"
 
 
 def crd(kind: str, plural: str, scope: str, spec: dict[str, Any], status: dict[str, Any],
-        columns: list[dict[str, Any]], short: list[str]) -> dict[str, Any]:
+        columns: list[dict[str, Any]], short: list[str], desc: str) -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -425,7 +657,9 @@ def crd(kind: str, plural: str, scope: str, spec: dict[str, Any], status: dict[s
                     "additionalPrinterColumns": [*columns, AGE],
                     "schema": {
                         "openAPIV3Schema": obj(
-                            {"apiVersion": S, "kind": S, "metadata": {"type": "object"},
+                            desc,
+                            {"apiVersion": s(API_VERSION), "kind": s(KIND),
+                             "metadata": METADATA,
                              "spec": spec, "status": status},
                             ["spec"],
                         )
@@ -436,8 +670,14 @@ def crd(kind: str, plural: str, scope: str, spec: dict[str, Any], status: dict[s
     }
 
 
+STORE_SPEC = ("Where and as whom to read: exactly one provider, KMS or OOS. An ExternalSecret "
+              "entry uses it through secretStoreRef.")
+
+
 def documents() -> dict[str, dict[str, Any]]:
-    cluster_spec = obj({**STORE_SPEC_PROPS, "conditions": CLUSTER_CONDITIONS}, **ONE_PROVIDER)
+    cluster_spec = obj(f"{STORE_SPEC} Credential Secrets and ServiceAccounts must name their "
+                       "namespace.", {**STORE_SPEC_PROPS, "conditions": CLUSTER_CONDITIONS},
+                       **ONE_PROVIDER)
     return {
         "externalsecrets.yaml": crd(
             "ExternalSecret", "externalsecrets", "Namespaced", ES_SPEC, ES_STATUS,
@@ -449,20 +689,29 @@ def documents() -> dict[str, dict[str, Any]]:
               "description": "when the Secret or the status last changed (a quiet poll that "
               "finds the same values writes nothing, so it does not move this)"}],
             ["ackes"],
+            "Keeps a Kubernetes Secret in step with secrets in Alibaba Cloud KMS Secrets "
+            "Manager (or OOS encryption parameters). docs/usage.md describes every field.",
         ),
         "secretstores.yaml": crd(
-            "SecretStore", "secretstores", "Namespaced", obj(STORE_SPEC_PROPS, **ONE_PROVIDER),
+            "SecretStore", "secretstores", "Namespaced", obj(STORE_SPEC, STORE_SPEC_PROPS,
+                                                             **ONE_PROVIDER),
             STORE_STATUS, PRINTER, ["ackss"],
+            "An identity and endpoint for the ExternalSecrets of its namespace to read with "
+            "(docs/authentication.md).",
         ),
         "clustersecretstores.yaml": crd(
             "ClusterSecretStore", "clustersecretstores", "Cluster", cluster_spec,
             STORE_STATUS, PRINTER, ["ackcss"],
+            "An identity and endpoint for ExternalSecrets of every namespace its conditions "
+            "admit to read with; the cluster admin's object (docs/authentication.md).",
         ),
         "clusterexternalsecrets.yaml": crd(
             "ClusterExternalSecret", "clusterexternalsecrets", "Cluster", CES_SPEC, CES_STATUS,
             [{"name": "Store", "type": "string",
               "jsonPath": ".spec.externalSecretSpec.data[0].secretStoreRef.name"}, *PRINTER],
             ["ackces"],
+            "Creates the same ExternalSecret in every namespace its selectors choose, and keeps "
+            "that set in step as namespaces come and go; the cluster admin's object.",
         ),
     }
 

@@ -25,13 +25,15 @@ KIND = "ClusterExternalSecret"
 OWNER_LABEL = "alibabacloud.com/cluster-external-secret"  # value: the ClusterExternalSecret
 FIELD_MANAGER = "ack-secret-manager/cluster-external-secret"
 
+# hack/gen_crds.py puts the spec bounds into the CRD and names the status ones in its
+# descriptions (tests/unit/test_crd_schema.py checks them).
 MAX_NAMESPACES = 1000  # ExternalSecrets one ClusterExternalSecret provisions
 MAX_FAILED_LISTED = 100  # failedNamespaces entries written to status
 MAX_CONDITIONS = 50  # spec.conditions / spec.namespaceSelectors items
 MAX_METADATA_ITEMS = 64  # externalSecretMetadata labels / annotations
 MAX_REASON = 512  # characters of one failure reason in status
 
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_NAME = re.compile(model.DNS_SUBDOMAIN_PATTERN)
 _OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 
 
@@ -80,7 +82,7 @@ def parse(raw: Mapping[str, Any]) -> ClusterExternalSecret:
         p.add("spec.externalSecretSpec", "has no entry in data or dataProcess",
               "give the ExternalSecret spec to stamp into each namespace")
     es_name = _text(spec, "externalSecretName", "spec", p) or name
-    if len(es_name) > 253 or not _NAME.match(es_name):
+    if len(es_name) > model.MAX_NAME_LENGTH or not _NAME.match(es_name):
         p.add("spec.externalSecretName", f"{es_name[:63]!r} is not a valid object name",
               "use lower-case letters, digits, '-' and '.'")
     metadata = _mapping(spec.get("externalSecretMetadata"), "spec.externalSecretMetadata", p)

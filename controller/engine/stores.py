@@ -74,7 +74,7 @@ NamespaceLabels = Callable[[str], Mapping[str, str]]
 # Endpoints: the text a store or entry names is parsed into scheme, hostname and port; nothing
 # else (userinfo, path, query, fragment) is accepted, the allow-list compares the parsed
 # hostname, and only the parsed host[:port] reaches an SDK. The CRD carries this same pattern
-# (hack/gen_crds.py ENDPOINT_PATTERN; a unit test keeps the two equal).
+# (hack/gen_crds.py imports ENDPOINT_PATTERN and MAX_ENDPOINT; a unit test checks the CRDs).
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 ENDPOINT_PATTERN = (r"^(?:https?://)?(?:" + _LABEL + r"(?:\." + _LABEL + r")*"
                     r"|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?/?$")
