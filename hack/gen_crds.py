@@ -129,7 +129,8 @@ def secret_ref(desc: str) -> dict[str, Any]:
             "namespace": text("Namespace of the Secret. Default: the referring object's "
                               "namespace (a ClusterSecretStore must set it). Another "
                               "namespace than the SecretStore's needs the controller's "
-                              "--enable-cross-namespace-auth-ref."),
+                              "--enable-cross-namespace-auth-ref (or "
+                              "--enable-cross-namespace-secret-store)."),
             "key": text("Key in the Secret's data holding the value.", minLength=1),
         },
         ["name", "key"],
@@ -344,14 +345,13 @@ def es_spec(desc: str) -> dict[str, Any]:
 ES_SPEC = es_spec("What to read from Alibaba Cloud and the Kubernetes Secret to write it to.")
 
 
-def conditions(desc: str) -> dict[str, Any]:
+def conditions(desc: str, types: str = "Ready.") -> dict[str, Any]:
     return arr(
         desc,
         obj(
             "One condition (the Kubernetes convention).",
             {
-                "type": s("The kind of condition: Ready, or Degraded (an ExternalSecret whose "
-                          "reads fail for a while but whose data is still fresh)."),
+                "type": s(f"The kind of condition: {types}"),
                 "status": s("True, False or Unknown."),
                 "reason": s("Why, in one CamelCase word, e.g. Synced, InvalidSpec, "
                             "CredentialsNotFound (docs/usage.md lists them)."),
@@ -371,7 +371,9 @@ ES_STATUS = obj(
     "What the controller last did (written by the controller).",
     {
         "conditions": conditions("Ready: True (Synced) or False with a reason; Degraded: True "
-                                 "while reads fail transiently but the data is fresh."),
+                                 "while reads fail transiently but the data is fresh.",
+                                 "Ready, or Degraded (reads fail for a while but the data is "
+                                 "still fresh)."),
         "observedGeneration": integer("The metadata.generation of the spec last synced."),
         "refreshTime": time("When the Secret's content or this status last changed (a quiet "
                             "poll that finds the same values writes nothing, so it does not "
@@ -432,7 +434,10 @@ def auth(block: str) -> dict[str, Any]:
                 "annotation ack.alibabacloud.com/role-arn, with a token minted for it.",
                 {"name": text("Name of the ServiceAccount.", minLength=1),
                  "namespace": text("Namespace of the ServiceAccount. Default: the "
-                                   "SecretStore's; a ClusterSecretStore must set it."),
+                                   "SecretStore's; another needs the controller's "
+                                   "--enable-cross-namespace-auth-ref (or "
+                                   "--enable-cross-namespace-secret-store). A "
+                                   "ClusterSecretStore must set it."),
                  "audiences": arr("Audiences of the minted token. Default: sts.aliyuncs.com.",
                                   s("One audience."))},
                 ["name"],
