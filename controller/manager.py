@@ -37,6 +37,7 @@ from controller.engine.polls import PollSchedule
 from controller.engine.queue import ExponentialBackoff, Jitter, WorkQueue
 from controller.engine.reconciler import Outcome, Reconciler, SyncBudgetLimits
 from controller.engine.stores import StoreResolver
+from controller.engine.storestatus import StoreKey, StoreStatus
 from controller.engine.triggers import Seen, Triggers
 from controller.kube.access import KubeAccess
 from controller.kube.events import EventRecorder
@@ -109,9 +110,10 @@ class Manager:
         namespaces = settings.watch_namespaces or ("",)
         self.es_informers = {ns: Informer(rest, EXTERNAL_SECRETS, self._on_external_secret,
                                           namespace=ns) for ns in namespaces}
-        self.store_informers = {ns: Informer(rest, SECRET_STORES, self._on_store, namespace=ns)
-                                for ns in namespaces}
-        self.cluster_store_informer = Informer(rest, CLUSTER_SECRET_STORES, self._on_store)
+        self.store_informers = {ns: Informer(rest, SECRET_STORES, self._on_secret_store,
+                                             namespace=ns) for ns in namespaces}
+        self.cluster_store_informer = Informer(rest, CLUSTER_SECRET_STORES,
+                                               self._on_cluster_store)
         self.secret_informers = {ns: Informer(rest, SECRETS, self._on_secret, namespace=ns,
                                               label_selector=f"{MANAGED_BY}={MANAGER}")
                                  for ns in namespaces}
@@ -138,6 +140,13 @@ class Manager:
         self.resolver = StoreResolver(settings, self.kube.store, self.kube,
                                       self.kube.namespace_labels, sa_token_file=self.tokens,
                                       on_credential=on_credential)
+        # Stores' Ready conditions: a queue and one worker of their own (never in the way of
+        # an ExternalSecret's sync), started with the workers (as leader).
+        self.store_status = StoreStatus(
+            self.resolver, self._store_of,
+            lambda key, raw, status: self.kube.apply_store_status(key.kind, raw, status),
+            recheck=settings.store_recheck_interval or settings.polling_interval,
+            clock=self.clock, scrub=self.hooks.scrub)
         readers = {name: r for name, r in (("oos", oos), ("dkms", dedicated)) if r is not None}
         self.fetcher = Fetcher(kms, self.clock, readers=readers)
         self.reconciler = Reconciler(
@@ -214,6 +223,7 @@ class Manager:
                     log.exception("could not schedule an ExternalSecret; syncing it now")
                     meta = obj.get("metadata") or {}
                     self.queue.add((str(meta.get("namespace", "")), str(meta.get("name", ""))))
+        self._workers.append(self.store_status.start(self._stores_to_check()))
         for i in range(self.settings.workers):
             t = threading.Thread(target=self._work, name=f"worker-{i}", daemon=True)
             t.start()
@@ -231,6 +241,7 @@ class Manager:
         self.stopping.set()
         self.queue.shutdown()
         self.poll_queue.shutdown()
+        self.store_status.stop()
         if cancel is not None:
             cancel()
         for t in self._workers:
@@ -329,12 +340,35 @@ class Manager:
                       meta.get("name", ""), kind.lower(), writer)
             self.queue.add((namespace, writer))
 
-    def _on_store(self, kind: str, obj: dict[str, Any]) -> None:
+    def _on_secret_store(self, event: str, obj: dict[str, Any]) -> None:
+        self._on_store(event, obj, SECRET_STORES.kind)
+
+    def _on_cluster_store(self, event: str, obj: dict[str, Any]) -> None:
+        self._on_store(event, obj, CLUSTER_SECRET_STORES.kind)
+
+    def _store_checked(self, kind: str, namespace: str) -> bool:
+        """Whether a store gets a Ready condition from this controller: one it serves."""
+        if kind == CLUSTER_SECRET_STORES.kind:
+            return self.settings.process_cluster_secret_store
+        return not self._excluded(namespace)
+
+    def _stores_to_check(self) -> list[tuple[str, dict[str, Any]]]:
+        found = [(CLUSTER_SECRET_STORES.kind, obj) for obj in self.cluster_store_informer.items()]
+        for informer in self.store_informers.values():
+            found += [(SECRET_STORES.kind, obj) for obj in informer.items()]
+        return [(kind, obj) for kind, obj in found
+                if self._store_checked(kind, (obj.get("metadata") or {}).get("namespace", ""))]
+
+    def _store_of(self, key: StoreKey) -> dict[str, Any] | None:
+        return self.kube.store(key.kind, key.namespace, key.name)
+
+    def _on_store(self, event: str, obj: dict[str, Any], kind: str) -> None:
+        meta = obj.get("metadata", {})
+        if self._store_checked(kind, meta.get("namespace", "")):
+            self.store_status.observe(kind, event, obj)
         if not self._started.is_set():
             return
-        meta = obj.get("metadata", {})
-        ref = triggers.store_ref(str(obj.get("kind", "")), meta.get("namespace", ""),
-                                 meta.get("name", ""))
+        ref = triggers.store_ref(kind, meta.get("namespace", ""), meta.get("name", ""))
         with self._lock:
             users = self.triggers.store_users(ref)
         for key in users:

@@ -61,6 +61,7 @@ class Credentials:
 @dataclass(frozen=True)
 class Settings:
     polling_interval: float = 120.0
+    store_recheck_interval: float = 0.0  # 0: --polling-interval
     disable_polling: bool = False
     region: str = "cn-hangzhou"
     kms_endpoint: str = ""
@@ -144,6 +145,10 @@ def build_parser() -> GoFlagParser:
     a, b = p.add_argument, p.add_bool
     a("--polling-interval", type=_duration_arg, default=120.0,
       help="how often every ExternalSecret is re-read from KMS (default 120s)")
+    a("--store-recheck-interval", type=_duration_arg, default=0.0,
+      help="how often the Ready condition of a store whose credentials live in Secrets is "
+           "checked again (credential Secrets are not watched; 60s while not Ready, if "
+           "shorter); default: --polling-interval")
     b("--disable-polling", default=False, help="sync on change only, never poll")
     a("--region", default="", help="Alibaba Cloud region (default cn-hangzhou when empty)")
     a("--kms-endpoint", default="", help="KMS endpoint host[:port]; overrides --region")
@@ -301,6 +306,9 @@ def validate(ns: argparse.Namespace, watch: Sequence[str]) -> None:
     if ns.sync_budget_steps < 10_000:
         raise FlagError(f"--sync-budget-steps {ns.sync_budget_steps}: give at least 10000")
     _positive("--polling-interval", ns.polling_interval)
+    if ns.store_recheck_interval < 0:
+        raise FlagError("--store-recheck-interval must not be negative (a Go duration such "
+                        "as 10m; 0: --polling-interval)")
     _positive("--shutdown-timeout", ns.shutdown_timeout, 1.0)
     for flag in ("--lease-duration", "--renew-deadline", "--retry-period"):
         _positive(flag, getattr(ns, flag[2:].replace("-", "_")))
@@ -374,6 +382,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         kms_pulls = ns.max_concurrent_secret_pulls or 10
     return Settings(
         polling_interval=ns.polling_interval,
+        store_recheck_interval=ns.store_recheck_interval,
         disable_polling=ns.disable_polling,
         # An empty --region= (the old chart renders one) must not wipe the default.
         region=ns.region or env.get("ALIBABA_CLOUD_REGION_ID", "") or "cn-hangzhou",

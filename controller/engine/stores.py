@@ -210,6 +210,43 @@ class StoreResolver:
         ca = self._ca(store)
         return Source(identity, self._endpoint(entry, store.kms, ca, store))
 
+    def check_store(self, raw: dict[str, Any]) -> model.SecretStore:
+        """Whether a store can work as written, without an ExternalSecret and without a call
+        to Alibaba Cloud: it parses, has a provider, its credential Secrets and keys exist,
+        its endpoint is allowed, its identity resolves (a SecretStore borrowing the
+        controller's identity: as its own namespace would). A serviceAccountRef is checked
+        as far as the store says (namespace, OIDC provider); its token is minted when an
+        ExternalSecret first reads through it, not here. Credential Secrets are read now
+        (no cache), so a fixed Secret shows at the next check. Raises StoreProblem with the
+        reason and message an ExternalSecret using the store would get; returns the parsed
+        store."""
+        meta = raw.get("metadata") or {}
+        kind = model.StoreKind.CLUSTER_SECRET_STORE if raw.get("kind") == \
+            model.StoreKind.CLUSTER_SECRET_STORE.value else model.StoreKind.SECRET_STORE
+        ref = model.StoreRef(kind, "" if kind == model.StoreKind.CLUSTER_SECRET_STORE
+                             else str(meta.get("namespace", "")), str(meta.get("name", "")))
+        store = self._parse(raw, ref)
+        if store.kms is None and store.oos is None:
+            raise StoreProblem("InvalidStore", f"{_store_name(ref)} has neither spec.KMS nor "
+                               "spec.OOS; add spec.KMS.KMSAuth (or spec.OOS.OOSAuth)")
+        auths = [store.kms.auth] if store.kms is not None and store.kms.dedicated is None \
+            else []
+        if store.oos is not None:
+            auths.append(store.oos.auth)
+        for auth in auths:
+            identity = self._store_identity(store, auth, mint=False)
+            if identity.borrowed and kind == model.StoreKind.SECRET_STORE:
+                self._may_use_controller_identity(
+                    store.namespace, f"{_store_name(ref)} names no credentials of its own, so it")
+        if store.kms is not None and store.kms.dedicated is not None:
+            self._dedicated_source(store, store.kms.dedicated)
+        elif store.kms is not None:
+            self._ca(store)
+            if store.kms.endpoint:
+                self._tenant_endpoint(store.kms.endpoint,
+                                      f"{_store_name(ref)}: spec.KMS.endpoint")
+        return store
+
     def _oos_source(self, es: model.ExternalSecret, store: model.SecretStore) -> Source:
         """provider: oos reads OOS encryption parameters with the identity of the store's
         spec.OOS.OOSAuth (the same fields and priority as KMSAuth)."""
@@ -383,7 +420,8 @@ class StoreResolver:
             "--enable-worker-role",
         )
 
-    def _store_identity(self, store: model.SecretStore, auth: model.KMSAuth | None) -> Identity:
+    def _store_identity(self, store: model.SecretStore, auth: model.KMSAuth | None, *,
+                        mint: bool = True) -> Identity:
         """The identity a store names, in priority order: ServiceAccount RRSA, RRSA,
         AccessKey + AssumeRole, AccessKey; without KMSAuth (or with only a cross-account
         role) the controller's own identity. A cross-account role goes on top of any."""
@@ -400,7 +438,8 @@ class StoreResolver:
         }
         c = self.settings.credentials
         if auth.service_account_ref is not None:
-            return self._service_account_identity(store, auth, auth.service_account_ref, common)
+            return self._service_account_identity(store, auth, auth.service_account_ref, common,
+                                                  mint=mint)
         if auth.oidc_provider_arn and auth.ram_role_arn:
             # A token file is a file of the controller's Pod (its projected token by default):
             # using one is using the controller's own identity.
@@ -436,7 +475,7 @@ class StoreResolver:
 
     def _service_account_identity(self, store: model.SecretStore, auth: model.KMSAuth,
                                   ref: model.ServiceAccountRef,
-                                  common: dict[str, Any]) -> Identity:
+                                  common: dict[str, Any], *, mint: bool = True) -> Identity:
         where = _store_name(store.ref)
         field = "spec.KMS.KMSAuth.serviceAccountRef"
         if self.sa_token_file is None:
@@ -451,6 +490,8 @@ class StoreResolver:
                 "InvalidStore",
                 f"{where}: {field} needs oidcProviderARN in the store or "
                 "ALIBABA_CLOUD_OIDC_PROVIDER_ARN in the controller's environment")
+        if not mint:  # a store's check: no token minted for a store nobody reads through
+            return Identity(OIDC_ROLE_ARN, oidc_provider_arn=provider, **common)
         try:
             token_file, role_arn = self.sa_token_file(
                 dataclasses.replace(ref, namespace=namespace), store.namespace)

@@ -24,6 +24,7 @@ from typing import Any
 from controller.kube.events import EventRecorder
 from controller.kube.informer import Informer, Key
 from controller.kube.rest import (
+    CLUSTER_SECRET_STORES,
     CONFIG_MAPS,
     EXTERNAL_SECRETS,
     NAMESPACES,
@@ -246,6 +247,31 @@ class KubeAccess:
             if informer is not None and ticket is not None:
                 informer.finish_write(ticket, result)
         self.on_write("ExternalSecretStatus", "apply")
+
+    def apply_store_status(self, kind: str, store: dict[str, Any],
+                           status: dict[str, Any]) -> None:
+        """Server-side apply a SecretStore's or ClusterSecretStore's status (its Ready
+        condition, engine/storestatus.py). A store deleted meanwhile: nothing to do."""
+        meta = store.get("metadata", {})
+        cluster = kind == CLUSTER_SECRET_STORES.kind
+        resource = CLUSTER_SECRET_STORES if cluster else SECRET_STORES
+        ns, name = ("" if cluster else meta.get("namespace", "")), meta.get("name", "")
+        body_meta = {"name": name} if cluster else {"name": name, "namespace": ns}
+        body = {"apiVersion": resource.api_version, "kind": resource.kind,
+                "metadata": body_meta, "status": status}
+        informer = self._cluster_stores if cluster else self._stores(ns)
+        ticket = informer.begin_write(ns, name) if informer is not None else None
+        result: dict[str, Any] | None = None
+        try:
+            result = self.rest.apply(resource.path(ns, name, "status"), body, MANAGER)
+        except ApiError as exc:
+            if exc.status == 404:
+                return
+            raise
+        finally:
+            if informer is not None and ticket is not None:
+                informer.finish_write(ticket, result)
+        self.on_write(f"{resource.kind}Status", "apply")
 
     def remove_finalizer(self, es: dict[str, Any], finalizer: str) -> None:
         meta = es.get("metadata", {})

@@ -579,3 +579,60 @@ def test_operator_endpoints_are_the_hosts_the_operator_named() -> None:
                      "--allowed-endpoints", "127.0.0.1:9443,*.corp.example,bad/x"])
     assert operator_endpoints(cfg) == ("kms.flag.example:8443", "oos-vpc.cn-x.aliyuncs.com",
                                        "127.0.0.1:9443")
+
+
+# ------------------------------------------------------------------ a store's own check
+
+
+def test_a_store_is_checked_without_an_entry_with_the_reasons_an_entry_would_get() -> None:
+    """check_store: the store's Ready condition gets the same reason and message as an
+    ExternalSecret reading through it would; nothing is minted or called."""
+    missing = {"accessKey": {"name": "nope", "key": "id"},
+               "accessKeySecret": {"name": "nope", "key": "secret"}}
+    world = World(_settings(["--enable-worker-role=false"]), [
+        _store("ok", {"KMSAuth": AK_REFS}),
+        _store("missing", {"KMSAuth": missing}),
+        _store("far", {"KMSAuth": AK_REFS, "endpoint": "https://kms.example.com"}),
+        _store("sa", {"KMSAuth": {"serviceAccountRef": {"name": "app"},
+                                  "oidcProviderARN": PROVIDER}}),
+        _store("borrow", {}),
+        _store("shared", {"KMSAuth": {
+            "accessKey": {"name": "ak", "namespace": "platform", "key": "id"},
+            "accessKeySecret": {"name": "ak", "namespace": "platform", "key": "nokey"}}},
+            kind="ClusterSecretStore"),
+    ])
+    check = world.resolver.check_store
+    assert check(world.stores[("SecretStore", NS, "ok")]).name == "ok"
+    assert check(world.stores[("SecretStore", NS, "sa")]).name == "sa"
+    assert world.tokens.asked == []  # no token minted for a check
+    cases = [(("SecretStore", NS, "missing"), "CredentialsNotFound",
+              ["SecretStore team-a/missing", "spec.KMS.KMSAuth.accessKey", "Secret team-a/nope"]),
+             (("SecretStore", NS, "far"), "EndpointRefused",
+              ["spec.KMS.endpoint", "kms.example.com", "--allowed-endpoints"]),
+             (("SecretStore", NS, "borrow"), "NoCredentials", ["--enable-worker-role"]),
+             (("ClusterSecretStore", "", "shared"), "CredentialsNotFound",
+              ["ClusterSecretStore shared", "key nokey of Secret platform/ak"])]
+    for key, reason, parts in cases:
+        with pytest.raises(StoreProblem) as err:
+            check(world.stores[key])
+        assert err.value.reason == reason, key
+        for part in parts:
+            assert part in str(err.value), (key, part)
+        # the same as an ExternalSecret reading through it
+        ref = {"name": key[2], "kind": key[0]}
+        if key[0] == "SecretStore":
+            assert _problem(world, ref, reason) == str(err.value)
+        assert "platform-secret" not in str(err.value) and "LTAI" not in str(err.value)
+
+
+def test_a_store_borrowing_the_controller_identity_is_checked_for_its_namespace() -> None:
+    cfg = _settings(["--controller-identity-namespaces=platform"],
+                    {"ACCESS_KEY_ID": "LTAI-env", "SECRET_ACCESS_KEY": "env-secret"})
+    world = World(cfg, [_store("borrow", {}), _store("plat", {}, namespace="platform"),
+                        _store("none", {}, kind="ClusterSecretStore")])
+    with pytest.raises(StoreProblem) as err:
+        world.resolver.check_store(world.stores[("SecretStore", NS, "borrow")])
+    assert err.value.reason == "ControllerIdentityRefused"
+    world.resolver.check_store(world.stores[("SecretStore", "platform", "plat")])
+    # a ClusterSecretStore stands for its admin: which namespaces use it is its conditions'
+    world.resolver.check_store(world.stores[("ClusterSecretStore", "", "none")])

@@ -1,0 +1,206 @@
+"""A Ready condition on every SecretStore and ClusterSecretStore: can the store work as written?
+
+The check is `StoreResolver.check_store`: the store parses, its credential Secrets and keys
+exist, its endpoint is allowed, its identity resolves; no call to Alibaba Cloud. Ready=False
+carries the reason and message an ExternalSecret reading through the store would get
+(CredentialsNotFound, EndpointRefused, InvalidStore, ...), naming the field and the fix.
+
+When: at once when a store is added or its spec changes (a new generation), and again on a
+cadence for stores whose credentials live in Secrets (credential Secrets are not watched):
+once per `recheck` seconds at a fixed offset per store (spread), and every `not_ready` seconds
+(60 by default) while the store is not Ready, so creating the missing Secret shows soon.
+The status is written by server-side apply on the status subresource only when it changes,
+with observedGeneration, and the condition's lastTransitionTime kept while its status stays:
+a quiet store costs no write however often it is checked.
+
+The checks have a queue of their own and one worker (one key type per queue), so they never
+delay an ExternalSecret's sync; only the leader runs them (`start` with the workers).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from controller import model
+from controller.engine import polls
+from controller.engine.clock import Clock, RealClock
+from controller.engine.queue import ExponentialBackoff, Jitter, WorkQueue
+from controller.engine.status import READY, stamp
+from controller.engine.stores import StoreProblem, StoreResolver
+
+log = logging.getLogger(__name__)
+
+VALID = "Valid"
+NOT_READY_RECHECK = 60.0  # seconds between checks of a store that is not Ready
+
+
+@dataclass(frozen=True)
+class StoreKey:
+    """Work queue key: one store. `namespace` is "" for a ClusterSecretStore."""
+
+    kind: str  # SecretStore | ClusterSecretStore
+    namespace: str
+    name: str
+
+    def describe(self) -> str:
+        if self.kind == model.StoreKind.CLUSTER_SECRET_STORE.value:
+            return f"ClusterSecretStore {self.name}"
+        return f"SecretStore {self.namespace}/{self.name}"
+
+
+def key_of(obj: Mapping[str, Any], kind: str) -> StoreKey:
+    meta = obj.get("metadata") or {}
+    namespace = "" if kind == model.StoreKind.CLUSTER_SECRET_STORE.value else \
+        str(meta.get("namespace", ""))
+    return StoreKey(kind, namespace, str(meta.get("name", "")))
+
+
+def uses_secrets(store: model.SecretStore) -> bool:
+    """Whether the store's check reads Secrets (which are not watched): it is re-checked."""
+    auths = [p.auth for p in (store.kms, store.oos) if p is not None]
+    if any(a is not None and (a.access_key or a.access_key_secret) for a in auths):
+        return True
+    kms = store.kms
+    if kms is None:
+        return False
+    dedicated = kms.dedicated
+    return kms.ca_secret_ref is not None or (dedicated is not None and bool(
+        dedicated.client_key_content or dedicated.password))
+
+
+def build(old_status: Mapping[str, Any] | None, *, ready: bool, reason: str, message: str,
+          generation: int, now: datetime) -> dict[str, Any]:
+    """The store's new status: one Ready condition, observedGeneration. lastTransitionTime
+    moves only when the condition's status does."""
+    old = old_status or {}
+    status = "True" if ready else "False"
+    previous = next((c for c in old.get("conditions") or [] if c.get("type") == READY), None)
+    transition = stamp(now)
+    if previous is not None and previous.get("status") == status:
+        transition = str(previous.get("lastTransitionTime") or transition)
+    return {"conditions": [{"type": READY, "status": status, "reason": reason,
+                            "message": message, "lastTransitionTime": transition,
+                            "observedGeneration": generation}],
+            "observedGeneration": generation}
+
+
+def changed(old_status: Mapping[str, Any] | None, new_status: Mapping[str, Any]) -> bool:
+    old = old_status or {}
+    return any(old.get(k) != v for k, v in new_status.items())
+
+
+class StoreStatus:
+    """Checks stores and writes their Ready condition (see the module docstring).
+
+    `get` reads a store from the informers' cache; `apply` writes a status
+    (`KubeAccess.apply_store_status`); `scrub` is the log redactor, applied to every
+    message as defence in depth (messages name fields and objects, never values)."""
+
+    def __init__(self, resolver: StoreResolver,
+                 get: Callable[[StoreKey], dict[str, Any] | None],
+                 apply: Callable[[StoreKey, dict[str, Any], dict[str, Any]], None], *,
+                 recheck: float, not_ready: float = NOT_READY_RECHECK,
+                 clock: Clock | None = None,
+                 now: Callable[[], datetime] | None = None,
+                 scrub: Callable[[str], str] | None = None) -> None:
+        self.resolver = resolver
+        self.get = get
+        self.apply = apply
+        self.recheck = recheck
+        self.not_ready = min(not_ready, recheck)
+        self.clock = clock or RealClock()
+        self.now = now or (lambda: datetime.now(UTC))
+        self.scrub = scrub or (lambda text: text)
+        self.queue: WorkQueue[StoreKey] = WorkQueue(clock=self.clock)
+        self.backoff = ExponentialBackoff(base=5.0, cap=self.recheck, jitter=Jitter.EQUAL)
+        self._generations: dict[StoreKey, int] = {}
+        self._lock = threading.Lock()
+        self._started = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------- handlers
+    def observe(self, kind: str, event: str, obj: dict[str, Any]) -> None:
+        """An informer event of a store: a new store or a new generation is checked now; a
+        status-only change (our own write among them) is not."""
+        key = key_of(obj, kind)
+        if event == "DELETED":
+            with self._lock:
+                self._generations.pop(key, None)
+            self.backoff.forget(key)
+            return
+        generation = int((obj.get("metadata") or {}).get("generation") or 0)
+        with self._lock:
+            seen = self._generations.get(key)
+            self._generations[key] = generation
+        if seen != generation and self._started.is_set():
+            self.queue.add(key)
+
+    # ------------------------------------------------------------- lifecycle
+    def start(self, stores: list[tuple[str, dict[str, Any]]]) -> threading.Thread:
+        """As leader: check every known store, then keep checking (one worker thread)."""
+        self._started.set()
+        for kind, obj in stores:
+            key = key_of(obj, kind)
+            with self._lock:
+                self._generations[key] = int((obj.get("metadata") or {}).get("generation")
+                                             or 0)
+            self.queue.add(key)
+        self._thread = threading.Thread(target=self._work, name="store-status", daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def stop(self) -> None:
+        self.queue.shutdown()
+
+    def _work(self) -> None:
+        while True:
+            key = self.queue.get()
+            if key is None:
+                return
+            try:
+                self.check(key)
+            except Exception:
+                log.exception("status check of %s failed unexpectedly", key.describe())
+                self.queue.add_after(key, self.backoff.when(key))
+            finally:
+                self.queue.done(key)
+
+    # ------------------------------------------------------------------ check
+    def check(self, key: StoreKey) -> bool | None:
+        """Check one store, write its status if it changed, schedule the next check.
+        Returns whether it is Ready (None: the store is gone)."""
+        raw = self.get(key)
+        if raw is None:
+            return None
+        raw = {**raw, "kind": key.kind}
+        meta = raw.get("metadata") or {}
+        generation = int(meta.get("generation") or 0)
+        recheck = True
+        try:
+            store = self.resolver.check_store(raw)
+            recheck = uses_secrets(store)
+            ready, reason = True, VALID
+            message = f"{key.describe()} is valid: its credentials, endpoint and identity " \
+                      "were checked (without a call to Alibaba Cloud)"
+        except StoreProblem as problem:
+            ready, reason, message = False, problem.reason, self.scrub(str(problem))
+        old = raw.get("status")
+        new = build(old, ready=ready, reason=reason, message=message[:2000],
+                    generation=generation, now=self.now())
+        if changed(old, new):
+            self.apply(key, raw, new)
+            log_at = logging.INFO if ready else logging.WARNING
+            log.log(log_at, "%s: Ready=%s %s: %s", key.describe(), new["conditions"][0]
+                    ["status"], reason, message)
+        self.backoff.forget(key)
+        if not ready:
+            self.queue.add_after(key, self.not_ready)
+        elif recheck:
+            seed = str(meta.get("uid") or key.describe())
+            self.queue.add_after(key, polls.until_slot(seed, self.recheck, self.clock.now()))
+        return ready
