@@ -9,9 +9,9 @@ When: at once when a store is added or its spec changes (a new generation), and 
 cadence for stores whose credentials live in Secrets (credential Secrets are not watched):
 once per `recheck` seconds at a fixed offset per store (spread), and every `not_ready` seconds
 (60 by default) while the store is not Ready, so creating the missing Secret shows soon.
-The status is written by server-side apply on the status subresource only when it changes,
-with observedGeneration, and the condition's lastTransitionTime kept while its status stays:
-a quiet store costs no write however often it is checked.
+The status is written by server-side apply on the status subresource only when it changes;
+the condition carries observedGeneration and keeps its lastTransitionTime while its status
+stays, so a quiet store costs no write however often it is checked.
 
 The checks have a queue of their own and one worker (one key type per queue), so they never
 delay an ExternalSecret's sync; only the leader runs them (`start` with the workers).
@@ -75,8 +75,9 @@ def uses_secrets(store: model.SecretStore) -> bool:
 
 def build(old_status: Mapping[str, Any] | None, *, ready: bool, reason: str, message: str,
           generation: int, now: datetime) -> dict[str, Any]:
-    """The store's new status: one Ready condition, observedGeneration. lastTransitionTime
-    moves only when the condition's status does."""
+    """The store's new status: one Ready condition carrying observedGeneration (the CRDs'
+    status schema declares only `conditions`). lastTransitionTime moves only when the
+    condition's status does."""
     old = old_status or {}
     status = "True" if ready else "False"
     previous = next((c for c in old.get("conditions") or [] if c.get("type") == READY), None)
@@ -85,8 +86,7 @@ def build(old_status: Mapping[str, Any] | None, *, ready: bool, reason: str, mes
         transition = str(previous.get("lastTransitionTime") or transition)
     return {"conditions": [{"type": READY, "status": status, "reason": reason,
                             "message": message, "lastTransitionTime": transition,
-                            "observedGeneration": generation}],
-            "observedGeneration": generation}
+                            "observedGeneration": generation}]}
 
 
 def changed(old_status: Mapping[str, Any] | None, new_status: Mapping[str, Any]) -> bool:
@@ -117,7 +117,8 @@ class StoreStatus:
         self.now = now or (lambda: datetime.now(UTC))
         self.scrub = scrub or (lambda text: text)
         self.queue: WorkQueue[StoreKey] = WorkQueue(clock=self.clock)
-        self.backoff = ExponentialBackoff(base=5.0, cap=self.recheck, jitter=Jitter.EQUAL)
+        self.backoff = ExponentialBackoff(base=min(5.0, self.recheck), cap=self.recheck,
+                                           jitter=Jitter.EQUAL)
         self._generations: dict[StoreKey, int] = {}
         self._lock = threading.Lock()
         self._started = threading.Event()
@@ -197,6 +198,9 @@ class StoreStatus:
             log_at = logging.INFO if ready else logging.WARNING
             log.log(log_at, "%s: Ready=%s %s: %s", key.describe(), new["conditions"][0]
                     ["status"], reason, message)
+        else:
+            log.debug("%s checked: unchanged (Ready=%s %s)", key.describe(),
+                      new["conditions"][0]["status"], reason)
         self.backoff.forget(key)
         if not ready:
             self.queue.add_after(key, self.not_ready)

@@ -75,7 +75,7 @@ def test_missing_credentials_then_ready_once_the_secret_exists_within_a_minute()
     assert (cond["status"], cond["reason"]) == ("False", "CredentialsNotFound")
     assert "spec.KMS.KMSAuth.accessKey" in cond["message"] and "Secret team-a/ak" in \
         cond["message"]
-    assert w.stores[key]["status"]["observedGeneration"] == 1
+    assert cond["observedGeneration"] == 1
     w.secrets.data[(NS, "ak")] = {"id": "LTAI-x", "secret": "s3cr3t-value"}
     w.clock.advance(59.0)
     assert w.due() == []
@@ -131,7 +131,7 @@ def test_only_new_generations_are_checked_and_only_once_started() -> None:
     assert w.due() == [key]
     assert w.status.check(key) is False
     assert w.condition(key)["reason"] in ("CredentialsNotFound", "EndpointRefused")
-    assert w.stores[key]["status"]["observedGeneration"] == 2
+    assert w.condition(key)["observedGeneration"] == 2
 
 
 def test_status_keeps_the_transition_time_while_the_condition_holds() -> None:
