@@ -146,7 +146,7 @@ class Manager:
             self.resolver, self._store_of,
             lambda key, raw, status: self.kube.apply_store_status(key.kind, raw, status),
             recheck=settings.store_recheck_interval or settings.polling_interval,
-            clock=self.clock, scrub=self.hooks.scrub)
+            clock=self.clock, scrub=self.hooks.scrub, serves=self._serves_store)
         readers = {name: r for name, r in (("oos", oos), ("dkms", dedicated)) if r is not None}
         self.fetcher = Fetcher(kms, self.clock, readers=readers)
         self.reconciler = Reconciler(
@@ -358,6 +358,21 @@ class Manager:
             found += [(SECRET_STORES.kind, obj) for obj in informer.items()]
         return [(kind, obj) for kind, obj in found
                 if self._store_checked(kind, (obj.get("metadata") or {}).get("namespace", ""))]
+
+    def _serves_store(self, raw: dict[str, Any]) -> bool:
+        """With --watch-namespaces, a ClusterSecretStore is this controller's only when its
+        conditions admit a watched namespace: another's credentials are not ours to read
+        (nor, in the chart's namespaced RBAC, readable)."""
+        watched = self.settings.watch_namespaces
+        if not watched or raw.get("kind") != CLUSTER_SECRET_STORES.kind:
+            return True
+        try:
+            store = model.parse_store(raw)
+        except model.SpecError:
+            return True  # its Ready=False InvalidStore says why
+        if not isinstance(store, model.ClusterSecretStore):
+            return True
+        return any(store.allows_namespace(ns, self.kube.namespace_labels(ns)) for ns in watched)
 
     def _store_of(self, key: StoreKey) -> dict[str, Any] | None:
         return self.kube.store(key.kind, key.namespace, key.name)

@@ -107,8 +107,12 @@ class StoreStatus:
                  recheck: float, not_ready: float = NOT_READY_RECHECK,
                  clock: Clock | None = None,
                  now: Callable[[], datetime] | None = None,
-                 scrub: Callable[[str], str] | None = None) -> None:
+                 scrub: Callable[[str], str] | None = None,
+                 serves: Callable[[dict[str, Any]], bool] | None = None) -> None:
         self.resolver = resolver
+        # Whether this controller serves the store at all (a ClusterSecretStore that admits
+        # none of its --watch-namespaces is another controller's: not checked, no status).
+        self.serves = serves or (lambda _raw: True)
         self.get = get
         self.apply = apply
         self.recheck = recheck
@@ -174,11 +178,13 @@ class StoreStatus:
     # ------------------------------------------------------------------ check
     def check(self, key: StoreKey) -> bool | None:
         """Check one store, write its status if it changed, schedule the next check.
-        Returns whether it is Ready (None: the store is gone)."""
+        Returns whether it is Ready (None: the store is gone, or not this controller's)."""
         raw = self.get(key)
         if raw is None:
             return None
         raw = {**raw, "kind": key.kind}
+        if not self.serves(raw):
+            return None
         meta = raw.get("metadata") or {}
         generation = int(meta.get("generation") or 0)
         recheck = True

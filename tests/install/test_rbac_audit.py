@@ -5,13 +5,14 @@ at Metadata level). The chart is installed, and the controller runs as the chart
 ServiceAccount with the rendered args (as tests/install/test_e2e.py does) through a workload
 that takes every path that talks to the API: an AccessKey SecretStore, a ClusterSecretStore
 whose credentials live in another namespace, per-ServiceAccount RRSA (token minting),
-ack-secret-manager's finalizer, status, Events, a ClusterExternalSecret (its ExternalSecret
-created, then renamed: the old one deleted), leader election with a Lease, and a clean stop
-that releases it. Then every (verb, resource, subresource, namespace) the
-ServiceAccount used is read from the audit log and compared with what the chart granted:
-the test fails when the chart grants a verb that was never used, or when the controller used
-(or was refused) one that is not granted. Both RBAC layouts are checked: cluster-wide, and
-Roles in the watched namespaces (`command.watchNamespaces`).
+ack-secret-manager's finalizer, status (of ExternalSecrets, and every store's Ready
+condition), Events, a ClusterExternalSecret (its ExternalSecret created, then renamed: the old
+one deleted), leader election with a Lease, and a clean stop that releases it. Then every
+(verb, resource, subresource, namespace) the ServiceAccount used is read from the audit log
+and compared with what the chart granted: the test fails when the chart grants a verb that
+was never used, or when the controller used (or was refused) one that is not granted. Both
+RBAC layouts are checked: cluster-wide, and Roles in the watched namespaces
+(`command.watchNamespaces`).
 
 A server-side apply that creates an object is logged as `patch` (answer 201) but is
 authorized as `create` too, so such a patch counts as both.
@@ -261,6 +262,16 @@ def workload_done(admin: Any, s: Setup) -> bool:
     from kubernetes import client
 
     objs: Any = client.CustomObjectsApi(admin)
+    # Every store's Ready condition written (the secretstores/status and
+    # clustersecretstores/status grants).
+    stores = [objs.get_namespaced_custom_object(GROUP, VERSION, s.workload, "secretstores",
+                                                name) for name in ("ak", "sa")]
+    stores += [objs.get_cluster_custom_object(GROUP, VERSION, "clustersecretstores", name)
+               for name in (f"shared-{s.workload}", f"shared-sa-{s.workload}")]
+    for store in stores:
+        conditions = (store.get("status") or {}).get("conditions") or []
+        if not any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
+            return False
     for name in ("ak", "sa", "shared", "shared-sa", "legacy", "templated"):
         es = objs.get_namespaced_custom_object(GROUP, VERSION, s.workload, "externalsecrets",
                                                name)

@@ -144,3 +144,13 @@ def test_status_keeps_the_transition_time_while_the_condition_holds() -> None:
     assert other["conditions"][0]["lastTransitionTime"] == "2026-01-01T00:00:00Z"
     flipped = build(other, ready=True, reason=VALID, message="ok", generation=1, now=t1)
     assert flipped["conditions"][0]["lastTransitionTime"] == "2026-01-02T00:00:00Z"
+
+
+def test_a_store_this_controller_does_not_serve_gets_no_status() -> None:
+    w = World()
+    w.status.serves = lambda raw: raw["metadata"]["name"] != "theirs"
+    key = w.add("theirs", {"KMSAuth": AK_REFS})
+    assert w.status.check(key) is None
+    assert w.writes == [] and w.secrets.reads == 0
+    w.clock.advance(10_000.0)
+    assert w.due() == []
