@@ -81,6 +81,9 @@ __all__ = [
 
 MAX_SECRET_SIZE = 1024 * 1024  # the apiserver's limit on the sum of value sizes
 BUDGET_EXCEEDED = "BudgetExceeded"  # an entry's reason when the sync's budget stopped it
+INVALID_KEY = "InvalidKey"  # an entry produced a name that cannot be a Secret key
+JMES_PATH_NO_MATCH = "JMESPathNoMatch"  # a jmesPath selected nothing from the value
+JMES_PATH_FAILED = "JMESPathFailed"  # a jmesPath could not be evaluated on the value
 
 
 # ---------------------------------------------------------------- inputs and outputs
@@ -346,15 +349,24 @@ def _raw_bytes(entry: DataEntry, result: FetchedValue) -> bytes:
                            "but its value is not valid base64") from None
 
 
+MAX_BAD_KEYS_NAMED = 20  # a message names this many bad keys, then counts the rest
+
+
 def _check_keys(entry: DataEntry, produced: Mapping[str, bytes]) -> None:
-    for key in produced:
-        problem = key_name_problem(key)
-        if problem is None:
-            continue
-        fix = ("add a replaceRule to rename it, e.g. source '[^-._a-zA-Z0-9]' target '_'"
-               if entry.is_extract else "set name or objectAlias to a valid key")
-        raise _EntryFailed("InvalidKey", f"{entry.spec_field} produces the Secret key "
-                           f"{key!r}, which {problem}; {fix}")
+    """Every key the entry produces must be a valid Secret key; the failure names each bad
+    key (up to MAX_BAD_KEYS_NAMED, then how many more) with what is wrong with it."""
+    bad = [(key, problem) for key in produced
+           if (problem := key_name_problem(key)) is not None]
+    if not bad:
+        return
+    fix = ("add a replaceRule to rename them, e.g. source '[^-._a-zA-Z0-9]' target '_'"
+           if entry.is_extract else "set name or objectAlias to a valid key")
+    named = "; ".join(f"{key[:80]!r} ({problem})" for key, problem in bad[:MAX_BAD_KEYS_NAMED])
+    more = f"; and {len(bad) - MAX_BAD_KEYS_NAMED} more" if len(bad) > MAX_BAD_KEYS_NAMED \
+        else ""
+    what = "a Secret key that is" if len(bad) == 1 else f"{len(bad)} Secret keys that are"
+    raise _EntryFailed(INVALID_KEY, f"{entry.spec_field} produces {what} not valid: "
+                       f"{named}{more}. Fix: {fix}")
 
 
 # ---------------------------------------------------------------- jmesPath and extract
@@ -373,10 +385,10 @@ def _apply_jmes_path(entry: DataEntry, raw: bytes,
         except gotemplate.BudgetExceeded as exceeded:
             raise _over_budget(entry, exceeded) from None
         except (JMESPathError, ValueError, TypeError, RecursionError) as exc:
-            raise _EntryFailed("JMESPathFailed", f"jmesPath {item.path!r} could not be "
+            raise _EntryFailed(JMES_PATH_FAILED, f"jmesPath {item.path!r} could not be "
                                f"evaluated ({type(exc).__name__})") from None
         if found is None:
-            raise _EntryFailed("JMESPathNoMatch", f"jmesPath {item.path!r} (objectAlias "
+            raise _EntryFailed(JMES_PATH_NO_MATCH, f"jmesPath {item.path!r} (objectAlias "
                                f"{item.object_alias!r}) matches nothing in KMS secret "
                                f"{entry.key!r}; check the path against the secret's structure")
         produced[item.object_alias] = _value_bytes(entry, found, is_json, budget)

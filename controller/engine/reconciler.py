@@ -68,6 +68,14 @@ WRITE_FAILED = "SecretWriteFailed"
 INTERNAL_ERROR = "InternalError"
 SPEC_ADJUSTED = "SpecAdjusted"
 BUDGET_EXCEEDED = render.BUDGET_EXCEEDED  # the sync's template/parse budget stopped it
+# Entry reasons that name the problem better than FetchFailed: when every failed entry has
+# the same one, it is the object's reason (the store's problems, and what the value was
+# turned into: jmesPath, key names).
+_OWN_REASONS = frozenset({
+    "StoreNotFound", "CrossNamespaceRefused", "InvalidStore", "NoCredentials",
+    "CredentialsNotFound", "StoreNotAllowed", "ControllerIdentityRefused", "EndpointRefused",
+    "UnsupportedStore", "InsecureTLSRefused", "ClusterSecretStoreDisabled", BUDGET_EXCEEDED,
+    INVALID_SECRET, render.JMES_PATH_NO_MATCH, render.JMES_PATH_FAILED})
 
 
 @dataclass(frozen=True)
@@ -326,6 +334,10 @@ class Reconciler:
                                 entries, False, interval, "failed", retry=True)
         if result.problems:
             message = "; ".join(str(p) for p in result.problems)
+            # Nothing is written: no entry may say Synced (its value is not in the Secret).
+            entries = [e if e.state != render.EntryState.SYNCED.value else
+                       dataclasses.replace(e, state=render.EntryState.FAILED.value,
+                                           reason=INVALID_SECRET) for e in entries]
             return self._finish(raw, es, False, INVALID_SECRET, message, entries, False,
                                 interval, "invalid", retry=bool(result.failed_entries))
         if (self.cleanup_on_failure and existing is not None and not merge and result.entries
@@ -394,7 +406,8 @@ class Reconciler:
             requests.add(request)
             value = self.fetcher.fetch(request, max_age, fresh=fresh)
             if isinstance(value, FetchError):
-                out[key] = render.FetchFailure(value.kind.value, value.reason)
+                out[key] = _no_store(entry, value) or \
+                    render.FetchFailure(value.kind.value, value.reason)
                 age = self.fetcher.success_age(request)
                 if value.retryable and interval > 0 and age is not None and \
                         age < GRACE_FACTOR * interval:
@@ -494,14 +507,13 @@ class Reconciler:
     # --------------------------------------------------------------- endings
     def _failure_summary(self, result: render.RenderResult) -> tuple[str, str]:
         failed = result.failed_entries
-        reasons = {e.reason for e in failed}
+        # What the value was turned into, not KMS, failed: the object says so at the top
+        # (a bad key name is the Secret's problem: InvalidSecret).
+        reasons = {INVALID_SECRET if e.reason == render.INVALID_KEY else e.reason
+                   for e in failed}
         if reasons & {Kind.DENIED.value}:
             reason = ACCESS_DENIED
-        elif len(reasons) == 1 and next(iter(reasons)) in (
-                "StoreNotFound", "CrossNamespaceRefused", "InvalidStore", "NoCredentials",
-                "CredentialsNotFound", "StoreNotAllowed", "ControllerIdentityRefused",
-                "EndpointRefused", "UnsupportedStore", "InsecureTLSRefused",
-                "ClusterSecretStoreDisabled", BUDGET_EXCEEDED):
+        elif len(reasons) == 1 and next(iter(reasons)) in _OWN_REASONS:
             reason = next(iter(reasons))
         else:
             reason = FETCH_FAILED
@@ -599,6 +611,23 @@ class WriteError(Exception):
 
 # ------------------------------------------------------------------- helpers
 _CONFLICT_MANAGER = re.compile(r'conflict with "([^"]{1,128})"')
+WORKER_ROLE_UNAVAILABLE = "WorkerRoleUnavailable"
+
+
+def _no_store(entry: model.DataEntry, error: FetchError) -> render.FetchFailure | None:
+    """An entry without a secretStoreRef falls back to the node's worker role; when that
+    fails, the message says first that the entry names no store (often the real mistake),
+    then the worker role's failure. The reason stays the failure's own: a cluster that
+    means to use the worker role (ack-secret-manager's default) is not told a store is
+    missing."""
+    if entry.store_ref is not None or error.code != WORKER_ROLE_UNAVAILABLE:
+        return None
+    field = entry.spec_field
+    return render.FetchFailure(
+        error.kind.value,
+        f"{field} has no secretStoreRef, so it reads with the node's worker role "
+        f"(--enable-worker-role), which failed ({error.reason}); set {field}.secretStoreRef "
+        "to a SecretStore with credentials, or attach a RAM role to the node's ECS instance")
 
 
 def _is_ours(secret: dict[str, Any], es: model.ExternalSecret) -> bool:

@@ -402,3 +402,87 @@ def test_status_entries_carry_both_original_keys() -> None:
     results = w.kube.statuses[(NS, "app")]["dataSyncResults"]
     assert [(r["KMSSecretKey"], r["ExternalSecretKey"], r["status"]) for r in results] == [
         ("db", "db", "Synced")]
+
+
+# ------------------------------------------------------------ reasons that name the problem
+
+
+def _results(w: World, name: str) -> dict[str, dict[str, object]]:
+    status = w.kube.statuses[(NS, name)]
+    return {str(r["entry"]): r for r in status["dataSyncResults"]}
+
+
+def test_bad_key_names_from_extract_are_invalid_secret_naming_every_key() -> None:
+    w = World()
+    w.kms.values["doc"] = '{"a b": "1", "c/d": "2", "ok": "3", "..x": "4"}'
+    w.add_es("app", _spec(dataProcess=[{"extract": entry("doc")}]))
+    outcome = w.reconcile("app")
+    assert (outcome.ready, outcome.reason) == (False, "InvalidSecret")
+    assert w.reason("app") == "InvalidSecret"  # not FetchFailed: KMS is fine
+    message = w.message("app")
+    for key in ("'a b'", "'c/d'", "'..x'"):
+        assert key in message, key
+    assert "3 Secret keys" in message and "replaceRule" in message
+    assert "'ok'" not in message
+    assert _results(w, "app")["dataProcess[0].extract"]["reason"] == "InvalidKey"
+
+
+def test_a_jmes_path_that_matches_nothing_is_the_objects_reason() -> None:
+    w = World()
+    w.kms.values["doc"] = '{"name": "alice"}'
+    w.add_es("app", _spec(entry("doc", jmesPath=[{"path": "missing", "objectAlias": "x"}])))
+    assert w.reconcile("app").reason == "JMESPathNoMatch"
+    assert w.reason("app") == "JMESPathNoMatch"
+    assert "jmesPath 'missing'" in w.message("app")
+
+
+def test_mixed_failures_stay_fetch_failed() -> None:
+    w = World()
+    w.kms.values["doc"] = '{"name": "alice"}'
+    w.add_es("app", _spec(entry("doc", jmesPath=[{"path": "missing", "objectAlias": "x"}]),
+                          entry("absent")))
+    w.reconcile("app")
+    assert w.reason("app") == "FetchFailed"
+
+
+def test_an_entry_without_a_store_whose_worker_role_fails_says_it_names_no_store() -> None:
+    w = World()
+    assert w.settings.enable_worker_role  # ack-secret-manager's default
+    w.kms.fail["db"] = FetchError(
+        Kind.TRANSIENT, "WorkerRoleUnavailable", "WorkerRoleUnavailable: the ECS metadata "
+        "service failed to give credentials for the node's ECS instance; will retry")
+    w.add_es("app", _spec(entry("db", store=None)))
+    outcome = w.reconcile("app")
+    assert (outcome.ready, outcome.reason) == (False, "FetchFailed")
+    message = w.message("app")
+    assert message.index("spec.data[0] has no secretStoreRef") < message.index(
+        "WorkerRoleUnavailable")
+    assert "set spec.data[0].secretStoreRef" in message
+    # With a store, the message is the failure's alone.
+    w2 = World()
+    w2.kms.fail["db"] = w.kms.fail["db"]
+    w2.add_es("app", _spec(entry("db")))
+    w2.reconcile("app")
+    assert "secretStoreRef" not in w2.message("app")
+
+
+def test_over_the_secret_size_limit_no_entry_says_synced() -> None:
+    w = World()
+    w.kms.values.update(big="x" * (700 * 1024), also="y" * (400 * 1024), small="s")
+    w.add_es("app", _spec(entry("big"), entry("also"), entry("small")))
+    outcome = w.reconcile("app")
+    assert (outcome.ready, outcome.reason) == (False, "InvalidSecret")
+    assert "1 MiB" in w.message("app")
+    results = _results(w, "app")
+    assert {str(r["status"]) for r in results.values()} == {"Failed"}, results
+    assert {str(r["reason"]) for r in results.values()} == {"InvalidSecret"}
+    assert (NS, "app") not in w.kube.secrets  # nothing written
+
+
+def test_a_refresh_interval_in_the_wrong_format_asks_for_a_go_duration() -> None:
+    w = World()
+    w.add_es("app", _spec(entry("db"), refreshInterval="1 hour"))
+    assert w.reconcile("app").reason == "InvalidSpec"
+    message = w.message("app")
+    assert "spec.refreshInterval" in message and "a Go duration such as" in message
+    assert "^" not in message and "[0-9]" not in message  # no regex
