@@ -145,3 +145,39 @@ def test_missing_required_key_for_secret_type_is_a_clear_status(
     assert ready["status"] == "False"
     assert "tls.key" in ready["message"]
     assert k8s.secret(namespace, "tls") is None
+
+
+def test_reasons_name_the_real_problem_bad_keys_and_over_the_size_limit(
+    k8s: K8s, cloud: FakeCloud, namespace: str, start_controller: Callable[..., Any]
+) -> None:
+    """issue 21 item 6, as `kubectl get ackes` shows it: an extract that produces bad key
+    names is InvalidSecret naming every bad key (not FetchFailed); values over the 1 MiB
+    Secret limit leave no entry saying Synced and no Secret."""
+    cloud.put_secret("doc", json.dumps({"a b": "1", "c/d": "2", "ok": "3"}))
+    cloud.put_secret("big1", "x" * (600 * 1024))
+    cloud.put_secret("big2", "y" * (600 * 1024))
+    k8s.access_key_store(namespace)
+    start_controller("--kms-endpoint", cloud.kms_endpoint)
+    ref = {"name": "store"}
+    k8s.create(namespace, "externalsecrets", {
+        "kind": "ExternalSecret", "metadata": {"name": "keys"},
+        "spec": {"dataProcess": [{"extract": {"key": "doc", "secretStoreRef": ref}}]}})
+    k8s.create(namespace, "externalsecrets", {
+        "kind": "ExternalSecret", "metadata": {"name": "big"},
+        "spec": {"data": [{"key": "big1", "name": "one", "secretStoreRef": ref},
+                          {"key": "big2", "name": "two", "secretStoreRef": ref}]}})
+
+    def failed(name: str) -> dict[str, Any] | None:
+        ready = k8s.ready(namespace, name)
+        return ready if ready and ready["status"] == "False" else None
+
+    keys = wait_for(lambda: failed("keys"), what="keys Ready=False")
+    assert keys["reason"] == "InvalidSecret", keys
+    assert "'a b'" in keys["message"] and "'c/d'" in keys["message"], keys
+    assert "'ok'" not in keys["message"]
+    big = wait_for(lambda: failed("big"), what="big Ready=False")
+    assert big["reason"] == "InvalidSecret" and "1 MiB" in big["message"], big
+    results = k8s.get(namespace, "externalsecrets", "big")["status"]["dataSyncResults"]
+    assert [r["status"] for r in results] == ["Failed", "Failed"], results
+    assert k8s.secret(namespace, "big") is None
+    assert k8s.secret(namespace, "keys") is None
