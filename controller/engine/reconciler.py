@@ -73,8 +73,9 @@ BUDGET_EXCEEDED = render.BUDGET_EXCEEDED  # the sync's template/parse budget sto
 # turned into: jmesPath, key names).
 _OWN_REASONS = frozenset({
     "StoreNotFound", "CrossNamespaceRefused", "InvalidStore", "NoCredentials",
-    "CredentialsNotFound", "StoreNotAllowed", "ControllerIdentityRefused", "EndpointRefused",
-    "UnsupportedStore", "InsecureTLSRefused", "ClusterSecretStoreDisabled", BUDGET_EXCEEDED,
+    "CredentialsNotFound", "CredentialsNotReadable", "StoreNotAllowed",
+    "ControllerIdentityRefused", "EndpointRefused", "UnsupportedStore", "InsecureTLSRefused",
+    "ClusterSecretStoreDisabled", BUDGET_EXCEEDED,
     INVALID_SECRET, render.JMES_PATH_NO_MATCH, render.JMES_PATH_FAILED})
 
 

@@ -515,7 +515,7 @@ class StoreResolver:
         namespace = ref.namespace or store.namespace
         self._same_namespace(store, namespace, f"{path} refers to Secret "
                              f"{namespace}/{ref.name}", "move it")
-        value = self.secrets.read_secret_key(namespace, ref.name, ref.key)
+        value = self._read_key(store, namespace, ref, path)
         if value is None:
             raise StoreProblem(
                 "CredentialsNotFound",
@@ -524,6 +524,23 @@ class StoreResolver:
         text = value.decode().strip()
         self.on_credential(text)
         return text
+
+    def _read_key(self, store: model.SecretStore, namespace: str, ref: model.SecretRef,
+                  path: str) -> bytes | None:
+        """One key of a credential Secret; a Secret the controller may not read (403: its
+        namespace is not in the chart's rbac.credentialNamespaces) is the store's problem,
+        said so, not an unexpected error."""
+        try:
+            return self.secrets.read_secret_key(namespace, ref.name, ref.key)
+        except Exception as exc:
+            if getattr(exc, "status", None) != 403:
+                raise
+            raise StoreProblem(
+                "CredentialsNotReadable",
+                f"{_store_name(store.ref)}: {path} refers to Secret {namespace}/{ref.name}, "
+                "which the controller may not read (403); the operator must grant it "
+                f"(Helm: add {namespace} to rbac.credentialNamespaces), or move the "
+                "Secret") from None
 
     def _same_namespace(self, store: model.SecretStore, namespace: str, what: str,
                         fix: str) -> None:
@@ -549,7 +566,7 @@ class StoreResolver:
             ref = kms.ca_secret_ref
             self._same_namespace(store, ref.namespace, "spec.KMS.caSecretRef refers to Secret "
                                  f"{ref.namespace}/{ref.name}", "move it")
-            value = self.secrets.read_secret_key(ref.namespace, ref.name, ref.key)
+            value = self._read_key(store, ref.namespace, ref, "spec.KMS.caSecretRef")
             if value is None:
                 raise StoreProblem(
                     "CredentialsNotFound",

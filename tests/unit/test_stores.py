@@ -636,3 +636,24 @@ def test_a_store_borrowing_the_controller_identity_is_checked_for_its_namespace(
     world.resolver.check_store(world.stores[("SecretStore", "platform", "plat")])
     # a ClusterSecretStore stands for its admin: which namespaces use it is its conditions'
     world.resolver.check_store(world.stores[("ClusterSecretStore", "", "none")])
+
+
+def test_a_credential_secret_the_controller_may_not_read_is_the_stores_problem() -> None:
+    class Forbidden(Exception):
+        status = 403
+
+    class Refusing(FakeSecrets):
+        def read_secret_key(self, namespace: str, name: str, key: str) -> bytes | None:
+            if namespace == "elsewhere":
+                raise Forbidden("secrets is forbidden")
+            return super().read_secret_key(namespace, name, key)
+
+    refs = {"accessKey": {"name": "ak", "namespace": "elsewhere", "key": "id"},
+            "accessKeySecret": {"name": "ak", "namespace": "elsewhere", "key": "secret"}}
+    raw = _store("shared", {"KMSAuth": refs}, kind="ClusterSecretStore")
+    resolver = StoreResolver(_settings(), lambda *_a: raw, Refusing(AK), lambda _ns: {})
+    with pytest.raises(StoreProblem) as err:
+        resolver.check_store(raw)
+    assert err.value.reason == "CredentialsNotReadable"
+    assert "Secret elsewhere/ak" in str(err.value)
+    assert "rbac.credentialNamespaces" in str(err.value)
