@@ -261,14 +261,25 @@ def test_a_user_change_never_waits_behind_polls() -> None:
     while w.manager.poll_queue.get(timeout=0) is not None:
         polls_due += 1
     assert polls_due == 50
+    # Stores' Ready checks have a queue of their own too: a store's (re)check never takes an
+    # ExternalSecret's place.
+    store = {"kind": "SecretStore", "metadata": {"name": "s", "namespace": "team",
+                                                 "generation": 1}}
+    w.manager.store_status._started.set()
+    w.manager._on_secret_store("ADDED", store)
+    assert w.manager.queue.get(timeout=0) is None
+    assert w.manager.store_status.queue.depth() == 1
     w.manager.start_workers()
     try:
         names = {t.name for t in w.manager._workers}
         assert {f"worker-{i}" for i in range(w.manager.settings.workers)} <= names
         assert {f"poller-{i}" for i in range(w.manager.settings.workers)} <= names
+        assert "store-status" in names
     finally:
         w.manager.stopping.set()
         w.manager.queue.shutdown()
         w.manager.poll_queue.shutdown()
+        w.manager.store_status.stop()
         for t in w.manager._workers:
             t.join(5)
+        assert not [t.name for t in w.manager._workers if t.is_alive()]
