@@ -37,7 +37,7 @@ from controller.engine.polls import PollSchedule
 from controller.engine.queue import ExponentialBackoff, Jitter, WorkQueue
 from controller.engine.reconciler import Outcome, Reconciler, SyncBudgetLimits
 from controller.engine.stores import StoreResolver
-from controller.engine.storestatus import StoreKey, StoreStatus
+from controller.engine.storestatus import CheckReads, StoreKey, StoreStatus
 from controller.engine.triggers import Seen, Triggers
 from controller.kube.access import KubeAccess
 from controller.kube.events import EventRecorder
@@ -142,11 +142,15 @@ class Manager:
                                       on_credential=on_credential)
         # Stores' Ready conditions: a queue and one worker of their own (never in the way of
         # an ExternalSecret's sync), started with the workers (as leader).
+        # Its own resolver: a check reads each credential Secret once, and fresh (no cache).
+        reads = CheckReads(self.kube.secret)
         self.store_status = StoreStatus(
-            self.resolver, self._store_of,
+            StoreResolver(settings, self.kube.store, reads, self.kube.namespace_labels,
+                          sa_token_file=self.tokens, on_credential=on_credential),
+            self._store_of,
             lambda key, raw, status: self.kube.apply_store_status(key.kind, raw, status),
             recheck=settings.store_recheck_interval or settings.polling_interval,
-            clock=self.clock, scrub=self.hooks.scrub, serves=self._serves_store)
+            clock=self.clock, scrub=self.hooks.scrub, serves=self._serves_store, reads=reads)
         readers = {name: r for name, r in (("oos", oos), ("dkms", dedicated)) if r is not None}
         self.fetcher = Fetcher(kms, self.clock, readers=readers)
         self.reconciler = Reconciler(

@@ -19,6 +19,8 @@ delay an ExternalSecret's sync; only the leader runs them (`start` with the work
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -37,6 +39,39 @@ log = logging.getLogger(__name__)
 
 VALID = "Valid"
 NOT_READY_RECHECK = 60.0  # seconds between checks of a store that is not Ready
+
+
+class CheckReads:
+    """The SecretReader of the store checks: each Secret read once per check (a store's
+    accessKey and accessKeySecret usually are two keys of one Secret), forgotten at the
+    next check (`StoreStatus` calls `clear`), so a fixed Secret shows then. `get` reads a
+    whole Secret (`KubeAccess.secret`: the watch cache for Secrets the controller manages,
+    else the apiserver); None when it does not exist."""
+
+    def __init__(self, get: Callable[[str, str], dict[str, Any] | None]) -> None:
+        self.get = get
+        self._seen: dict[tuple[str, str], dict[str, Any] | None] = {}
+        self._lock = threading.Lock()
+
+    def read_secret_key(self, namespace: str, name: str, key: str) -> bytes | None:
+        with self._lock:
+            known = (namespace, name) in self._seen
+            secret = self._seen.get((namespace, name))
+        if not known:
+            secret = self.get(namespace, name)
+            with self._lock:
+                self._seen[(namespace, name)] = secret
+        value = ((secret or {}).get("data") or {}).get(key)
+        if not isinstance(value, str):
+            return None
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            return None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._seen.clear()
 
 
 @dataclass(frozen=True)
@@ -108,11 +143,13 @@ class StoreStatus:
                  clock: Clock | None = None,
                  now: Callable[[], datetime] | None = None,
                  scrub: Callable[[str], str] | None = None,
-                 serves: Callable[[dict[str, Any]], bool] | None = None) -> None:
+                 serves: Callable[[dict[str, Any]], bool] | None = None,
+                 reads: CheckReads | None = None) -> None:
         self.resolver = resolver
         # Whether this controller serves the store at all (a ClusterSecretStore that admits
         # none of its --watch-namespaces is another controller's: not checked, no status).
         self.serves = serves or (lambda _raw: True)
+        self.reads = reads  # the resolver's reader, cleared before each check
         self.get = get
         self.apply = apply
         self.recheck = recheck
@@ -188,6 +225,8 @@ class StoreStatus:
         meta = raw.get("metadata") or {}
         generation = int(meta.get("generation") or 0)
         recheck = True
+        if self.reads is not None:
+            self.reads.clear()
         try:
             store = self.resolver.check_store(raw)
             recheck = uses_secrets(store)

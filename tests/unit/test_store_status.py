@@ -4,13 +4,21 @@ credentials live in Secrets. Plain fakes and a FakeClock; no threads."""
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from controller import settings
 from controller.engine.clock import FakeClock
 from controller.engine.stores import StoreResolver
-from controller.engine.storestatus import VALID, StoreKey, StoreStatus, build, changed
+from controller.engine.storestatus import (
+    VALID,
+    CheckReads,
+    StoreKey,
+    StoreStatus,
+    build,
+    changed,
+)
 
 NS = "team-a"
 AK_REFS = {"accessKey": {"name": "ak", "key": "id"},
@@ -154,3 +162,30 @@ def test_a_store_this_controller_does_not_serve_gets_no_status() -> None:
     assert w.writes == [] and w.secrets.reads == 0
     w.clock.advance(10_000.0)
     assert w.due() == []
+
+
+def test_each_credential_secret_is_read_once_per_check_and_again_at_the_next() -> None:
+    secrets = Secrets()
+    secrets.data[(NS, "ak")] = {"id": "LTAI-x", "secret": "s"}
+
+    def get(namespace: str, name: str) -> dict[str, Any] | None:
+        secrets.reads += 1
+        data = secrets.data.get((namespace, name))
+        return None if data is None else {"data": {
+            k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
+
+    reads = CheckReads(get)
+    resolver = StoreResolver(settings.load(["--enable-worker-role=false"], {}),
+                             lambda *_a: None, reads, lambda _ns: {})
+    stores: dict[StoreKey, dict[str, Any]] = {}
+    status = StoreStatus(resolver, stores.get, lambda *_a: None, recheck=600.0,
+                         clock=FakeClock(), reads=reads)
+    key = StoreKey("SecretStore", NS, "ak")
+    stores[key] = {"metadata": {"name": "ak", "namespace": NS, "uid": "u", "generation": 1},
+                   "spec": {"KMS": {"KMSAuth": AK_REFS}}}
+    assert status.check(key) is True
+    assert secrets.reads == 1  # accessKey and accessKeySecret: two keys of one Secret
+    status.check(key)
+    assert secrets.reads == 2  # not cached across checks
+    del secrets.data[(NS, "ak")]
+    assert status.check(key) is False
