@@ -11,7 +11,7 @@ from pathlib import Path
 from tests.cluster.tools import REPO
 
 DOC = REPO / "docs" / "troubleshooting.md"
-CAMEL = re.compile(r"^[A-Z][a-z]+(?:[A-Z][A-Za-z0-9]*)*$")
+CAMEL = re.compile(r"^[A-Z][A-Za-z0-9]*[a-z][A-Za-z0-9]*$")
 # Not shown to a user as a reason: a read cancelled by the controller's own stop, the
 # per-entry status words, and the kms-plugin's refusal (it has its own page).
 NOT_USER_FACING = {"Cancelled", "Failed", "NotOurPlaintext"}
