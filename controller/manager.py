@@ -171,6 +171,7 @@ class Manager:
         self.polls = PollSchedule(self.fetcher.peek)
         self._fresh: set[Key] = set()
         self._said: dict[Key, tuple[str, str]] = {}  # failing objects: the cause last logged
+        self._store_generations: dict[model.StoreRef, int] = {}  # each store's last spec
         # Deleted Merge ExternalSecrets whose marks are still on a user's Secret: (uid, Secret)
         self._departed: dict[Key, list[tuple[str, str]]] = {}
         self._lock = threading.Lock()
@@ -385,10 +386,19 @@ class Manager:
         meta = obj.get("metadata", {})
         if self._store_checked(kind, meta.get("namespace", "")):
             self.store_status.observe(kind, event, obj)
-        if not self._started.is_set():
-            return
         ref = triggers.store_ref(kind, meta.get("namespace", ""), meta.get("name", ""))
         with self._lock:
+            # Only a change of the spec (a new generation) or a deletion concerns its users:
+            # a status write (the store's Ready condition, ours) or a label edit does not.
+            generation = int(meta.get("generation") or 0)
+            if event == "DELETED":
+                self._store_generations.pop(ref, None)
+            elif self._store_generations.get(ref) == generation:
+                return
+            else:
+                self._store_generations[ref] = generation
+            if not self._started.is_set():
+                return
             users = self.triggers.store_users(ref)
         for key in users:
             self.queue.add(key)

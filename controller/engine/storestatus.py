@@ -34,6 +34,7 @@ from controller.engine.clock import Clock, RealClock
 from controller.engine.queue import ExponentialBackoff, Jitter, WorkQueue
 from controller.engine.status import READY, stamp
 from controller.engine.stores import StoreProblem, StoreResolver
+from controller.ops.neterrors import DESCRIPTIONS, network_failure
 
 log = logging.getLogger(__name__)
 
@@ -206,11 +207,23 @@ class StoreStatus:
                 return
             try:
                 self.check(key)
-            except Exception:
-                log.exception("status check of %s failed unexpectedly", key.describe())
+            except Exception as exc:  # noqa: BLE001 - said (see _failed), retried with backoff
+                self._failed(key, exc)
                 self.queue.add_after(key, self.backoff.when(key))
             finally:
                 self.queue.done(key)
+
+    @staticmethod
+    def _failed(key: StoreKey, exc: BaseException) -> None:
+        """A check that could not read what it needs. The API server out of reach is said in
+        one line that names no store (folded with its repeats, ops/lognoise.py), not a
+        traceback per store per retry; anything else is unexpected and keeps its traceback."""
+        failure = network_failure(exc)
+        if failure or isinstance(exc, OSError) or type(exc).__module__.startswith("urllib3"):
+            log.warning("store status checks wait: the API server cannot be reached (%s); "
+                        "retrying with backoff", DESCRIPTIONS.get(failure, type(exc).__name__))
+        else:
+            log.exception("status check of %s failed unexpectedly", key.describe())
 
     # ------------------------------------------------------------------ check
     def check(self, key: StoreKey) -> bool | None:

@@ -25,9 +25,10 @@ import time
 from collections.abc import Callable, Hashable
 
 # Loggers whose repeats are folded: the libraries that log each attempt or refresh, and the
-# controller's loops that retry a connection to the API server.
+# controller's loops that retry a connection to the API server (watches, the Lease, store checks).
 LIBRARIES = ("credentials", "alibabacloud-tea", "darabonba-core", "urllib3", "kubernetes")
-FOLDED = (*LIBRARIES, "controller.kube.informer", "controller.kube.leader")
+FOLDED = (*LIBRARIES, "controller.kube.informer", "controller.kube.leader",
+          "controller.engine.storestatus")
 WINDOW = 60.0
 MAX_KINDS = 1024  # kinds remembered; the oldest are forgotten first
 _SHORT = 64

@@ -283,3 +283,24 @@ def test_a_user_change_never_waits_behind_polls() -> None:
         for t in w.manager._workers:
             t.join(5)
         assert not [t.name for t in w.manager._workers if t.is_alive()]
+
+
+def test_only_a_new_store_spec_syncs_its_users() -> None:
+    """A store's status (the controller's own Ready condition) or labels changing is no reason
+    to sync the ExternalSecrets that use it; a new generation (spec) or a deletion is."""
+    w = _World()
+    w.manager._on_external_secret("ADDED", w.obj("app", [
+        {"key": "db", "secretStoreRef": {"name": "store"}}]))
+    _drain(w)
+    store = {"kind": "SecretStore", "metadata": {"name": "store", "namespace": "team",
+                                                 "generation": 1}}
+    w.manager._on_store("ADDED", store, "SecretStore")
+    assert _drain(w) == {("team", "app")}
+    w.manager._on_store("MODIFIED", {**store, "status": {"conditions": [{"type": "Ready"}]}},
+                        "SecretStore")
+    assert _drain(w) == set()
+    w.manager._on_store("MODIFIED", {**store, "metadata": {**store["metadata"],
+                                                           "generation": 2}}, "SecretStore")
+    assert _drain(w) == {("team", "app")}
+    w.manager._on_store("DELETED", store, "SecretStore")
+    assert _drain(w) == {("team", "app")}
