@@ -147,7 +147,23 @@ class Installed:
             self.dump_stacks(pod.metadata.name)
         logs = self.k.kubectl("logs", "-n", self.namespace, "-l", SELECTOR, "--tail=400",
                               "--prefix", check=False)
-        return out.stdout + out.stderr + logs.stdout[-60000:]
+        return out.stdout + out.stderr + self._restarts() + logs.stdout[-60000:]
+
+    def _restarts(self) -> str:
+        """Why a container restarted (its last state) and the end of its previous log."""
+        said = []
+        for pod in self.pods():
+            for status in pod.status.container_statuses or []:
+                if not status.restart_count:
+                    continue
+                last = status.last_state.terminated if status.last_state else None
+                why = f"{last.reason} exit {last.exit_code}" if last else "?"
+                said.append(f"--- {pod.metadata.name} restarted {status.restart_count}x; "
+                            f"last: {why}")
+                previous = self.k.kubectl("logs", "-n", self.namespace, pod.metadata.name,
+                                          "--previous", "--tail=60", check=False)
+                said.append(previous.stdout[-12000:] + previous.stderr[-2000:])
+        return "\n".join(said) + "\n"
 
 
 @pytest.fixture(scope="module")
