@@ -37,6 +37,8 @@ from controller.engine.stores import StoreProblem, StoreResolver
 from controller.ops.neterrors import DESCRIPTIONS, network_failure
 
 log = logging.getLogger(__name__)
+# Its own logger, so that only this line is folded with its repeats (ops/lognoise.py).
+unreachable = logging.getLogger(__name__ + ".unreachable")
 
 VALID = "Valid"
 NOT_READY_RECHECK = 60.0  # seconds between checks of a store that is not Ready
@@ -220,8 +222,9 @@ class StoreStatus:
         traceback per store per retry; anything else is unexpected and keeps its traceback."""
         failure = network_failure(exc)
         if failure or isinstance(exc, OSError) or type(exc).__module__.startswith("urllib3"):
-            log.warning("store status checks wait: the API server cannot be reached (%s); "
-                        "retrying with backoff", DESCRIPTIONS.get(failure, type(exc).__name__))
+            unreachable.warning("store status checks wait: the API server cannot be reached "
+                                "(%s); retrying with backoff",
+                                DESCRIPTIONS.get(failure, type(exc).__name__))
         else:
             log.exception("status check of %s failed unexpectedly", key.describe())
 

@@ -31,6 +31,7 @@ from controller.kube.rest import (
     SECRET_STORES,
     SECRETS,
     ApiError,
+    Resource,
     Rest,
 )
 from controller.names import HASH, MANAGER, MERGE_TARGET, field_manager, merge_annotation
@@ -232,46 +233,39 @@ class KubeAccess:
     def apply_status(self, es: dict[str, Any], status: dict[str, Any]) -> None:
         meta = es.get("metadata", {})
         ns, name = meta.get("namespace", ""), meta.get("name", "")
-        body = {"apiVersion": EXTERNAL_SECRETS.api_version, "kind": EXTERNAL_SECRETS.kind,
-                "metadata": {"name": name, "namespace": ns}, "status": status}
-        informer = self._es(ns)
-        ticket = informer.begin_write(ns, name) if informer is not None else None
-        result: dict[str, Any] | None = None
-        try:
-            result = self.rest.apply(EXTERNAL_SECRETS.path(ns, name, "status"), body, MANAGER)
-        except ApiError as exc:
-            if exc.status == 404:
-                return  # deleted meanwhile
-            raise
-        finally:
-            if informer is not None and ticket is not None:
-                informer.finish_write(ticket, result)
-        self.on_write("ExternalSecretStatus", "apply")
+        if self._apply_status(EXTERNAL_SECRETS, ns, name, status, self._es(ns)):
+            self.on_write("ExternalSecretStatus", "apply")
 
     def apply_store_status(self, kind: str, store: dict[str, Any],
                            status: dict[str, Any]) -> None:
         """Server-side apply a SecretStore's or ClusterSecretStore's status (its Ready
-        condition, engine/storestatus.py). A store deleted meanwhile: nothing to do."""
+        condition, engine/storestatus.py)."""
         meta = store.get("metadata", {})
         cluster = kind == CLUSTER_SECRET_STORES.kind
         resource = CLUSTER_SECRET_STORES if cluster else SECRET_STORES
         ns, name = ("" if cluster else meta.get("namespace", "")), meta.get("name", "")
-        body_meta = {"name": name} if cluster else {"name": name, "namespace": ns}
-        body = {"apiVersion": resource.api_version, "kind": resource.kind,
-                "metadata": body_meta, "status": status}
         informer = self._cluster_stores if cluster else self._stores(ns)
+        if self._apply_status(resource, ns, name, status, informer):
+            self.on_write(f"{resource.kind}Status", "apply")
+
+    def _apply_status(self, resource: Resource, ns: str, name: str, status: dict[str, Any],
+                      informer: Informer | None) -> bool:
+        """Apply `status` to the status subresource as this controller, through a write
+        ticket of the object's cache. False when the object was deleted meanwhile (404)."""
+        metadata = {"name": name, "namespace": ns} if ns else {"name": name}
+        body = {"apiVersion": resource.api_version, "kind": resource.kind,
+                "metadata": metadata, "status": status}
         ticket = informer.begin_write(ns, name) if informer is not None else None
         result: dict[str, Any] | None = None
         try:
             result = self.rest.apply(resource.path(ns, name, "status"), body, MANAGER)
         except ApiError as exc:
-            if exc.status == 404:
-                return
-            raise
+            if exc.status != 404:
+                raise
         finally:
             if informer is not None and ticket is not None:
                 informer.finish_write(ticket, result)
-        self.on_write(f"{resource.kind}Status", "apply")
+        return result is not None
 
     def remove_finalizer(self, es: dict[str, Any], finalizer: str) -> None:
         meta = es.get("metadata", {})

@@ -39,6 +39,9 @@ import urllib3
 from controller.kube.rest import LEASES, ApiError, Rest
 
 log = logging.getLogger(__name__)
+# The renew loop's failures have a logger of their own: only they are folded with their
+# repeats (ops/lognoise.py); "became leader", "lost leadership" are never folded.
+retries = logging.getLogger(__name__ + ".retries")
 
 JITTER = 1.2  # client-go: renew_deadline must exceed retry_period * this
 MIN_CALL_TIMEOUT = 0.05
@@ -260,11 +263,11 @@ class LeaderElector:
             lease = self.rest.request("GET", self._path(), timeout=self._timeout(deadline, 2))
         except ApiError as exc:
             if exc.status != 404:
-                log.warning("reading Lease %s/%s failed: %s", self.namespace, self.name, exc)
+                retries.warning("reading Lease %s/%s failed: %s", self.namespace, self.name, exc)
                 return False
             return self._create(started, deadline, term)
         except FAILURES as exc:
-            log.warning("reading Lease %s/%s failed: %s", self.namespace, self.name, exc)
+            retries.warning("reading Lease %s/%s failed: %s", self.namespace, self.name, exc)
             return False
         spec = lease.setdefault("spec", {})
         seen = Record.of(spec, self.lease_duration)

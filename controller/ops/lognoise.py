@@ -25,10 +25,11 @@ import time
 from collections.abc import Callable, Hashable
 
 # Loggers whose repeats are folded: the libraries that log each attempt or refresh, and the
-# controller's loops that retry a connection to the API server (watches, the Lease, store checks).
+# controller's loops that retry a connection to the API server: the watches, the Lease's
+# retries, the store checks' wait (the latter two on loggers of their own).
 LIBRARIES = ("credentials", "alibabacloud-tea", "darabonba-core", "urllib3", "kubernetes")
-FOLDED = (*LIBRARIES, "controller.kube.informer", "controller.kube.leader",
-          "controller.engine.storestatus")
+FOLDED = (*LIBRARIES, "controller.kube.informer", "controller.kube.leader.retries",
+          "controller.engine.storestatus.unreachable")
 WINDOW = 60.0
 MAX_KINDS = 1024  # kinds remembered; the oldest are forgotten first
 _SHORT = 64
