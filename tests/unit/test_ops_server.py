@@ -148,7 +148,7 @@ def test_connections_past_the_bound_are_closed_and_threads_stay_bounded() -> Non
         for conn in extra:  # closed at once, without an answer
             assert conn.recv(1) == b""
             conn.close()
-        assert 1 <= _handler_threads(before) <= 3
+        assert _handler_threads(before) <= 3
         # The stuck ones are cut at their deadline, and the probe answers again.
         wait_for(lambda: server.open_connections() == 0, 10, "stuck connections cut")
         for conn in idle:
