@@ -8,7 +8,6 @@ released; it is renewed until the last worker has exited, so no successor overla
 
 from __future__ import annotations
 
-import faulthandler
 import logging
 import os
 import signal
@@ -41,6 +40,7 @@ from controller.ops.logs import (
     setup_logging,
 )
 from controller.ops.metrics import Metrics
+from controller.ops.stacks import dump_on_sigquit
 from controller.settings import Settings
 
 log = logging.getLogger("ack-secret-manager")
@@ -122,10 +122,9 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-        # SIGQUIT writes every thread's stack to stderr (the Pod's log) and carries on, as a
-        # JVM does: for a controller that runs but does nothing. Frames only (file, line,
-        # function), never variables, so no values.
-        faulthandler.register(signal.SIGQUIT, all_threads=True)
+        # SIGQUIT writes every thread's stack to stderr (the Pod's log) and carries on
+        # (ops/stacks.py: why not faulthandler).
+        dump_on_sigquit()
 
     metrics = Metrics(version=__version__, commit=buildinfo.commit(),
                       known_endpoints=operator_endpoints(settings))

@@ -17,6 +17,8 @@ from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
+import urllib3
+
 from controller.kube.rest import EVENTS, ApiError, Rest
 from controller.names import MANAGER as COMPONENT
 
@@ -127,7 +129,9 @@ class EventRecorder:
             try:
                 self.rest.create(EVENTS.path(ns), event)
                 self.posted += 1
-            except (ApiError, OSError) as exc:
-                log.debug("posting an Event failed: %s", exc)
+            except (ApiError, OSError, urllib3.exceptions.HTTPError) as exc:
+                # Refused, or the API server out of reach (the watches say so): not a
+                # traceback per Event.
+                log.debug("posting an Event failed: %s", type(exc).__name__)
             except Exception:
                 log.warning("posting an Event failed", exc_info=True)

@@ -136,7 +136,7 @@ class Installed:
                 captured["text"] = out.read().decode(errors="replace")
 
     def dump_stacks(self, pod: str) -> None:
-        """Every thread's stack into the Pod's log (SIGQUIT: the controller's faulthandler)."""
+        """Every thread's stack into the Pod's log (SIGQUIT: ops/stacks.py)."""
         self.k.kubectl("exec", "-n", self.namespace, pod, "--", "python", "-c",
                        "import os, signal; os.kill(1, signal.SIGQUIT)", check=False)
 

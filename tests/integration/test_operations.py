@@ -202,7 +202,9 @@ def test_an_apiserver_outage_is_said_in_a_few_lines(
     once its Lease cannot be renewed, as client-go's do.) The outage is a fixed time on
     purpose: what is measured is how much is said during it."""
     k8s.access_key_store(namespace)
-    proc = start_controller("--kms-endpoint", cloud.kms_endpoint)
+    # Its own namespace only: other tests' objects (being deleted) would add their own lines.
+    proc = start_controller("--kms-endpoint", cloud.kms_endpoint,
+                            "--watch-namespaces", namespace)
     wait_for(lambda: "caches synced" in proc.log, timeout=60, what="the controller running")
     before = len(proc.log.splitlines())
     cluster.stop_apiserver()

@@ -1,0 +1,45 @@
+"""SIGQUIT writes every thread's stack to stderr (the Pod's log) and the process carries on,
+as a JVM does: for a controller that runs but does nothing.
+
+Why not `faulthandler.register(SIGQUIT, all_threads=True)`: its C handler walks every
+thread's state without the GIL, and a thread being created or ending at that moment (the
+ops server starts one per connection, the credentials library runs a pool) can crash the
+process (a test saw SIGSEGV right after SIGQUIT). This handler runs in the main thread as an
+ordinary Python signal handler, with the GIL: safe, at the cost of not answering while the
+main thread is itself stuck in C code (its wait for the stop signal is not). Frames only
+(file, line, function), never variables, so no values; the format is faulthandler's.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import traceback
+from types import FrameType
+from typing import TextIO
+
+
+def format_threads(current: int | None = None) -> str:
+    """Every live thread's stack, most recent call first, named as threading names it."""
+    names = {t.ident: t.name for t in threading.enumerate()}
+    lines: list[str] = []
+    for ident, top in sys._current_frames().items():
+        label = "Current thread" if ident == current else "Thread"
+        lines.append(f"{label} 0x{ident:016x} ({names.get(ident, '?')}; most recent call "
+                     "first):")
+        for frame in reversed(traceback.extract_stack(top)):
+            lines.append(f'  File "{frame.filename}", line {frame.lineno} in {frame.name}')
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def dump_on_sigquit(stream: TextIO | None = None) -> None:
+    """Install the handler (call from the main thread)."""
+
+    def dump(_signum: int, _frame: FrameType | None) -> None:
+        out = stream or sys.stderr
+        out.write(format_threads(threading.get_ident()))
+        out.flush()
+
+    signal.signal(signal.SIGQUIT, dump)
