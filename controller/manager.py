@@ -2,7 +2,10 @@
 workers reconcile, and each distinct KMS secret is polled on its own slot.
 
 Two queues, each with `--workers` threads: ExternalSecret keys (watch events, triggers,
-retries) and KMS polls, so a change a user makes never waits behind background polls.
+retries) and KMS polls, so a change a user makes never waits behind background polls. The
+ExternalSecret queue is fair between namespaces (round-robin, and no namespace holds more
+than `--workers` - 1 workers), and the reconciler renders one namespace's templates one at a
+time: a tenant whose syncs are heavy takes one tenant's share (docs/security.md).
 Handlers update the bookkeeping (which objects exist, what they read) under one lock and
 enqueue; they never call the API or KMS.
 
@@ -63,6 +66,12 @@ from controller.settings import Settings
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
+
+
+def _namespace_of(key: Key) -> str:
+    return key[0]
+
+
 T = TypeVar("T", bound=Hashable)
 RETRY_BASE, RETRY_CAP_NO_POLL = 5.0, 300.0
 
@@ -103,7 +112,10 @@ class Manager:
         self.clock = clock or RealClock()
         # ExternalSecret syncs (user changes, triggers, retries) and KMS polls have a queue
         # and workers each: a change a user makes never waits behind background polls.
-        self.queue: WorkQueue[Key] = WorkQueue(clock=self.clock, on_wait=self.hooks.queue_wait)
+        # Fair between namespaces: one worker always stays for the other namespaces.
+        self.queue: WorkQueue[Key] = WorkQueue(clock=self.clock, on_wait=self.hooks.queue_wait,
+                                               group=_namespace_of,
+                                               group_limit=max(1, settings.workers - 1))
         self.poll_queue: WorkQueue[SecretPoll] = WorkQueue(clock=self.clock)
         self.backoff = ExponentialBackoff(base=RETRY_BASE, cap=3600.0, jitter=Jitter.EQUAL)
         self.events = EventRecorder(rest, instance)

@@ -30,6 +30,15 @@ inside the queue (the backoff is the worker's, jittered).
 One key type per queue: the manager's ExternalSecrets `(namespace, name)` and its KMS polls
 (`SecretPoll`) have a queue each, as do the ClusterExternalSecret loop's
 `(name, namespace or "")` keys.
+
+Fairness between tenants (an addition of ours): a queue made with `group` (the manager's
+ExternalSecret queue groups by namespace) keeps a FIFO per group and hands keys out round-robin
+across the groups that have ready keys, and with `group_limit` no group holds more than that
+many workers at once (the manager leaves one worker for the other namespaces). One namespace
+with thousands of ready keys therefore never makes another namespace's change wait behind
+them, and a namespace whose syncs are slow (hostile templates, a slow endpoint) cannot occupy
+every worker; a cluster with one namespace still uses all but one worker. Without `group`
+the queue is one FIFO, as client-go's.
 """
 
 from __future__ import annotations
@@ -139,12 +148,16 @@ class WorkQueue(Generic[K]):
         *,
         clock: Clock | None = None,
         on_wait: Callable[[float], None] | None = None,
+        group: Callable[[K], Hashable] | None = None,
+        group_limit: int | None = None,
     ) -> None:
+        if group_limit is not None and group_limit < 1:
+            raise ValueError(f"group_limit must be at least 1 (got {group_limit})")
         self._clock: Clock = clock or RealClock()
         self._on_wait = on_wait
         self._lock = threading.Lock()
         self._has_work = threading.Condition(self._lock)  # getters wait here
-        self._ready: deque[K] = deque()
+        self._ready: _FairReady[K] = _FairReady(group, group_limit)
         self._dirty: set[K] = set()
         self._processing: set[K] = set()
         self._dirty_since: dict[K, float] = {}
@@ -185,9 +198,12 @@ class WorkQueue(Generic[K]):
             if key not in self._processing:
                 return  # a second done() must not queue the key twice
             self._processing.remove(key)
+            capped = self._ready.finished(key)
             if key in self._dirty:
                 self._ready.append(key)
                 self._has_work.notify()
+            elif capped:
+                self._has_work.notify()  # a key of this group waiting for a worker may go
 
     # -- delays and retries --------------------------------------------------------------
 
@@ -263,8 +279,9 @@ class WorkQueue(Generic[K]):
     def _wait_for_ready(self, deadline: float | None) -> K | None:
         while True:
             self._promote_due()
-            if self._ready:
-                return self._ready.popleft()
+            key = self._ready.pop(ignore_limit=self._shutting_down)
+            if key is not None:
+                return key
             if self._shutting_down:
                 return None
             if deadline is not None and self._clock.now() >= deadline:
@@ -272,6 +289,7 @@ class WorkQueue(Generic[K]):
             self._clock.wait_until(self._has_work, _earliest(deadline, self._next_due()))
 
     def _start_processing(self, key: K) -> float:
+        self._ready.started(key)
         self._dirty.discard(key)
         self._processing.add(key)
         since = self._dirty_since.pop(key)
@@ -308,6 +326,59 @@ class WorkQueue(Generic[K]):
             self._on_wait(seconds)
         except Exception:  # noqa: BLE001 - a metrics callback must not lose the key
             _log.exception("work queue: on_wait callback failed")
+
+
+class _FairReady(Generic[K]):
+    """The ready keys: a FIFO per group, taken round-robin across groups, skipping groups
+    that already hold `limit` workers. With no `group` function: one FIFO. Lock held by the
+    queue around every call."""
+
+    def __init__(self, group: Callable[[K], Hashable] | None, limit: int | None) -> None:
+        self._group = group or (lambda _key: None)
+        self._limit = limit
+        self._fifos: dict[Hashable, deque[K]] = {}  # insertion order is the round-robin turn
+        self._busy: dict[Hashable, int] = {}  # workers per group
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def append(self, key: K) -> None:
+        name = self._group(key)
+        fifo = self._fifos.get(name)
+        if fifo is None:
+            fifo = self._fifos[name] = deque()
+        fifo.append(key)
+        self._size += 1
+
+    def pop(self, *, ignore_limit: bool = False) -> K | None:
+        """The next key of the first group (in turn) that may take another worker."""
+        for name, fifo in self._fifos.items():
+            if not ignore_limit and self._limit is not None and \
+                    self._busy.get(name, 0) >= self._limit:
+                continue
+            key = fifo.popleft()
+            del self._fifos[name]
+            if fifo:
+                self._fifos[name] = fifo  # to the back: the next group goes first
+            self._size -= 1
+            return key
+        return None
+
+    def started(self, key: K) -> None:
+        name = self._group(key)
+        self._busy[name] = self._busy.get(name, 0) + 1
+
+    def finished(self, key: K) -> bool:
+        """Count `key`'s worker free; True if its group was at its limit (a waiting key of
+        the group may now be handed out)."""
+        name = self._group(key)
+        busy = self._busy.get(name, 0)
+        if busy <= 1:
+            self._busy.pop(name, None)
+        else:
+            self._busy[name] = busy - 1
+        return self._limit is not None and busy >= self._limit and name in self._fifos
 
 
 def _earliest(a: float | None, b: float | None) -> float | None:

@@ -10,19 +10,26 @@ another ExternalSecret owns it; each ExternalSecret writes with its own field ma
 fields only on a Secret proven its own, so Merge never removes or steals another writer's keys;
 a failed entry keeps its last good keys; an unexpected error in one sync becomes that object's
 Ready=False, never a crash; nothing here ever logs or reports a secret value.
+
+Fairness: the CPU-bound part of a sync (parsing fetched values, templates, rendering; on a
+budget) runs under its namespace's `RenderGate`, so one namespace renders one object at a
+time. In CPython the renders of all threads share one interpreter lock anyway, so this costs a
+namespace no throughput, but a tenant whose templates are heavy competes with every other
+tenant as one thread, not as one per worker. Fetches and writes (I/O) stay parallel.
 """
 
 from __future__ import annotations
 
 import base64
 import collections
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -89,6 +96,36 @@ class SyncBudgetLimits:
 
     def new(self) -> gotemplate.SyncBudget:
         return gotemplate.SyncBudget(self.max_bytes, self.max_steps)
+
+
+class RenderGate:
+    """One lock per namespace, held while that namespace's objects render (see the module
+    docstring). A namespace's lock exists only while someone holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._gates: dict[str, tuple[threading.Lock, int]] = {}
+
+    @contextlib.contextmanager
+    def hold(self, namespace: str) -> Iterator[None]:
+        with self._lock:
+            gate, users = self._gates.get(namespace, (threading.Lock(), 0))
+            self._gates[namespace] = (gate, users + 1)
+        try:
+            with gate:
+                yield
+        finally:
+            with self._lock:
+                gate, users = self._gates[namespace]
+                if users <= 1:
+                    del self._gates[namespace]
+                else:
+                    self._gates[namespace] = (gate, users - 1)
+
+    def __len__(self) -> int:
+        """Namespaces with a lock right now (0 when nothing renders)."""
+        with self._lock:
+            return len(self._gates)
 
 
 class _OverBudget:
@@ -198,6 +235,7 @@ class Reconciler:
         self.cleanup_on_failure = cleanup_on_failure
         self.budget = budget or SyncBudgetLimits()
         self._over_budget = _OverBudget()
+        self.render_gate = RenderGate()
         # Defence in depth: every status message and Event text passes the log redactor too
         # (messages are built from names, never values, in the first place).
         self.scrub = scrub or (lambda text: text)
@@ -317,10 +355,12 @@ class Reconciler:
         if known is not None:  # the same inputs went over budget before: not again
             return self._finish(raw, es, False, BUDGET_EXCEEDED, known[0], known[1], False,
                                 interval, "failed", retry=True)
-        # One budget for this sync: fetched-value parsing and every template charge it.
-        result = render.render(es, fetched, previous, ownership, sources,
-                               (meta.get("labels") or {}, meta.get("annotations") or {}),
-                               self.budget.new())
+        # One budget for this sync: fetched-value parsing and every template charge it. One
+        # render at a time per namespace (RenderGate).
+        with self.render_gate.hold(es.namespace):
+            result = render.render(es, fetched, previous, ownership, sources,
+                                   (meta.get("labels") or {}, meta.get("annotations") or {}),
+                                   self.budget.new())
         for value in result.data.values():  # derived values too (jmesPath, extract): redacted
             self.on_value(value)
         entries = [status_mod.EntryStatus(e.entry_id, e.secret_name, e.version_id,

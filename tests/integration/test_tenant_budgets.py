@@ -157,9 +157,15 @@ def test_hostile_templates_and_documents_take_one_tenants_share_only(
     print(f"baseline {baseline:.3f}s, while arriving {arrival}, after {during:.3f}s, "
           f"peak RSS {rss.peak:.0f} MiB")
     assert rss.peak < CHART_LIMIT_MIB, f"controller RSS peaked at {rss.peak:.0f} MiB"
-    # No stall while they arrive (before, one 1 MiB templateFrom parse held the GIL 4.6 s and
-    # one 340-character template took the process past the chart's limit) ...
-    assert max(arrival) < 2.0, (baseline, arrival)
+    # While they arrive, the other tenant's changes take at most twice as long (medians, as
+    # the baseline): the hostile namespace renders one object at a time, holds at most all
+    # workers but one and its renders pause for other threads (before: 100-300 ms against a
+    # 35 ms baseline, with every worker rendering hostile templates at once) ...
+    limit = 2 * max(baseline, BASELINE_FLOOR)
+    assert statistics.median(arrival) <= limit, (baseline, arrival)
+    # ... and no single change stalls (before budgets, one 1 MiB templateFrom parse held the
+    # GIL 4.6 s and one 340-character template took the process past the chart's limit) ...
+    assert max(arrival) < 1.0, (baseline, arrival)
     # ... and once refused they cost the other tenant nothing noticeable.
     assert during <= 2 * max(baseline, BASELINE_FLOOR), (baseline, during)
     assert k8s.secret_data(namespace, "victim") == {"db": "pw"}  # kept

@@ -852,3 +852,23 @@ def test_range_over_a_map_the_body_changes() -> None:
     text = ('{{ $d := dict "a" 1 "b" 2 "c" 3 }}{{ range $k, $v := $d }}{{ $k }}'
             '{{ $_ := unset $d "b" }}{{ end }}')
     assert r(text) == "ac"
+
+
+def test_a_heavy_render_pauses_for_other_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A render that spends its budget releases the interpreter lock every PACE_STEPS steps
+    (or PACE_BYTES bytes); an ordinary one never pauses."""
+    from controller.gotemplate import _base
+
+    pauses: list[float] = []
+    monkeypatch.setattr(_base.time, "sleep", pauses.append)
+    render("{{ .db }}-{{ upper .db }}", {"db": "pw"}, name="small", budget=SyncBudget())
+    assert pauses == []
+    budget = SyncBudget()
+    with pytest.raises(TemplateError, match="budget"):
+        render('{{ $l := list .db }}{{ range 40 }}{{ $l = concat $l $l }}{{ end }}'
+               '{{ toStrings $l | sortAlpha | join "," }}', {"db": "pw"}, name="heavy",
+               budget=budget)
+    # At most one pause per PACE_STEPS or PACE_BYTES spent (one charge may cover several).
+    most = budget.steps // _base.PACE_STEPS + budget.bytes // _base.PACE_BYTES
+    assert 10 < len(pauses) <= most
+    assert set(pauses) == {_base.PACE_SLEEP}

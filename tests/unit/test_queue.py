@@ -16,6 +16,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Generic, TypeVar
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from controller.engine.clock import FakeClock, RealClock
 from controller.engine.queue import ExponentialBackoff, Jitter, WorkQueue
@@ -543,3 +545,100 @@ def test_tuple_keys_dedupe() -> None:
         q.add(("ExternalSecret", "default", f"es-{i}"))
     assert len(q) == 3
     assert q.get(timeout=0) == ("ExternalSecret", "default", "es-0")
+
+
+# -- fairness between groups (ours: the manager groups ExternalSecrets by namespace) -------
+
+def _grouped(limit: int | None = None) -> WorkQueue[tuple[str, str]]:
+    return WorkQueue(clock=FakeClock(), group=lambda key: key[0], group_limit=limit)
+
+
+def test_groups_take_turns_instead_of_one_fifo() -> None:
+    q = _grouped()
+    for i in range(3):
+        q.add(("busy", f"k{i}"))
+    q.add(("quiet", "k"))
+    # One FIFO would hand out busy/k0..k2 before quiet/k.
+    order = [q.get(timeout=0) for _ in range(4)]
+    assert order == [("busy", "k0"), ("quiet", "k"), ("busy", "k1"), ("busy", "k2")]
+
+
+def test_a_group_at_its_limit_leaves_the_worker_to_others() -> None:
+    q = _grouped(limit=2)
+    for i in range(4):
+        q.add(("busy", f"k{i}"))
+    assert q.get(timeout=0) == ("busy", "k0")
+    assert q.get(timeout=0) == ("busy", "k1")
+    assert q.get(timeout=0) is None  # busy holds 2 workers: its keys wait
+    assert len(q) == 2
+    q.add(("quiet", "k"))
+    assert q.get(timeout=0) == ("quiet", "k")
+    q.done(("busy", "k0"))
+    assert q.get(timeout=0) == ("busy", "k2")
+
+
+def test_done_in_a_capped_group_wakes_a_blocked_getter() -> None:
+    q: WorkQueue[tuple[str, str]] = WorkQueue(group=lambda key: key[0], group_limit=1)
+    q.add(("busy", "a"))
+    q.add(("busy", "b"))
+    assert q.get(timeout=0) == ("busy", "a")
+    waiter = Background(lambda: q.get())  # blocks: "busy" holds its one worker
+    q.done(("busy", "a"))
+    assert waiter.result() == ("busy", "b")
+
+
+def test_a_capped_group_still_drains_after_shutdown() -> None:
+    q = _grouped(limit=1)
+    q.add(("busy", "a"))
+    q.add(("busy", "b"))
+    assert q.get(timeout=0) == ("busy", "a")
+    q.shutdown()
+    assert q.get(timeout=0) == ("busy", "b")  # stopping: the limit no longer holds it back
+    assert q.get(timeout=0) is None
+
+
+def test_group_limit_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="group_limit"):
+        _grouped(limit=0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["get", "done", "add"]),
+                          st.sampled_from(["a", "b", "c"]), st.integers(0, 3)),
+                max_size=60),
+       st.integers(1, 3))
+def test_grouped_queue_keeps_the_guarantees(ops: list[tuple[str, str, int]],
+                                            limit: int) -> None:
+    """Whatever the interleaving: a key is never out twice, no group exceeds its limit, no
+    added key is lost (everything ready drains once the workers are done), and a getter is
+    refused only when every ready key's group is at its limit."""
+    q = _grouped(limit=limit)
+    out: list[tuple[str, str]] = []
+    for op, group, n in ops:
+        key = (group, f"k{n}")
+        if op == "add":
+            q.add(key)
+        elif op == "get":
+            got = q.get(timeout=0)
+            if got is None:
+                assert len(q) == 0 or all(
+                    sum(1 for k in out if k[0] == g) >= limit for g in ("a", "b", "c")
+                    if g in {k[0] for k in _ready_keys(q)})
+            else:
+                assert got not in out
+                out.append(got)
+                assert sum(1 for k in out if k[0] == got[0]) <= limit
+        elif out:
+            q.done(out.pop(0))
+    for key in out:
+        q.done(key)
+    drained = []
+    while (key := q.get(timeout=0)) is not None:
+        drained.append(key)
+        q.done(key)
+    assert len(drained) == len(set(drained))
+    assert len(q) == 0
+
+
+def _ready_keys(q: WorkQueue[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [k for fifo in q._ready._fifos.values() for k in fifo]
