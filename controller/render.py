@@ -352,16 +352,27 @@ def _raw_bytes(entry: DataEntry, result: FetchedValue) -> bytes:
 MAX_BAD_KEYS_NAMED = 20  # a message names this many bad keys, then counts the rest
 
 
+def _key_label(entry: DataEntry, position: int, key: str) -> str:
+    """How a message names a bad key: the spec's own text (name, objectAlias) quoted; a key
+    read from the fetched document (extract) by its position and a short hash only, since
+    the document is the tenant's secret."""
+    if not entry.is_extract:
+        return repr(key[:80])
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"key #{position + 1} of the document (sha256 {digest}, {len(key)} characters)"
+
+
 def _check_keys(entry: DataEntry, produced: Mapping[str, bytes]) -> None:
     """Every key the entry produces must be a valid Secret key; the failure names each bad
     key (up to MAX_BAD_KEYS_NAMED, then how many more) with what is wrong with it."""
-    bad = [(key, problem) for key in produced
+    bad = [(position, key, problem) for position, key in enumerate(produced)
            if (problem := key_name_problem(key)) is not None]
     if not bad:
         return
     fix = ("add a replaceRule to rename them, e.g. source '[^-._a-zA-Z0-9]' target '_'"
            if entry.is_extract else "set name or objectAlias to a valid key")
-    named = "; ".join(f"{key[:80]!r} ({problem})" for key, problem in bad[:MAX_BAD_KEYS_NAMED])
+    named = "; ".join(f"{_key_label(entry, position, key)} ({problem})"
+                      for position, key, problem in bad[:MAX_BAD_KEYS_NAMED])
     more = f"; and {len(bad) - MAX_BAD_KEYS_NAMED} more" if len(bad) > MAX_BAD_KEYS_NAMED \
         else ""
     what = "a Secret key that is" if len(bad) == 1 else f"{len(bad)} Secret keys that are"

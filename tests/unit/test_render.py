@@ -266,12 +266,18 @@ def test_expand_follows_go_regexp_expand(template: str, expected: str) -> None:
     assert _expand(template, match) == expected
 
 
-def test_invalid_key_after_processing_fails_the_entry_and_names_the_key() -> None:
+def test_invalid_key_after_processing_fails_the_entry_and_names_the_key_by_position() -> None:
+    """The keys of an extracted document are the tenant's secret content: the message names
+    a bad key by its position and a short hash, never by its text."""
+    import hashlib
+
     es = es_of({"dataProcess": [extract()]})
-    result = render(es, values(doc='{"good": "1", "bad/key": "2"}'))
+    result = render(es, values(doc='{"good": "1", "hunter2/key": "2"}'))
     (failed,) = result.failed_entries
     assert failed.reason == "InvalidKey"
-    assert "'bad/key'" in failed.message and "replaceRule" in failed.message
+    digest = hashlib.sha256(b"hunter2/key").hexdigest()[:12]
+    assert f"key #2 of the document (sha256 {digest}, 11 characters)" in failed.message
+    assert "hunter2" not in failed.message and "replaceRule" in failed.message
     assert result.data == {}
 
 
