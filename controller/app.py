@@ -27,7 +27,7 @@ from controller.alicloud.oos import Oos
 from controller.clustersecrets import ClusterExternalSecrets
 from controller.engine.reconciler import Outcome
 from controller.engine.stores import operator_endpoints
-from controller.kube.client import api_client
+from controller.kube.client import api_client, without_retries
 from controller.kube.leader import LeaderElector
 from controller.kube.rest import Rest
 from controller.manager import Hooks, Key, Manager
@@ -179,7 +179,9 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
                          health_address=settings.health_probe_bind_address,
                          liveness={"threads": manager.threads_alive},
                          readiness={"caches": manager.caches_synced})
-    elector = _elector(settings, rest, instance) if settings.leader_elect else None
+    # The Lease has a client of its own, whose calls urllib3 never retries (kube/client.py).
+    lease_api = without_retries(api) if settings.leader_elect else None
+    elector = _elector(settings, Rest(lease_api), instance) if lease_api is not None else None
     lost = threading.Event()
     release = threading.Event()  # set once the workers are gone: the Lease may go then
     holder: threading.Thread | None = None
@@ -219,6 +221,8 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
         oos.close()
         dedicated.close()
         api.close()
+        if lease_api is not None:
+            lease_api.close()
     log.info("stopped")
     return 1 if lost.is_set() else 0
 

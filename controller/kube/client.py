@@ -1,7 +1,17 @@
-"""Build the one shared Kubernetes ApiClient from settings (kubeconfig or in-cluster)."""
+"""Build the shared Kubernetes ApiClient from settings (kubeconfig or in-cluster), and the
+Lease's own client beside it.
+
+`without_retries` exists for leader election: urllib3 retries a GET or PUT that timed out up
+to three times, each with the full timeout again, so one renew could outlast the renew
+deadline (and hold the elector's one-call-at-a-time lock meanwhile) while the apiserver or the
+path to it stalled for a few seconds. The Lease's calls are made once, on connections of their
+own (as controller-runtime gives leader election a client of its own), and the elector tries
+again at its next retry period.
+"""
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import tempfile
@@ -25,6 +35,15 @@ def api_client(kubeconfig: str = "", pool_size: int = 32) -> Any:
             config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
         except config.ConfigException:
             _load_kube_config(cfg, None)
+    cfg.connection_pool_maxsize = pool_size
+    return client.ApiClient(cfg)
+
+
+def without_retries(api: Any, pool_size: int = 2) -> Any:
+    """A second ApiClient with `api`'s configuration (server, credentials, TLS) whose
+    requests urllib3 never retries, with a small pool of its own (see the module docstring)."""
+    cfg = copy.deepcopy(api.configuration)
+    cfg.retries = False
     cfg.connection_pool_maxsize = pool_size
     return client.ApiClient(cfg)
 

@@ -14,8 +14,10 @@ Why it is shaped this way:
   `lease_duration` after it *observed* that renew, may take over. The difference is the margin
   for a write that started just before the deadline.
 - Every attempt (GET + PUT) runs on its own short-lived thread and is waited for only until
-  the deadline, so a stalled apiserver (or urllib3's own retries) cannot stretch it: the
-  per-call timeouts are cut to the time left as well.
+  the deadline, so a stalled apiserver cannot stretch it: the per-call timeouts are cut to
+  the time left as well. The Lease's client makes each call once (urllib3 would retry a timed
+  out GET or PUT three times, each with the full timeout, holding the one-call lock past the
+  deadline: kube/client.py `without_retries`), so the next attempt starts in time.
 - On shutdown the leader can keep renewing after `stop` until its caller says it is done
   (`hold(stop, until=...)`), then `release()` empties the holder so a standby takes over at
   its next retry instead of waiting for the Lease to expire.

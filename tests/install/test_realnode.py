@@ -147,7 +147,8 @@ class Installed:
             self.dump_stacks(pod.metadata.name)
         logs = self.k.kubectl("logs", "-n", self.namespace, "-l", SELECTOR, "--tail=400",
                               "--prefix", check=False)
-        return out.stdout + out.stderr + self._restarts() + logs.stdout[-60000:]
+        # Restarts first: CI keeps the head and the tail of a long failure, not its middle.
+        return self._restarts() + out.stdout + out.stderr + logs.stdout[-60000:]
 
     def _restarts(self) -> str:
         """Why a container restarted (its last state) and the end of its previous log."""
@@ -162,7 +163,11 @@ class Installed:
                             f"last: {why}")
                 previous = self.k.kubectl("logs", "-n", self.namespace, pod.metadata.name,
                                           "--previous", "--tail=60", check=False)
-                said.append(previous.stdout[-12000:] + previous.stderr[-2000:])
+                # Its warnings and errors first (why it stopped), then the end of its log.
+                lines = previous.stdout.splitlines()
+                said += [line for line in lines if '"level":"info"' not in line][-20:]
+                said.append("--- its previous log, last lines:")
+                said.append(previous.stdout[-6000:] + previous.stderr[-2000:])
         return "\n".join(said) + "\n"
 
 
@@ -358,7 +363,7 @@ def test_helm_upgrade_rolls_without_a_sync_gap(installed: Installed) -> None:
     # Polling is every 2s; a leader handover (Lease released on SIGTERM) adds a few seconds.
     old = "\n".join(f"--- {pod}\n{c['text'][-8000:]}" for pod, c in logs.items())
     assert worst < 15, (f"a KMS change ({slowest}) took {worst:.1f}s to reach the Secret during "
-                        f"the rollout; the old Pods' logs:\n{old}\n{inst.describe()}")
+                        f"the rollout; {inst.describe()}\nthe old Pods' logs:\n{old}")
 
 
 def test_rrsa_token_is_used_against_the_fake_sts(node: Node, image_ref: str,
