@@ -38,7 +38,7 @@ from controller.engine.clock import Clock, RealClock
 from controller.engine.fetcher import Fetcher, FetchRequest, SecretReader
 from controller.engine.polls import PollSchedule
 from controller.engine.queue import ExponentialBackoff, Jitter, WorkQueue
-from controller.engine.reconciler import Outcome, Reconciler, SyncBudgetLimits
+from controller.engine.reconciler import API_UNREACHABLE, Outcome, Reconciler, SyncBudgetLimits
 from controller.engine.stores import StoreResolver
 from controller.engine.storestatus import CheckReads, StoreKey, StoreStatus
 from controller.engine.triggers import Seen, Triggers
@@ -495,7 +495,8 @@ class Manager:
                 self._said[key] = (outcome.reason, outcome.message)
         if not failed:
             log.info("sync ExternalSecret %s/%s", key[0], key[1], extra=fields)
-        elif said == (outcome.reason, outcome.message):
+        elif said == (outcome.reason, outcome.message) or outcome.reason == API_UNREACHABLE:
+            # (the API server out of reach is one folded line for all objects: reconciler.py)
             log.debug("sync ExternalSecret %s/%s still failing: %s", key[0], key[1],
                       outcome.reason, extra=fields)
         else:

@@ -52,8 +52,11 @@ from controller.names import (
     field_manager,
     merge_annotation,
 )
+from controller.ops.neterrors import DESCRIPTIONS, network_failure
 
 log = logging.getLogger(__name__)
+# The API server out of reach mid-sync: a logger of its own, folded (ops/lognoise.py).
+unreachable = logging.getLogger(__name__ + ".unreachable")
 
 # A value read by a poll is reused by syncs while younger than this many intervals: the
 # per-secret poll refreshes it every interval, the margin absorbs scheduling delays.
@@ -73,6 +76,7 @@ INVALID_SECRET = "InvalidSecret"
 SECRET_MISSING = "TargetSecretMissing"
 WRITE_FAILED = "SecretWriteFailed"
 INTERNAL_ERROR = "InternalError"
+API_UNREACHABLE = "APIServerUnreachable"  # an Outcome's reason only: no status gets through
 SPEC_ADJUSTED = "SpecAdjusted"
 BUDGET_EXCEEDED = render.BUDGET_EXCEEDED  # the sync's template/parse budget stopped it
 # Entry reasons that name the problem better than FetchFailed: when every failed entry has
@@ -297,9 +301,28 @@ class Reconciler:
             if templates.source_keys(es.spec.target.template) and outcome.interval > 0:
                 outcome = dataclasses.replace(outcome, recheck=True)
         except Exception as exc:
-            log.exception("sync of ExternalSecret %s failed unexpectedly", es.qualified_name)
-            outcome = self.crashed(raw, exc, interval=self.interval_of(es))
+            waiting = self._unreachable(exc, self.interval_of(es))
+            if waiting is not None:
+                outcome = waiting
+            else:
+                log.exception("sync of ExternalSecret %s failed unexpectedly", es.qualified_name)
+                outcome = self.crashed(raw, exc, interval=self.interval_of(es))
         return dataclasses.replace(outcome, requests=frozenset(used))
+
+    @staticmethod
+    def _unreachable(exc: BaseException, interval: float) -> Outcome | None:
+        """The API server out of reach mid-sync (an outage, a restart): one line that names
+        no object, folded with its repeats (ops/lognoise.py), and a retry with backoff; no
+        status write or Event (they would not get through). None for anything else."""
+        failure = network_failure(exc)
+        if not (failure or isinstance(exc, OSError)
+                or type(exc).__module__.startswith("urllib3")):
+            return None
+        what = DESCRIPTIONS.get(failure, type(exc).__name__)
+        unreachable.warning("syncs wait: the API server cannot be reached (%s); retrying with "
+                            "backoff", what)
+        return Outcome("failed", interval=interval, retry=True, reason=API_UNREACHABLE,
+                       message=f"the API server cannot be reached ({what})")
 
     def crashed(self, raw: dict[str, Any], exc: BaseException, *,
                 interval: float = 0.0) -> Outcome:

@@ -26,10 +26,10 @@ from collections.abc import Callable, Hashable
 
 # Loggers whose repeats are folded: the libraries that log each attempt or refresh, and the
 # controller's loops that retry a connection to the API server: the watches, the Lease's
-# retries, the store checks' wait (the latter two on loggers of their own).
+# retries, the store checks' and the syncs' wait (the last three on loggers of their own).
 LIBRARIES = ("credentials", "alibabacloud-tea", "darabonba-core", "urllib3", "kubernetes")
 FOLDED = (*LIBRARIES, "controller.kube.informer", "controller.kube.leader.retries",
-          "controller.engine.storestatus.unreachable")
+          "controller.engine.storestatus.unreachable", "controller.engine.reconciler.unreachable")
 WINDOW = 60.0
 MAX_KINDS = 1024  # kinds remembered; the oldest are forgotten first
 _SHORT = 64

@@ -202,13 +202,20 @@ def test_an_apiserver_outage_is_said_in_a_few_lines(
     once its Lease cannot be renewed, as client-go's do.) The outage is a fixed time on
     purpose: what is measured is how much is said during it."""
     k8s.access_key_store(namespace)
+    cloud.put_secret("db", "pw")
     # Its own namespace only: other tests' objects (being deleted) would add their own lines.
     proc = start_controller("--kms-endpoint", cloud.kms_endpoint,
-                            "--watch-namespaces", namespace)
-    wait_for(lambda: "caches synced" in proc.log, timeout=60, what="the controller running")
+                            "--watch-namespaces", namespace, "--polling-interval", "10s")
+    for name in ("app-1", "app-2", "app-3"):
+        k8s.create(namespace, "externalsecrets", _es(name, "db"))
+    wait_for(lambda: all(k8s.secret_data(namespace, f"app-{i}") == {"db": "pw"}
+                         for i in (1, 2, 3)), timeout=60, what="synced before the outage")
     before = len(proc.log.splitlines())
     cluster.stop_apiserver()
     try:
+        # The KMS value changes during the outage: the next poll syncs all three objects,
+        # whose writes cannot get through (once a traceback and InternalError each).
+        cloud.put_secret("db", "pw-2")
         time.sleep(20)
         during = proc.log.splitlines()[before:]
     finally:
@@ -216,6 +223,8 @@ def test_an_apiserver_outage_is_said_in_a_few_lines(
     said = "\n".join(during)
     assert any("the API server cannot be reached: the connection was refused" in line
                for line in during), said
+    assert any("syncs wait: the API server cannot be reached" in line for line in during), said
+    assert "Traceback" not in said and "InternalError" not in said, said
     # One line per informer (10), the urllib3 retry line; folded repeats say how many they
     # stand for.
     import collections
@@ -223,6 +232,8 @@ def test_an_apiserver_outage_is_said_in_a_few_lines(
                                 if line[:4].isdigit())
     assert len(during) <= 30, (len(during), kinds.most_common(8))
     assert proc.proc.poll() is None
+    wait_for(lambda: all(k8s.secret_data(namespace, f"app-{i}") == {"db": "pw-2"}
+                         for i in (1, 2, 3)), timeout=90, what="the change synced after it")
 
 
 def test_json_logs_have_one_line_per_sync_decision(
