@@ -1,5 +1,7 @@
 """The bookkeeping that every reader of a cloud product shares (`kms.Kms`, `oos.Oos`,
-`kms_instance.KmsInstance`), in one place instead of three copies.
+`kms_instance.KmsInstance`): their maps of clients and limiters, the idle sweep and the cancel
+flag live here once. (Their constructors still repeat the same settings, the retry and
+timeout knobs; folding those into one is part of the source seam, issue 20.)
 
 Why it exists: each reader keeps clients (an SDK client per endpoint and identity, or a
 connection pool per KMS instance endpoint) and a rate limiter per endpoint host, drops both
