@@ -24,6 +24,7 @@ from typing import Any
 from controller.alicloud.errors import FetchError, Kind, classify
 from controller.alicloud.identity import Identity
 from controller.alicloud.kms import Endpoint, Kms
+from controller.ops.neterrors import root_causes
 
 # (operation, result code, seconds) for every attempt that reached (or tried to reach) KMS.
 CallHook = Callable[[str, str, float], None]
@@ -98,18 +99,12 @@ class CryptoError(Exception):
 def _timed_out(exc: BaseException) -> bool:
     """Whether KMS was reached but did not answer in time (a read timeout somewhere in the
     chain the SDK wraps), as opposed to not being reachable at all."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        name = type(current).__name__
+    for cause in root_causes(exc):
+        name = type(cause).__name__
         if name in ("ReadTimeout", "ReadTimeoutError") or (
-                isinstance(current, TimeoutError) and "connect" not in str(current).lower()
+                isinstance(cause, TimeoutError) and "connect" not in str(cause).lower()
                 and name != "ConnectTimeout"):
             return True
-        inner = getattr(current, "inner_exception", None)
-        current = (inner if isinstance(inner, BaseException) else None) or \
-            current.__cause__ or current.__context__
     return False
 
 
