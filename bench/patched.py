@@ -188,7 +188,7 @@ def _patch_map_sizes() -> None:
         if tokens is not None:
             objects["tokens"] = tokens
 
-        from controller.ops.logs import default_redactor
+        from controller.ops.redact import default_redactor
 
         redactor = default_redactor()
         objects["redactor"] = redactor

@@ -32,14 +32,14 @@ from controller.kube.leader import LeaderElector
 from controller.kube.rest import Rest
 from controller.manager import Hooks, Key, Manager
 from controller.ops.health import OpsServers
-from controller.ops.logs import (
+from controller.ops.logs import setup_logging
+from controller.ops.metrics import Metrics
+from controller.ops.redact import (
     hold_secret,
     register_secret,
     release_secrets,
     scrub,
-    setup_logging,
 )
-from controller.ops.metrics import Metrics
 from controller.ops.stacks import dump_on_sigquit
 from controller.settings import Settings
 

@@ -32,7 +32,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.ops.logs import hold_secret, release_secrets
+from controller.ops.redact import hold_secret, release_secrets
 
 ACCESS_KEY = "access_key"
 RAM_ROLE_ARN = "ram_role_arn"

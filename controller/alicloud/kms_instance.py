@@ -54,7 +54,7 @@ from controller.alicloud import pfx
 from controller.alicloud.errors import FetchError, Kind, classify, service_error
 from controller.alicloud.kms import CallHook, SecretValue, retrying
 from controller.alicloud.pool import ClientPool, RateLimiter
-from controller.ops.logs import register_secret
+from controller.ops.redact import register_secret
 
 PRODUCT = "KMS instance"
 API_VERSION = "dkms-gcs-0.2"

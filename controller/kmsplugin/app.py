@@ -39,7 +39,8 @@ from controller.kmsplugin.keystate import KeyStateCache
 from controller.kmsplugin.metrics import PluginMetrics
 from controller.kmsplugin.service import KeyService, generic_handler
 from controller.ops.health import HealthServer
-from controller.ops.logs import register_secret, setup_logging
+from controller.ops.logs import setup_logging
+from controller.ops.redact import register_secret
 from controller.ops.server import EndpointServer, same_endpoint
 
 log = logging.getLogger("controller.kmsplugin")

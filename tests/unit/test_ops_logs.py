@@ -22,17 +22,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.ops import logs
+from controller.ops import redact
 from controller.ops.logs import (
-    MIN_SECRET_LENGTH,
-    REDACTED,
     SELF_CONFIGURED_LOGGERS,
-    Redactor,
+    RedactingFilter,
     parse_level,
-    register_secret,
-    scrub,
     setup_logging,
 )
+from controller.ops.redact import MIN_SECRET_LENGTH, REDACTED, Redactor, register_secret, scrub
 
 _TOUCHED_LOGGERS = (*SELF_CONFIGURED_LOGGERS, "kubernetes.client.rest")
 # A syntactically real JWT (header {"alg":"RS256","kid":"k"}, payload {"sub":"system:..."}).
@@ -53,7 +50,7 @@ def logging_state() -> Iterator[None]:
         for lg in [logging.getLogger(name)]
     }
     hooks = (sys.excepthook, threading.excepthook)
-    logs.default_redactor().clear()
+    redact.default_redactor().clear()
     try:
         yield
     finally:
@@ -65,7 +62,7 @@ def logging_state() -> Iterator[None]:
             lg.setLevel(level)
             lg.propagate = propagate
         sys.excepthook, threading.excepthook = hooks
-        logs.default_redactor().clear()
+        redact.default_redactor().clear()
 
 
 def configure(fmt: str, level: str = "debug") -> io.StringIO:
@@ -510,7 +507,7 @@ def test_redacting_filter_scrubs_the_record_for_any_formatter() -> None:
     out = io.StringIO()
     handler = logging.StreamHandler(out)
     handler.setFormatter(logging.Formatter("%(message)s data=%(data)s"))
-    handler.addFilter(logs.RedactingFilter(redactor))
+    handler.addFilter(RedactingFilter(redactor))
     plain = logging.getLogger("controller.test.plain")
     plain.addHandler(handler)
     plain.propagate = False

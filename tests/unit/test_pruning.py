@@ -326,7 +326,7 @@ def test_an_identitys_credentials_are_redacted_while_held_and_released_with_it()
     """The credentials an identity obtained are held in its name in the redactor, and the
     redactor forgets them when the identity is dropped: identities that come and go (the
     churn benchmark) do not fill it."""
-    from controller.ops.logs import REDACTED, Redactor
+    from controller.ops.redact import REDACTED, Redactor
 
     redactor = Redactor()
     pool = IdentityPool(hold=lambda owner, value: redactor.hold(owner, value, keep=8),
@@ -341,7 +341,7 @@ def test_an_identitys_credentials_are_redacted_while_held_and_released_with_it()
 
 
 def test_a_token_is_held_in_its_files_name_and_released_when_the_file_goes() -> None:
-    from controller.ops.logs import REDACTED, Redactor
+    from controller.ops.redact import REDACTED, Redactor
 
     redactor = Redactor()
     clock = Clock(time.time())
@@ -384,7 +384,7 @@ def test_a_token_released_while_just_asked_for_goes_at_the_next_refresh() -> Non
 
 
 def test_a_refresh_that_ends_after_the_identity_was_dropped_holds_nothing() -> None:
-    from controller.ops.logs import Redactor
+    from controller.ops.redact import Redactor
 
     redactor = Redactor()
     pool = IdentityPool(hold=lambda owner, value: redactor.hold(owner, value, keep=8),
