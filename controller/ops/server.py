@@ -25,6 +25,7 @@ import errno
 import logging
 import socket
 import socketserver
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -139,6 +140,17 @@ class _Server(ThreadingHTTPServer):
     def open_connections(self) -> int:
         with self._open_lock:
             return len(self._open)
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """socketserver prints a traceback to stderr for any error of a connection's thread,
+        past the log's redaction and format. A client that hung up or timed out (a scrape
+        cancelled under load, a probe's deadline, our own cut) is a debug line; anything
+        else goes through the log with its traceback."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            _log.debug("connection from %s ended: %s", client_address, type(exc).__name__)
+            return
+        _log.error("serving a request from %s failed", client_address, exc_info=True)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind looks up the host's FQDN, a DNS round trip we never need.

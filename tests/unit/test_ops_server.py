@@ -176,3 +176,32 @@ def test_a_client_trickling_bytes_is_cut_at_the_deadline() -> None:
     finally:
         conn.close()
         server.stop()
+
+
+def test_a_client_that_hangs_up_is_a_debug_line_not_a_traceback_on_stderr(
+        capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    """A scrape cancelled under load: the server's write fails. socketserver would print
+    'Exception occurred during processing of request' and a traceback to stderr."""
+    import logging
+    import struct
+
+    hung_up = threading.Event()
+
+    def big(query: str) -> Reply:
+        assert hung_up.wait(5)
+        return Reply(200, b"x" * (16 << 20))
+
+    caplog.set_level(logging.DEBUG, logger="controller.ops.server")
+    with EndpointServer("127.0.0.1:0", {"/metrics": big}) as srv:
+        assert srv.port
+        client = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        client.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        # Close with a reset (linger 0): the server's write of the body then fails.
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()
+        hung_up.set()
+        wait_for(lambda: any("ended" in r.getMessage() for r in caplog.records),
+                 timeout=10, what="the server noticing the hang-up")
+        assert request(srv.port, "/metrics")[0] == 200  # still serving
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Exception occurred" not in err, err
