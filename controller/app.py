@@ -167,7 +167,8 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
     instance = os.environ.get("POD_NAME") or socket.gethostname()
     manager = Manager(settings, rest, kms, instance=instance, hooks=hooks,
                       on_credential=register_secret, oos=oos, dedicated=dedicated,
-                      hold=_hold_token, release=release_secrets)
+                      hold=_hold_token, release=release_secrets,
+                      check_client_key=dedicated.check)
     # --process-cluster-external-secret=false: ClusterExternalSecrets are left alone.
     cluster_secrets = (ClusterExternalSecrets(settings, rest)
                        if settings.process_cluster_external_secret else None)

@@ -105,7 +105,8 @@ class Manager:
                  oos: SecretReader | None = None,
                  dedicated: SecretReader | None = None,
                  hold: Callable[[Hashable, str], None] | None = None,
-                 release: Callable[[Hashable], object] | None = None) -> None:
+                 release: Callable[[Hashable], object] | None = None,
+                 check_client_key: Callable[[Identity], None] | None = None) -> None:
         self.settings = settings
         self.rest = rest
         self.hooks = hooks or Hooks()
@@ -158,7 +159,8 @@ class Manager:
         reads = CheckReads(self.kube.secret)
         self.store_status = StoreStatus(
             StoreResolver(settings, self.kube.store, reads, self.kube.namespace_labels,
-                          sa_token_file=self.tokens, on_credential=on_credential),
+                          sa_token_file=self.tokens, on_credential=on_credential,
+                          check_client_key=check_client_key),
             self._store_of,
             lambda key, raw, status: self.kube.apply_store_status(key.kind, raw, status),
             recheck=settings.store_recheck_interval or settings.polling_interval,

@@ -46,6 +46,11 @@ class DedicatedReader:
         return self.instance.get_secret_value(self._key(identity), target, name, version_id,
                                               version_stage)
 
+    def check(self, identity: Identity) -> None:
+        """Open `identity`'s client key as a read would (once per content: a success and a
+        failure are both remembered); raises FetchError. For the store's Ready condition."""
+        self._key(identity)
+
     def _key(self, identity: Identity) -> ClientKey:
         fingerprint = identity.fingerprint()
         with self._lock:

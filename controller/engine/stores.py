@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from controller import model
+from controller.alicloud.errors import FetchError
 from controller.alicloud.identity import (
     ACCESS_KEY,
     CLIENT_KEY,
@@ -165,8 +166,12 @@ class StoreResolver:
         sa_token_file: Callable[[model.ServiceAccountRef, str], tuple[str, str]] | None = None,
         on_credential: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        check_client_key: Callable[[Identity], None] | None = None,
     ) -> None:
         self.settings = settings
+        # check_store: opens a dedicatedKMSAuth client key (under the reader's bounds and
+        # memory of failures) and raises FetchError when it cannot be used.
+        self.check_client_key = check_client_key
         self.stores = stores
         self.secrets = secrets
         self.namespace_labels = namespace_labels
@@ -214,7 +219,8 @@ class StoreResolver:
         """Whether a store can work as written, without an ExternalSecret and without a call
         to Alibaba Cloud: it parses, has a provider, its credential Secrets and keys exist,
         its endpoint is allowed, its identity resolves (a SecretStore borrowing the
-        controller's identity: as its own namespace would). A serviceAccountRef is checked
+        controller's identity: as its own namespace would), a dedicatedKMSAuth client key
+        opens (once per key content, under the reader's bounds). A serviceAccountRef is checked
         as far as the store says (namespace, OIDC provider); its token is minted when an
         ExternalSecret first reads through it, not here. Credential Secrets are read now
         (no cache), so a fixed Secret shows at the next check. Raises StoreProblem with the
@@ -239,7 +245,12 @@ class StoreResolver:
                 self._may_use_controller_identity(
                     store.namespace, f"{_store_name(ref)} names no credentials of its own, so it")
         if store.kms is not None and store.kms.dedicated is not None:
-            self._dedicated_source(store, store.kms.dedicated)
+            source = self._dedicated_source(store, store.kms.dedicated)
+            if self.check_client_key is not None:
+                try:
+                    self.check_client_key(source.identity)
+                except FetchError as exc:  # refused, wrong password, not a client key
+                    raise StoreProblem(exc.code, exc.reason) from None
         elif store.kms is not None:
             self._ca(store)
             if store.kms.endpoint:

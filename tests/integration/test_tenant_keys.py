@@ -38,6 +38,7 @@ from controller.alicloud.errors import FetchError
 from tests.cluster import free_port
 from tests.fakecloud import FakeCloud
 from tests.integration.conftest import K8s
+from tests.integration.test_store_status import _store_ready
 from tests.integration.test_tenant_budgets import (
     BASELINE_FLOOR,
     CHART_LIMIT_MIB,
@@ -399,6 +400,16 @@ def test_client_keys_asking_for_billions_of_iterations_take_one_tenants_share_on
             assert k8s.secret(namespace, reader) is None
             message = str((k8s.ready(namespace, reader) or {}).get("message", ""))
             assert PASSWORD not in message and files[name][40:80] not in message, message
+    # The stores say it too: their Ready condition opens the key once, under the same bounds.
+    # (The "swapped" store says so at its next re-check: a credential Secret's edit does not
+    # trigger one, docs/usage.md.)
+    for store in (*hostile, "ceiling"):
+        reason = "ClientKeyPasswordWrong" if store == "ceiling" else "ClientKeyRefused"
+        cond = wait_for(lambda store=store, reason=reason: (
+            _store_ready(k8s, namespace, store) or {}).get("reason") == reason and
+            _store_ready(k8s, namespace, store), timeout=120, what=f"store {store}: {reason}")
+        assert cond["status"] == "False" and f"SecretStore {namespace}/{store}" in \
+            cond["message"], cond
     # The Warning Event a user sees with `kubectl describe` says the same.
     wait_for(lambda: any("ClientKeyRefused" in (e.message or "")
                          for e in k8s.events(namespace, "mac")), what="a ClientKeyRefused Event")
