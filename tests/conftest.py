@@ -52,8 +52,18 @@ def namespace(kube: Any, request: pytest.FixtureRequest) -> Iterator[str]:
     from kubernetes import client
 
     slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
-    name = f"t-{slug}-{uuid.uuid4().hex[:5]}"
-    core = client.CoreV1Api(kube)
+    yield from _fresh_namespace(client.CoreV1Api(kube), f"t-{slug}-{uuid.uuid4().hex[:5]}")
+
+
+@pytest.fixture
+def other_namespace(kube: Any) -> Iterator[str]:
+    """A second fresh namespace: another tenant's, in the tenant-isolation tests."""
+    from kubernetes import client
+
+    yield from _fresh_namespace(client.CoreV1Api(kube), f"t-other-{uuid.uuid4().hex[:5]}")
+
+
+def _fresh_namespace(core: Any, name: str) -> Iterator[str]:
     core.create_namespace({"metadata": {"name": name}})
     try:
         yield name

@@ -6,23 +6,19 @@ data, and another tenant's changes reach its Secret as fast as before (issue 18,
 from __future__ import annotations
 
 import statistics
-import threading
-import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from tests.fakecloud import FakeCloud
 from tests.integration.conftest import K8s
+from tests.integration.tenancy import (
+    BASELINE_FLOOR,
+    CHART_LIMIT_MIB,
+    RssWatch,
+    change_time,
+    templated,
+)
 from tests.waiting import wait_for
-
-CHART_LIMIT_MIB = 256  # helm/ack-secret-manager/values.yaml: resources.limits.memory
-# A change's time to its Secret on this shared 2-core machine (other jobs running) varies by
-# tens of milliseconds whatever the controller does (the watch, the apiserver, this test's
-# 20 ms polling): the baseline counts as at least this.
-BASELINE_FLOOR = 0.05
 
 # The issue's shapes: a short template that doubles a list and formats every element, a
 # list of lists printed by printf, `split ""` over a big string, and a YAML alias bomb in the
@@ -42,67 +38,8 @@ def _bomb(levels: int) -> str:
     return text
 
 
-def _rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
-
-
-class _RssWatch:
-    """Samples a process's RSS every 50 ms in a thread; `peak` is the largest sample."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.peak = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.05):
-            self.peak = max(self.peak, _rss_mib(self.pid))
-
-    def __enter__(self) -> _RssWatch:
-        self.peak = _rss_mib(self.pid)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-
-@pytest.fixture
-def other_namespace(k8s: K8s) -> Iterator[str]:
-    name = f"t-budget-other-{uuid.uuid4().hex[:5]}"
-    k8s.core.create_namespace({"metadata": {"name": name}})
-    try:
-        yield name
-    finally:
-        k8s.core.delete_namespace(name)
-
-
-def _templated(name: str, template: dict[str, Any], key: str = "db",
-               **entry: Any) -> dict[str, Any]:
-    return {"kind": "ExternalSecret", "metadata": {"name": name},
-            "spec": {"data": [{"key": key, "name": "db", "secretStoreRef": {"name": "store"},
-                               **entry}],
-                     "target": {"template": template}}}
-
-
 def _reason(k8s: K8s, ns: str, name: str) -> str:
     return str((k8s.ready(ns, name) or {}).get("reason", ""))
-
-
-def _change_time(k8s: K8s, ns: str, name: str, n: int) -> float:
-    """Seconds from a spec change of the other tenant's ExternalSecret to its Secret."""
-    started = time.monotonic()
-    k8s.patch(ns, "externalsecrets", name,
-              {"spec": {"target": {"template": {"data": {"db": f"{{{{ .db }}}}-{n}"}}}}})
-    wait_for(lambda: (k8s.secret_data(ns, name) or {}).get("db") == f"pw-{n}",
-             timeout=60, what=f"change {n} in {ns}/{name}", interval=0.02)
-    return time.monotonic() - started
 
 
 def test_hostile_templates_and_documents_take_one_tenants_share_only(
@@ -117,17 +54,17 @@ def test_hostile_templates_and_documents_take_one_tenants_share_only(
                                   "--polling-interval", "1h")
     pid = controller.proc.pid
     # The hostile tenant's object synced while it was harmless: its Secret must keep that.
-    k8s.create(namespace, "externalsecrets", _templated("victim", {"data": {"db": "{{ .db }}"}}))
+    k8s.create(namespace, "externalsecrets", templated("victim", {"data": {"db": "{{ .db }}"}}))
     k8s.create(other_namespace, "externalsecrets",
-               _templated("steady", {"data": {"db": "{{ .db }}-0"}}))
+               templated("steady", {"data": {"db": "{{ .db }}-0"}}))
     wait_for(lambda: k8s.secret_data(namespace, "victim") == {"db": "pw"}, timeout=60,
              what="the victim's first sync")
     wait_for(lambda: k8s.secret_data(other_namespace, "steady") == {"db": "pw-0"}, timeout=60,
              what="the other tenant's first sync")
-    baseline = statistics.median(_change_time(k8s, other_namespace, "steady", n)
+    baseline = statistics.median(change_time(k8s, other_namespace, "steady", n)
                                  for n in range(1, 8))
 
-    with _RssWatch(pid) as rss:
+    with RssWatch(pid) as rss:
         k8s.patch(namespace, "externalsecrets", "victim",
                   {"spec": {"target": {"template": {"data": {"db": DOUBLING}}}}})
         fields = {"victim": "spec.target.template.data.db"}
@@ -139,12 +76,12 @@ def test_hostile_templates_and_documents_take_one_tenants_share_only(
                                    ("split", SPLIT)):
                 name = f"{kind}-{batch}"
                 k8s.create(namespace, "externalsecrets",
-                           _templated(name, {"data": {"out": template}}))
+                           templated(name, {"data": {"out": template}}))
                 fields[name] = "spec.target.template.data.out"
-            k8s.create(namespace, "externalsecrets", _templated(
+            k8s.create(namespace, "externalsecrets", templated(
                 f"alias-{batch}", {}, key="bomb", jmesPath=[{"path": "z", "objectAlias": "z"}]))
             fields[f"alias-{batch}"] = "spec.data[0]"
-            arrival.append(_change_time(k8s, other_namespace, "steady", 10 + batch))
+            arrival.append(change_time(k8s, other_namespace, "steady", 10 + batch))
         for name, field in fields.items():
             cond = wait_for(lambda name=name: (k8s.ready(namespace, name) or {}).get(
                 "reason") == "BudgetExceeded" and k8s.ready(namespace, name),
@@ -152,7 +89,7 @@ def test_hostile_templates_and_documents_take_one_tenants_share_only(
             assert cond["status"] == "False" and field in cond["message"], cond
             assert "--sync-budget-" in cond["message"], cond
         # They stay, retrying with backoff, while the other tenant goes on changing.
-        during = statistics.median(_change_time(k8s, other_namespace, "steady", n)
+        during = statistics.median(change_time(k8s, other_namespace, "steady", n)
                                    for n in range(20, 27))
     print(f"baseline {baseline:.3f}s, while arriving {arrival}, after {during:.3f}s, "
           f"peak RSS {rss.peak:.0f} MiB")

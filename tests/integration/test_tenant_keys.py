@@ -38,14 +38,16 @@ from controller.alicloud.errors import FetchError
 from tests.cluster import free_port
 from tests.fakecloud import FakeCloud
 from tests.integration.conftest import K8s
-from tests.integration.test_store_status import _store_ready
-from tests.integration.test_tenant_budgets import (
+from tests.integration.tenancy import (
     BASELINE_FLOOR,
     CHART_LIMIT_MIB,
-    _change_time,
-    _RssWatch,
-    _templated,
+    RssWatch,
+    change_time,
+    dkms_store,
+    key_secret,
+    templated,
 )
+from tests.integration.test_store_status import _store_ready
 from tests.waiting import wait_for
 
 HUGE = 2**31 - 1  # the issue's count
@@ -165,32 +167,6 @@ def _hostile(content: str, where: str, count: int = HUGE) -> str:
 
 # --- the cluster side ---------------------------------------------------------------------
 
-@pytest.fixture
-def other_namespace(k8s: K8s) -> Iterator[str]:
-    name = f"t-keys-other-{os.urandom(3).hex()}"
-    k8s.core.create_namespace({"metadata": {"name": name}})
-    try:
-        yield name
-    finally:
-        k8s.core.delete_namespace(name)
-
-
-def _key_secret(k8s: K8s, ns: str, name: str, content: str, password: str) -> None:
-    k8s.core.create_namespaced_secret(ns, {"metadata": {"name": f"{name}-key"}, "stringData": {
-        "content": content, "password": password}})
-
-
-def _dkms_store(k8s: K8s, cloud: FakeCloud, ns: str, name: str) -> None:
-    k8s.create(ns, "secretstores", {"kind": "SecretStore", "metadata": {"name": name},
-                                    "spec": {"KMS": {"dedicatedKMSAuth": {
-                                        "protocol": "https", "endpoint": cloud.dkms_endpoint,
-                                        "ca": cloud.ca_pem, "ignoreSSL": False,
-                                        "clientKeyContent": {"name": f"{name}-key",
-                                                             "key": "content"},
-                                        "password": {"name": f"{name}-key", "key": "password"},
-                                    }}}})
-
-
 def _es(name: str, store: str) -> dict[str, Any]:
     return {"kind": "ExternalSecret", "metadata": {"name": name},
             "spec": {"data": [{"key": "db", "name": "db", "secretStoreRef": {"name": store}}]}}
@@ -280,8 +256,8 @@ def test_client_keys_asking_for_billions_of_iterations_take_one_tenants_share_on
     # The hostile tenant's "swapped" store read with a good client key first; its key Secret
     # is replaced by a hostile file later: the Secret it synced must keep its data.
     good = cloud.dkms.create_client_key("app", PASSWORD)
-    _key_secret(k8s, namespace, "swapped", good.content, PASSWORD)
-    _dkms_store(k8s, cloud, namespace, "swapped")
+    key_secret(k8s, namespace, "swapped", good.content, PASSWORD)
+    dkms_store(k8s, cloud, namespace, "swapped")
     k8s.access_key_store(other_namespace)
     metrics_port = free_port()
     controller = start_controller("--kms-endpoint", cloud.kms_endpoint,
@@ -290,7 +266,7 @@ def test_client_keys_asking_for_billions_of_iterations_take_one_tenants_share_on
     pid = controller.proc.pid
     k8s.create(namespace, "externalsecrets", _es("swapped", "swapped"))
     k8s.create(other_namespace, "externalsecrets",
-               _templated("steady", {"data": {"db": "{{ .db }}-0"}}))
+               templated("steady", {"data": {"db": "{{ .db }}-0"}}))
     wait_for(lambda: k8s.secret_data(namespace, "swapped") == {"db": "pw"}, timeout=60,
              what="read with the good client key")
     wait_for(lambda: k8s.secret_data(other_namespace, "steady") == {"db": "pw-0"}, timeout=60,
@@ -298,7 +274,7 @@ def test_client_keys_asking_for_billions_of_iterations_take_one_tenants_share_on
     changes = itertools.count(1)
 
     def change() -> float:
-        return _change_time(k8s, other_namespace, "steady", next(changes))
+        return change_time(k8s, other_namespace, "steady", next(changes))
 
     # The baseline: changes with nothing hostile going on, before and (interleaved) between
     # the hostile steps, so that the other jobs of this shared machine weigh on both sides.
@@ -316,14 +292,14 @@ def test_client_keys_asking_for_billions_of_iterations_take_one_tenants_share_on
                        "encrypted content", pfx.MAX_ITERATIONS)
     decode = _decode_seconds(ceiling)
     cpu_before = _cpu_seconds(pid)
-    with _RssWatch(pid) as rss:
+    with RssWatch(pid) as rss:
         arrival, reported = [], {}
         for name, where in hostile.items():
             quiet.append(change())
             # The MAC file with a wrong password, as in the issue: the MAC comes first.
-            _key_secret(k8s, namespace, name, files[name],
+            key_secret(k8s, namespace, name, files[name],
                         "not-the-password" if name == "mac" else PASSWORD)
-            _dkms_store(k8s, cloud, namespace, name)
+            dkms_store(k8s, cloud, namespace, name)
             # Two ExternalSecrets read through the store: the second meets the remembered
             # failure of the same content.
             for reader in (name, f"{name}-2"):
@@ -357,8 +333,8 @@ def test_client_keys_asking_for_billions_of_iterations_take_one_tenants_share_on
                  what=f"{RETRIES} retries of each hostile object (failed syncs >= {expected})")
         cpu_retried = _cpu_seconds(pid)
 
-        _key_secret(k8s, namespace, "ceiling", ceiling, PASSWORD)
-        _dkms_store(k8s, cloud, namespace, "ceiling")
+        key_secret(k8s, namespace, "ceiling", ceiling, PASSWORD)
+        dkms_store(k8s, cloud, namespace, "ceiling")
         k8s.create(namespace, "externalsecrets", _es("ceiling", "ceiling"))
         wait_for(lambda: "ClientKeyPasswordWrong" in str(
             (k8s.ready(namespace, "ceiling") or {}).get("message", "")),

@@ -21,6 +21,7 @@ from kubernetes.client.exceptions import ApiException
 from tests.cluster import free_port
 from tests.fakecloud import FakeCloud
 from tests.integration.conftest import AK_ID, AK_SECRET, K8s
+from tests.integration.tenancy import rss_mib
 from tests.waiting import wait_for
 
 
@@ -137,13 +138,6 @@ def _fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
-
-
 def _series(port: int) -> int:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
         text = resp.read().decode()
@@ -200,13 +194,13 @@ def test_a_thousand_cas_and_endpoint_hosts_leave_nothing_behind(
     # allocator arenas) is there before the baseline.
     _round(k8s, namespace, cloud, 0, 50)
     wait_for(lambda: _series(metrics_port) > 0, 30, "metrics served")
-    base_fds, base_rss, base_series = _fds(pid), _rss_mib(pid), _series(metrics_port)
+    base_fds, base_rss, base_series = _fds(pid), rss_mib(pid), _series(metrics_port)
     base_files = sorted(p.name for p in tmpdir.iterdir())
     _round(k8s, namespace, cloud, 50, 1000)
     wait_for(lambda: _fds(pid) <= base_fds + 2, 60,
              f"open fds back to {base_fds} (+2)")
     # Freed memory goes back to the kernel at most every 5 s (ops/memory.py): await it.
-    after_rss = wait_for(lambda: (r := _rss_mib(pid)) - base_rss < RSS_TOLERANCE_MIB and r,
+    after_rss = wait_for(lambda: (r := rss_mib(pid)) - base_rss < RSS_TOLERANCE_MIB and r,
                          60, f"RSS back within {RSS_TOLERANCE_MIB} MiB of {base_rss:.0f}")
     assert sorted(p.name for p in tmpdir.iterdir()) == base_files == []
     assert _series(metrics_port) <= base_series + 1  # the tenants' hosts: one "other"

@@ -11,6 +11,7 @@ from typing import Any
 
 from tests.fakecloud import FakeCloud
 from tests.integration.conftest import AK_ID, AK_SECRET, K8s
+from tests.integration.tenancy import dkms_store, key_secret
 from tests.waiting import wait_for
 
 
@@ -275,17 +276,9 @@ def test_an_allowed_http_endpoint_works_when_the_operator_says_so(
 
 def _dkms_store(k8s: K8s, cloud: FakeCloud, ns: str, name: str, password: str,
                 **extra: Any) -> None:
-    key = cloud.dkms.create_client_key("app", "client-key-password")
-    k8s.core.create_namespaced_secret(ns, {"metadata": {"name": f"{name}-key"}, "stringData": {
-        "content": key.content, "password": password}})
-    k8s.create(ns, "secretstores", {"kind": "SecretStore", "metadata": {"name": name},
-                                    "spec": {"KMS": {"dedicatedKMSAuth": {
-                                        "protocol": "https", "endpoint": cloud.dkms_endpoint,
-                                        "ca": cloud.ca_pem, "ignoreSSL": False,
-                                        "clientKeyContent": {"name": f"{name}-key",
-                                                             "key": "content"},
-                                        "password": {"name": f"{name}-key", "key": "password"},
-                                        **extra}}}})
+    key_secret(k8s, ns, name, cloud.dkms.create_client_key("app", "client-key-password").content,
+               password)
+    dkms_store(k8s, cloud, ns, name, **extra)
 
 
 def test_a_dedicated_kms_auth_store_reads_with_its_client_key_never_another_identity(
