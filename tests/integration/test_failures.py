@@ -91,7 +91,8 @@ def test_throttling_is_retried_until_it_succeeds(
     k8s.create(namespace, "externalsecrets", _es("app", [{"key": "db"}]))
     wait_for(lambda: k8s.secret_data(namespace, "app") == {"db": "pw"}, what="synced")
     assert cloud.calls("GetSecretValue", secret="db") == 4  # 2 throttled, 1 503, 1 success
-    assert _cond(k8s, namespace, "app")["reason"] == "Synced"
+    # The status is written after the Secret: await it (CI once read it in between).
+    wait_for(lambda: _cond(k8s, namespace, "app").get("reason") == "Synced", what="Synced")
 
 
 @pytest.mark.parametrize(

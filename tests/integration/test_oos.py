@@ -54,7 +54,8 @@ def test_oos_parameters_sync_like_kms_secrets(
              what="the OOS parameter synced")
     wait_for(lambda: k8s.secret_data(namespace, "json") == {"user": "app", "password": "pw1"},
              what="jmesPath over an OOS parameter")
-    assert _cond(k8s, namespace, "esdemo")["reason"] == "Synced"
+    wait_for(lambda: _cond(k8s, namespace, "esdemo").get("reason") == "Synced",
+             what="esdemo Synced (the status is written after the Secret)")
     cloud.oos.put("test-parameter", "v2-value")
     wait_for(lambda: k8s.secret_data(namespace, "esdemo") == {"test": "v2-value"},
              timeout=15, what="the parameter change followed")
