@@ -4,8 +4,9 @@ workers reconcile, and each distinct KMS secret is polled on its own slot.
 Two queues, each with `--workers` threads: ExternalSecret keys (watch events, triggers,
 retries) and KMS polls, so a change a user makes never waits behind background polls. The
 ExternalSecret queue is fair between namespaces (round-robin, and no namespace holds more
-than `--workers` - 1 workers), and the reconciler renders one namespace's templates one at a
-time: a tenant whose syncs are heavy takes one tenant's share (docs/security.md).
+than `--workers` - 1 workers, with 4 or more), and the reconciler renders one namespace's
+templates one at a time: a tenant whose syncs are heavy takes one tenant's share
+(docs/security.md).
 Handlers update the bookkeeping (which objects exist, what they read) under one lock and
 enqueue; they never call the API or KMS.
 
@@ -72,6 +73,13 @@ def _namespace_of(key: Key) -> str:
     return key[0]
 
 
+def namespace_limit(workers: int) -> int:
+    """Workers one namespace may hold at once: all but one, so another namespace's change
+    never waits for a worker; with fewer than 4 workers, all (one reserved would cost a
+    single-namespace cluster a third or more of its throughput; round-robin still holds)."""
+    return workers - 1 if workers >= 4 else workers
+
+
 T = TypeVar("T", bound=Hashable)
 RETRY_BASE, RETRY_CAP_NO_POLL = 5.0, 300.0
 
@@ -116,7 +124,7 @@ class Manager:
         # Fair between namespaces: one worker always stays for the other namespaces.
         self.queue: WorkQueue[Key] = WorkQueue(clock=self.clock, on_wait=self.hooks.queue_wait,
                                                group=_namespace_of,
-                                               group_limit=max(1, settings.workers - 1))
+                                               group_limit=namespace_limit(settings.workers))
         self.poll_queue: WorkQueue[SecretPoll] = WorkQueue(clock=self.clock)
         self.backoff = ExponentialBackoff(base=RETRY_BASE, cap=3600.0, jitter=Jitter.EQUAL)
         self.events = EventRecorder(rest, instance)

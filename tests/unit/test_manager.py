@@ -304,3 +304,10 @@ def test_only_a_new_store_spec_syncs_its_users() -> None:
     assert _drain(w) == {("team", "app")}
     w.manager._on_store("DELETED", store, "SecretStore")
     assert _drain(w) == {("team", "app")}
+
+
+def test_one_namespace_holds_all_workers_but_one_from_four() -> None:
+    from controller.manager import namespace_limit
+
+    pairs = [(1, 1), (2, 2), (3, 3), (4, 3), (8, 7), (32, 31)]
+    assert [(w, namespace_limit(w)) for w in (1, 2, 3, 4, 8, 32)] == pairs
