@@ -190,9 +190,24 @@ def _http_options(proxy: str = "") -> Any:
     return HttpOptions(proxy=proxy or None, connect_timeout=5000, read_timeout=10000)
 
 
+# What each kind must carry. The credentials library takes an empty argument as "not given"
+# and reads the process environment instead (ALIBABA_CLOUD_ACCESS_KEY_ID, ..._ROLE_ARN,
+# ..._OIDC_TOKEN_FILE): a tenant's empty AccessKey would sign with the controller's own.
+_REQUIRED = {
+    ACCESS_KEY: ("access_key_id", "access_key_secret"),
+    RAM_ROLE_ARN: ("access_key_id", "access_key_secret", "role_arn"),
+    OIDC_ROLE_ARN: ("role_arn", "oidc_provider_arn", "oidc_token_file"),
+}
+
+
 def _base_provider(identity: Identity) -> Any:
     from alibabacloud_credentials import provider as p
 
+    empty = [name for name in _REQUIRED.get(identity.kind, ())
+             if not str(getattr(identity, name) or "").strip()]
+    if empty:
+        raise ValueError(f"{', '.join(empty)} of the {_KIND_WORDS.get(identity.kind, 'identity')} "
+                         "credentials is empty")
     sts = identity.sts_endpoint or None
     if identity.kind == ACCESS_KEY:
         return p.StaticAKCredentialsProvider(

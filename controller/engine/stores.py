@@ -532,7 +532,14 @@ class StoreResolver:
                 "CredentialsNotFound",
                 f"{where}: {path} refers to key {ref.key} of Secret "
                 f"{namespace}/{ref.name}, which does not exist; create it or fix the reference")
-        text = value.decode().strip()
+        text = value.decode("utf-8", "replace").strip()
+        if not text:
+            # Never pass an empty credential on: the credentials library would read the
+            # controller's own from its environment instead (docs/security.md, section 3).
+            raise StoreProblem(
+                "CredentialsNotFound",
+                f"{where}: {path} refers to key {ref.key} of Secret {namespace}/{ref.name}, "
+                "which is empty; put the value there")
         self.on_credential(text)
         return text
 

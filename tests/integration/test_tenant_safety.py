@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from tests.fakecloud import FakeCloud
 from tests.integration.conftest import AK_ID, AK_SECRET, K8s
 from tests.integration.tenancy import dkms_store, key_secret
@@ -304,3 +306,41 @@ def test_a_dedicated_kms_auth_store_reads_with_its_client_key_never_another_iden
                "--allow-insecure-kms-instance-tls")
     for name in ("wrong-password", "insecure"):
         assert k8s.secret(namespace, name) is None
+
+
+@pytest.mark.parametrize("provider", ["kms", "oos"])
+def test_an_empty_access_key_never_signs_as_the_controller(
+    k8s: K8s, cloud: FakeCloud, namespace: str, start_controller: Callable[..., Any],
+    provider: str,
+) -> None:
+    """Found by a black-box attempt (2026-12-07): a store whose AccessKey Secret held "" or
+    whitespace was read with the controller's own AccessKey when that sat in the environment
+    under the SDK's names (the credentials library takes "" as "not given"), although no
+    namespace might borrow the controller's identity."""
+    controller_id, controller_secret = "LTAI5tCtrlKeyId0009", "CtrlKeySecretValue000000009"
+    cloud.put_secret("db", "pw")
+    cloud.oos.put("db", "pw")
+    cloud.add_access_key(controller_id, controller_secret, "controller")
+    k8s.core.create_namespaced_secret(namespace, {"metadata": {"name": "ak"},
+                                                  "stringData": {"id": " ", "secret": " "}})
+    auth = {"accessKey": {"name": "ak", "key": "id"},
+            "accessKeySecret": {"name": "ak", "key": "secret"}}
+    spec = {"KMS": {"KMSAuth": auth}} if provider == "kms" else {"OOS": {"OOSAuth": auth}}
+    k8s.create(namespace, "secretstores", {"kind": "SecretStore", "metadata": {"name": "store"},
+                                           "spec": spec})
+    start_controller("--kms-endpoint", cloud.kms_endpoint, "--oos-endpoint", cloud.oos_endpoint,
+                     "--polling-interval", "1h", "--controller-identity-namespaces", "",
+                     env={"ALIBABA_CLOUD_ACCESS_KEY_ID": controller_id,
+                          "ALIBABA_CLOUD_ACCESS_KEY_SECRET": controller_secret})
+    es_spec: dict[str, Any] = {"data": [{"key": "db", "name": "db",
+                                         "secretStoreRef": {"name": "store"}}]}
+    if provider == "oos":
+        es_spec["provider"] = "oos"
+    k8s.create(namespace, "externalsecrets", {"kind": "ExternalSecret",
+                                              "metadata": {"name": "borrow"}, "spec": es_spec})
+    cond = wait_for(lambda: (c := k8s.ready(namespace, "borrow")) and
+                    c.get("reason") == "CredentialsNotFound" and c, timeout=60,
+                    what="CredentialsNotFound")
+    assert "is empty" in cond["message"] and f"Secret {namespace}/ak" in cond["message"], cond
+    assert cloud.calls(identity="controller") == 0
+    assert k8s.secret(namespace, "borrow") is None

@@ -374,3 +374,25 @@ def test_token_problems_say_which_service_account_and_the_fix(tmp_path: Path) ->
         assert "serviceaccounts/token" in str(err.value) and "403" in str(err.value)
     finally:
         tokens.close()
+
+
+@pytest.mark.parametrize(("kind", "fields"), [
+    (ACCESS_KEY, {"access_key_id": "", "access_key_secret": " "}),
+    ("ram_role_arn", {"access_key_id": "", "access_key_secret": "", "role_arn": "acs:ram::1:r"}),
+    ("oidc_role_arn", {"role_arn": "", "oidc_provider_arn": "", "oidc_token_file": ""}),
+])
+def test_empty_credentials_never_fall_back_to_the_controllers_environment(
+        monkeypatch: pytest.MonkeyPatch, kind: str, fields: dict[str, str]) -> None:
+    """The credentials library takes an empty argument as "not given" and reads the process
+    environment: with the controller's own AccessKey or RRSA there, a tenant's empty
+    credentials would sign as the controller."""
+    from controller.alicloud.identity import build_provider
+
+    for name, value in {"ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAIcontroller",
+                        "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "controller-secret",
+                        "ALIBABA_CLOUD_ROLE_ARN": "acs:ram::1:role/controller",
+                        "ALIBABA_CLOUD_OIDC_PROVIDER_ARN": "acs:ram::1:oidc-provider/p",
+                        "ALIBABA_CLOUD_OIDC_TOKEN_FILE": "/var/run/token"}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match="is empty"):
+        build_provider(Identity(kind, **fields))

@@ -657,3 +657,16 @@ def test_a_credential_secret_the_controller_may_not_read_is_the_stores_problem()
     assert err.value.reason == "CredentialsNotReadable"
     assert "Secret elsewhere/ak" in str(err.value)
     assert "rbac.credentialNamespaces" in str(err.value)
+
+
+@pytest.mark.parametrize("blank", ["", " ", "\n"])
+def test_an_empty_credential_is_refused_never_passed_on(blank: str) -> None:
+    """The credentials library reads an empty AccessKey as "not given" and takes the
+    controller's own from its environment: an empty value must stop here (red team,
+    2026-12-07: `accessKey` pointing at "" signed with the controller's AccessKey)."""
+    world = World(_settings(), [_store("blank", {"KMSAuth": {
+        "accessKey": {"name": "blank", "key": "id"},
+        "accessKeySecret": {"name": "blank", "key": "secret"}}})])
+    world.resolver.secrets = FakeSecrets({(NS, "blank"): {"id": blank, "secret": blank}})
+    _problem(world, {"name": "blank"}, "CredentialsNotFound", "SecretStore team-a/blank",
+             "spec.KMS.KMSAuth.accessKey", f"Secret {NS}/blank", "is empty")
