@@ -52,8 +52,10 @@ def test_failed_entry_keeps_its_last_value_while_others_sync(
     results = {r["entry"]: r for r in status["dataSyncResults"]}
     assert results["data[0]"]["status"] == "Failed"
     assert results["data[1]"]["status"] == "Synced"
-    warnings = [e for e in k8s.events(namespace, "app") if e.type == "Warning"]
-    assert warnings and all("db-v1" not in e.message for e in warnings)
+    # The Event is posted after the status: await it.
+    warnings = wait_for(lambda: [e for e in k8s.events(namespace, "app")
+                                 if e.type == "Warning"], what="a Warning Event")
+    assert all("db-v1" not in e.message for e in warnings)
     # The same failure on every poll: the status does not churn and Events are not repeated.
     rv = k8s.get(namespace, "externalsecrets", "app")["metadata"]["resourceVersion"]
     polls = cloud.calls("GetSecretValue", secret="db")

@@ -123,7 +123,9 @@ def test_leader_election_one_active_replica_and_failover(
     wait_for(lambda: k8s.secret_data(namespace, "three"), what="synced after the crash")
     # Every Secret was created exactly once, whoever led at the time.
     for name in ("one", "two", "three"):
-        created = [e for e in k8s.events(namespace, name) if e.reason == "Created"]
+        # (the Event is posted after the Secret's write: await the first)
+        created = wait_for(lambda name=name: [e for e in k8s.events(namespace, name)
+                                              if e.reason == "Created"], what=f"{name}: Created")
         assert len(created) == 1, name
 
 

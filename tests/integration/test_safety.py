@@ -40,7 +40,9 @@ def test_existing_secret_is_not_taken_over(
     secret = k8s.secret(namespace, "app")
     assert secret.metadata.resource_version == before
     assert k8s.secret_data(namespace, "app") == {"db": "hand-made"}
-    warnings = [e for e in k8s.events(namespace, "app") if e.type == "Warning"]
+    # The Event is posted after the status: await it.
+    warnings = wait_for(lambda: [e for e in k8s.events(namespace, "app")
+                                 if e.type == "Warning"], what="a Warning Event")
     assert [e.reason for e in warnings] == ["SecretConflict"]
     # Deleting the ExternalSecret leaves the Secret it never owned.
     k8s.delete(namespace, "externalsecrets", "app")

@@ -119,8 +119,9 @@ def test_merge_into_another_external_secrets_secret_is_refused(
     assert k8s.secret_data(namespace, "owner") == {"db": "pw"}
     assert [r.uid for r in after.metadata.owner_references] == [owner["metadata"]["uid"]]
     assert _synced(k8s, namespace, "owner")
-    assert [e.reason for e in k8s.events(namespace, "intruder") if e.type == "Warning"] == [
-        "SecretConflict"]
+    # The Event is posted after the status: await it.
+    wait_for(lambda: [e.reason for e in k8s.events(namespace, "intruder")
+                      if e.type == "Warning"] == ["SecretConflict"], what="a SecretConflict Event")
 
 
 def test_merge_then_owner_never_takes_a_users_secret(

@@ -51,8 +51,9 @@ def test_value_changed_in_kms_reaches_the_secret_within_one_interval(
     wait_for(lambda: k8s.secret_data(namespace, "app") == {"db": "new"}, timeout=10,
              what="new value")
     assert time.monotonic() - changed_at <= 3.0 + 1.0  # one interval, plus apply latency
-    events = [e.reason for e in k8s.events(namespace, "app")]
-    assert "Updated" in events
+    # The Event is posted after the Secret's write: await it.
+    wait_for(lambda: "Updated" in [e.reason for e in k8s.events(namespace, "app")],
+             what="an Updated Event")
 
 
 def test_spec_change_syncs_at_once_without_polling(
