@@ -215,7 +215,7 @@ class Kms:
         start = time.monotonic()
         code = "Success"
         try:
-            with limiter.slots:
+            with limiter.turn(identity.fingerprint()):
                 client, credential = self.client(identity, endpoint)
                 credential.get_credential()  # a due STS refresh happens now, not after the start
                 request = models.GetSecretValueRequest(

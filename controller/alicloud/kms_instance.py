@@ -197,7 +197,7 @@ class KmsInstance:
         start = time.monotonic()
         code = "Success"
         try:
-            with limiter.slots:
+            with limiter.turn(key.fingerprint):
                 pool = self._pool(endpoint)
                 limiter.acquire(self.clients.cancelled)
                 self.clients.check_cancelled()

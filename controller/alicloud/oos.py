@@ -131,7 +131,7 @@ class Oos:
         start = time.monotonic()
         code = "Success"
         try:
-            with limiter.slots:
+            with limiter.turn(identity.fingerprint()):
                 client, credential = self._client(identity, endpoint)
                 credential.get_credential()  # a due STS refresh happens now, not after the start
                 request = models.GetSecretParameterRequest(

@@ -396,3 +396,37 @@ def test_empty_credentials_never_fall_back_to_the_controllers_environment(
         monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match="is empty"):
         build_provider(Identity(kind, **fields))
+
+
+def test_one_identity_holds_at_most_two_places_at_an_endpoint_others_go_first() -> None:
+    """Fair between identities: a caller's third call waits at its own gate (not in the
+    endpoint's queue of start times), while another caller's call takes a free slot at once."""
+    limiter = RateLimiter(10, per_caller=2)
+    inside = threading.Semaphore(0)
+    leave = threading.Event()
+    third_in = threading.Event()
+
+    def call(caller: str, entered: threading.Event | None = None) -> None:
+        with limiter.turn(caller):
+            if entered is not None:
+                entered.set()
+            inside.release()
+            assert leave.wait(5)
+
+    busy = [threading.Thread(target=call, args=("tenant-a",), daemon=True) for _ in range(2)]
+    for t in busy:
+        t.start()
+    for _ in busy:
+        assert inside.acquire(timeout=5)
+    third = threading.Thread(target=call, args=("tenant-a", third_in), daemon=True)
+    third.start()
+    other_in = threading.Event()
+    other = threading.Thread(target=call, args=("tenant-b", other_in), daemon=True)
+    other.start()
+    assert other_in.wait(5)  # tenant-b is not behind tenant-a's third call
+    assert not third_in.is_set()  # held at tenant-a's gate (2 places taken)
+    leave.set()
+    assert third_in.wait(5)
+    for t in (*busy, third, other):
+        t.join(5)
+    assert limiter._callers == {}
