@@ -315,7 +315,7 @@ class Reconciler:
         no object, folded with its repeats (ops/lognoise.py), and a retry with backoff; no
         status write or Event (they would not get through). None for anything else."""
         failure = network_failure(exc)
-        if not (failure or isinstance(exc, OSError)
+        if not (failure or isinstance(exc, ConnectionError | TimeoutError)
                 or type(exc).__module__.startswith("urllib3")):
             return None
         what = DESCRIPTIONS.get(failure, type(exc).__name__)
