@@ -127,6 +127,17 @@ def no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
+def plugin_cloud(request: pytest.FixtureRequest, no_proxies: None) -> Iterator[Any]:
+    """The fake cloud with the test module's AccessKey (its AK and SK) as "plugin-user": the
+    kms-plugin tests' cloud, on 127.0.0.1 with no proxy in the way."""
+    from tests.fakecloud import FakeCloud
+
+    with FakeCloud() as fake:
+        fake.add_access_key(request.module.AK, request.module.SK, "plugin-user")
+        yield fake
+
+
+@pytest.fixture
 def socket_dir() -> Iterator[Path]:
     """A short directory for a unix socket (their paths are limited to 107 bytes)."""
     path = Path(tempfile.mkdtemp(prefix="kms-", dir="/tmp"))

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -30,16 +29,10 @@ AK, SK = "LTAI5tPluginMessages1", "plugin-messages-secret-1"
 CONTEXT = {"kubernetes-cluster": "unit"}
 
 
-@pytest.fixture(autouse=True)
-def _no_proxies(no_proxies: None) -> None:
-    """Every test here talks to the fake cloud on 127.0.0.1 (tests/conftest.py)."""
-
-
 @pytest.fixture
-def cloud() -> Iterator[FakeCloud]:
-    with FakeCloud() as fake:
-        fake.add_access_key(AK, SK, "plugin-user")
-        yield fake
+def cloud(plugin_cloud: FakeCloud) -> FakeCloud:
+    """The fake cloud with this module's AccessKey, no proxies (tests/conftest.py)."""
+    return plugin_cloud
 
 
 
