@@ -28,6 +28,7 @@ import base64
 import hashlib
 import itertools
 import os
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -286,15 +287,21 @@ class _CaSession:
 
 class CaSessions:
     """The SDK sessions in use, each held by the SDK clients that use it and released with the
-    last: the session closed and removed from the SDK's table (a session keeps a TLS context
-    with the whole system trust store, ~1 MiB, and its idle connections; the SDK keeps one per
-    host it ever saw, and tenants choose hosts). Each distinct (protocol, host, private CA)
-    also gets a pool size of its own (so a session and trust store of its own) and its PEM in
-    a memory-only file, closed with it; the pool size is free again after that."""
+    last: the session closed and removed from the SDK's table (the SDK keeps one per host it
+    ever saw, and tenants choose hosts). Each distinct (protocol, host, private CA) also gets a
+    pool size of its own (so a session of its own; sizes of private-CA sessions are unique
+    across hosts) and its PEM in a memory-only file, closed with it; the pool size is free
+    again after that.
+
+    The SDK builds every session's TLS context with the system's and certifi's trust stores
+    (~1 MiB). A private-CA session's context trusts its CA only (`_private_ca_adapter`): a
+    store that names its endpoint's CA trusts nothing else for it, and a live store with a CA
+    of its own costs kilobytes, not a megabyte (400 live stores once held 500 MiB)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._held: dict[tuple[str, str, str], _CaSession] = {}
+        _hook_sdk_adapter()
 
     def __len__(self) -> int:
         with self._lock:
@@ -309,9 +316,11 @@ class CaSessions:
             if held is None and not endpoint.ca_pem:
                 held = self._held[key] = _CaSession(SDK_DEFAULT_POOL, -1)
             elif held is None:
-                taken = {h.size for k, h in self._held.items() if k[:2] == key[:2]}
-                size = next(n for n in itertools.count(SDK_DEFAULT_POOL + 1) if n not in taken)
-                held = self._held[key] = _CaSession(size, _memory_file(endpoint.ca_pem))
+                with _PRIVATE_LOCK:
+                    size = next(n for n in itertools.count(SDK_DEFAULT_POOL + 1)
+                                if n not in _PRIVATE_CA_PATHS)
+                    held = self._held[key] = _CaSession(size, _memory_file(endpoint.ca_pem))
+                    _PRIVATE_CA_PATHS[size] = f"/proc/self/fd/{held.fd}"
             held.users += 1
             if held.fd < 0:
                 return None, None
@@ -333,7 +342,49 @@ class CaSessions:
             _close_sdk_sessions(endpoint.protocol, endpoint.host, held.size)
             if held.fd >= 0:
                 os.close(held.fd)
+                with _PRIVATE_LOCK:
+                    _PRIVATE_CA_PATHS.pop(held.size, None)
         release_free_memory()
+
+
+# Pool size of a live private-CA session -> the file of its CA (every CaSessions of the
+# process: the SDK's session table is one per process too).
+_PRIVATE_CA_PATHS: dict[int, str] = {}
+_PRIVATE_LOCK = threading.Lock()
+_hooked = False
+
+
+def _hook_sdk_adapter() -> None:
+    """Once per process: the SDK builds a private-CA session's adapter with a context that
+    trusts that CA only (see CaSessions)."""
+    global _hooked
+    with _PRIVATE_LOCK:
+        if _hooked:
+            return
+        from darabonba.core import DaraCore
+
+        original = DaraCore.get_adapter
+
+        def get_adapter(prefix: str, tls_min_version: str | None = None,
+                        pool_size: int | None = None) -> Any:
+            with _PRIVATE_LOCK:
+                path = _PRIVATE_CA_PATHS.get(pool_size or 0)
+            if path is None or prefix.upper() != "HTTPS":
+                return original(prefix, tls_min_version, pool_size=pool_size)
+            return _private_ca_adapter(path, tls_min_version, pool_size or SDK_DEFAULT_POOL)
+
+        DaraCore.get_adapter = staticmethod(get_adapter)
+        _hooked = True
+
+
+def _private_ca_adapter(path: str, tls_min_version: str | None, pool_size: int) -> Any:
+    """The SDK's own adapter class, with a TLS context that trusts the CA in `path` only."""
+    from darabonba.core import DEFAULT_POOL_SIZE, DaraCore, _TLSAdapter
+
+    context = ssl.create_default_context(cafile=path)
+    context = DaraCore._set_tls_minimum_version(context, tls_min_version)
+    return _TLSAdapter(ssl_context=context, pool_connections=DEFAULT_POOL_SIZE,
+                       pool_maxsize=pool_size)
 
 
 def _ca_key(endpoint: Endpoint) -> tuple[str, str, str]:

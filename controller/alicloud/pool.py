@@ -33,16 +33,15 @@ SdkKey = tuple[Any, Identity]  # (endpoint, identity)
 SdkEntry = tuple[Any, Any]  # (SDK client, the credentials client it signs with)
 
 
-# Calls of one identity that may hold an endpoint's slots and start times at once: what one
-# tenth of a second of the endpoint's rate allows (1 at the default 10/s), so another caller's
-# call starts within about 0.1 s plus one period, and one identity alone still reaches the full
-# rate while a call takes less than 0.1 s.
+# Calls of one identity that may wait for an endpoint's start times at once: what one tenth of
+# a second of the endpoint's rate allows (1 at the default 10/s), so another caller's call
+# starts within about 0.1 s plus one period.
 PER_CALLER_SECONDS = 0.1
 
 
 class RateLimiter:
-    """At most `rate` calls per second to one endpoint, and at most `rate` at once, at most
-    `per_caller` of them one identity's (`turn`).
+    """At most `rate` calls per second to one endpoint, and at most `rate` at once; at most
+    `per_caller` of one identity's calls waiting for a start time (`turn`).
 
     Calls start evenly spaced, one every `(1 + guard) / rate` seconds (a token bucket that holds
     a single token), so no one-second window ever holds more than `rate` of them: a bucket with
@@ -63,23 +62,38 @@ class RateLimiter:
         self.per_caller = max(1, per_caller if per_caller is not None
                               else int(self.rate * PER_CALLER_SECONDS))
         self._callers: dict[Hashable, tuple[threading.Semaphore, int]] = {}
+        self._local = threading.local()  # the current thread's place (turn), for acquire
 
     @contextlib.contextmanager
     def turn(self, caller: Hashable) -> Iterator[None]:
-        """A place for one call of `caller` (an identity): at most `per_caller` of one
-        caller's calls hold a slot or a start time at once; the caller's other calls wait
-        here, behind the other callers' reservations, not in the endpoint's queue. Without
-        this one tenant's hundreds of polls filled the queue of start times and every other
-        tenant's read waited behind them (4.4 s at 10 calls/s, a black-box attempt,
-        2026-12-07); with it another caller's call starts within about `per_caller` + 1
-        periods (0.2 s at 10/s). Then a slot (`slots`), held for the whole call."""
+        """A place for one call of `caller` (an identity), then a slot (`slots`), held for
+        the whole call. At most `per_caller` of one caller's calls wait for a start time at
+        once (the place is given back by `acquire` once the start time has come); the
+        caller's other calls wait here, behind the other callers' reservations, not in the
+        endpoint's queue. Without this one tenant's hundreds of polls filled the queue of
+        start times and every other tenant's read waited behind them (4.4 s at 10 calls/s,
+        a black-box attempt, 2026-12-07); with it another caller's call starts within about
+        `per_caller` + 1 periods (0.2 s at 10/s). Calls in flight are not limited per caller:
+        one identity alone still uses every slot when the service is slow."""
         with self._lock:
             gate, users = self._callers.get(caller, (threading.Semaphore(self.per_caller), 0))
             self._callers[caller] = (gate, users + 1)
+        held = [False]
+
+        def give_back() -> None:
+            if held[0]:
+                held[0] = False
+                gate.release()
+
         try:
-            with gate, self.slots:
+            gate.acquire()
+            held[0] = True
+            self._local.give_back = give_back
+            with self.slots:
                 yield
         finally:
+            self._local.give_back = None
+            give_back()
             with self._lock:
                 gate, users = self._callers[caller]
                 if users <= 1:
@@ -99,6 +113,9 @@ class RateLimiter:
                 cancel.wait(start - now)
             else:
                 time.sleep(start - now)
+        give_back = getattr(self._local, "give_back", None)
+        if give_back is not None:  # started: the caller's place goes to its next call
+            give_back()
 
 
 class ClientPool(Generic[K, C]):

@@ -206,3 +206,49 @@ def test_a_thousand_cas_and_endpoint_hosts_leave_nothing_behind(
     assert _series(metrics_port) <= base_series + 1  # the tenants' hosts: one "other"
     print(f"fds {base_fds} -> {_fds(pid)}, RSS {base_rss:.1f} -> {after_rss:.1f} MiB, "
           f"series {base_series} -> {_series(metrics_port)}")
+
+
+LIVE_STORES = 60
+LIVE_STORE_MIB = 0.3  # each live store with a CA of its own at most (measured ~0.08; was ~0.95)
+
+
+def test_live_stores_with_cas_of_their_own_cost_kilobytes_not_a_megabyte(
+    k8s: K8s, cloud: FakeCloud, namespace: str, start_controller: Callable[..., Any],
+) -> None:
+    """Found by a black-box attempt (2026-12-07): the SDK built every private-CA session's TLS
+    context with the system's and certifi's trust stores (~1 MiB), so a tenant's live stores
+    with distinct CAs (the same CA plus a comment) cost ~1 MiB each, without bound (401:
+    500 MiB). A private-CA session now trusts its CA only."""
+    cloud.put_secret("db", "pw")
+    k8s.core.create_namespaced_secret(namespace, {"metadata": {"name": "ak"},
+                                                  "stringData": {"id": AK_ID,
+                                                                 "secret": AK_SECRET}})
+    host = cloud.kms_tls_endpoint
+    controller = start_controller("--kms-endpoint", cloud.kms_endpoint, "--polling-interval",
+                                  "1h", "--allowed-endpoints", host.rsplit(":", 1)[0])
+    pid = controller.proc.pid
+
+    def create(i: int) -> None:
+        k8s.create(namespace, "secretstores", {
+            "kind": "SecretStore", "metadata": {"name": f"s{i}"},
+            "spec": {"KMS": {"endpoint": f"https://{host}",
+                             "ca": f"{cloud.ca_pem}\n# tenant {i}\n",
+                             "KMSAuth": {"accessKey": {"name": "ak", "key": "id"},
+                                         "accessKeySecret": {"name": "ak", "key": "secret"}}}}})
+        k8s.create(namespace, "externalsecrets", {
+            "kind": "ExternalSecret", "metadata": {"name": f"e{i}"},
+            "spec": {"data": [{"key": "db", "name": "db", "secretStoreRef": {"name": f"s{i}"}}]}})
+
+    create(0)  # the first TLS session (and its imports) before the baseline
+    wait_for(lambda: k8s.secret_data(namespace, "e0") == {"db": "pw"}, timeout=60,
+             what="first sync over TLS with the store's CA")
+    before = rss_mib(pid)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(create, range(1, LIVE_STORES + 1)))
+    wait_for(lambda: all(k8s.secret_data(namespace, f"e{i}") == {"db": "pw"}
+                         for i in range(1, LIVE_STORES + 1)), timeout=180,
+             what=f"{LIVE_STORES} stores synced over TLS, each with a CA of its own")
+    grown = rss_mib(pid) - before
+    print(f"{LIVE_STORES} live stores with distinct CAs: RSS +{grown:.1f} MiB")
+    assert grown < LIVE_STORES * LIVE_STORE_MIB, grown
+    assert controller.proc.poll() is None

@@ -430,3 +430,33 @@ def test_one_identity_holds_at_most_two_places_at_an_endpoint_others_go_first() 
     for t in (*busy, third, other):
         t.join(5)
     assert limiter._callers == {}
+
+
+def test_a_started_call_gives_its_place_to_the_callers_next_call() -> None:
+    """The place bounds the calls waiting for a start time, not those in flight: one identity
+    alone still fills every slot when the service is slow."""
+    limiter = RateLimiter(10, per_caller=1)
+    started = threading.Event()
+    leave = threading.Event()
+
+    def slow_call() -> None:
+        with limiter.turn("only-tenant"):
+            limiter.acquire()
+            started.set()
+            assert leave.wait(5)  # in flight
+
+    first = threading.Thread(target=slow_call, daemon=True)
+    first.start()
+    assert started.wait(5)
+    second_in = threading.Event()
+
+    def next_call() -> None:
+        with limiter.turn("only-tenant"):
+            second_in.set()
+
+    second = threading.Thread(target=next_call, daemon=True)
+    second.start()
+    assert second_in.wait(5)  # while the first is still in flight
+    leave.set()
+    first.join(5)
+    second.join(5)
