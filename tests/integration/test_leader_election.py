@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from controller.kube.client import api_client
+from controller.kube.client import api_client, without_retries
 from controller.kube.leader import FAILURES, LeaderElector
 from controller.kube.rest import MERGE, Rest
 from tests.cluster import ControlPlane
@@ -125,7 +125,8 @@ def replicas(plane: ControlPlane) -> Iterator[Any]:
                  {"metadata": {"name": lease}, "data": {}})
 
     def make(name: str, offset: float = 0.0) -> Replica:
-        rest = CutRest(api_client(str(plane.kubeconfig)))
+        # As the controller does: the Lease's own client, no urllib3 retries (kube/client.py).
+        rest = CutRest(without_retries(api_client(str(plane.kubeconfig))))
         elector = LeaderElector(rest, namespace=NS, name=lease, identity=name,
                                 lease_duration=LEASE, renew_deadline=RENEW,
                                 retry_period=RETRY, clock_offset=offset)

