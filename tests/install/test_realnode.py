@@ -215,6 +215,13 @@ def installed(node: Node, image_ref: str, cluster: ControlPlane, kube: Any,
             "env.KUBERNETES_SERVICE_HOST": GATEWAY,
             "env.KUBERNETES_SERVICE_PORT": str(node.apiserver_port),
             "env.ALIBABA_CLOUD_ECS_METADATA_DISABLED": "true",
+            # Every Pod's API traffic here passes a TLS front door in this test process
+            # (tests/cluster/node.py). On a loaded 2-core CI machine it once held a new
+            # leader's Lease reads for over 8 s, past the default 10 s renew deadline (the
+            # leader stepped down: a 28 s gap). The Lease's timing is the operator's to fit
+            # the API server's latency; this node's gets room. Hand-overs on SIGTERM release
+            # the Lease and do not wait for it.
+            "command.extraArgs": "{--lease-duration=40s,--renew-deadline=30s}",
         }
         inst = Installed(ns, k, values, cloud, kube)
         try:
