@@ -176,6 +176,7 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
         log.info("ClusterExternalSecrets are not processed (--process-cluster-external-secret"
                  "=false)")
     metrics.track_queue_depth(manager.queue.depth)
+    metrics.track_caches(manager.cache_footprints)
     servers = OpsServers(metrics, metrics_address=settings.metrics_bind_address,
                          health_address=settings.health_probe_bind_address,
                          liveness={"threads": manager.threads_alive},

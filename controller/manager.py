@@ -45,7 +45,7 @@ from controller.engine.storestatus import CheckReads, StoreKey, StoreStatus
 from controller.engine.triggers import Seen, Triggers
 from controller.kube.access import KubeAccess
 from controller.kube.events import EventRecorder
-from controller.kube.informer import Informer
+from controller.kube.informer import Informer, overflow
 from controller.kube.rest import (
     CLUSTER_SECRET_STORES,
     EXTERNAL_SECRETS,
@@ -129,18 +129,26 @@ class Manager:
         self.backoff = ExponentialBackoff(base=RETRY_BASE, cap=3600.0, jitter=Jitter.EQUAL)
         self.events = EventRecorder(rest, instance)
         namespaces = settings.watch_namespaces or ("",)
+        # What one namespace's objects may hold in each cache (--namespace-cache-bytes):
+        # ExternalSecrets and SecretStores past it are refused (NamespaceCacheFull); Secrets
+        # past it are read from the apiserver when a sync needs them.
+        budget = settings.namespace_cache_bytes
         self.es_informers = {ns: Informer(rest, EXTERNAL_SECRETS, self._on_external_secret,
-                                          namespace=ns) for ns in namespaces}
+                                          namespace=ns, namespace_budget=budget)
+                             for ns in namespaces}
         self.store_informers = {ns: Informer(rest, SECRET_STORES, self._on_secret_store,
-                                             namespace=ns) for ns in namespaces}
+                                             namespace=ns, namespace_budget=budget)
+                                for ns in namespaces}
         self.cluster_store_informer = Informer(rest, CLUSTER_SECRET_STORES,
                                                self._on_cluster_store)
         self.secret_informers = {ns: Informer(rest, SECRETS, self._on_secret, namespace=ns,
-                                              label_selector=f"{MANAGED_BY}={MANAGER}")
+                                              label_selector=f"{MANAGED_BY}={MANAGER}",
+                                              namespace_budget=budget, full_events=True)
                                  for ns in namespaces}
         # Secrets that ExternalSecrets merge into carry no managed-by label (they are not ours)
         self.merged_informers = {ns: Informer(rest, SECRETS, self._on_secret, namespace=ns,
-                                              label_selector=f"{MERGE_TARGET}=true")
+                                              label_selector=f"{MERGE_TARGET}=true",
+                                              namespace_budget=budget, full_events=True)
                                  for ns in namespaces}
         for informer in self.merged_informers.values():
             informer.name = f"merged-{informer.name}"
@@ -174,7 +182,8 @@ class Manager:
             recheck=settings.store_recheck_interval or settings.polling_interval,
             clock=self.clock, scrub=self.hooks.scrub, serves=self._serves_store, reads=reads)
         readers = {name: r for name, r in (("oos", oos), ("dkms", dedicated)) if r is not None}
-        self.fetcher = Fetcher(kms, self.clock, readers=readers)
+        self.fetcher = Fetcher(kms, self.clock, readers=readers,
+                               max_bytes=settings.value_cache_bytes)
         self.reconciler = Reconciler(
             self.kube, self.resolver, self.fetcher,
             default_interval=settings.polling_interval,
@@ -207,6 +216,17 @@ class Manager:
         return [*self.es_informers.values(), *self.store_informers.values(),
                 self.cluster_store_informer, *self.secret_informers.values(),
                 *self.merged_informers.values()]
+
+    def cache_footprints(self) -> list[tuple[str, int, int | None]]:
+        """(resource, bytes held whole, objects over budget) of each bounded cache, and the
+        values read (metrics)."""
+        found: list[tuple[str, int, int | None]] = [("values", self.fetcher.value_bytes, None)]
+        for resource, informers in (("externalsecrets", self.es_informers),
+                                    ("secretstores", self.store_informers),
+                                    ("secrets", self.secret_informers),
+                                    ("secrets", self.merged_informers)):
+            found += [(resource, *informer.footprint()) for informer in informers.values()]
+        return found
 
     def start_caches(self) -> None:
         self.events.start()
@@ -312,7 +332,8 @@ class Manager:
                 self.queue.add(key)  # the worker lets go of the Secret it merged into
             return
         seen = Seen(int(meta.get("generation") or 0),
-                    str((meta.get("annotations") or {}).get(FORCE_SYNC, "")))
+                    str((meta.get("annotations") or {}).get(FORCE_SYNC, "")),
+                    whole=overflow(obj) is None)
         es = self._parse(obj)
         with self._lock:
             changed, forced = self.triggers.observe(key, seen, es)

@@ -105,6 +105,8 @@ class Settings:
     allow_insecure_kms_instance_tls: bool = False
     # One sync of one ExternalSecret: templates and fetched-value parsing (docs/security.md)
     sync_budget_bytes: int = 16 << 20
+    namespace_cache_bytes: int = 8 << 20
+    value_cache_bytes: int = 32 << 20
     sync_budget_steps: int = 200_000
 
     def refresh_floor(self) -> float:
@@ -229,6 +231,15 @@ def build_parser() -> GoFlagParser:
       help="bytes one sync of one ExternalSecret may build in its templates and while parsing "
       "its fetched values (JSON, YAML), all together (default 16 MiB, at least 1 MiB; keep it "
       "times --workers well under the memory limit)")
+    a("--namespace-cache-bytes", type=parse_go_int, default=8 << 20,
+      help="bytes (as JSON) one namespace's ExternalSecrets may take in the controller's "
+      "cache, and as much its SecretStores and its Secrets the controller writes; objects "
+      "past it are reported (NamespaceCacheFull) or read uncached (Secrets) (default 8 MiB, "
+      "at least 1 MiB; 0: no bound)")
+    a("--value-cache-bytes", type=parse_go_int, default=32 << 20,
+      help="bytes the values read from KMS and OOS may take in the controller's cache, all "
+      "together; past it the largest holder's least recently used value is let go and read "
+      "again when needed (default 32 MiB, at least 1 MiB)")
     a("--sync-budget-steps", type=parse_go_int, default=200_000,
       help="evaluation steps one sync of one ExternalSecret may take in its templates and "
       "parsing, all together (default 200000, at least 10000)")
@@ -303,6 +314,11 @@ def validate(ns: argparse.Namespace, watch: Sequence[str]) -> None:
         raise FlagError(f"--reconcile-count {ns.reconcile_count}: must not be negative")
     if ns.sync_budget_bytes < 1 << 20:
         raise FlagError(f"--sync-budget-bytes {ns.sync_budget_bytes}: give at least 1048576")
+    if ns.namespace_cache_bytes != 0 and ns.namespace_cache_bytes < 1 << 20:
+        raise FlagError(f"--namespace-cache-bytes {ns.namespace_cache_bytes}: give at least "
+                        "1048576, or 0 for no bound")
+    if ns.value_cache_bytes < 1 << 20:
+        raise FlagError(f"--value-cache-bytes {ns.value_cache_bytes}: give at least 1048576")
     if ns.sync_budget_steps < 10_000:
         raise FlagError(f"--sync-budget-steps {ns.sync_budget_steps}: give at least 10000")
     _positive("--polling-interval", ns.polling_interval)
@@ -425,5 +441,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         allow_http_endpoints=ns.allow_http_endpoints,
         allow_insecure_kms_instance_tls=ns.allow_insecure_kms_instance_tls,
         sync_budget_bytes=ns.sync_budget_bytes,
+        namespace_cache_bytes=ns.namespace_cache_bytes,
+        value_cache_bytes=ns.value_cache_bytes,
         sync_budget_steps=ns.sync_budget_steps,
     )

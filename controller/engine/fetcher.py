@@ -8,12 +8,18 @@ Failures back off per distinct read, shared by every ExternalSecret that uses it
 read is answered from the cache for 2 s after the first failure, then 4, 8, ... up to the
 readers' interval (or 5 minutes), so a throttled or broken secret costs one call per back-off
 step, not one per ExternalSecret retry; a success resets it.
+
+What stays is bounded (--value-cache-bytes): values held together take at most that many
+bytes. Past it, the least recently used value of the identity that holds the most is let go
+first, so a tenant reading many large values evicts its own before anyone else's; a value let
+go costs its next reader one call (polls compare digests, not values).
 """
 
 from __future__ import annotations
 
+import collections
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -24,6 +30,8 @@ from controller.engine.clock import Clock, RealClock
 
 FAILURE_TTL = 2.0  # the first back-off step of a failed read
 FAILURE_TTL_CAP = 300.0
+DEFAULT_VALUE_BYTES = 32 << 20  # --value-cache-bytes
+VALUE_OVERHEAD = 256  # what a cached value costs besides its bytes (the entry, the request)
 
 
 @dataclass(frozen=True)
@@ -67,11 +75,18 @@ class _Flight:
 
 class Fetcher:
     def __init__(self, reader: SecretReader, clock: Clock | None = None,
-                 readers: Mapping[str, SecretReader] | None = None) -> None:
+                 readers: Mapping[str, SecretReader] | None = None,
+                 max_bytes: int = DEFAULT_VALUE_BYTES) -> None:
         self.reader = reader  # KMS; `readers` holds the other providers (oos)
         self.readers = dict(readers or {})
         self.clock = clock or RealClock()
+        self.max_bytes = max_bytes
         self._cache: dict[FetchRequest, _Entry] = {}
+        # The values held, per identity, least recently used first, with their sizes.
+        self._held: dict[Hashable, collections.OrderedDict[FetchRequest, int]] = {}
+        self._held_bytes: dict[Hashable, int] = {}
+        self.value_bytes = 0
+        self.evictions = 0
         self._flights: dict[FetchRequest, _Flight] = {}
         self._failures: dict[FetchRequest, int] = {}  # consecutive failures of each read
         self._last_ok: dict[FetchRequest, float] = {}  # when each read last succeeded
@@ -84,6 +99,7 @@ class Fetcher:
         with self._lock:
             entry = self._cache.get(request)
             if not fresh and entry is not None and self._usable(request, entry, max_age):
+                self._touch(request)
                 return entry.result
             flight = self._flights.get(request)
             leader = flight is None
@@ -97,6 +113,7 @@ class Fetcher:
             result = self._read(request)
             with self._lock:
                 self._cache[request] = _Entry(self.clock.now(), result)
+                self._account(request, result)
                 if isinstance(result, FetchError):
                     self._failures[request] = self._failures.get(request, 0) + 1
                 else:
@@ -131,6 +148,7 @@ class Fetcher:
         """Forget a value nobody uses any more."""
         with self._lock:
             self._cache.pop(request, None)
+            self._unaccount(request)
             self._failures.pop(request, None)
             self._last_ok.pop(request, None)
 
@@ -143,6 +161,47 @@ class Fetcher:
     def __len__(self) -> int:
         with self._lock:
             return len(self._cache)
+
+    # ------------------------------------------------------------ the bound
+    def _account(self, request: FetchRequest, result: Result) -> None:
+        """`request` now holds `result` (the lock held): count a value's bytes, then let go of
+        values past the bound, the largest holder's least recently used first."""
+        self._unaccount(request)
+        if isinstance(result, FetchError):
+            return
+        size = len(result.data) + VALUE_OVERHEAD
+        owner = request.identity
+        self._held.setdefault(owner, collections.OrderedDict())[request] = size
+        self._held_bytes[owner] = self._held_bytes.get(owner, 0) + size
+        self.value_bytes += size
+        while self.value_bytes > self.max_bytes:
+            largest = max(self._held_bytes, key=self._held_bytes.__getitem__)
+            victim = next(iter(self._held[largest]))
+            if victim == request and len(self._held[largest]) == 1 and \
+                    len(self._held_bytes) == 1:
+                break  # the only value held: over the bound alone, kept for its readers
+            self._unaccount(victim)
+            self._cache.pop(victim, None)
+            self.evictions += 1
+
+    def _unaccount(self, request: FetchRequest) -> None:
+        owner = request.identity
+        held = self._held.get(owner)
+        size = held.pop(request, None) if held is not None else None
+        if size is None:
+            return
+        self.value_bytes -= size
+        left = self._held_bytes[owner] - size
+        if held:
+            self._held_bytes[owner] = left
+        else:
+            del self._held[owner]
+            del self._held_bytes[owner]
+
+    def _touch(self, request: FetchRequest) -> None:
+        held = self._held.get(request.identity)
+        if held is not None and request in held:
+            held.move_to_end(request)
 
     def _usable(self, request: FetchRequest, entry: _Entry, max_age: float) -> bool:
         age = self.clock.now() - entry.at

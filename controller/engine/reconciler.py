@@ -39,6 +39,7 @@ from controller.alicloud.errors import FetchError, Kind
 from controller.engine import status as status_mod
 from controller.engine.fetcher import Fetcher, FetchRequest
 from controller.engine.stores import StoreProblem, StoreResolver
+from controller.kube.informer import NAMESPACE_CACHE_FULL, overflow_message
 from controller.names import (
     ACK_FINALIZER,
     ADOPT,
@@ -52,6 +53,7 @@ from controller.names import (
     field_manager,
     merge_annotation,
 )
+from controller.ops.memory import release_free_memory
 from controller.ops.neterrors import DESCRIPTIONS, network_failure
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,11 @@ MAX_AGE_FACTOR = 1.5
 # A transient KMS fault (throttling, 5xx, timeout) does not flip Ready while the value was read
 # successfully less than this many intervals ago: the Secret's data is neither wrong nor old.
 GRACE_FACTOR = 2.0
+# A sync that read more than this many bytes of values returns the heap's free pages to the
+# kernel when it ends (throttled, ops/memory.py): its copies (values, rendered data, the
+# request) are freed then, and would otherwise stay resident as the high-water mark of every
+# such burst (8 objects of 100 x 60 KB values: +47 MiB RSS that stayed).
+HEAVY_SYNC_BYTES = 1 << 20
 
 # Condition reasons
 SYNCED = "Synced"
@@ -86,7 +93,7 @@ _OWN_REASONS = frozenset({
     "StoreNotFound", "CrossNamespaceRefused", "InvalidStore", "NoCredentials",
     "CredentialsNotFound", "CredentialsNotReadable", "StoreNotAllowed",
     "ControllerIdentityRefused", "EndpointRefused", "UnsupportedStore", "InsecureTLSRefused",
-    "ClusterSecretStoreDisabled", BUDGET_EXCEEDED,
+    "ClusterSecretStoreDisabled", BUDGET_EXCEEDED, NAMESPACE_CACHE_FULL,
     INVALID_SECRET, render.JMES_PATH_NO_MATCH, render.JMES_PATH_FAILED})
 
 
@@ -240,6 +247,7 @@ class Reconciler:
         self.budget = budget or SyncBudgetLimits()
         self._over_budget = _OverBudget()
         self.render_gate = RenderGate()
+        self._read = threading.local()  # bytes of values the current thread's sync read
         # Defence in depth: every status message and Event text passes the log redactor too
         # (messages are built from names, never values, in the first place).
         self.scrub = scrub or (lambda text: text)
@@ -291,11 +299,15 @@ class Reconciler:
             self.kube.remove_finalizer(raw, ACK_FINALIZER)
         if meta.get("deletionTimestamp"):
             return Outcome("gone")
+        full = overflow_message(raw)
+        if full is not None:  # over its namespace's cache budget: only a stub is held
+            return self._refused(raw, NAMESPACE_CACHE_FULL, full)
         try:
             es = self.parse(raw)
         except model.SpecError as exc:
             return self._invalid(raw, str(exc))
         used: set[FetchRequest] = set()
+        self._read.bytes = 0
         try:
             outcome = self._sync(raw, es, fresh=fresh, ack_managed=ack_managed, used=used)
             if templates.source_keys(es.spec.target.template) and outcome.interval > 0:
@@ -307,6 +319,8 @@ class Reconciler:
             else:
                 log.exception("sync of ExternalSecret %s failed unexpectedly", es.qualified_name)
                 outcome = self.crashed(raw, exc, interval=self.interval_of(es))
+        if self._read.bytes > HEAVY_SYNC_BYTES:  # its copies are garbage now
+            release_free_memory()
         return dataclasses.replace(outcome, requests=frozenset(used))
 
     @staticmethod
@@ -369,6 +383,8 @@ class Reconciler:
                                 "failed", retry=True)
         fresh_enough: set[model.FetchKey] = set()
         fetched = self._fetch(es, interval, fresh, used, fresh_enough)
+        self._read.bytes = sum(len(r.value) for r in fetched.values()
+                               if isinstance(r, render.FetchedValue))
         previous, ownership = _previous(existing, es, merge)
         sources = self._template_sources(es)
         meta = (existing or {}).get("metadata", {})
@@ -589,19 +605,23 @@ class Reconciler:
         return reason, message[:2000]
 
     def _invalid(self, raw: dict[str, Any], message: str) -> Outcome:
+        return self._refused(raw, INVALID_SPEC, message)
+
+    def _refused(self, raw: dict[str, Any], reason: str, message: str) -> Outcome:
+        """Ready=False for an object that is not synced as it stands (its spec, or its size):
+        it syncs again when it changes; the Secret keeps its data."""
         message = self.scrub(message)
         meta = raw.get("metadata", {})
         generation = int(meta.get("generation") or 0)
         old = raw.get("status")
-        new = status_mod.build(old, ready=False, reason=INVALID_SPEC, message=message,
+        new = status_mod.build(old, ready=False, reason=reason, message=message,
                                generation=generation,
                                secret_name=str((old or {}).get("secretName", "")),
                                entries=[], wrote=False, now=self.now())
         if status_mod.changed(old, new):
             self.kube.apply_status(raw, new)
-        self.kube.event(raw, "Warning", INVALID_SPEC, message)
-        return Outcome("invalid", interval=0.0, retry=False, reason=INVALID_SPEC,
-                       message=message)
+        self.kube.event(raw, "Warning", reason, message)
+        return Outcome("invalid", interval=0.0, retry=False, reason=reason, message=message)
 
     def _conflict(self, raw: dict[str, Any], es: model.ExternalSecret,
                   interval: float, owner: str = "") -> Outcome:

@@ -39,6 +39,7 @@ from controller.alicloud.identity import (
     Identity,
 )
 from controller.alicloud.kms import Endpoint
+from controller.kube.informer import NAMESPACE_CACHE_FULL, overflow_message
 from controller.settings import Settings
 
 CREDENTIAL_TTL = 60.0  # re-read credential Secrets at least this often
@@ -389,6 +390,9 @@ class StoreResolver:
         return raw
 
     def _parse(self, raw: dict[str, Any], ref: model.StoreRef) -> model.SecretStore:
+        full = overflow_message(raw)
+        if full is not None:  # over its namespace's cache budget: only a stub is held
+            raise StoreProblem(NAMESPACE_CACHE_FULL, full)
         try:
             return model.parse_store(raw)
         except model.SpecError as exc:

@@ -21,6 +21,7 @@ Key = tuple[str, str]
 class Seen:
     generation: int
     force: str  # the force-sync annotation's value
+    whole: bool = True  # False: a stub (over its namespace's cache budget, no spec)
 
 
 class Triggers:
@@ -33,12 +34,14 @@ class Triggers:
     def observe(self, key: Key, seen: Seen,
                 es: model.ExternalSecret | None) -> tuple[bool, bool]:
         """An ExternalSecret was added or changed (`es`: its parse, None if it does not
-        parse). Returns (changed: its generation or force-sync annotation moved or it is new,
-        forced: the force-sync annotation changed on a known object)."""
+        parse). Returns (changed: it is new, its generation or force-sync annotation moved,
+        or it became a stub or whole again; forced: the force-sync annotation changed on a
+        known object held whole)."""
         before = self._seen.get(key)
         self._seen[key] = seen
         self._index(key, stores_of(es) if es is not None else frozenset())
-        forced = before is not None and before.force != seen.force
+        forced = before is not None and before.whole and seen.whole and \
+            before.force != seen.force
         return before != seen, forced
 
     def forget(self, key: Key) -> None:

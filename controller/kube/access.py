@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from controller.kube.events import EventRecorder
-from controller.kube.informer import Informer, Key
+from controller.kube.informer import Informer, Key, overflow
 from controller.kube.rest import (
     CLUSTER_SECRET_STORES,
     CONFIG_MAPS,
@@ -92,8 +92,10 @@ class KubeAccess:
     def secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         for informer in (self._secrets(namespace), self._merged(namespace)):
             cached = informer.get(namespace, name) if informer else None
-            if cached is not None:
+            if cached is not None and overflow(cached) is None:
                 return cached
+            if cached is not None:  # over its namespace's cache budget: read, not kept
+                break
         # Not managed by us (or not yet in the cache): ask the apiserver.
         return self._get(SECRETS.path(namespace, name))
 

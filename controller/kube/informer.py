@@ -12,6 +12,13 @@ a DELETED delivered while the write was in flight wins: otherwise a user's edit 
 landed in between would be undone in the cache, and nothing would trigger a sync to repair it.
 resourceVersions are opaque strings; etcd-backed ones are integers and are compared as such,
 anything else prefers the watch.
+
+Each namespace's objects may hold at most `namespace_budget` bytes (their JSON, as cached) of
+one informer's cache (--namespace-cache-bytes): an object that would pass it is cached as a
+stub (its name, uid, versions and status; `overflow()` says how big it was and why), so what a
+tenant creates cannot grow the controller's memory without bound. Objects are admitted in the
+order they arrive (a relist: the apiserver's order, by name), and stubs are read again, in
+name order, when a deletion or a smaller version makes room in their namespace.
 """
 
 from __future__ import annotations
@@ -72,6 +79,120 @@ def _intern(value: Any, in_data: bool) -> Any:
     return value  # Secret values are never interned: they stay private to their object
 
 
+# The key of a stub's record: a top-level field no API object has (the apiserver prunes them).
+OVERFLOW = "ackSecretManagerOverflow"
+_STUB_META = ("name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp",
+              "deletionTimestamp")
+_STUB_FINALIZERS = 16  # a stub keeps finalizers (ack's is removed through it) up to this many
+
+
+def overflow(obj: dict[str, Any]) -> dict[str, int] | None:
+    """For a stub (an object over its namespace's budget): {"size": its bytes, "held": the
+    bytes its namespace's objects held in the cache, "limit": the budget}; None otherwise."""
+    found = obj.get(OVERFLOW)
+    return found if isinstance(found, dict) else None
+
+
+NAMESPACE_CACHE_FULL = "NamespaceCacheFull"  # the condition reason of an object over it
+CACHE_FLAG = "--namespace-cache-bytes"
+
+
+def overflow_message(obj: dict[str, Any]) -> str | None:
+    """What an object over its namespace's budget reports (names, sizes and the flag; no
+    content); None for an object held whole."""
+    found = overflow(obj)
+    if found is None:
+        return None
+    meta = obj.get("metadata", {})
+    namespace, name = meta.get("namespace", ""), meta.get("name", "")
+    kind = str(obj.get("kind") or "object")
+    return (f"{kind} {namespace}/{name} ({_kib(found['size'])}) is not served: the {kind}s "
+            f"of namespace {namespace} already take {_kib(found['held'])} of the controller's "
+            f"cache, and {CACHE_FLAG} allows {_kib(found['limit'])} per namespace. Delete or "
+            f"shrink {kind}s in {namespace}, or ask the operator to raise {CACHE_FLAG}; data "
+            "already synced is kept")
+
+
+def _kib(size: int) -> str:
+    return f"{size / 1024:,.1f} KiB"
+
+
+def _size(obj: dict[str, Any]) -> int:
+    """Bytes of `obj` as compact JSON: what the budget counts."""
+    return len(json.dumps(obj, separators=(",", ":"), ensure_ascii=False))
+
+
+def _stub(obj: dict[str, Any], size: int, held: int, limit: int) -> dict[str, Any]:
+    meta = obj.get("metadata", {})
+    kept = {k: meta[k] for k in _STUB_META if k in meta}
+    finalizers = meta.get("finalizers") or []
+    if 0 < len(finalizers) <= _STUB_FINALIZERS:
+        kept["finalizers"] = finalizers
+    stub: dict[str, Any] = {"apiVersion": obj.get("apiVersion", ""), "kind": obj.get("kind", ""),
+                            "metadata": kept, OVERFLOW: {"size": size, "held": held,
+                                                         "limit": limit}}
+    if isinstance(obj.get("status"), dict):
+        stub["status"] = obj["status"]  # written by the controller, not by the tenant
+    return stub
+
+
+class _Ledger:
+    """The bytes of each namespace's objects held in full, against a per-namespace budget
+    (0: no budget), and the sizes of its stubs."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.held: dict[str, int] = {}
+        self.sizes: dict[Key, int] = {}
+        self.stubs: dict[str, dict[str, int]] = {}  # namespace -> {stub's name: its size}
+
+    def admit(self, key: Key, obj: dict[str, Any]) -> dict[str, Any]:
+        """What the cache keeps of `obj`: itself, or its stub when it would take its
+        namespace past the budget (an object already a stub stays one)."""
+        namespace = key[0]
+        if not self.budget or not namespace:
+            return obj
+        self.forget(key)
+        found = overflow(obj)
+        if found is None:
+            size = _size(obj)
+            held = self.held.get(namespace, 0)
+            if held + size <= self.budget:
+                self.sizes[key] = size
+                self.held[namespace] = held + size
+                return obj
+            obj = _stub(obj, size, held, self.budget)
+            found = overflow(obj)
+            assert found is not None
+        self.stubs.setdefault(namespace, {})[key[1]] = found["size"]
+        return obj
+
+    def forget(self, key: Key) -> None:
+        namespace = key[0]
+        size = self.sizes.pop(key, 0)
+        if size:
+            left = self.held.get(namespace, 0) - size
+            if left > 0:
+                self.held[namespace] = left
+            else:
+                self.held.pop(namespace, None)
+        stubs = self.stubs.get(namespace)
+        if stubs is not None:
+            stubs.pop(key[1], None)
+            if not stubs:
+                del self.stubs[namespace]
+
+    def fitting(self, namespace: str) -> list[str]:
+        """The stubs of `namespace` that would fit now, by the size they had, in name order."""
+        room = self.budget - self.held.get(namespace, 0)
+        names = []
+        for name, size in sorted(self.stubs.get(namespace, {}).items()):
+            if size <= room:
+                names.append(name)
+                room -= size
+        return names
+
+
 def newer(candidate: dict[str, Any], cached: dict[str, Any]) -> bool:
     """Whether `candidate` is a later version than `cached`: integer resourceVersions are
     compared; when either does not parse as one, the cached (watched) object is kept."""
@@ -100,7 +221,12 @@ class Informer:
         *,
         namespace: str = "",
         label_selector: str = "",
+        namespace_budget: int = 0,
+        full_events: bool = False,
     ) -> None:
+        """`namespace_budget`: bytes each namespace's objects may hold in this cache (0: no
+        bound); `full_events`: the handler sees an object over it whole (it must not keep it),
+        not its stub."""
         self.rest = rest
         self.resource = resource
         self.handler = handler
@@ -108,6 +234,9 @@ class Informer:
         self.label_selector = label_selector
         self.name = f"{resource.plural}{'/' + namespace if namespace else ''}"
         self._cache: dict[Key, dict[str, Any]] = {}
+        self._ledger = _Ledger(namespace_budget)
+        self._unread: set[str] = set()  # namespaces whose stubs' reading again failed
+        self.full_events = full_events
         self._writing: dict[Key, list[WriteTicket]] = {}  # emptied by finish_write
         self._delete_listeners: list[DeleteListener] = []
         self._lock = threading.Lock()
@@ -158,7 +287,7 @@ class Informer:
         cached = self._cache.get(key)
         if cached is not None and not newer(obj, cached):
             return False
-        self._cache[key] = obj
+        self._cache[key] = self._ledger.admit(key, obj)
         return True
 
     def _deleted(self, key: Key) -> None:
@@ -176,6 +305,13 @@ class Informer:
     def __len__(self) -> int:
         with self._lock:
             return len(self._cache)
+
+    def footprint(self) -> tuple[int, int]:
+        """(bytes of the objects held whole, objects held as stubs) under a namespace budget
+        (0, 0 without one)."""
+        with self._lock:
+            return (sum(self._ledger.held.values()),
+                    sum(len(stubs) for stubs in self._ledger.stubs.values()))
 
     @property
     def alive(self) -> bool:
@@ -238,6 +374,7 @@ class Informer:
 
     def _relist(self) -> str:
         fresh: dict[Key, dict[str, Any]] = {}
+        ledger = _Ledger(self._ledger.budget)
         cont: str | None = None
         while True:
             page = self.rest.get(
@@ -249,7 +386,8 @@ class Informer:
             for item in page.get("items", []):
                 item.setdefault("apiVersion", self.resource.api_version)
                 item.setdefault("kind", self.resource.kind)
-                fresh[key_of(item)] = _slim(item)
+                slim = _slim(item)
+                fresh[key_of(slim)] = ledger.admit(key_of(slim), slim)
             cont = page.get("metadata", {}).get("continue")
             if not cont:
                 rv = str(page.get("metadata", {}).get("resourceVersion", ""))
@@ -257,10 +395,10 @@ class Informer:
         self.last_contact = time.monotonic()
         self.relists += 1
         with self._lock:
-            old, self._cache = self._cache, fresh
+            old, self._cache, self._ledger = self._cache, fresh, ledger
             for key, kept in old.items():  # a write answered after the list's snapshot
                 if key in fresh and newer(kept, fresh[key]):
-                    fresh[key] = kept
+                    fresh[key] = ledger.admit(key, kept)
             vanished = [key for key in old if key not in fresh]
             for key in vanished:
                 self._deleted(key)
@@ -308,19 +446,64 @@ class Informer:
             return new_rv
         obj = _slim(obj)
         key = key_of(obj)
+        seen = obj
+        freed = False
         with self._lock:
+            held = self._ledger.held.get(key[0], 0)
             if kind == "DELETED":
                 self._cache.pop(key, None)
+                self._ledger.forget(key)
                 self._deleted(key)
             else:
                 cached = self._cache.get(key)
                 if cached is None or not newer(cached, obj):  # never back to an older version
-                    self._cache[key] = obj
+                    self._cache[key] = self._ledger.admit(key, obj)
+                    if not self.full_events:
+                        seen = self._cache[key]
+            freed = key[0] in self._ledger.stubs and (
+                self._ledger.held.get(key[0], 0) < held or key[0] in self._unread)
         if kind == "DELETED":
             self._notify_deleted([key])
         if kind in ("ADDED", "MODIFIED", "DELETED"):
-            self.handler(str(kind), obj)
+            self.handler(str(kind), seen)
+        if freed:
+            self._readmit(key[0])
         return new_rv
+
+    def _readmit(self, namespace: str) -> None:
+        """Room was made in `namespace`: read its stubs that fit again, in name order, and
+        cache them whole (a MODIFIED for each). Stops at the first that does not fit or
+        cannot be read (then again at the namespace's next event)."""
+        with self._lock:
+            names = self._ledger.fitting(namespace)
+            self._unread.discard(namespace)
+        for name in names:
+            try:
+                obj = self.rest.get(self.resource.path(namespace, name))
+            except ApiError as exc:
+                if exc.status == 404:
+                    continue  # deleted: its DELETED is on its way
+                log.debug("reading %s/%s of %s again failed: %s", namespace, name, self.name,
+                          exc)
+                self._unread.add(namespace)
+                return
+            except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+                log.debug("reading %s/%s of %s again failed: %s", namespace, name, self.name,
+                          type(exc).__name__)
+                self._unread.add(namespace)
+                return
+            obj.setdefault("apiVersion", self.resource.api_version)
+            obj.setdefault("kind", self.resource.kind)
+            slim = _slim(obj)
+            key = (namespace, name)
+            with self._lock:
+                cached = self._cache.get(key)
+                if cached is None or overflow(cached) is None or newer(cached, slim):
+                    continue  # deleted, or a watch event got there first
+                admitted = self._cache[key] = self._ledger.admit(key, slim)
+            if overflow(admitted) is not None:
+                return
+            self.handler("MODIFIED", admitted)
 
 
 def _rv(obj: dict[str, Any]) -> str:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -37,7 +37,9 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.registry import Collector
 
 from controller.ops.server import EndpointServer, Reply, Route
 
@@ -267,6 +269,13 @@ class Metrics:
         """Read the queue depth from `depth()` at each scrape (e.g. `WorkQueue.depth`)."""
         self.workqueue_depth.set_function(depth)
 
+    def track_caches(self,
+                     footprints: Callable[[], Iterable[tuple[str, int, int | None]]]) -> None:
+        """At each scrape, `footprints()` gives (resource, bytes held whole, objects over
+        their namespace's budget, None where there is no such budget) for each bounded
+        cache: --namespace-cache-bytes, --value-cache-bytes ("values")."""
+        self.registry.register(_CacheCollector(footprints))
+
     def observe_queue_wait(self, seconds: float) -> None:
         """Fits `WorkQueue(on_wait=...)`: how long a key waited for a worker."""
         self.workqueue_wait.observe(seconds)
@@ -288,6 +297,39 @@ class Metrics:
     def exposition(self) -> bytes:
         """The registry in Prometheus text format, as served on /metrics."""
         return generate_latest(self.registry)
+
+
+class _CacheCollector(Collector):
+    """ack_secret_manager_cache_bytes and _cache_over_budget_objects, per resource (a fixed
+    set of label values: the namespaces are summed)."""
+
+    def __init__(self,
+                 footprints: Callable[[], Iterable[tuple[str, int, int | None]]]) -> None:
+        self.footprints = footprints
+
+    def collect(self) -> Iterator[Metric]:
+        held = GaugeMetricFamily(
+            PREFIX + "cache_bytes", "Bytes (as JSON) of the objects the controller caches "
+            "whole, by resource, under --namespace-cache-bytes; resource=\"values\": the "
+            "values read from KMS and OOS, under --value-cache-bytes.", labels=["resource"])
+        over = GaugeMetricFamily(
+            PREFIX + "cache_over_budget_objects", "Objects cached as stubs because their "
+            "namespace's objects already filled --namespace-cache-bytes, by resource "
+            "(ExternalSecrets and SecretStores report NamespaceCacheFull).",
+            labels=["resource"])
+        sizes: dict[str, int] = {}
+        stubbed: dict[str, int] = {}
+        for resource, size, stubs in self.footprints():
+            label = safe_label(resource)
+            sizes[label] = sizes.get(label, 0) + size
+            if stubs is not None:
+                stubbed[label] = stubbed.get(label, 0) + stubs
+        for label, size in sorted(sizes.items()):
+            held.add_metric([label], size)
+        for label, stubs in sorted(stubbed.items()):
+            over.add_metric([label], stubs)
+        yield held
+        yield over
 
 
 def metrics_route(metrics: Metrics) -> Route:

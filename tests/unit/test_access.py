@@ -119,3 +119,28 @@ def test_every_deleted_secret_is_forgotten() -> None:
     for n in names:
         deliver(secrets, "DELETED", n, "9999")
     assert access.written_count() == 0
+
+
+def test_a_secret_over_its_namespaces_cache_budget_is_read_from_the_apiserver() -> None:
+    rest = SlowRest()
+    gets: list[str] = []
+
+    def get(path: str, **_query: Any) -> dict[str, Any]:
+        gets.append(path)
+        return {"metadata": {"name": "big", "namespace": "ns", "resourceVersion": "9"},
+                "data": {"k": "djE="}}
+
+    rest.get = get  # type: ignore[attr-defined]
+    secrets = Informer(rest, SECRETS, lambda kind, obj: None,  # type: ignore[arg-type]
+                       namespace="ns", namespace_budget=1 << 20, full_events=True)
+    access = KubeAccess(rest, None,  # type: ignore[arg-type]
+                        external_secrets=lambda ns: None, secret_stores=lambda ns: None,
+                        cluster_secret_stores=None, secrets=lambda ns: secrets)
+    deliver(secrets, "ADDED", "small", "5", data={"k": "djE="})
+    deliver(secrets, "ADDED", "big", "9", data={"k": "x" * (1 << 20)})
+    assert access.secret("ns", "small") == secrets.get("ns", "small") and gets == []
+    assert access.secret("ns", "big") == {
+        "metadata": {"name": "big", "namespace": "ns", "resourceVersion": "9"},
+        "data": {"k": "djE="}}
+    assert gets == ["/api/v1/namespaces/ns/secrets/big"]
+    assert "data" not in (secrets.get("ns", "big") or {})  # the cache keeps a stub only

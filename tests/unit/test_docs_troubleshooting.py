@@ -15,7 +15,7 @@ CAMEL = re.compile(r"^[A-Z][A-Za-z0-9]*[a-z][A-Za-z0-9]*$")
 # Not shown to a user as a reason: a read cancelled by the controller's own stop, the
 # per-entry status words, and the kms-plugin's refusal (it has its own page).
 NOT_USER_FACING = {"Cancelled", "Failed", "NotOurPlaintext"}
-REASON_MODULES = {"reconciler.py", "render.py", "neterrors.py", "templates.py"}
+REASON_MODULES = {"reconciler.py", "render.py", "neterrors.py", "templates.py", "informer.py"}
 
 
 def _reasons() -> dict[str, str]:

@@ -60,3 +60,59 @@ def test_the_back_off_never_outlasts_the_readers_interval() -> None:
         fetcher.fetch(REQUEST, 5.0)
         clock.advance(5.01)
     assert len(kms.reads) >= 10  # capped at the 5 s interval, not doubling past it
+
+
+# ------------------------------------------------------------ what stays (--value-cache-bytes)
+MIB = 1 << 20
+
+
+def _as(who: str, name: str) -> FetchRequest:
+    return FetchRequest(Identity(ACCESS_KEY, access_key_id=who), Endpoint("kms.example"), name)
+
+
+def test_values_past_the_bound_are_let_go_the_largest_holders_first() -> None:
+    kms, clock = FakeKms(), FakeClock()
+    fetcher = Fetcher(kms, clock, max_bytes=MIB)
+    kms.values.update({f"v{i}": "x" * 60_000 for i in range(40)})
+    kms.values["mine"] = "pw"
+    fetcher.fetch(_as("victim", "mine"), 3600.0)
+    for i in range(40):  # a tenant's identity reads 2.4 MB of values
+        fetcher.fetch(_as("hostile", f"v{i}"), 3600.0)
+    assert fetcher.value_bytes <= MIB
+    assert fetcher.evictions >= 20
+    # The other identity's value stayed: read once, answered from the cache.
+    assert fetcher.fetch(_as("victim", "mine"), 3600.0).data == b"pw"  # type: ignore[union-attr]
+    assert kms.reads.count("mine") == 1
+    # The hostile identity's oldest values went first; reading one again costs one call.
+    assert fetcher.peek(_as("hostile", "v0")) is None
+    assert fetcher.peek(_as("hostile", "v39")) is not None
+    fetcher.fetch(_as("hostile", "v0"), 3600.0)
+    assert kms.reads.count("v0") == 2
+
+
+def test_a_value_read_recently_is_kept_before_an_older_one_of_the_same_identity() -> None:
+    kms, clock = FakeKms(), FakeClock()
+    fetcher = Fetcher(kms, clock, max_bytes=MIB)
+    kms.values.update({f"v{i}": "x" * 300_000 for i in range(4)})
+    for i in range(3):
+        fetcher.fetch(_as("t", f"v{i}"), 3600.0)
+    fetcher.fetch(_as("t", "v0"), 3600.0)  # a cache hit: now the most recently used
+    fetcher.fetch(_as("t", "v3"), 3600.0)
+    assert fetcher.peek(_as("t", "v0")) is not None and fetcher.peek(_as("t", "v1")) is None
+
+
+def test_dropped_and_failed_reads_hold_no_bytes() -> None:
+    kms, clock = FakeKms(), FakeClock()
+    fetcher = Fetcher(kms, clock, max_bytes=MIB)
+    kms.values["a"] = "x" * 1000
+    fetcher.fetch(_as("t", "a"), 1.0)
+    assert fetcher.value_bytes > 1000
+    kms.fail["a"] = FetchError(Kind.TRANSIENT, "InternalFailure", "500")
+    clock.advance(2)
+    fetcher.fetch(_as("t", "a"), 1.0)
+    assert fetcher.value_bytes == 0
+    del kms.fail["a"]
+    clock.advance(10)
+    fetcher.fetch(_as("t", "a"), 1.0)
+    fetcher.drop(_as("t", "a"))
+    assert fetcher.value_bytes == 0 and not fetcher._held and not fetcher._held_bytes

@@ -311,3 +311,12 @@ def test_one_namespace_holds_all_workers_but_one_from_four() -> None:
 
     pairs = [(1, 1), (2, 2), (3, 3), (4, 3), (8, 7), (32, 31)]
     assert [(w, namespace_limit(w)) for w in (1, 2, 3, 4, 8, 32)] == pairs
+
+
+def test_an_external_secret_read_whole_again_after_its_stub_counts_as_changed() -> None:
+    t = Triggers()
+    key = ("team", "app")
+    assert t.observe(key, Seen(1, "", whole=False), None) == (True, False)
+    # Room was made: the same generation, now with its annotations (a force-sync value).
+    assert t.observe(key, Seen(1, "now"), None) == (True, False)
+    assert t.observe(key, Seen(1, "now"), None) == (False, False)

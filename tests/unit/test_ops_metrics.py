@@ -242,6 +242,7 @@ def test_docs_describe_every_metric_with_its_type_and_labels(metrics: Metrics) -
     metrics.observe_kms("GetSecretValue", "kms.example", "OK", 0.1)
     metrics.count_credential_refresh("access_key")
     metrics.count_write("Secret", "apply")
+    metrics.track_caches(lambda: [("externalsecrets", 10, 1), ("values", 5, None)])
     families = [f for f in metrics.registry.collect() if f.name.startswith(PREFIX)]
     assert set(rows) == {_exposed_name(f) for f in families}
     for family in families:
@@ -298,3 +299,12 @@ def test_address_zero_disables_the_server(metrics: Metrics) -> None:
     srv.start()
     assert (srv.enabled, srv.port) == (False, None)
     srv.stop()
+
+
+def test_cache_footprints_are_summed_per_resource(metrics: Metrics) -> None:
+    metrics.track_caches(lambda: [("externalsecrets", 100, 2), ("secrets", 30, 0),
+                                  ("secrets", 12, 3), ("values", 4096, None)])
+    assert value(metrics, "cache_bytes", resource="secrets") == 42
+    assert value(metrics, "cache_over_budget_objects", resource="secrets") == 3
+    assert value(metrics, "cache_bytes", resource="values") == 4096
+    assert value(metrics, "cache_over_budget_objects", resource="values") is None

@@ -1,0 +1,219 @@
+"""A namespace's objects hold at most --namespace-cache-bytes of one informer's cache: an
+object past it is cached as a stub that says how big it was and why, other namespaces are not
+affected, and a deletion that makes room reads the stubs that now fit again (MODIFIED)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from controller.kube.informer import (
+    NAMESPACE_CACHE_FULL,
+    Informer,
+    _Ledger,
+    _size,
+    overflow,
+    overflow_message,
+)
+from controller.kube.rest import EXTERNAL_SECRETS, ApiError
+from tests.fakes import World, entry
+
+BUDGET = 4096
+
+
+def es(name: str, rv: int, ns: str = "team", pad: int = 1000) -> dict[str, Any]:
+    return {"apiVersion": "alibabacloud.com/v1alpha1", "kind": "ExternalSecret",
+            "metadata": {"name": name, "namespace": ns, "resourceVersion": str(rv),
+                         "uid": f"uid-{name}", "generation": 1,
+                         "annotations": {"note": "x" * 40}},
+            "spec": {"data": [{"key": "k", "name": "n", "pad": "p" * pad}]},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+
+
+class Api:
+    """A fake Rest: a list of `items`, and GETs of single objects from `objects`."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.gets: list[str] = []
+        self.fail = False
+
+    def get(self, path: str, **_query: Any) -> dict[str, Any]:
+        parts = path.strip("/").split("/")
+        if parts[-1] == "externalsecrets":  # a list
+            return {"items": [json.loads(json.dumps(o)) for _k, o in sorted(self.objects.items())],
+                    "metadata": {"resourceVersion": "100"}}
+        self.gets.append(parts[-1])
+        if self.fail:
+            raise ApiError(500, "InternalError", {})
+        found = self.objects.get((parts[-3], parts[-1]))
+        if found is None:
+            raise ApiError(404, "NotFound", {})
+        return json.loads(json.dumps(found))
+
+
+def informer(api: Api, budget: int = BUDGET) -> tuple[Informer, list[tuple[str, str, bool]]]:
+    seen: list[tuple[str, str, bool]] = []
+    inf = Informer(api, EXTERNAL_SECRETS,  # type: ignore[arg-type]
+                   lambda kind, obj: seen.append((kind, obj["metadata"]["name"],
+                                                  overflow(obj) is not None)),
+                   namespace_budget=budget)
+    return inf, seen
+
+
+def deliver(inf: Informer, api: Api, kind: str, obj: dict[str, Any]) -> None:
+    meta = obj["metadata"]
+    if kind == "DELETED":
+        api.objects.pop((meta["namespace"], meta["name"]), None)
+    else:
+        api.objects[(meta["namespace"], meta["name"])] = obj
+    inf._apply({"type": kind, "object": json.loads(json.dumps(obj))}, "0")
+
+
+def test_objects_past_the_budget_are_stubs_that_name_their_size_and_the_flag() -> None:
+    api = Api()
+    inf, seen = informer(api)
+    for i in range(5):
+        deliver(inf, api, "ADDED", es(f"es-{i}", 10 + i))
+    full = [n for n in (f"es-{i}" for i in range(5)) if overflow(inf.get("team", n) or {}) is None]
+    assert full == ["es-0", "es-1", "es-2"]  # ~1.2 KiB each against 4 KiB
+    stub = inf.get("team", "es-4")
+    assert stub is not None and "spec" not in stub and "annotations" not in stub["metadata"]
+    assert stub["metadata"]["uid"] == "uid-es-4" and stub["status"]["conditions"]
+    message = overflow_message(stub)
+    assert message is not None
+    assert "ExternalSecret team/es-4" in message and "--namespace-cache-bytes" in message
+    assert "4.0 KiB per namespace" in message and "p" * 10 not in message
+    assert seen[-1] == ("ADDED", "es-4", True)  # the handler sees the stub
+    assert NAMESPACE_CACHE_FULL == "NamespaceCacheFull"
+
+
+def test_another_namespace_has_a_budget_of_its_own() -> None:
+    api = Api()
+    inf, _ = informer(api)
+    for i in range(5):
+        deliver(inf, api, "ADDED", es(f"es-{i}", 10 + i, ns="hostile"))
+    deliver(inf, api, "ADDED", es("mine", 20, ns="team"))
+    assert overflow(inf.get("team", "mine") or {}) is None
+
+
+def test_a_deletion_that_makes_room_reads_the_stubs_that_fit_again() -> None:
+    api = Api()
+    inf, seen = informer(api)
+    for i in range(5):
+        deliver(inf, api, "ADDED", es(f"es-{i}", 10 + i))
+    seen.clear()
+    deliver(inf, api, "DELETED", es("es-0", 20))
+    assert api.gets == ["es-3"]  # one place freed: the first stub by name, read once
+    assert overflow(inf.get("team", "es-3") or {}) is None
+    assert overflow(inf.get("team", "es-4") or {}) is not None
+    assert ("MODIFIED", "es-3", False) in seen
+    deliver(inf, api, "DELETED", es("es-1", 21))
+    assert overflow(inf.get("team", "es-4") or {}) is None
+
+
+def test_a_failed_read_again_is_tried_at_the_namespaces_next_event() -> None:
+    api = Api()
+    inf, _ = informer(api)
+    for i in range(5):
+        deliver(inf, api, "ADDED", es(f"es-{i}", 10 + i))
+    api.fail = True
+    deliver(inf, api, "DELETED", es("es-0", 20))
+    assert overflow(inf.get("team", "es-3") or {}) is not None
+    api.fail = False
+    deliver(inf, api, "MODIFIED", es("es-1", 21))  # same size: no room made, but a retry due
+    assert overflow(inf.get("team", "es-3") or {}) is None
+
+
+def test_a_bigger_version_of_a_held_object_becomes_a_stub_and_frees_its_bytes() -> None:
+    api = Api()
+    inf, _ = informer(api)
+    deliver(inf, api, "ADDED", es("a", 10))
+    deliver(inf, api, "MODIFIED", es("a", 11, pad=8000))
+    assert (overflow(inf.get("team", "a") or {}) or {})["held"] == 0
+    deliver(inf, api, "ADDED", es("b", 12))
+    assert overflow(inf.get("team", "b") or {}) is None
+    deliver(inf, api, "MODIFIED", es("a", 13))  # shrunk back: held whole again
+    assert overflow(inf.get("team", "a") or {}) is None
+
+
+def test_a_relist_admits_in_the_apiservers_order_and_a_write_result_is_admitted_too() -> None:
+    api = Api()
+    for i in range(5):
+        api.objects[("team", f"es-{i}")] = es(f"es-{i}", 10 + i)
+    inf, _ = informer(api)
+    inf._relist()
+    assert [overflow(inf.get("team", f"es-{i}") or {}) is None for i in range(5)] == \
+        [True, True, True, False, False]
+    ticket = inf.begin_write("team", "es-4")
+    assert inf.finish_write(ticket, es("es-4", 30))  # e.g. its status write's answer
+    assert overflow(inf.get("team", "es-4") or {}) is not None
+
+
+def test_no_budget_keeps_everything_whole() -> None:
+    api = Api()
+    inf, _ = informer(api, budget=0)
+    for i in range(5):
+        deliver(inf, api, "ADDED", es(f"es-{i}", 10 + i, pad=5000))
+    assert all(overflow(inf.get("team", f"es-{i}") or {}) is None for i in range(5))
+
+
+events = st.lists(st.tuples(st.sampled_from(["ADDED", "MODIFIED", "DELETED"]),
+                            st.sampled_from(["a", "b", "c", "d", "e"]),
+                            st.sampled_from(["team", "other"]),
+                            st.integers(min_value=0, max_value=3000)), max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(events)
+def test_what_a_namespace_holds_whole_never_passes_its_budget(
+        steps: list[tuple[str, str, str, int]]) -> None:
+    api = Api()
+    inf, _ = informer(api)
+    for rv, (kind, name, ns, pad) in enumerate(steps, start=10):
+        deliver(inf, api, kind, es(name, rv, ns=ns, pad=pad))
+        for namespace in ("team", "other"):
+            whole = [o for o in inf.items() if o["metadata"]["namespace"] == namespace
+                     and overflow(o) is None]
+            assert sum(_size(o) for o in whole) <= BUDGET
+            assert inf._ledger.held.get(namespace, 0) == sum(_size(o) for o in whole)
+        # every object the API has is cached, whole or as a stub
+        assert {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in inf.items()} == \
+            set(api.objects)
+
+
+# ------------------------------------------------------- what a tenant sees (reconciler)
+def _stub_of(obj: dict[str, Any]) -> dict[str, Any]:
+    ledger = _Ledger(1)  # nothing fits
+    return ledger.admit((obj["metadata"]["namespace"], obj["metadata"]["name"]), obj)
+
+
+def test_an_external_secret_over_the_budget_is_not_synced_and_its_secret_keeps_its_data() -> None:
+    w = World()
+    w.kms.values["db"] = "pw"
+    w.add_es("app", {"data": [entry("db")]})
+    assert w.reconcile("app").ready
+    w.kms.values["db"] = "pw2"
+    w.kube.external_secrets[(w.ns, "app")] = _stub_of(w.kube.external_secrets[(w.ns, "app")])
+    outcome = w.reconcile("app")
+    assert (outcome.ready, outcome.reason, outcome.retry) == (False, "NamespaceCacheFull", False)
+    assert w.reason("app") == "NamespaceCacheFull"
+    assert "--namespace-cache-bytes" in w.message("app") and "ExternalSecret team/app" in \
+        w.message("app")
+    assert w.kube.data(w.ns, "app") == {"db": "pw"}  # kept, not rewritten or wiped
+    assert [e[2] for e in w.kube.events][-1] == "NamespaceCacheFull"
+
+
+def test_a_store_over_the_budget_fails_its_entries_with_the_same_reason() -> None:
+    w = World()
+    w.kms.values["db"] = "pw"
+    w.add_es("app", {"data": [entry("db")]})
+    key = ("SecretStore", w.ns, "store")
+    w.stores[key] = _stub_of({**w.stores[key], "apiVersion": "alibabacloud.com/v1alpha1"})
+    outcome = w.reconcile("app")
+    assert (outcome.ready, w.reason("app")) == (False, "NamespaceCacheFull")
+    assert "SecretStore team/store" in w.message("app")
+    assert w.kube.applies == []
