@@ -18,7 +18,8 @@ one informer's cache (--namespace-cache-bytes): an object that would pass it is 
 stub (its name, uid, versions and status; `overflow()` says how big it was and why), so what a
 tenant creates cannot grow the controller's memory without bound. Objects are admitted in the
 order they arrive (a relist: the apiserver's order, by name), and stubs are read again, in
-name order, when a deletion or a smaller version makes room in their namespace.
+name order, when a deletion or a smaller version makes room in their namespace. A new version
+of the same generation (our status write, a label) keeps its object's standing, whole or stub.
 """
 
 from __future__ import annotations
@@ -117,6 +118,13 @@ def _kib(size: int) -> str:
     return f"{size / 1024:,.1f} KiB"
 
 
+def _generation(obj: dict[str, Any]) -> int:
+    try:
+        return int(obj.get("metadata", {}).get("generation") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 def _size(obj: dict[str, Any]) -> int:
     """Bytes of `obj` as compact JSON: what the budget counts."""
     return len(json.dumps(obj, separators=(",", ":"), ensure_ascii=False))
@@ -146,9 +154,13 @@ class _Ledger:
         self.sizes: dict[Key, int] = {}
         self.stubs: dict[str, dict[str, int]] = {}  # namespace -> {stub's name: its size}
 
-    def admit(self, key: Key, obj: dict[str, Any]) -> dict[str, Any]:
+    def admit(self, key: Key, obj: dict[str, Any],
+              previous: dict[str, Any] | None = None) -> dict[str, Any]:
         """What the cache keeps of `obj`: itself, or its stub when it would take its
-        namespace past the budget (an object already a stub stays one)."""
+        namespace past the budget (an object already a stub stays one). A new version of the
+        same generation as `previous` (a status write, a label) keeps `previous`'s standing,
+        whole or stub: only a change of the spec is judged again, so an object at the edge
+        of the budget does not flip with every status write (and sync again each time)."""
         namespace = key[0]
         if not self.budget or not namespace:
             return obj
@@ -157,7 +169,11 @@ class _Ledger:
         if found is None:
             size = _size(obj)
             held = self.held.get(namespace, 0)
-            if held + size <= self.budget:
+            if previous is not None and _generation(previous) == _generation(obj) > 0:
+                whole = overflow(previous) is None  # its standing for this generation
+            else:
+                whole = held + size <= self.budget
+            if whole:
                 self.sizes[key] = size
                 self.held[namespace] = held + size
                 return obj
@@ -287,7 +303,7 @@ class Informer:
         cached = self._cache.get(key)
         if cached is not None and not newer(obj, cached):
             return False
-        self._cache[key] = self._ledger.admit(key, obj)
+        self._cache[key] = self._ledger.admit(key, obj, cached)
         return True
 
     def _deleted(self, key: Key) -> None:
@@ -457,7 +473,7 @@ class Informer:
             else:
                 cached = self._cache.get(key)
                 if cached is None or not newer(cached, obj):  # never back to an older version
-                    self._cache[key] = self._ledger.admit(key, obj)
+                    self._cache[key] = self._ledger.admit(key, obj, cached)
                     if not self.full_events:
                         seen = self._cache[key]
             freed = key[0] in self._ledger.stubs and (

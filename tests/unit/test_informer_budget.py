@@ -24,10 +24,11 @@ from tests.fakes import World, entry
 BUDGET = 4096
 
 
-def es(name: str, rv: int, ns: str = "team", pad: int = 1000) -> dict[str, Any]:
+def es(name: str, rv: int, ns: str = "team", pad: int = 1000,
+       generation: int = 1) -> dict[str, Any]:
     return {"apiVersion": "alibabacloud.com/v1alpha1", "kind": "ExternalSecret",
             "metadata": {"name": name, "namespace": ns, "resourceVersion": str(rv),
-                         "uid": f"uid-{name}", "generation": 1,
+                         "uid": f"uid-{name}", "generation": generation,
                          "annotations": {"note": "x" * 40}},
             "spec": {"data": [{"key": "k", "name": "n", "pad": "p" * pad}]},
             "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
@@ -132,11 +133,11 @@ def test_a_bigger_version_of_a_held_object_becomes_a_stub_and_frees_its_bytes() 
     api = Api()
     inf, _ = informer(api)
     deliver(inf, api, "ADDED", es("a", 10))
-    deliver(inf, api, "MODIFIED", es("a", 11, pad=8000))
+    deliver(inf, api, "MODIFIED", es("a", 11, pad=8000, generation=2))  # its spec grew
     assert (overflow(inf.get("team", "a") or {}) or {})["held"] == 0
     deliver(inf, api, "ADDED", es("b", 12))
     assert overflow(inf.get("team", "b") or {}) is None
-    deliver(inf, api, "MODIFIED", es("a", 13))  # shrunk back: held whole again
+    deliver(inf, api, "MODIFIED", es("a", 13, generation=3))  # shrunk back: whole again
     assert overflow(inf.get("team", "a") or {}) is None
 
 
@@ -174,7 +175,7 @@ def test_what_a_namespace_holds_whole_never_passes_its_budget(
     api = Api()
     inf, _ = informer(api)
     for rv, (kind, name, ns, pad) in enumerate(steps, start=10):
-        deliver(inf, api, kind, es(name, rv, ns=ns, pad=pad))
+        deliver(inf, api, kind, es(name, rv, ns=ns, pad=pad, generation=rv))  # spec changes
         for namespace in ("team", "other"):
             whole = [o for o in inf.items() if o["metadata"]["namespace"] == namespace
                      and overflow(o) is None]
@@ -217,3 +218,36 @@ def test_a_store_over_the_budget_fails_its_entries_with_the_same_reason() -> Non
     assert (outcome.ready, w.reason("app")) == (False, "NamespaceCacheFull")
     assert "SecretStore team/store" in w.message("app")
     assert w.kube.applies == []
+
+
+def _with_status(obj: dict[str, Any], pad: int) -> dict[str, Any]:
+    obj["status"] = {"conditions": [{"type": "Ready", "status": "False", "message": "m" * pad}]}
+    return obj
+
+
+def test_a_status_write_never_flips_an_object_between_whole_and_stub() -> None:
+    """At the edge of the budget a status write (same generation) keeps the object's
+    standing: otherwise a bigger status would make it a stub, its NamespaceCacheFull status a
+    smaller one, whole again, sync, bigger status... a loop of syncs and writes."""
+    api = Api()
+    inf, _ = informer(api)
+    for i in range(3):
+        deliver(inf, api, "ADDED", es(f"es-{i}", 10 + i))
+    deliver(inf, api, "ADDED", es("es-3", 13))  # the fourth does not fit
+    held = inf._ledger.held["team"]
+    assert held + 300 > BUDGET
+    # A held object's status grows past the budget: it stays whole (the overrun is the
+    # controller's own status, bounded by its own limits).
+    deliver(inf, api, "MODIFIED", _with_status(es("es-2", 20), 300))
+    assert overflow(inf.get("team", "es-2") or {}) is None
+    ticket = inf.begin_write("team", "es-2")
+    assert inf.finish_write(ticket, _with_status(es("es-2", 21), 400))
+    assert overflow(inf.get("team", "es-2") or {}) is None
+    # A stub's status shrinks: it stays a stub until room is made or its spec changes.
+    deliver(inf, api, "MODIFIED", _with_status(es("es-3", 22, pad=10), 0))
+    assert overflow(inf.get("team", "es-3") or {}) is not None
+    # A new generation is judged again.
+    bigger = es("es-2", 23, pad=3000)
+    bigger["metadata"]["generation"] = 2
+    deliver(inf, api, "MODIFIED", bigger)
+    assert overflow(inf.get("team", "es-2") or {}) is not None
