@@ -16,7 +16,9 @@ error classes stay with each reader.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
@@ -51,7 +53,15 @@ class RateLimiter:
     before the service could count `rate + 1` in one second. Take a slot (`slots`) first, get
     everything ready (client, credentials), then `acquire()` the start time right before
     sending. Readers take `turn(identity)` instead of `slots`: fair between identities.
+
+    Start times are not reserved in arrival order: each one goes, when it comes, to the
+    waiting call whose caller was served least recently (then the earliest arrival). A
+    caller that has not been served for a while starts at the next start time, ahead of a
+    busy caller's waiting call: within one period, not two.
     """
+
+    CANCEL_POLL = 0.05  # seconds between two looks at `cancel` while waiting
+    SERVED_HORIZON = 10  # periods after which a caller's last start no longer counts
 
     def __init__(self, rate: float, guard: float = 0.1, per_caller: int | None = None) -> None:
         self.rate = max(rate, 0.001)
@@ -62,7 +72,11 @@ class RateLimiter:
         self.per_caller = max(1, per_caller if per_caller is not None
                               else int(self.rate * PER_CALLER_SECONDS))
         self._callers: dict[Hashable, tuple[threading.Semaphore, int]] = {}
-        self._local = threading.local()  # the current thread's place (turn), for acquire
+        self._local = threading.local()  # the current thread's caller and place (turn)
+        self._start = threading.Condition(self._lock)  # a start time was taken, or a waiter left
+        self._waiting: set[tuple[float, int]] = set()  # (caller last served, arrival)
+        self._served: dict[Hashable, float] = {}  # each caller's last start
+        self._arrivals = itertools.count()
 
     @contextlib.contextmanager
     def turn(self, caller: Hashable) -> Iterator[None]:
@@ -89,10 +103,12 @@ class RateLimiter:
             gate.acquire()
             held[0] = True
             self._local.give_back = give_back
+            self._local.caller = caller
             with self.slots:
                 yield
         finally:
             self._local.give_back = None
+            self._local.caller = None
             give_back()
             with self._lock:
                 gate, users = self._callers[caller]
@@ -102,20 +118,40 @@ class RateLimiter:
                     self._callers[caller] = (gate, users - 1)
 
     def acquire(self, cancel: threading.Event | None = None) -> None:
-        """Wait for this call's start time (reserved in arrival order); returns early when
-        `cancel` is set."""
-        with self._lock:
-            now = time.monotonic()
-            start = max(now, self._next)
-            self._next = start + self.period
-        if start > now:
-            if cancel is not None:
-                cancel.wait(start - now)
-            else:
-                time.sleep(start - now)
+        """Wait for this call's start time: the next one that no caller served less recently
+        is waiting for (see the class docstring); returns early when `cancel` is set."""
+        caller = getattr(self._local, "caller", None)
+        with self._start:
+            rank = (self._served.get(caller, -math.inf), next(self._arrivals))
+            self._waiting.add(rank)
+            try:
+                while not (cancel is not None and cancel.is_set()):
+                    now = time.monotonic()
+                    first = min(self._waiting) == rank
+                    if first and now >= self._next:
+                        self._next = now + self.period
+                        self._served[caller] = now
+                        self._forget_served(now)
+                        break
+                    wait = self._next - now if first else None
+                    if cancel is not None:
+                        wait = min(wait or self.CANCEL_POLL, self.CANCEL_POLL)
+                    self._start.wait(wait)
+            finally:
+                self._waiting.discard(rank)
+                self._start.notify_all()
         give_back = getattr(self._local, "give_back", None)
         if give_back is not None:  # started: the caller's place goes to its next call
             give_back()
+
+    def _forget_served(self, now: float) -> None:
+        """Drop last-start times older than `SERVED_HORIZON` periods (the lock held): such a
+        caller ranks as one never served anyway. Amortized: only when the map has grown."""
+        if len(self._served) <= 2 * len(self._callers) + 16:
+            return
+        horizon = now - self.SERVED_HORIZON * self.period
+        for caller in [c for c, at in self._served.items() if at < horizon]:
+            del self._served[caller]
 
 
 class ClientPool(Generic[K, C]):

@@ -6,6 +6,7 @@ Plain fakes and a fake clock; no network."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import stat
 import threading
@@ -188,29 +189,59 @@ def test_identity_descriptions_carry_no_key_material() -> None:
 # --------------------------------------------------------------------------- rate limit
 
 
-def test_calls_start_evenly_spaced_so_no_second_holds_more_than_the_rate(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from controller.alicloud import kms
+def test_calls_start_evenly_spaced_so_no_second_holds_more_than_the_rate() -> None:
+    limiter = RateLimiter(50)
+    starts: list[float] = []
+    lock = threading.Lock()
 
-    now = [100.0]
-    waits: list[float] = []
-    monkeypatch.setattr(kms.time, "monotonic", lambda: now[0])
-    monkeypatch.setattr(kms.time, "sleep", waits.append)
-    limiter = RateLimiter(5)
-    for _ in range(11):  # a burst: all arrive at once
+    def call() -> None:
         limiter.acquire()
-    starts = [now[0]] + [now[0] + w for w in waits]
-    assert limiter.period == pytest.approx(1.1 / 5)
-    assert starts == pytest.approx([100.0 + i * limiter.period for i in range(11)])
-    # Any 6 consecutive starts span more than a second (by the 100 ms guard).
-    assert all(b - a >= 1.1 - 1e-9 for a, b in zip(starts, starts[5:], strict=False))
-    now[0] += 10  # idle for a while: no credit saved up, the next call goes at once
-    waits.clear()
+        with lock:
+            starts.append(time.monotonic())
+
+    burst = [threading.Thread(target=call, daemon=True) for _ in range(11)]  # all at once
+    for t in burst:
+        t.start()
+    for t in burst:
+        t.join(10)
+    starts.sort()
+    assert limiter.period == pytest.approx(1.1 / 50)
+    assert len(starts) == 11
+    # Never closer than a period (a start is taken at or after its time, never before) ...
+    assert all(b - a >= limiter.period - 0.002 for a, b in itertools.pairwise(starts))
+    # ... so any 51 consecutive starts would span more than a second (by the 100 ms guard).
+    limiter = RateLimiter(5)
+    before = time.monotonic()
+    limiter.acquire()  # idle for a while: no credit saved up, the first call goes at once
     limiter.acquire()
-    limiter.acquire()
-    assert waits == [pytest.approx(limiter.period)]
+    assert time.monotonic() - before >= limiter.period - 0.002
     assert limiter.slots._value == 5  # type: ignore[attr-defined] # concurrency cap
+
+
+def test_a_caller_served_less_recently_takes_the_next_start_time() -> None:
+    """Start times go to the caller served least recently, not in arrival order: another
+    tenant's call starts at the next start time, ahead of a busy tenant's waiting call."""
+    limiter = RateLimiter(2)  # a start every 0.55 s, two calls at once
+    order: list[str] = []
+
+    def call(caller: str) -> None:
+        with limiter.turn(caller):
+            limiter.acquire()
+            order.append(caller)
+
+    first = threading.Thread(target=call, args=("busy",))
+    first.start()
+    first.join(5)  # "busy" was served just now; the next start is a period away
+    busy = threading.Thread(target=call, args=("busy",))
+    busy.start()  # "busy" asks first ...
+    deadline = time.monotonic() + 5
+    while not limiter._waiting and time.monotonic() < deadline:  # its call is waiting
+        time.sleep(0.001)
+    other = threading.Thread(target=call, args=("other",))
+    other.start()  # ... "other" asks later, within the same period
+    for t in (busy, other):
+        t.join(5)
+    assert order == ["busy", "other", "busy"]
 
 
 # -------------------------------------------------------------------------- errors
