@@ -35,12 +35,13 @@ from controller.alicloud.errors import FetchError
 from controller.alicloud.identity import Identity
 from controller.alicloud.kms import Kms
 from controller.engine import polls, triggers
+from controller.engine.cas import PrivateCas
 from controller.engine.clock import Clock, RealClock
 from controller.engine.fetcher import Fetcher, FetchRequest, SecretReader
 from controller.engine.polls import PollSchedule
 from controller.engine.queue import ExponentialBackoff, Jitter, WorkQueue
 from controller.engine.reconciler import API_UNREACHABLE, Outcome, Reconciler, SyncBudgetLimits
-from controller.engine.stores import StoreResolver
+from controller.engine.stores import StoreResolver, ca_identities
 from controller.engine.storestatus import CheckReads, StoreKey, StoreStatus
 from controller.engine.triggers import Seen, Triggers
 from controller.kube.access import KubeAccess
@@ -166,9 +167,12 @@ class Manager:
         self.tokens = ServiceAccountTokens(rest, on_token=None if hold else on_credential,
                                            in_use=self.identities.token_file_in_use,
                                            hold=hold, release=release)
+        # Which SecretStores may use their private CA (--max-cas-per-namespace), fed by the
+        # SecretStore events; both resolvers below refuse the others.
+        self.cas = PrivateCas(settings.max_cas_per_namespace, ca_identities(settings))
         self.resolver = StoreResolver(settings, self.kube.store, self.kube,
                                       self.kube.namespace_labels, sa_token_file=self.tokens,
-                                      on_credential=on_credential)
+                                      on_credential=on_credential, cas=self.cas)
         # Stores' Ready conditions: a queue and one worker of their own (never in the way of
         # an ExternalSecret's sync), started with the workers (as leader).
         # Its own resolver: a check reads each credential Secret once, and fresh (no cache).
@@ -176,7 +180,7 @@ class Manager:
         self.store_status = StoreStatus(
             StoreResolver(settings, self.kube.store, reads, self.kube.namespace_labels,
                           sa_token_file=self.tokens, on_credential=on_credential,
-                          check_client_key=check_client_key),
+                          check_client_key=check_client_key, cas=self.cas),
             self._store_of,
             lambda key, raw, status: self.kube.apply_store_status(key.kind, raw, status),
             recheck=settings.store_recheck_interval or settings.polling_interval,
@@ -427,22 +431,36 @@ class Manager:
 
     def _on_store(self, event: str, obj: dict[str, Any], kind: str) -> None:
         meta = obj.get("metadata", {})
-        if self._store_checked(kind, meta.get("namespace", "")):
+        namespace = meta.get("namespace", "")
+        checked = self._store_checked(kind, namespace)
+        if checked:
             self.store_status.observe(kind, event, obj)
-        ref = triggers.store_ref(kind, meta.get("namespace", ""), meta.get("name", ""))
+        # Other SecretStores of the namespace whose private CA this event allowed or refused
+        # (a deleted store's place goes to the next one): their users sync, their status too.
+        moved = self.cas.observe(event, obj) if kind == SECRET_STORES.kind else set()
+        ref = triggers.store_ref(kind, namespace, meta.get("name", ""))
         with self._lock:
             # Only a change of the spec (a new generation) or a deletion concerns its users:
             # a status write (the store's Ready condition, ours) or a label edit does not.
             generation = int(meta.get("generation") or 0)
+            spec_changed = True
             if event == "DELETED":
                 self._store_generations.pop(ref, None)
             elif self._store_generations.get(ref) == generation:
-                return
+                spec_changed = False
             else:
                 self._store_generations[ref] = generation
             if not self._started.is_set():
                 return
-            users = self.triggers.store_users(ref)
+            users = set(self.triggers.store_users(ref)) if spec_changed else set()
+            for name in moved:
+                users |= self.triggers.store_users(triggers.store_ref(kind, namespace, name))
+        for name in sorted(moved):
+            log.info("SecretStore %s/%s: its private CA is now %s (another store of the "
+                     "namespace changed; --max-cas-per-namespace)", namespace, name,
+                     "allowed" if self.cas.allows(namespace, name) else "refused")
+            if checked:
+                self.store_status.check_soon(StoreKey(kind, namespace, name))
         for key in users:
             self.queue.add(key)
 

@@ -103,6 +103,9 @@ class Settings:
     allowed_endpoints: tuple[str, ...] = ()
     allow_http_endpoints: bool = False
     allow_insecure_kms_instance_tls: bool = False
+    # Distinct private CAs (with their endpoint hosts) one namespace's SecretStores may keep
+    # in use at once; 0: no bound (docs/security.md, 4b)
+    max_cas_per_namespace: int = 8
     # One sync of one ExternalSecret: templates and fetched-value parsing (docs/security.md)
     sync_budget_bytes: int = 16 << 20
     namespace_cache_bytes: int = 8 << 20
@@ -227,6 +230,10 @@ def build_parser() -> GoFlagParser:
       "without it such a store is refused")
     b("--allow-http-endpoints", default=False,
       help="let stores and entries name plain http:// KMS endpoints (tests and demos only)")
+    a("--max-cas-per-namespace", type=parse_go_int, default=8,
+      help="distinct private CAs (spec.KMS.ca, caSecretRef, dedicatedKMSAuth.ca; one per CA "
+      "and endpoint host) the SecretStores of one namespace may use at once: the oldest "
+      "stores' CAs first, later stores with another CA are refused (default 8; 0: no bound)")
     a("--sync-budget-bytes", type=parse_go_int, default=16 << 20,
       help="bytes one sync of one ExternalSecret may build in its templates and while parsing "
       "its fetched values (JSON, YAML), all together (default 16 MiB, at least 1 MiB; keep it "
@@ -312,6 +319,9 @@ def validate(ns: argparse.Namespace, watch: Sequence[str]) -> None:
             raise FlagError(f"{flag} {value}: give 1 to 100000 calls per second")
     if ns.reconcile_count < 0:
         raise FlagError(f"--reconcile-count {ns.reconcile_count}: must not be negative")
+    if ns.max_cas_per_namespace < 0:
+        raise FlagError(f"--max-cas-per-namespace {ns.max_cas_per_namespace}: give 0 (no "
+                        "bound) or more private CAs per namespace")
     if ns.sync_budget_bytes < 1 << 20:
         raise FlagError(f"--sync-budget-bytes {ns.sync_budget_bytes}: give at least 1048576")
     if ns.namespace_cache_bytes != 0 and ns.namespace_cache_bytes < 1 << 20:
@@ -440,6 +450,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         allowed_endpoints=tuple(ns.allowed_endpoints),
         allow_http_endpoints=ns.allow_http_endpoints,
         allow_insecure_kms_instance_tls=ns.allow_insecure_kms_instance_tls,
+        max_cas_per_namespace=ns.max_cas_per_namespace,
         sync_budget_bytes=ns.sync_budget_bytes,
         namespace_cache_bytes=ns.namespace_cache_bytes,
         value_cache_bytes=ns.value_cache_bytes,

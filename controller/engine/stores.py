@@ -14,19 +14,22 @@ stands for its admin, so the namespaces its conditions admit may use it (with
 stores and entries are parsed (`parse_endpoint`: scheme, host and port, nothing else), their
 hostname must be a name under aliyuncs.com or on --allowed-endpoints, https unless
 --allow-http-endpoints, and only the parsed host[:port] is handed on; the operator's own
---kms-endpoint is not allow-listed but is parsed the same way.
+--kms-endpoint is not allow-listed but is parsed the same way. A SecretStore's private CA
+must be among the first --max-cas-per-namespace of its namespace (engine/cas.py), checked
+before anything of the store is read or built (`PrivateCARefused`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import ipaddress
 import re
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from controller import model
 from controller.alicloud.errors import FetchError
@@ -39,6 +42,8 @@ from controller.alicloud.identity import (
     Identity,
 )
 from controller.alicloud.kms import Endpoint
+from controller.engine.cas import FLAG as CA_FLAG
+from controller.engine.cas import CaIdentity, PrivateCas
 from controller.kube.informer import NAMESPACE_CACHE_FULL, overflow_message
 from controller.settings import Settings
 
@@ -168,8 +173,11 @@ class StoreResolver:
         on_credential: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         check_client_key: Callable[[Identity], None] | None = None,
+        cas: PrivateCas | None = None,
     ) -> None:
         self.settings = settings
+        # The namespaces' private CAs (--max-cas-per-namespace); None: not bounded.
+        self.cas = cas
         # check_store: opens a dedicatedKMSAuth client key (under the reader's bounds and
         # memory of failures) and raises FetchError when it cannot be used.
         self.check_client_key = check_client_key
@@ -207,6 +215,7 @@ class StoreResolver:
             return self._oos_source(es, store)
         if store.kms is None:
             raise StoreProblem("InvalidStore", f"{_store_name(ref)} has no KMS provider")
+        self._ca_place(store)
         if store.kms.dedicated is not None:
             return self._dedicated_source(store, store.kms.dedicated)
         identity = self._identity_of(store, store.kms.auth)
@@ -218,15 +227,15 @@ class StoreResolver:
 
     def check_store(self, raw: dict[str, Any]) -> model.SecretStore:
         """Whether a store can work as written, without an ExternalSecret and without a call
-        to Alibaba Cloud: it parses, has a provider, its credential Secrets and keys exist,
-        its endpoint is allowed, its identity resolves (a SecretStore borrowing the
-        controller's identity: as its own namespace would), a dedicatedKMSAuth client key
-        opens (once per key content, under the reader's bounds). A serviceAccountRef is checked
-        as far as the store says (namespace, OIDC provider); its token is minted when an
-        ExternalSecret first reads through it, not here. Credential Secrets are read now
-        (no cache), so a fixed Secret shows at the next check. Raises StoreProblem with the
-        reason and message an ExternalSecret using the store would get; returns the parsed
-        store."""
+        to Alibaba Cloud: it parses, has a provider, its private CA has a place
+        (--max-cas-per-namespace), its credential Secrets and keys exist, its endpoint is
+        allowed, its identity resolves (a SecretStore borrowing the controller's identity: as
+        its own namespace would), a dedicatedKMSAuth client key opens (once per key content,
+        under the reader's bounds). A serviceAccountRef is checked as far as the store says
+        (namespace, OIDC provider); its token is minted when an ExternalSecret first reads
+        through it, not here. Credential Secrets are read now (no cache), so a fixed Secret
+        shows at the next check. Raises StoreProblem with the reason and message an
+        ExternalSecret using the store would get; returns the parsed store."""
         meta = raw.get("metadata") or {}
         kind = model.StoreKind.CLUSTER_SECRET_STORE if raw.get("kind") == \
             model.StoreKind.CLUSTER_SECRET_STORE.value else model.StoreKind.SECRET_STORE
@@ -236,6 +245,7 @@ class StoreResolver:
         if store.kms is None and store.oos is None:
             raise StoreProblem("InvalidStore", f"{_store_name(ref)} has neither spec.KMS nor "
                                "spec.OOS; add spec.KMS.KMSAuth (or spec.OOS.OOSAuth)")
+        self._ca_place(store)
         auths = [store.kms.auth] if store.kms is not None and store.kms.dedicated is None \
             else []
         if store.oos is not None:
@@ -258,6 +268,25 @@ class StoreResolver:
                 self._tenant_endpoint(store.kms.endpoint,
                                       f"{_store_name(ref)}: spec.KMS.endpoint")
         return store
+
+    def _ca_place(self, store: model.SecretStore) -> None:
+        """A SecretStore whose private CA is not among the first --max-cas-per-namespace of
+        its namespace (engine/cas.py) is refused, before its CA is read or a session made."""
+        if self.cas is None or not self.cas.bounded or \
+                store.kind != model.StoreKind.SECRET_STORE:
+            return
+        found = private_ca(store, self.settings)
+        if found is None or not self.cas.refused(store, found.identity):
+            return
+        limit = self.cas.limit
+        raise StoreProblem(
+            "PrivateCARefused",
+            f"{_store_name(store.ref)}: its private CA ({found.field}) is refused: namespace "
+            f"{store.namespace} already uses {limit} distinct private CAs through older "
+            f"SecretStores (a CA counts once per endpoint host), the most the controller keeps "
+            f"per namespace ({CA_FLAG}={limit}); use the CA of one of those stores, delete a "
+            "store whose CA is no longer needed (its place goes to the next store by creation "
+            f"time), or ask the operator to raise {CA_FLAG}")
 
     def _oos_source(self, es: model.ExternalSecret, store: model.SecretStore) -> Source:
         """provider: oos reads OOS encryption parameters with the identity of the store's
@@ -637,6 +666,53 @@ class StoreResolver:
                 "the controller's --allowed-endpoints; use the KMS endpoint of your region or "
                 "instance, or ask the operator to allow the host")
         return parsed
+
+
+class PrivateCa(NamedTuple):
+    identity: CaIdentity
+    field: str  # where the store names it, for messages
+
+
+def private_ca(store: model.SecretStore, settings: Settings) -> PrivateCa | None:
+    """The private CA a store's reads use, as engine/cas.py counts it: the endpoint host it is
+    used with (the store's endpoint, else the operator's) and the SHA-256 of its PEM, or the
+    Secret key a caSecretRef names (so the rule reads nothing). None: no private CA, or an
+    endpoint that does not parse (refused as such, no session)."""
+    kms = store.kms
+    if kms is None:
+        return None
+    text, protocol = kms.endpoint, "https"
+    if not text:
+        text, protocol = settings.default_kms_endpoint(), settings.kms_protocol
+    if kms.dedicated is not None:
+        if not kms.dedicated.ca:
+            return None
+        text, protocol = kms.dedicated.endpoint, "https"
+        field, digest = "spec.KMS.dedicatedKMSAuth.ca", _sha256(kms.dedicated.ca)
+    elif kms.ca:
+        field, digest = "spec.KMS.ca", _sha256(kms.ca)
+    elif kms.ca_secret_ref is not None:
+        ref = kms.ca_secret_ref
+        field, digest = "spec.KMS.caSecretRef", f"secret:{ref.namespace}/{ref.name}/{ref.key}"
+    else:
+        return None
+    try:
+        host = parse_endpoint(text, protocol).host
+    except ValueError:
+        return None
+    return PrivateCa((host, digest), field)
+
+
+def ca_identities(settings: Settings) -> Callable[[model.SecretStore], CaIdentity | None]:
+    """`private_ca`'s identity alone: what engine/cas.py indexes (PrivateCas's `identify`)."""
+    def identify(store: model.SecretStore) -> CaIdentity | None:
+        found = private_ca(store, settings)
+        return None if found is None else found.identity
+    return identify
+
+
+def _sha256(pem: str) -> str:
+    return "sha256:" + hashlib.sha256(pem.encode()).hexdigest()
 
 
 def _operator_endpoint(text: str, protocol: str, flag: str) -> ParsedEndpoint:

@@ -1,14 +1,16 @@
 """A Ready condition on every SecretStore and ClusterSecretStore: can the store work as written?
 
-The check is `StoreResolver.check_store`: the store parses, its credential Secrets and keys
-exist, its endpoint is allowed, its identity resolves; no call to Alibaba Cloud. Ready=False
+The check is `StoreResolver.check_store`: the store parses, its private CA has a place among
+its namespace's first --max-cas-per-namespace, its credential Secrets and keys exist, its
+endpoint is allowed, its identity resolves; no call to Alibaba Cloud. Ready=False
 carries the reason and message an ExternalSecret reading through the store would get
 (CredentialsNotFound, EndpointRefused, InvalidStore, ...), naming the field and the fix.
 
 When: at once when a store is added or its spec changes (a new generation), and again on a
 cadence for stores whose credentials live in Secrets (credential Secrets are not watched):
 once per `recheck` seconds at a fixed offset per store (spread), and every `not_ready` seconds
-(60 by default) while the store is not Ready, so creating the missing Secret shows soon.
+(60 by default) while the store is not Ready, so creating the missing Secret shows soon; and
+at once when another store's change allows or refuses its private CA (`check_soon`).
 The status is written by server-side apply on the status subresource only when it changes;
 the condition carries observedGeneration and keeps its lastTransitionTime while its status
 stays, so a quiet store costs no write however often it is checked.
@@ -183,6 +185,12 @@ class StoreStatus:
             seen = self._generations.get(key)
             self._generations[key] = generation
         if seen != generation and self._started.is_set():
+            self.queue.add(key)
+
+    def check_soon(self, key: StoreKey) -> None:
+        """Check `key` again now (its private CA was allowed or refused by another store's
+        change); nothing before the checks start."""
+        if self._started.is_set():
             self.queue.add(key)
 
     # ------------------------------------------------------------- lifecycle

@@ -108,11 +108,11 @@ class _Hooks(Hooks):
 
 
 class _World:
-    def __init__(self) -> None:
+    def __init__(self, *argv: str) -> None:
         self.clock = FakeClock()
         self.hooks = _Hooks()
         self.kms = FakeKms()
-        cfg = settings.load(["--polling-interval", "60s"], {})
+        cfg = settings.load(["--polling-interval", "60s", *argv], {})
         self.manager = Manager(cfg, rest=None, kms=self.kms,  # type: ignore[arg-type]
                                instance="test", hooks=self.hooks, clock=self.clock)
         self.manager._started.set()
@@ -304,6 +304,38 @@ def test_only_a_new_store_spec_syncs_its_users() -> None:
     assert _drain(w) == {("team", "app")}
     w.manager._on_store("DELETED", store, "SecretStore")
     assert _drain(w) == {("team", "app")}
+
+
+def test_a_deleted_store_gives_its_private_ca_place_to_the_next_one_at_once() -> None:
+    """--max-cas-per-namespace: when a store's deletion (or a change) lets another store of
+    the namespace use its CA, that store's ExternalSecrets sync now (not at their backoff's
+    next step) and its Ready condition is checked again."""
+    w = _World("--max-cas-per-namespace=1")
+    stores = {name: {"kind": "SecretStore",
+                     "metadata": {"name": name, "namespace": "team", "generation": 1,
+                                  "creationTimestamp": f"2026-12-07T10:00:0{i}Z"},
+                     "spec": {"KMS": {"endpoint": "kst-1.cryptoservice.kms.aliyuncs.com",
+                                      "ca": f"CA {i}"}}}
+              for i, name in enumerate(("first", "second", "third"))}
+    for name in stores:
+        w.manager._on_external_secret("ADDED", w.obj(f"uses-{name}", [
+            {"key": "db", "secretStoreRef": {"name": name}}]))
+    for raw in stores.values():
+        w.manager._on_store("ADDED", raw, "SecretStore")
+    assert not w.manager.cas.allows("team", "second")
+    _drain(w)
+    w.manager.store_status._started.set()
+    w.manager._on_store("DELETED", stores["first"], "SecretStore")
+    assert _drain(w) == {("team", "uses-first"), ("team", "uses-second")}
+    checks = set()
+    while (key := w.manager.store_status.queue.get(timeout=0)) is not None:
+        w.manager.store_status.queue.done(key)
+        checks.add(key.name)
+    assert checks == {"second"}
+    assert w.manager.cas.allows("team", "second") and not w.manager.cas.allows("team", "third")
+    # A status write on a store (same generation) moves nobody.
+    w.manager._on_store("MODIFIED", {**stores["second"], "status": {}}, "SecretStore")
+    assert _drain(w) == set()
 
 
 def test_one_namespace_holds_all_workers_but_one_from_four() -> None:

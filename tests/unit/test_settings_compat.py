@@ -113,6 +113,8 @@ def test_absent_flags_take_the_originals_defaults() -> None:
     assert cfg.enable_cross_namespace_secret_store is False
     assert cfg.enable_cross_namespace_auth_ref is False
     assert cfg.cleanup_secret_on_failure is False
+    assert cfg.max_cas_per_namespace == 8 and load(
+        "--max-cas-per-namespace=0").max_cas_per_namespace == 0  # 0: no bound
     assert cfg == Settings(credentials=cfg.credentials)  # the dataclass agrees
 
 
@@ -201,6 +203,7 @@ def test_go_durations(h: int, m: int, s: int) -> None:
     (["--max-concurrent-kms-secret-pulls=0"], {}, "--max-concurrent-kms-secret-pulls"),
     (["--leader-election-id=Not Valid"], {}, "--leader-election-id"),
     (["--region=cn hangzhou"], {}, "--region"),
+    (["--max-cas-per-namespace=-1"], {}, "--max-cas-per-namespace"),
 ])
 def test_contradictions_and_bad_values_are_refused(argv: list[str], env: dict[str, str],
                                                    names: str) -> None:

@@ -18,12 +18,14 @@ from hypothesis import strategies as st
 
 from controller import model, settings
 from controller.alicloud.identity import ACCESS_KEY, ECS_RAM_ROLE, OIDC_ROLE_ARN, RAM_ROLE_ARN
+from controller.engine.cas import PrivateCas
 from controller.engine.stores import (
     DEFAULT_OIDC_TOKEN_FILE,
     ENDPOINT_PATTERN,
     Source,
     StoreProblem,
     StoreResolver,
+    ca_identities,
     operator_endpoints,
     parse_endpoint,
 )
@@ -86,14 +88,14 @@ def _store(name: str, kms: dict[str, Any], kind: str = "SecretStore",
 
 class World:
     def __init__(self, cfg: settings.Settings, stores: list[dict[str, Any]],
-                 tokens: FakeTokens | None = None) -> None:
+                 tokens: FakeTokens | None = None, cas: PrivateCas | None = None) -> None:
         self.stores = {(s["kind"], s["metadata"].get("namespace", ""), s["metadata"]["name"]): s
                        for s in stores}
         self.credentials: list[str] = []
         self.tokens = tokens or FakeTokens({(NS, "app"): ROLE})
         self.resolver = StoreResolver(
             cfg, self._get, FakeSecrets(AK), lambda _ns: {},
-            sa_token_file=self.tokens, on_credential=self.credentials.append)
+            sa_token_file=self.tokens, on_credential=self.credentials.append, cas=cas)
 
     def _get(self, kind: model.StoreKind, namespace: str, name: str) -> dict[str, Any] | None:
         return self.stores.get((str(kind), namespace, name))
@@ -670,3 +672,88 @@ def test_an_empty_credential_is_refused_never_passed_on(blank: str) -> None:
     world.resolver.secrets = FakeSecrets({(NS, "blank"): {"id": blank, "secret": blank}})
     _problem(world, {"name": "blank"}, "CredentialsNotFound", "SecretStore team-a/blank",
              "spec.KMS.KMSAuth.accessKey", f"Secret {NS}/blank", "is empty")
+
+
+# ------------------------------------------------------------ private CAs per namespace
+
+INSTANCE = "kst-1.cryptoservice.kms.aliyuncs.com"
+
+
+def _pem(n: int) -> str:
+    return f"-----BEGIN CERTIFICATE-----\nCA{n}\n-----END CERTIFICATE-----\n"
+
+
+def _dated(raw: dict[str, Any], second: int) -> dict[str, Any]:
+    raw["metadata"]["creationTimestamp"] = f"2026-12-07T10:00:{second:02d}Z"
+    return raw
+
+
+def _ca_world(argv: list[str], stores: list[dict[str, Any]]) -> World:
+    """A resolver with the bound, its index fed as the SecretStore informer would."""
+    cfg = _settings(argv)
+    cas = PrivateCas(cfg.max_cas_per_namespace, ca_identities(cfg))
+    for raw in stores:
+        if raw["kind"] == "SecretStore":
+            cas.observe("ADDED", raw)
+    return World(cfg, stores, cas=cas)
+
+
+def test_a_store_past_its_namespaces_private_cas_is_refused_before_anything_is_read() -> None:
+    stores = [_dated(_store(f"s{i}", {"KMSAuth": AK_REFS, "endpoint": INSTANCE,
+                                      "ca": _pem(i)}), i) for i in range(2)]
+    # The refused store's CA Secret does not exist: it is refused before that is read.
+    stores.append(_dated(_store("late", {"KMSAuth": AK_REFS, "endpoint": INSTANCE,
+                                         "caSecretRef": {"name": "nope", "key": "ca"}}), 5))
+    world = _ca_world(["--max-cas-per-namespace=2"], stores)
+    assert world.resolve({"name": "s1"}).endpoint.ca_pem == _pem(1)
+    message = _problem(world, {"name": "late"}, "PrivateCARefused", f"SecretStore {NS}/late",
+                       "spec.KMS.caSecretRef", f"namespace {NS} already uses 2 distinct "
+                       "private CAs", "--max-cas-per-namespace=2", "raise --max-cas-per-namespace")
+    assert "BEGIN" not in message
+    # The store's own Ready condition says the same.
+    with pytest.raises(StoreProblem) as checked:
+        world.resolver.check_store(world.stores[("SecretStore", NS, "late")])
+    assert (checked.value.reason, str(checked.value)) == ("PrivateCARefused", message)
+    # An entry naming another endpoint does not make the store's CA allowed.
+    with pytest.raises(StoreProblem) as err:
+        world.resolve({"name": "late"}, kmsEndpoint="kst-2.cryptoservice.kms.aliyuncs.com")
+    assert err.value.reason == "PrivateCARefused"
+    # 0: no bound.
+    unbounded = _ca_world(["--max-cas-per-namespace=0"], stores)
+    _problem(unbounded, {"name": "late"}, "CredentialsNotFound", f"{NS}/nope")
+
+
+def test_what_counts_as_one_private_ca() -> None:
+    """One CA per endpoint host (what keys an SDK session): stores sharing a CA and a host
+    share a place; the same CA with another host, a KMS instance client key's CA, and a CA on
+    the operator's endpoint (a store without one) are places of their own; a store without a
+    CA and a ClusterSecretStore take none and are never refused."""
+    key = {"clientKeyContent": {"name": "ak", "key": "id"},
+           "password": {"name": "ak", "key": "secret"}}
+    stores = [
+        _dated(_store("a", {"KMSAuth": AK_REFS, "endpoint": INSTANCE, "ca": _pem(1)}), 0),
+        _dated(_store("a-again", {"KMSAuth": AK_REFS, "endpoint": f"https://{INSTANCE}/",
+                                  "ca": _pem(1)}), 1),
+        _dated(_store("plain", {"KMSAuth": AK_REFS}), 2),
+        _dated(_store("cluster", {"KMSAuth": {**AK_REFS}, "ca": _pem(7)},
+                      kind="ClusterSecretStore"), 2),
+        _dated(_store("other-host", {"KMSAuth": AK_REFS, "ca": _pem(1),
+                                     "endpoint": "kst-2.cryptoservice.kms.aliyuncs.com"}), 3),
+        _dated(_store("dkms", {"dedicatedKMSAuth": {"endpoint": INSTANCE, "ca": _pem(2),
+                                                    **key}}), 4),
+        _dated(_store("flag-host", {"KMSAuth": AK_REFS, "ca": _pem(3)}), 5),
+        _dated(_store("last", {"KMSAuth": AK_REFS, "endpoint": INSTANCE, "ca": _pem(4)}), 6),
+    ]
+    for store in stores[3:4]:  # a ClusterSecretStore's Secret refs name their namespace
+        store["spec"]["KMS"]["KMSAuth"] = {
+            k: {**v, "namespace": "platform"} for k, v in AK_REFS.items()}
+    world = _ca_world(["--max-cas-per-namespace=4"], stores)
+    for name in ("a", "a-again", "plain", "other-host", "dkms", "flag-host"):
+        world.resolve({"name": name})
+    world.resolve({"name": "cluster", "kind": "ClusterSecretStore"})
+    _problem(world, {"name": "last"}, "PrivateCARefused", "4 distinct private CAs")
+    # Two places: the KMS instance store (the third CA) is refused too.
+    tighter = _ca_world(["--max-cas-per-namespace=2"], stores)
+    _problem(tighter, {"name": "flag-host"}, "PrivateCARefused", "spec.KMS.ca")
+    _problem(tighter, {"name": "dkms"}, "PrivateCARefused", "spec.KMS.dedicatedKMSAuth.ca")
+    tighter.resolve({"name": "cluster", "kind": "ClusterSecretStore"})
