@@ -236,7 +236,7 @@ def test_defaults_give_the_controller_its_own_defaults(tools: Helm) -> None:
     for name in ("polling_interval", "disable_polling", "region", "kms_endpoint",
                  "kms_endpoint_type", "max_concurrent_kms_secret_pulls",
                  "watch_namespaces", "exclude_namespaces", "enable_cross_namespace_secret_store",
-                 "workers", "leader_elect"):
+                 "workers", "leader_elect", "max_cas_per_namespace"):
         assert getattr(cfg, name) == getattr(ref, name), name
     # The one exception, on purpose: the worker role is shared by every Pod on the node, so
     # the chart turns it off unless asked (the bare controller keeps ack-secret-manager's on).
@@ -262,6 +262,15 @@ def test_watch_namespaces_as_list_and_legacy_env(tools: Helm, tmp_path: pathlib.
     objs = tools.template("--set-string", "env.WATCH_NAMESPACE=x\\,y")
     assert literal_env(objs)["WATCH_NAMESPACE"] == "x,y"
     assert load_settings(objs).watch_namespaces == ("x", "y")
+
+
+def test_private_cas_per_namespace(tools: Helm) -> None:
+    """security.maxCasPerNamespace: always rendered, so 0 (no bound) reaches the controller."""
+    assert load_settings(tools.template()).max_cas_per_namespace == 8
+    for value in (0, 3):
+        objs = tools.template(*set_args({"security.maxCasPerNamespace": str(value)}))
+        assert f"--max-cas-per-namespace={value}" in args_of(objs)
+        assert load_settings(objs).max_cas_per_namespace == value
 
 
 def test_cross_namespace_auth_ref_is_its_own_switch(tools: Helm) -> None:
