@@ -71,7 +71,8 @@ def test_a_ca_counts_once_whatever_the_number_of_stores_using_it() -> None:
 
 
 def test_a_ca_counts_once_per_endpoint_host() -> None:
-    places = [Place(_t(1), "a", _ca(1, "kst-1.example")), Place(_t(2), "b", _ca(1, "kst-2.example")),
+    places = [Place(_t(1), "a", _ca(1, "kst-1.example")),
+              Place(_t(2), "b", _ca(1, "kst-2.example")),
               Place(_t(3), "c", _ca(2, "kst-1.example"))]
     assert allowed_cas(places, 2) == {_ca(1, "kst-1.example"), _ca(1, "kst-2.example")}
 
