@@ -16,10 +16,11 @@ from controller import model
 from controller.alicloud.errors import FetchError, Kind
 from controller.alicloud.identity import Identity, IdentityPool
 from controller.alicloud.kms import Endpoint, SecretValue
+from controller.engine.cas import PrivateCas
 from controller.engine.clock import FakeClock
 from controller.engine.fetcher import Fetcher
 from controller.engine.reconciler import Reconciler, SyncBudgetLimits
-from controller.engine.stores import StoreResolver
+from controller.engine.stores import StoreResolver, ca_identities
 from controller.settings import Settings, load
 
 # ("data", key), ("labels", key), ("annotations", key), ("ownerReferences", uid), ("type", "")
@@ -236,9 +237,13 @@ class World:
         self.kms = FakeKms()
         self.clock = FakeClock()
         self.stores: dict[tuple[str, str, str], dict[str, Any]] = {}
+        # --max-cas-per-namespace, its index fed by add_store as the informer would
+        self.cas = PrivateCas(self.settings.max_cas_per_namespace,
+                              ca_identities(self.settings))
         self.kube.put_user_secret(namespace, "ak", {"id": "LTAI-x", "s": "ak-secret"})
         self.add_store("store", {"KMSAuth": AK})
-        self.resolver = StoreResolver(self.settings, self._store, self.kube, lambda _ns: {})
+        self.resolver = StoreResolver(self.settings, self._store, self.kube, lambda _ns: {},
+                                      cas=self.cas)
         self.fetcher = Fetcher(self.kms, self.clock)
         self.reconciler = Reconciler(
             self.kube, self.resolver, self.fetcher,
@@ -255,11 +260,15 @@ class World:
     def _store(self, kind: model.StoreKind, namespace: str, name: str) -> dict[str, Any] | None:
         return self.stores.get((str(kind), namespace, name))
 
-    def add_store(self, name: str, kms: dict[str, Any]) -> None:
-        self.stores[("SecretStore", self.ns, name)] = {
+    def add_store(self, name: str, kms: dict[str, Any], created: str = "") -> None:
+        """Add (or replace) SecretStore `name`; `created`: its creationTimestamp."""
+        event = "MODIFIED" if ("SecretStore", self.ns, name) in self.stores else "ADDED"
+        raw = self.stores[("SecretStore", self.ns, name)] = {
             "kind": "SecretStore", "metadata": {"name": name, "namespace": self.ns,
-                                                "uid": f"store-{name}", "resourceVersion": "1"},
+                                                "uid": f"store-{name}", "resourceVersion": "1",
+                                                "creationTimestamp": created},
             "spec": {"KMS": kms}}
+        self.cas.observe(event, raw)
 
     def add_es(self, name: str, spec: dict[str, Any], **meta: Any) -> dict[str, Any]:
         obj = {"apiVersion": "alibabacloud.com/v1alpha1", "kind": "ExternalSecret",

@@ -93,7 +93,7 @@ _OWN_REASONS = frozenset({
     "StoreNotFound", "CrossNamespaceRefused", "InvalidStore", "NoCredentials",
     "CredentialsNotFound", "CredentialsNotReadable", "StoreNotAllowed",
     "ControllerIdentityRefused", "EndpointRefused", "UnsupportedStore", "InsecureTLSRefused",
-    "ClusterSecretStoreDisabled", BUDGET_EXCEEDED, NAMESPACE_CACHE_FULL,
+    "ClusterSecretStoreDisabled", "PrivateCARefused", BUDGET_EXCEEDED, NAMESPACE_CACHE_FULL,
     INVALID_SECRET, render.JMES_PATH_NO_MATCH, render.JMES_PATH_FAILED})
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from controller.alicloud.errors import FetchError, Kind
 from controller.names import MANAGED_BY, MANAGER, MERGE_TARGET, OWNER_UID, field_manager
-from tests.fakes import World, entry
+from tests.fakes import AK, World, entry
 
 NS = "team"
 
@@ -205,6 +205,29 @@ def test_controller_identity_refused_outside_allowed_namespaces() -> None:
     assert w.reason("app") == "ControllerIdentityRefused"
     assert "namespace team" in w.message("app")
     assert w.kms.reads == []
+
+
+def test_a_store_past_its_namespaces_private_cas_is_refused_and_keeps_what_it_synced() -> None:
+    """--max-cas-per-namespace: an ExternalSecret whose store's CA has no place says so as its
+    own reason (the store, the count, the flag), reads nothing, and its Secret keeps the data
+    it synced while the CA had a place."""
+    w = World(["--polling-interval", "1h", "--max-cas-per-namespace", "1"])
+    w.kms.values["db"] = "pw"
+    instance = {"KMSAuth": AK, "endpoint": "kst-1.cryptoservice.kms.aliyuncs.com"}
+    w.add_store("older", instance, created="2026-12-07T10:00:00Z")  # no CA yet
+    w.add_store("newer", {**instance, "ca": "CA two"}, created="2026-12-07T10:00:05Z")
+    w.add_es("app", _spec(entry("db", store="newer")))
+    assert w.reconcile("app").result == "synced"
+    reads = len(w.kms.reads)
+    w.add_store("older", {**instance, "ca": "CA one"}, created="2026-12-07T10:00:00Z")
+    outcome = w.reconcile("app")
+    assert (outcome.result, outcome.retry) == ("failed", True)
+    assert w.reason("app") == "PrivateCARefused"
+    assert "SecretStore team/newer" in w.message("app")
+    assert "already uses 1 distinct private CAs" in w.message("app")
+    assert "--max-cas-per-namespace" in w.message("app")
+    assert len(w.kms.reads) == reads  # refused before any read (or session)
+    assert w.kube.data("team", "app") == {"db": "pw"}
 
 
 def test_secret_intact_sees_drift_left_while_the_controller_was_down() -> None:
