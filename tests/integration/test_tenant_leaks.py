@@ -2,7 +2,9 @@
 a suffix match never gets a signed request (nor any connection), and what tenants create for
 the controller (stores with private CAs, endpoint hosts of their choosing) is released with
 them: 1,000 distinct CAs and endpoint hosts created and deleted leave the temp dir, the open
-fds, the metric series and the RSS where they started."""
+fds, the metric series and the RSS where they started; and what a namespace keeps alive at
+once is bounded: past --max-cas-per-namespace distinct private CAs its stores are refused, and
+the controller's open fds grow by the bound's sessions only."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from kubernetes.client.exceptions import ApiException
 from tests.cluster import free_port
 from tests.fakecloud import FakeCloud
 from tests.integration.conftest import AK_ID, AK_SECRET, K8s
-from tests.integration.tenancy import rss_mib
+from tests.integration.tenancy import change_time, rss_mib, templated
 from tests.waiting import wait_for
 
 
@@ -188,6 +190,7 @@ def test_a_thousand_cas_and_endpoint_hosts_leave_nothing_behind(
     controller = start_controller(
         "--kms-endpoint", cloud.kms_endpoint, "--polling-interval", "1h",
         "--allowed-endpoints", "*.1", "--metrics-bind-address", f"127.0.0.1:{metrics_port}",
+        "--max-cas-per-namespace", "0",  # every store's CA makes its session: what is measured
         env={"TMPDIR": str(tmpdir)})
     pid = controller.proc.pid
     # A warm-up round: what is built once per process (SDK modules, the first sessions,
@@ -225,7 +228,8 @@ def test_live_stores_with_cas_of_their_own_cost_kilobytes_not_a_megabyte(
                                                                  "secret": AK_SECRET}})
     host = cloud.kms_tls_endpoint
     controller = start_controller("--kms-endpoint", cloud.kms_endpoint, "--polling-interval",
-                                  "1h", "--allowed-endpoints", host.rsplit(":", 1)[0])
+                                  "1h", "--allowed-endpoints", host.rsplit(":", 1)[0],
+                                  "--max-cas-per-namespace", "0")  # the cost of each one
     pid = controller.proc.pid
 
     def create(i: int) -> None:
@@ -251,4 +255,102 @@ def test_live_stores_with_cas_of_their_own_cost_kilobytes_not_a_megabyte(
     grown = rss_mib(pid) - before
     print(f"{LIVE_STORES} live stores with distinct CAs: RSS +{grown:.1f} MiB")
     assert grown < LIVE_STORES * LIVE_STORE_MIB, grown
+    assert controller.proc.poll() is None
+
+
+CA_BOUND, CA_EXTRA = 3, 9  # the flag, and the stores with a CA of their own past it
+FD_SLACK = 6  # fds that come and go with any sync burst (the API pool, an Event being posted)
+
+
+def _ca_store(name: str, host: str, ca: str) -> dict[str, Any]:
+    return _store(name, f"https://{host}", ca)
+
+
+def _store_ready(k8s: K8s, ns: str, name: str) -> dict[str, Any]:
+    obj = k8s.get(ns, "secretstores", name)
+    return next((dict(c) for c in (obj.get("status") or {}).get("conditions") or []
+                 if c.get("type") == "Ready"), {})
+
+
+def test_a_namespace_keeps_at_most_its_bound_of_private_cas_alive(
+    k8s: K8s, cloud: FakeCloud, namespace: str, other_namespace: str,
+    start_controller: Callable[..., Any],
+) -> None:
+    """Found by a black-box attempt (2026-12-07): nothing bounded how many distinct private
+    CAs one namespace keeps in use, each an SDK session with 2 fds (its CA's memory file, an
+    idle connection): 1,000 stores held 2,000 fds. With --max-cas-per-namespace N, the first N
+    (by creation time) sync and the rest report PrivateCARefused naming the flag; the fds grow
+    by about 2N; another namespace keeps its own place and keeps syncing; a store that lets go
+    of its place (a CA change, a deletion) hands it to the next store at once, and a store
+    refused again keeps what it synced."""
+    cloud.put_secret("db", "pw")
+    host = cloud.kms_tls_endpoint
+    for ns in (namespace, other_namespace):
+        _ak_secret(k8s, ns)
+    controller = start_controller(
+        "--kms-endpoint", cloud.kms_endpoint, "--polling-interval", "1h",
+        "--allowed-endpoints", host.rsplit(":", 1)[0],
+        "--max-cas-per-namespace", str(CA_BOUND))
+    pid = controller.proc.pid
+    # The other tenant: a store with a CA of its own, and a burst of ExternalSecrets through
+    # it (the first TLS session, the imports, the API connection pool: there before the
+    # baseline).
+    k8s.create(other_namespace, "secretstores",
+               _ca_store("store", host, f"{cloud.ca_pem}\n# the other tenant\n"))
+    for i in range(8):
+        k8s.create(other_namespace, "externalsecrets",
+                   templated(f"other-{i}", {"data": {"db": "{{ .db }}-0"}}))
+    wait_for(lambda: all(k8s.secret_data(other_namespace, f"other-{i}") == {"db": "pw-0"}
+                         for i in range(8)), 60, "the other tenant's ExternalSecrets synced")
+    base_fds = _fds(pid)
+
+    # One store after another (their creation times and names agree), an ExternalSecret each.
+    names = [f"s{i:02d}" for i in range(CA_BOUND + CA_EXTRA)]
+    cas = {name: f"{cloud.ca_pem}\n# tenant store {name}\n" for name in names}
+    for name in names:
+        k8s.create(namespace, "secretstores", _ca_store(name, host, cas[name]))
+        k8s.create(namespace, "externalsecrets", _es(name, name))
+    allowed, refused = names[:CA_BOUND], names[CA_BOUND:]
+    wait_for(lambda: all(k8s.secret_data(namespace, n) == {"db": "pw"} for n in allowed),
+             60, f"the first {CA_BOUND} stores' ExternalSecrets synced")
+    wait_for(lambda: all(_reason(k8s, namespace, n) == "PrivateCARefused" for n in refused),
+             60, f"the other {CA_EXTRA} ExternalSecrets refused")
+    for name in refused:
+        message = str((k8s.ready(namespace, name) or {}).get("message", ""))
+        assert f"SecretStore {namespace}/{name}" in message, message
+        assert f"already uses {CA_BOUND} distinct private CAs" in message, message
+        assert "--max-cas-per-namespace" in message and "BEGIN" not in message, message
+        assert k8s.secret_data(namespace, name) is None
+    wait_for(lambda: _store_ready(k8s, namespace, refused[0]).get("reason")
+             == "PrivateCARefused", 30, "the refused store's own Ready condition")
+    assert _store_ready(k8s, namespace, refused[0])["message"] in \
+        str((k8s.ready(namespace, refused[0]) or {}).get("message"))  # the same text
+    # Each live CA: its memory file and an idle connection. Without the bound: 2 per store.
+    grown = wait_for(lambda: (n := _fds(pid) - base_fds) <= 2 * CA_BOUND + FD_SLACK and (n,),
+                     30, f"open fds within {2 * CA_BOUND} (+{FD_SLACK}) of {base_fds}")[0]
+    print(f"{len(names)} stores with distinct CAs, {CA_BOUND} allowed: fds {base_fds} -> "
+          f"+{grown}")
+    # The other namespace has a place of its own and keeps syncing at once.
+    assert change_time(k8s, other_namespace, "other-0", 1) < 10
+
+    # s01 takes s00's CA: its own CA leaves the namespace, and the first refused store gets
+    # the place (its ExternalSecret syncs now, not at its backoff's next step).
+    first_refused = refused[0]
+    k8s.patch(namespace, "secretstores", "s01", {"spec": {"KMS": {"ca": cas["s00"]}}})
+    wait_for(lambda: k8s.secret_data(namespace, first_refused) == {"db": "pw"}, 30,
+             f"{first_refused} synced once s01 let go of its CA")
+    # s01 back to its own CA: it is older, so first_refused is refused again and keeps the
+    # data it synced.
+    k8s.patch(namespace, "secretstores", "s01", {"spec": {"KMS": {"ca": cas["s01"]}}})
+    wait_for(lambda: _reason(k8s, namespace, first_refused) == "PrivateCARefused", 30,
+             f"{first_refused} refused again")
+    assert k8s.secret_data(namespace, first_refused) == {"db": "pw"}
+    # Deleting an allowed store frees its place for the next one by creation time.
+    k8s.delete(namespace, "secretstores", "s00")
+    wait_for(lambda: (k8s.ready(namespace, first_refused) or {}).get("status") == "True", 30,
+             f"{first_refused} synced after s00 was deleted")
+    assert all(_reason(k8s, namespace, n) == "PrivateCARefused" for n in refused[1:])
+    assert k8s.secret_data(namespace, "s00") == {"db": "pw"}  # its store gone, data kept
+    wait_for(lambda: _fds(pid) - base_fds <= 2 * CA_BOUND + FD_SLACK, 30,
+             "open fds still within the bound")
     assert controller.proc.poll() is None
