@@ -20,8 +20,9 @@ informer's events (`observe`). It returns the stores whose admission changed, so
 ExternalSecrets and status checks run again at once (a deleted store's place goes to the next
 store by creation time). `refused` answers for a store as a sync or a check sees it; a store
 the index has not seen in that form yet (its event still on the way) is counted in its place.
-Creations in time order cost O(1) each once the namespace is full; a change before the N-th
-CA's first store scans the namespace's CA stores up to it.
+Once a namespace's N places are taken, a store created after the one that took the last
+place costs a sorted insert and no rescan; a change before it scans the namespace's CA stores
+in order up to the N-th CA.
 """
 
 from __future__ import annotations
