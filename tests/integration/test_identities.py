@@ -648,7 +648,13 @@ def test_kms_calls_per_endpoint_stay_within_the_limit_under_a_burst(
 
     # Fast calls: the rate is what limits. Measured on arrival (when the fake starts handling
     # a call) in every sliding one-second window; completions (the fake's peak_rate) add the
-    # handler's own scheduling jitter and are reported only.
+    # handler's own scheduling jitter and are reported only. The limiter spaces starts so that
+    # rate + 1 of them span 1.1 s: a call that reaches the service up to 100 ms late stays
+    # within the rate. On a busy 2-core CI machine a call's way from its start time to the
+    # fake's handler (the SDK's signing, HTTP, the fake's own threads) was once later than
+    # that: 6 arrivals in a second (2026-12-07). One more than the rate is allowed for that;
+    # rate + 2 would take 0.32 s of delay, and a limiter that let a burst through (a bucket
+    # of `rate` tokens: 2 * rate - 1 in a window; none: all 40 at once) still fails.
     cloud.latency = 0.05
     log = burst(0, fast)
     arrivals = sorted(e["time"] - e["duration"] for e in log)
@@ -657,7 +663,7 @@ def test_kms_calls_per_endpoint_stay_within_the_limit_under_a_burst(
     peak = cloud.peak_rate(window=1.0, action="GetSecretValue")
     print(f"\nburst of {fast} at 50 ms: peak {peak}/s on completion, {arrival_peak}/s on "
           f"arrival, over {arrivals[-1] - arrivals[0]:.1f}s")
-    assert arrival_peak <= limit
+    assert arrival_peak <= limit + 1
     assert arrival_peak >= limit - 1  # the burst did press against the limit
     # Slow calls: the concurrency cap is what limits.
     cloud.latency = 1.5
