@@ -133,12 +133,16 @@ class Manager:
         # What one namespace's objects may hold in each cache (--namespace-cache-bytes):
         # ExternalSecrets and SecretStores past it are refused (NamespaceCacheFull); Secrets
         # past it are read from the apiserver when a sync needs them.
+        # A store, and an entry's own kmsEndpoint, count CLIENT_COST more: the clients and
+        # sessions they make the controller hold.
         budget = settings.namespace_cache_bytes
         self.es_informers = {ns: Informer(rest, EXTERNAL_SECRETS, self._on_external_secret,
-                                          namespace=ns, namespace_budget=budget)
+                                          namespace=ns, namespace_budget=budget,
+                                          tokens=entry_clients, token_cost=CLIENT_COST)
                              for ns in namespaces}
         self.store_informers = {ns: Informer(rest, SECRET_STORES, self._on_secret_store,
-                                             namespace=ns, namespace_budget=budget)
+                                             namespace=ns, namespace_budget=budget,
+                                             tokens=store_clients, token_cost=CLIENT_COST)
                                 for ns in namespaces}
         self.cluster_store_informer = Informer(rest, CLUSTER_SECRET_STORES,
                                                self._on_cluster_store)
@@ -615,6 +619,32 @@ class Manager:
 
     def _poll_delay(self, request: FetchRequest, interval: float) -> float:
         return polls.until_slot(polls.poll_seed(request), interval, self.clock.now())
+
+
+# What a SecretStore, or an entry with a kmsEndpoint of its own, makes the controller hold
+# besides the object: SDK clients and a session (with the object itself ~0.13 MiB measured,
+# tests/integration/test_tenant_leaks.py). Charged against --namespace-cache-bytes once per
+# store and once per distinct (store, kmsEndpoint) of a namespace's entries.
+CLIENT_COST = 128 << 10
+
+
+def store_clients(obj: dict[str, Any]) -> frozenset[str]:
+    """A SecretStore's token: itself (its identity's clients)."""
+    return frozenset({str((obj.get("metadata") or {}).get("name", ""))})
+
+
+def entry_clients(obj: dict[str, Any]) -> frozenset[str]:
+    """An ExternalSecret's tokens: each (store, kmsEndpoint) its entries read through."""
+    spec = obj.get("spec")
+    found: set[str] = set()
+    for field in ("data", "dataFrom"):
+        entries = spec.get(field) if isinstance(spec, dict) else None
+        for entry in entries if isinstance(entries, list) else ():
+            if isinstance(entry, dict) and entry.get("kmsEndpoint"):
+                ref = entry.get("secretStoreRef")
+                ref = ref if isinstance(ref, dict) else {}
+                found.add(f"{ref.get('kind', '')}/{ref.get('name', '')}@{entry['kmsEndpoint']}")
+    return frozenset(found)
 
 
 def _merge_target(obj: dict[str, Any]) -> tuple[str, str] | None:

@@ -367,10 +367,12 @@ def _hook_sdk_adapter() -> None:
 
         def get_adapter(prefix: str, tls_min_version: str | None = None,
                         pool_size: int | None = None) -> Any:
+            if prefix.upper() != "HTTPS":
+                return original(prefix, tls_min_version, pool_size=pool_size)
             with _PRIVATE_LOCK:
                 path = _PRIVATE_CA_PATHS.get(pool_size or 0)
-            if path is None or prefix.upper() != "HTTPS":
-                return original(prefix, tls_min_version, pool_size=pool_size)
+            if path is None:
+                return _default_trust_adapter(tls_min_version, pool_size)
             return _private_ca_adapter(path, tls_min_version, pool_size or SDK_DEFAULT_POOL)
 
         DaraCore.get_adapter = staticmethod(get_adapter)
@@ -385,6 +387,29 @@ def _private_ca_adapter(path: str, tls_min_version: str | None, pool_size: int) 
     context = DaraCore._set_tls_minimum_version(context, tls_min_version)
     return _TLSAdapter(ssl_context=context, pool_connections=DEFAULT_POOL_SIZE,
                        pool_maxsize=pool_size)
+
+
+_DEFAULT_CONTEXTS: dict[str | None, ssl.SSLContext] = {}
+
+
+def _default_trust_adapter(tls_min_version: str | None, pool_size: int | None) -> Any:
+    """The SDK's own adapter for a session without a private CA, with the TLS context the SDK
+    would build (the system's defaults and certifi's roots), built once per minimum TLS version
+    and shared by every such session: the SDK built one per host, ~1 MiB each, and tenants
+    choose hosts (a store's endpoint, an entry's kmsEndpoint)."""
+    import certifi
+    from darabonba.core import DEFAULT_POOL_MAXSIZE, DEFAULT_POOL_SIZE, DaraCore, _TLSAdapter
+
+    with _PRIVATE_LOCK:
+        context = _DEFAULT_CONTEXTS.get(tls_min_version)
+        if context is None:
+            context = ssl.create_default_context()
+            context = DaraCore._set_tls_minimum_version(context, tls_min_version)
+            context.load_verify_locations(certifi.where())
+            _DEFAULT_CONTEXTS[tls_min_version] = context
+    size = pool_size if pool_size is not None and pool_size > 0 else DEFAULT_POOL_MAXSIZE
+    return _TLSAdapter(ssl_context=context, pool_connections=DEFAULT_POOL_SIZE,
+                       pool_maxsize=size)
 
 
 def _ca_key(endpoint: Endpoint) -> tuple[str, str, str]:

@@ -109,7 +109,8 @@ def overflow_message(obj: dict[str, Any]) -> str | None:
     kind = str(obj.get("kind") or "object")
     return (f"{kind} {namespace}/{name} ({_kib(found['size'])}) is not served: the {kind}s "
             f"of namespace {namespace} already take {_kib(found['held'])} of the controller's "
-            f"cache, and {CACHE_FLAG} allows {_kib(found['limit'])} per namespace. Delete or "
+            f"cache (with the clients they need), and {CACHE_FLAG} allows "
+            f"{_kib(found['limit'])} per namespace. Delete or "
             f"shrink {kind}s in {namespace}, or ask the operator to raise {CACHE_FLAG}; data "
             "already synced is kept")
 
@@ -144,15 +145,26 @@ def _stub(obj: dict[str, Any], size: int, held: int, limit: int) -> dict[str, An
     return stub
 
 
-class _Ledger:
-    """The bytes of each namespace's objects held in full, against a per-namespace budget
-    (0: no budget), and the sizes of its stubs."""
+# What an object makes the controller hold besides itself, as tokens (e.g. the store and
+# endpoint host an entry reads through: an SDK client and session): each distinct token of a
+# namespace costs `token_cost` once, however many of its objects name it.
+Tokens = Callable[[dict[str, Any]], frozenset[str]]
 
-    def __init__(self, budget: int) -> None:
+
+class _Ledger:
+    """The bytes of each namespace's objects held in full (their JSON, plus `token_cost` per
+    distinct token they name), against a per-namespace budget (0: no budget), and the sizes
+    of its stubs."""
+
+    def __init__(self, budget: int, tokens: Tokens | None = None, token_cost: int = 0) -> None:
         self.budget = budget
+        self.tokens = tokens
+        self.token_cost = token_cost
         self.held: dict[str, int] = {}
         self.sizes: dict[Key, int] = {}
-        self.stubs: dict[str, dict[str, int]] = {}  # namespace -> {stub's name: its size}
+        self.named: dict[Key, frozenset[str]] = {}  # the tokens of each object held whole
+        self.refs: dict[str, dict[str, int]] = {}  # namespace -> {token: objects naming it}
+        self.stubs: dict[str, dict[str, int]] = {}  # namespace -> {stub's name: its cost}
 
     def admit(self, key: Key, obj: dict[str, Any],
               previous: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -167,17 +179,24 @@ class _Ledger:
         self.forget(key)
         found = overflow(obj)
         if found is None:
+            tokens = self.tokens(obj) if self.tokens is not None else frozenset()
+            refs = self.refs.get(namespace, {})
             size = _size(obj)
+            cost = size + self.token_cost * sum(1 for t in tokens if t not in refs)
             held = self.held.get(namespace, 0)
             if previous is not None and _generation(previous) == _generation(obj) > 0:
                 whole = overflow(previous) is None  # its standing for this generation
             else:
-                whole = held + size <= self.budget
+                whole = held + cost <= self.budget
             if whole:
                 self.sizes[key] = size
-                self.held[namespace] = held + size
+                self.named[key] = tokens
+                refs = self.refs.setdefault(namespace, {})
+                for token in tokens:
+                    refs[token] = refs.get(token, 0) + 1
+                self.held[namespace] = held + cost
                 return obj
-            obj = _stub(obj, size, held, self.budget)
+            obj = _stub(obj, cost, held, self.budget)
             found = overflow(obj)
             assert found is not None
         self.stubs.setdefault(namespace, {})[key[1]] = found["size"]
@@ -185,9 +204,17 @@ class _Ledger:
 
     def forget(self, key: Key) -> None:
         namespace = key[0]
-        size = self.sizes.pop(key, 0)
-        if size:
-            left = self.held.get(namespace, 0) - size
+        freed = self.sizes.pop(key, 0)
+        refs = self.refs.get(namespace, {})
+        for token in self.named.pop(key, frozenset()):
+            refs[token] -= 1
+            if not refs[token]:
+                del refs[token]
+                freed += self.token_cost
+        if not refs:
+            self.refs.pop(namespace, None)
+        if freed:
+            left = self.held.get(namespace, 0) - freed
             if left > 0:
                 self.held[namespace] = left
             else:
@@ -239,10 +266,13 @@ class Informer:
         label_selector: str = "",
         namespace_budget: int = 0,
         full_events: bool = False,
+        tokens: Tokens | None = None,
+        token_cost: int = 0,
     ) -> None:
         """`namespace_budget`: bytes each namespace's objects may hold in this cache (0: no
-        bound); `full_events`: the handler sees an object over it whole (it must not keep it),
-        not its stub."""
+        bound); `tokens`, `token_cost`: what else an object costs against it (see `Tokens`);
+        `full_events`: the handler sees an object over it whole (it must not keep it), not
+        its stub."""
         self.rest = rest
         self.resource = resource
         self.handler = handler
@@ -250,7 +280,7 @@ class Informer:
         self.label_selector = label_selector
         self.name = f"{resource.plural}{'/' + namespace if namespace else ''}"
         self._cache: dict[Key, dict[str, Any]] = {}
-        self._ledger = _Ledger(namespace_budget)
+        self._ledger = _Ledger(namespace_budget, tokens, token_cost)
         self._unread: set[str] = set()  # namespaces whose stubs' reading again failed
         self.full_events = full_events
         self._writing: dict[Key, list[WriteTicket]] = {}  # emptied by finish_write
@@ -390,7 +420,7 @@ class Informer:
 
     def _relist(self) -> str:
         fresh: dict[Key, dict[str, Any]] = {}
-        ledger = _Ledger(self._ledger.budget)
+        ledger = _Ledger(self._ledger.budget, self._ledger.tokens, self._ledger.token_cost)
         cont: str | None = None
         while True:
             page = self.rest.get(

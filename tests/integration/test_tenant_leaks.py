@@ -354,3 +354,41 @@ def test_a_namespace_keeps_at_most_its_bound_of_private_cas_alive(
     wait_for(lambda: _fds(pid) - base_fds <= 2 * CA_BOUND + FD_SLACK, 30,
              "open fds still within the bound")
     assert controller.proc.poll() is None
+
+
+LIVE_HOSTS = 100
+
+
+def test_live_endpoint_hosts_without_a_ca_share_one_trust_store(
+    k8s: K8s, cloud: FakeCloud, namespace: str, start_controller: Callable[..., Any],
+) -> None:
+    """The SDK built every session's TLS context with certifi's roots (~1 MiB each), one
+    session per endpoint host, and a tenant chooses hosts (a store's endpoint, an entry's
+    kmsEndpoint): 100 live stores with distinct hosts and no CA of their own took ~100 MiB
+    and nothing bounded their number. Sessions without a private CA now share one context."""
+    port = int(cloud.kms_tls_endpoint.rsplit(":", 1)[1])
+    _ak_secret(k8s, namespace)
+    controller = start_controller("--kms-endpoint", cloud.kms_endpoint, "--polling-interval",
+                                  "1h", "--allowed-endpoints", "*.1")
+    pid = controller.proc.pid
+
+    def create(i: int) -> None:
+        # The fake's certificate is not one certifi trusts: every read fails its TLS check,
+        # and the store stays in use (its ExternalSecret retries), its session alive.
+        k8s.create(namespace, "secretstores", _store(f"h{i}", f"https://{_host(i, port)}"))
+        k8s.create(namespace, "externalsecrets", _es(f"h{i}", f"h{i}"))
+
+    def failed(i: int) -> bool:
+        return _reason(k8s, namespace, f"h{i}") not in ("", "Synced")
+
+    create(0)  # the first session (and its imports) before the baseline
+    wait_for(lambda: failed(0), timeout=60, what="the first read over TLS failed")
+    before = rss_mib(pid)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(create, range(1, LIVE_HOSTS + 1)))
+    wait_for(lambda: all(failed(i) for i in range(1, LIVE_HOSTS + 1)), timeout=180,
+             what=f"{LIVE_HOSTS} stores with distinct hosts read (and failed TLS)")
+    grown = rss_mib(pid) - before
+    print(f"{LIVE_HOSTS} live endpoint hosts: RSS +{grown:.1f} MiB")
+    assert grown < LIVE_HOSTS * LIVE_STORE_MIB, grown
+    assert controller.proc.poll() is None

@@ -19,6 +19,7 @@ from controller.kube.informer import (
     overflow_message,
 )
 from controller.kube.rest import EXTERNAL_SECRETS, ApiError
+from controller.manager import entry_clients, store_clients
 from tests.fakes import World, entry
 
 BUDGET = 4096
@@ -251,3 +252,68 @@ def test_a_status_write_never_flips_an_object_between_whole_and_stub() -> None:
     bigger["metadata"]["generation"] = 2
     deliver(inf, api, "MODIFIED", bigger)
     assert overflow(inf.get("team", "es-2") or {}) is not None
+
+
+# ------------------------------------------- what objects make the controller hold (tokens)
+def test_a_token_costs_once_per_namespace_however_many_objects_name_it() -> None:
+    ledger = _Ledger(8_000, tokens=lambda o: frozenset(o["spec"]["t"]), token_cost=3000)
+
+    def obj(name: str, tokens: list[str], ns: str = "team") -> dict[str, Any]:
+        return {"metadata": {"name": name, "namespace": ns, "generation": 1},
+                "spec": {"t": tokens}}
+
+    base = _size(obj("a", ["x"]))
+    for name in ("a", "b", "c"):  # the same client three times: paid once
+        assert overflow(ledger.admit(("team", name), obj(name, ["x"]))) is None
+    assert ledger.held["team"] == 3 * base + 3000
+    # two new ones do not fit beside it (3000 each), one does
+    assert overflow(ledger.admit(("team", "d"), obj("d", ["y", "z"]))) is not None
+    assert overflow(ledger.admit(("team", "e"), obj("e", ["y"]))) is None
+    # the token is released with the last object that names it
+    ledger.forget(("team", "a"))
+    ledger.forget(("team", "b"))
+    assert ledger.refs["team"] == {"x": 1, "y": 1}
+    ledger.forget(("team", "c"))
+    assert ledger.refs["team"] == {"y": 1}
+    assert ledger.held["team"] == _size(obj("e", ["y"])) + 3000
+    assert overflow(ledger.admit(("other", "a"), obj("a", ["y"], ns="other"))) is None
+
+
+def test_stores_and_entries_with_an_endpoint_of_their_own_name_their_clients() -> None:
+    assert store_clients({"metadata": {"name": "s"}}) == frozenset({"s"})
+    es_obj = {"spec": {"data": [
+        {"key": "a", "secretStoreRef": {"name": "s"}, "kmsEndpoint": "kst-1.example"},
+        {"key": "b", "secretStoreRef": {"name": "s"}, "kmsEndpoint": "kst-1.example"},
+        {"key": "c", "secretStoreRef": {"name": "s", "kind": "ClusterSecretStore"},
+         "kmsEndpoint": "kst-2.example"},
+        {"key": "d", "secretStoreRef": {"name": "s"}}]},
+        "dataFrom": "not a list"}
+    assert entry_clients(es_obj) == frozenset({"/s@kst-1.example",
+                                                "ClusterSecretStore/s@kst-2.example"})
+    assert entry_clients({"spec": None}) == frozenset()
+
+
+token_events = st.lists(st.tuples(st.sampled_from(["ADDED", "MODIFIED", "DELETED"]),
+                                  st.sampled_from(["a", "b", "c", "d"]),
+                                  st.integers(min_value=0, max_value=1500),
+                                  st.frozensets(st.sampled_from(["x", "y", "z"]), max_size=2)),
+                        max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(token_events)
+def test_held_bytes_are_the_whole_objects_and_their_distinct_tokens(
+        steps: list[tuple[str, str, int, frozenset[str]]]) -> None:
+    api = Api()
+    inf = Informer(api, EXTERNAL_SECRETS, lambda kind, obj: None,  # type: ignore[arg-type]
+                   namespace_budget=BUDGET, tokens=lambda o: frozenset(o["spec"]["t"]),
+                   token_cost=700)
+    for rv, (kind, name, pad, tokens) in enumerate(steps, start=10):
+        obj = es(name, rv, pad=pad, generation=rv)
+        obj["spec"]["t"] = sorted(tokens)
+        deliver(inf, api, kind, obj)
+        whole = [o for o in inf.items() if overflow(o) is None]
+        distinct = {t for o in whole for t in o["spec"]["t"]}
+        held = sum(_size(o) for o in whole) + 700 * len(distinct)
+        assert inf._ledger.held.get("team", 0) == held
+        assert held <= BUDGET
