@@ -54,7 +54,7 @@ from controller.names import (
     merge_annotation,
 )
 from controller.ops.memory import release_free_memory
-from controller.ops.neterrors import DESCRIPTIONS, network_failure
+from controller.ops.neterrors import out_of_reach
 
 log = logging.getLogger(__name__)
 # The API server out of reach mid-sync: a logger of its own, folded (ops/lognoise.py).
@@ -328,11 +328,9 @@ class Reconciler:
         """The API server out of reach mid-sync (an outage, a restart): one line that names
         no object, folded with its repeats (ops/lognoise.py), and a retry with backoff; no
         status write or Event (they would not get through). None for anything else."""
-        failure = network_failure(exc)
-        if not (failure or isinstance(exc, ConnectionError | TimeoutError)
-                or type(exc).__module__.startswith("urllib3")):
+        what = out_of_reach(exc)
+        if what is None:
             return None
-        what = DESCRIPTIONS.get(failure, type(exc).__name__)
         unreachable.warning("syncs wait: the API server cannot be reached (%s); retrying with "
                             "backoff", what)
         return Outcome("failed", interval=interval, retry=True, reason=API_UNREACHABLE,

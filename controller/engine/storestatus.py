@@ -36,7 +36,7 @@ from controller.engine.clock import Clock, RealClock
 from controller.engine.queue import ExponentialBackoff, Jitter, WorkQueue
 from controller.engine.status import READY, stamp
 from controller.engine.stores import StoreProblem, StoreResolver
-from controller.ops.neterrors import DESCRIPTIONS, network_failure
+from controller.ops.neterrors import out_of_reach
 
 log = logging.getLogger(__name__)
 # Its own logger, so that only this line is folded with its repeats (ops/lognoise.py).
@@ -228,11 +228,10 @@ class StoreStatus:
         """A check that could not read what it needs. The API server out of reach is said in
         one line that names no store (folded with its repeats, ops/lognoise.py), not a
         traceback per store per retry; anything else is unexpected and keeps its traceback."""
-        failure = network_failure(exc)
-        if failure or isinstance(exc, OSError) or type(exc).__module__.startswith("urllib3"):
+        what = out_of_reach(exc)
+        if what is not None:
             unreachable.warning("store status checks wait: the API server cannot be reached "
-                                "(%s); retrying with backoff",
-                                DESCRIPTIONS.get(failure, type(exc).__name__))
+                                "(%s); retrying with backoff", what)
         else:
             log.exception("status check of %s failed unexpectedly", key.describe())
 

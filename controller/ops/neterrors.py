@@ -64,3 +64,18 @@ def network_failure(exc: BaseException) -> str:
         if isinstance(cause, TimeoutError) or type(cause).__name__ in _TIMEOUT_NAMES:
             return TIMEOUT
     return ""
+
+
+def out_of_reach(exc: BaseException) -> str | None:
+    """Whether `exc` means a server (the API server, for the callers) could not be reached:
+    a network failure above, or a connection or timeout error, or urllib3's own (which the
+    Kubernetes client raises after its retries). Returns what to say ("the host name does not
+    resolve (DNS)", or the exception's type name), or None for anything else: an OSError that
+    is no connection error (a file, a permission) is not the network."""
+    failure = network_failure(exc)
+    if failure:
+        return DESCRIPTIONS[failure]
+    if isinstance(exc, ConnectionError | TimeoutError) or \
+            type(exc).__module__.startswith("urllib3"):
+        return type(exc).__name__
+    return None

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from controller.alicloud.errors import FetchError, Kind, classify
+from controller.ops.neterrors import CONNECTION_REFUSED, DESCRIPTIONS, TIMEOUT, out_of_reach
 
 WHO = "SecretStore team-a/kms"
 
@@ -139,3 +140,20 @@ def _self_signed(tmp_path: Path) -> tuple[Path, Path, Path]:
     for path, data in zip(paths, (server_cert, server_key, ca_cert), strict=True):
         path.write_bytes(data)
     return paths
+
+
+def test_out_of_reach_is_one_rule_for_every_caller() -> None:
+    """The reconciler and the store checks use the same rule for "the API server cannot be
+    reached": network failures (under any wrapper), connection and timeout errors, urllib3's
+    own; not any other OSError (the store checks took every OSError before)."""
+    import urllib3
+
+    wrapped = RuntimeError("wrapper")
+    wrapped.__cause__ = ConnectionRefusedError(111, "refused")
+    assert out_of_reach(wrapped) == DESCRIPTIONS[CONNECTION_REFUSED]
+    assert out_of_reach(ConnectionResetError(104, "reset")) == "ConnectionResetError"
+    assert out_of_reach(TimeoutError()) == DESCRIPTIONS[TIMEOUT]
+    assert out_of_reach(urllib3.exceptions.ProtocolError("gone")) == "ProtocolError"
+    assert out_of_reach(PermissionError(13, "denied")) is None
+    assert out_of_reach(FileNotFoundError(2, "missing")) is None
+    assert out_of_reach(ValueError("x")) is None
