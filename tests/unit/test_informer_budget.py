@@ -66,6 +66,16 @@ def informer(api: Api, budget: int = BUDGET) -> tuple[Informer, list[tuple[str, 
     return inf, seen
 
 
+def filled(ns: str = "team") -> tuple[Api, Informer, list[tuple[str, str, bool]]]:
+    """An informer whose namespace `ns` holds es-0..es-4: 3 whole, 2 stubs (~1.2 KiB each
+    against 4 KiB)."""
+    api = Api()
+    inf, seen = informer(api)
+    for i in range(5):
+        deliver(inf, api, "ADDED", es(f"es-{i}", 10 + i, ns=ns))
+    return api, inf, seen
+
+
 def deliver(inf: Informer, api: Api, kind: str, obj: dict[str, Any]) -> None:
     meta = obj["metadata"]
     if kind == "DELETED":
@@ -76,10 +86,7 @@ def deliver(inf: Informer, api: Api, kind: str, obj: dict[str, Any]) -> None:
 
 
 def test_objects_past_the_budget_are_stubs_that_name_their_size_and_the_flag() -> None:
-    api = Api()
-    inf, seen = informer(api)
-    for i in range(5):
-        deliver(inf, api, "ADDED", es(f"es-{i}", 10 + i))
+    _api, inf, seen = filled()
     full = [n for n in (f"es-{i}" for i in range(5)) if overflow(inf.get("team", n) or {}) is None]
     assert full == ["es-0", "es-1", "es-2"]  # ~1.2 KiB each against 4 KiB
     stub = inf.get("team", "es-4")
@@ -94,19 +101,13 @@ def test_objects_past_the_budget_are_stubs_that_name_their_size_and_the_flag() -
 
 
 def test_another_namespace_has_a_budget_of_its_own() -> None:
-    api = Api()
-    inf, _ = informer(api)
-    for i in range(5):
-        deliver(inf, api, "ADDED", es(f"es-{i}", 10 + i, ns="hostile"))
+    api, inf, _ = filled("hostile")
     deliver(inf, api, "ADDED", es("mine", 20, ns="team"))
     assert overflow(inf.get("team", "mine") or {}) is None
 
 
 def test_a_deletion_that_makes_room_reads_the_stubs_that_fit_again() -> None:
-    api = Api()
-    inf, seen = informer(api)
-    for i in range(5):
-        deliver(inf, api, "ADDED", es(f"es-{i}", 10 + i))
+    api, inf, seen = filled()
     seen.clear()
     deliver(inf, api, "DELETED", es("es-0", 20))
     assert api.gets == ["es-3"]  # one place freed: the first stub by name, read once
@@ -118,10 +119,7 @@ def test_a_deletion_that_makes_room_reads_the_stubs_that_fit_again() -> None:
 
 
 def test_a_failed_read_again_is_tried_at_the_namespaces_next_event() -> None:
-    api = Api()
-    inf, _ = informer(api)
-    for i in range(5):
-        deliver(inf, api, "ADDED", es(f"es-{i}", 10 + i))
+    api, inf, _ = filled()
     api.fail = True
     deliver(inf, api, "DELETED", es("es-0", 20))
     assert overflow(inf.get("team", "es-3") or {}) is not None
