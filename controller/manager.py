@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from controller import model
-from controller.alicloud.errors import FetchError
 from controller.alicloud.identity import Identity
 from controller.alicloud.kms import Kms
 from controller.engine import polls, triggers
@@ -63,6 +62,7 @@ from controller.names import (
     MANAGER,
     MERGE_TARGET,
 )
+from controller.providers import FetchError
 from controller.settings import Settings
 
 log = logging.getLogger(__name__)

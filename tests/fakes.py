@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller import model
-from controller.alicloud.errors import FetchError, Kind
 from controller.alicloud.identity import Identity, IdentityPool
 from controller.alicloud.kms import Endpoint, SecretValue
 from controller.engine.cas import PrivateCas
@@ -21,6 +20,7 @@ from controller.engine.clock import FakeClock
 from controller.engine.fetcher import Fetcher
 from controller.engine.reconciler import Reconciler, SyncBudgetLimits
 from controller.engine.stores import StoreResolver, ca_identities
+from controller.providers import FetchError, Kind
 from controller.settings import Settings, load
 
 # ("data", key), ("labels", key), ("annotations", key), ("ownerReferences", uid), ("type", "")

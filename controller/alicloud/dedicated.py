@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import threading
 
-from controller.alicloud.errors import FetchError
 from controller.alicloud.identity import Identity
 from controller.alicloud.kms import Endpoint, SecretValue
 from controller.alicloud.kms_instance import (
@@ -25,6 +24,7 @@ from controller.alicloud.kms_instance import (
     KmsInstance,
     load_client_key,
 )
+from controller.providers import FetchError
 
 MAX_KEYS = 1000  # decoded client keys kept; past that the cache starts over
 MAX_FAILURES = 1000  # failed decodes remembered; past that the memory starts over

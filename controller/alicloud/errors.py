@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import re
 import ssl
-from enum import StrEnum
 from typing import Any
 
 from controller.ops.neterrors import (
@@ -24,42 +23,9 @@ from controller.ops.neterrors import (
     TLS_VERIFY_FAILED,
     network_failure,
 )
+from controller.providers.base import RETRYABLE, FetchError, Kind
 
-
-class Kind(StrEnum):
-    NOT_FOUND = "NotFound"
-    DENIED = "AccessDenied"
-    THROTTLED = "Throttled"
-    TRANSIENT = "Transient"
-    AUTH = "AuthFailed"
-    CONFIG = "InvalidConfig"
-
-
-RETRYABLE = frozenset({Kind.THROTTLED, Kind.TRANSIENT})
-
-
-class FetchError(Exception):
-    """A KMS read that failed, classified; `str()` is safe for status, Events and logs."""
-
-    def __init__(
-        self,
-        kind: Kind,
-        code: str,
-        reason: str,
-        *,
-        retry_after: float | None = None,
-        token_expired: bool = False,
-    ) -> None:
-        self.kind = kind
-        self.code = code
-        self.reason = reason
-        self.retry_after = retry_after
-        self.token_expired = token_expired
-        super().__init__(reason)
-
-    @property
-    def retryable(self) -> bool:
-        return self.kind in RETRYABLE
+__all__ = ["RETRYABLE", "FetchError", "Kind", "classify", "service_error"]
 
 
 _CODE_SAFE = re.compile(r"^[A-Za-z0-9_.:-]{1,80}$")

@@ -24,8 +24,8 @@ import time
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any, Generic, TypeVar
 
-from controller.alicloud.errors import FetchError, Kind
 from controller.alicloud.identity import Identity, IdentityPool, IdleSweep
+from controller.providers import FetchError, Kind
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,11 @@ from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from controller.alicloud.errors import FetchError, Kind, classify
+from controller.alicloud.errors import classify
 from controller.alicloud.identity import Identity
 from controller.alicloud.kms import Endpoint, SecretValue
 from controller.engine.clock import Clock, RealClock
+from controller.providers import FetchError, Kind
 
 FAILURE_TTL = 2.0  # the first back-off step of a failed read
 FAILURE_TTL_CAP = 300.0

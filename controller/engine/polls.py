@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from controller.alicloud.errors import FetchError
 from controller.engine.fetcher import FetchRequest, Result
+from controller.providers import FetchError
 
 Key = tuple[str, str]  # an ExternalSecret: (namespace, name)
 T = TypeVar("T")

@@ -35,7 +35,6 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from controller import gotemplate, model, render, templates
-from controller.alicloud.errors import FetchError, Kind
 from controller.engine import status as status_mod
 from controller.engine.fetcher import Fetcher, FetchRequest
 from controller.engine.stores import StoreProblem, StoreResolver
@@ -55,6 +54,7 @@ from controller.names import (
 )
 from controller.ops.memory import release_free_memory
 from controller.ops.neterrors import out_of_reach
+from controller.providers import FetchError, Kind
 
 log = logging.getLogger(__name__)
 # The API server out of reach mid-sync: a logger of its own, folded (ops/lognoise.py).

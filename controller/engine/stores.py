@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 from controller import model
-from controller.alicloud.errors import FetchError
 from controller.alicloud.identity import (
     ACCESS_KEY,
     CLIENT_KEY,
@@ -45,6 +44,7 @@ from controller.alicloud.kms import Endpoint
 from controller.engine.cas import FLAG as CA_FLAG
 from controller.engine.cas import CaIdentity, PrivateCas
 from controller.kube.informer import NAMESPACE_CACHE_FULL, overflow_message
+from controller.providers import FetchError
 from controller.settings import Settings
 
 CREDENTIAL_TTL = 60.0  # re-read credential Secrets at least this often

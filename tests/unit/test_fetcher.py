@@ -4,11 +4,11 @@ same read (fairness: a broken secret costs one call per back-off step, not one p
 
 from __future__ import annotations
 
-from controller.alicloud.errors import FetchError, Kind
 from controller.alicloud.identity import ACCESS_KEY, Identity
 from controller.alicloud.kms import Endpoint
 from controller.engine.clock import FakeClock
 from controller.engine.fetcher import Fetcher, FetchRequest
+from controller.providers import FetchError, Kind
 from tests.fakes import FakeKms
 
 REQUEST = FetchRequest(Identity(ACCESS_KEY, access_key_id="id"), Endpoint("kms.example"), "db")

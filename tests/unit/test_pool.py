@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from controller.alicloud.errors import FetchError, Kind
 from controller.alicloud.identity import ACCESS_KEY, Identity, IdentityPool
 from controller.alicloud.pool import ClientPool, SdkClients
+from controller.providers import FetchError, Kind
 from tests.unit.test_pruning import Clock
 
 

@@ -4,8 +4,8 @@ that keep data, and unexpected errors that become the object's status instead of
 
 from __future__ import annotations
 
-from controller.alicloud.errors import FetchError, Kind
 from controller.names import MANAGED_BY, MANAGER, MERGE_TARGET, OWNER_UID, field_manager
+from controller.providers import FetchError, Kind
 from tests.fakes import AK, World, entry
 
 NS = "team"

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from controller import render as render_mod
-from controller.alicloud.errors import FetchError, Kind
 from controller.goflags import FlagError
+from controller.providers import FetchError, Kind
 from controller.settings import load
 from tests.fakes import World, entry
 

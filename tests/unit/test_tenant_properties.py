@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from controller import gotemplate, model
-from controller.alicloud.errors import FetchError, Kind
+from controller.providers import FetchError, Kind
 from tests.fakes import World
 
 MARKER = "Zq9MARKERx"

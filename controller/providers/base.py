@@ -1,0 +1,49 @@
+"""What the controller and its secret sources say to each other, whatever the source: the
+kinds of a failed read and the error that carries one (issue 20, the source seam).
+
+A source (today the Alibaba Cloud readers in controller/alicloud: KMS, a KMS instance, OOS)
+raises `FetchError` with a `Kind`; the engine decides with the kind alone what a failure means
+for an ExternalSecret (retry with backoff, keep the data, which condition reason). Nothing here
+knows a source: this module imports nothing of the controller's.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Kind(StrEnum):
+    NOT_FOUND = "NotFound"
+    DENIED = "AccessDenied"
+    THROTTLED = "Throttled"
+    TRANSIENT = "Transient"
+    AUTH = "AuthFailed"
+    CONFIG = "InvalidConfig"
+
+
+RETRYABLE = frozenset({Kind.THROTTLED, Kind.TRANSIENT})
+
+
+class FetchError(Exception):
+    """A read of a source that failed, classified; `str()` is safe for status, Events and
+    logs (the source builds it from codes and its own words, never from a service's message)."""
+
+    def __init__(
+        self,
+        kind: Kind,
+        code: str,
+        reason: str,
+        *,
+        retry_after: float | None = None,
+        token_expired: bool = False,
+    ) -> None:
+        self.kind = kind
+        self.code = code
+        self.reason = reason
+        self.retry_after = retry_after
+        self.token_expired = token_expired
+        super().__init__(reason)
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind in RETRYABLE
