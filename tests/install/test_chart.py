@@ -273,6 +273,20 @@ def test_private_cas_per_namespace(tools: Helm) -> None:
         assert load_settings(objs).max_cas_per_namespace == value
 
 
+def test_cache_bounds(tools: Helm) -> None:
+    """security.namespaceCacheBytes (0: no bound reaches the controller) and valueCacheBytes;
+    the schema refuses a namespace bound under 1 MiB other than 0."""
+    cfg = load_settings(tools.template())
+    assert (cfg.namespace_cache_bytes, cfg.value_cache_bytes) == (8 << 20, 32 << 20)
+    objs = tools.template(*set_args({"security.namespaceCacheBytes": "0",
+                                     "security.valueCacheBytes": str(64 << 20)}))
+    cfg = load_settings(objs)
+    assert (cfg.namespace_cache_bytes, cfg.value_cache_bytes) == (0, 64 << 20)
+    assert "--namespace-cache-bytes=0" in args_of(objs)
+    with pytest.raises(Exception, match="namespaceCacheBytes"):
+        tools.template(*set_args({"security.namespaceCacheBytes": "1000"}))
+
+
 def test_cross_namespace_auth_ref_is_its_own_switch(tools: Helm) -> None:
     cfg = load_settings(tools.template(*set_args({"command.enableCrossNamespaceAuthRef": "true"})))
     assert cfg.enable_cross_namespace_auth_ref is True
