@@ -119,6 +119,10 @@ def _kib(size: int) -> str:
     return f"{size / 1024:,.1f} KiB"
 
 
+STANDING_SLACK = 64  # bytes a version may grow outside its status and keep its standing
+                    # (a longer resourceVersion, a timestamp)
+
+
 def _generation(obj: dict[str, Any]) -> int:
     try:
         return int(obj.get("metadata", {}).get("generation") or 0)
@@ -163,6 +167,7 @@ class _Ledger:
         self.held: dict[str, int] = {}
         self.sizes: dict[Key, int] = {}
         self.named: dict[Key, frozenset[str]] = {}  # the tokens of each object held whole
+        self.cores: dict[Key, int] = {}  # each object's size without its status, when judged
         self.refs: dict[str, dict[str, int]] = {}  # namespace -> {token: objects naming it}
         self.stubs: dict[str, dict[str, int]] = {}  # namespace -> {stub's name: its cost}
 
@@ -170,24 +175,30 @@ class _Ledger:
               previous: dict[str, Any] | None = None) -> dict[str, Any]:
         """What the cache keeps of `obj`: itself, or its stub when it would take its
         namespace past the budget (an object already a stub stays one). A new version of the
-        same generation as `previous` (a status write, a label) keeps `previous`'s standing,
-        whole or stub: only a change of the spec is judged again, so an object at the edge
-        of the budget does not flip with every status write (and sync again each time)."""
+        same generation as `previous` whose size grew only in its status (our status write)
+        keeps `previous`'s standing, whole or stub, so an object at the edge of the budget
+        does not flip with every status write (and sync again each time); any other change
+        (the spec, labels, annotations) is judged again."""
         namespace = key[0]
         if not self.budget or not namespace:
             return obj
+        core_before = self.cores.pop(key, None)
         self.forget(key)
         found = overflow(obj)
         if found is None:
             tokens = self.tokens(obj) if self.tokens is not None else frozenset()
             refs = self.refs.get(namespace, {})
             size = _size(obj)
+            core = size - _size(obj.get("status") or {})  # what the object's writers control
             cost = size + self.token_cost * sum(1 for t in tokens if t not in refs)
             held = self.held.get(namespace, 0)
-            if previous is not None and _generation(previous) == _generation(obj) > 0:
-                whole = overflow(previous) is None  # its standing for this generation
+            if previous is not None and core_before is not None and \
+                    _generation(previous) == _generation(obj) > 0 and \
+                    core <= core_before + STANDING_SLACK:
+                whole = overflow(previous) is None  # its standing: only its status grew
             else:
                 whole = held + cost <= self.budget
+            self.cores[key] = core
             if whole:
                 self.sizes[key] = size
                 self.named[key] = tokens
@@ -204,6 +215,7 @@ class _Ledger:
 
     def forget(self, key: Key) -> None:
         namespace = key[0]
+        self.cores.pop(key, None)
         freed = self.sizes.pop(key, 0)
         refs = self.refs.get(namespace, {})
         for token in self.named.pop(key, frozenset()):

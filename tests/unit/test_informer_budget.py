@@ -315,3 +315,19 @@ def test_held_bytes_are_the_whole_objects_and_their_distinct_tokens(
         held = sum(_size(o) for o in whole) + 700 * len(distinct)
         assert inf._ledger.held.get("team", 0) == held
         assert held <= BUDGET
+
+
+def test_labels_and_annotations_grown_after_admission_are_judged_again() -> None:
+    """Found by a black-box attempt: 120 tiny ExternalSecrets admitted, then each given
+    ~250 KB of annotations and 1,200 labels (the same generation), held 48 MB under a 1 MiB
+    bound. Only growth in the status keeps an object's standing."""
+    api, inf, _ = filled()
+    grown = es("es-0", 30)
+    grown["metadata"]["annotations"] = {"pad": "a" * 5000}
+    deliver(inf, api, "MODIFIED", grown)  # generation 1 still
+    assert overflow(inf.get("team", "es-0") or {}) is not None
+    assert inf._ledger.held["team"] <= BUDGET
+    labelled = es("es-1", 31)
+    labelled["metadata"]["labels"] = {f"l{i}": "v" for i in range(400)}
+    deliver(inf, api, "MODIFIED", labelled)
+    assert inf._ledger.held["team"] <= BUDGET
