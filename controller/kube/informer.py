@@ -18,7 +18,9 @@ one informer's cache (--namespace-cache-bytes): an object that would pass it is 
 stub (its name, uid, versions and status; `overflow()` says how big it was and why), so what a
 tenant creates cannot grow the controller's memory without bound. Objects are admitted in the
 order they arrive (a relist: the apiserver's order, by name), and stubs are read again, in
-name order, when a deletion or a smaller version makes room in their namespace. A new version
+name order, when a deletion or a smaller version makes room in their namespace: on a thread of
+the informer's own, since the watch serves every namespace (read on it, 900 stubs held every
+other tenant's events for 11 s). A new version
 of the same generation (our status write, a label) keeps its object's standing, whole or stub.
 """
 
@@ -294,6 +296,11 @@ class Informer:
         self._cache: dict[Key, dict[str, Any]] = {}
         self._ledger = _Ledger(namespace_budget, tokens, token_cost)
         self._unread: set[str] = set()  # namespaces whose stubs' reading again failed
+        # Namespaces where room was made: their stubs are read again on a thread of their own
+        # (`readmit_pending`), never on the watch's, which serves every namespace.
+        self._pending: set[str] = set()
+        self._wake = threading.Event()
+        self._readmitter: threading.Thread | None = None
         self.full_events = full_events
         self._writing: dict[Key, list[WriteTicket]] = {}  # emptied by finish_write
         self._delete_listeners: list[DeleteListener] = []
@@ -387,9 +394,14 @@ class Informer:
         self._thread = threading.Thread(target=self._run, name=f"informer-{self.name}",
                                         daemon=True)
         self._thread.start()
+        if self._ledger.budget:
+            self._readmitter = threading.Thread(target=self._readmit_loop,
+                                                name=f"readmit-{self.name}", daemon=True)
+            self._readmitter.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        self._wake.set()
         resp = self._response
         if resp is not None:
             try:
@@ -525,43 +537,80 @@ class Informer:
         if kind in ("ADDED", "MODIFIED", "DELETED"):
             self.handler(str(kind), seen)
         if freed:
-            self._readmit(key[0])
+            with self._lock:
+                self._pending.add(key[0])
+            self._wake.set()
         return new_rv
+
+    def _readmit_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait()
+            self._wake.clear()
+            if not self._stop.is_set():
+                self.readmit_pending()
+
+    def readmit_pending(self) -> None:
+        """Read again the stubs that fit in every namespace where room was made (the
+        readmitter thread's work; tests call it directly)."""
+        while not self._stop.is_set():
+            with self._lock:
+                if not self._pending:
+                    return
+                namespace = self._pending.pop()
+            try:
+                self._readmit(namespace)
+            except Exception:
+                log.exception("reading the stubs of %s in %s again failed", namespace,
+                              self.name)
+                with self._lock:
+                    self._unread.add(namespace)
 
     def _readmit(self, namespace: str) -> None:
         """Room was made in `namespace`: read its stubs that fit again, in name order, and
-        cache them whole (a MODIFIED for each). Stops at the first that does not fit or
-        cannot be read (then again at the namespace's next event)."""
+        cache them whole (a MODIFIED for each); again while a pass admitted some (a stub may
+        have grown since it was measured: it stays one, and the next in line gets the room).
+        A read that fails ends it (then again at the namespace's next event)."""
         with self._lock:
-            names = self._ledger.fitting(namespace)
             self._unread.discard(namespace)
-        for name in names:
-            try:
-                obj = self.rest.get(self.resource.path(namespace, name))
-            except ApiError as exc:
-                if exc.status == 404:
-                    continue  # deleted: its DELETED is on its way
-                log.debug("reading %s/%s of %s again failed: %s", namespace, name, self.name,
-                          exc)
-                self._unread.add(namespace)
+        while not self._stop.is_set():
+            with self._lock:
+                names = self._ledger.fitting(namespace)
+            admitted = 0
+            for name in names:
+                obj = self._read_again(namespace, name)
+                if obj is None:
+                    return
+                key = (namespace, name)
+                with self._lock:
+                    cached = self._cache.get(key)
+                    if not obj or cached is None or overflow(cached) is None or \
+                            newer(cached, obj):
+                        continue  # deleted, or a watch event got there first
+                    kept = self._cache[key] = self._ledger.admit(key, obj)
+                if overflow(kept) is None:
+                    admitted += 1
+                    self.handler("MODIFIED", kept)
+            if not admitted:
                 return
-            except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
-                log.debug("reading %s/%s of %s again failed: %s", namespace, name, self.name,
-                          type(exc).__name__)
-                self._unread.add(namespace)
-                return
+
+    def _read_again(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """One object, slimmed; {} when it is gone; None when it could not be read."""
+        try:
+            obj = self.rest.get(self.resource.path(namespace, name))
+        except ApiError as exc:
+            if exc.status == 404:
+                return {}  # deleted: its DELETED is on its way
+            failure: object = exc
+        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            failure = type(exc).__name__
+        else:
             obj.setdefault("apiVersion", self.resource.api_version)
             obj.setdefault("kind", self.resource.kind)
-            slim = _slim(obj)
-            key = (namespace, name)
-            with self._lock:
-                cached = self._cache.get(key)
-                if cached is None or overflow(cached) is None or newer(cached, slim):
-                    continue  # deleted, or a watch event got there first
-                admitted = self._cache[key] = self._ledger.admit(key, slim)
-            if overflow(admitted) is not None:
-                return
-            self.handler("MODIFIED", admitted)
+            return _slim(obj)
+        log.debug("reading %s/%s of %s again failed: %s", namespace, name, self.name, failure)
+        with self._lock:
+            self._unread.add(namespace)
+        return None
 
 
 def _rv(obj: dict[str, Any]) -> str:

@@ -234,3 +234,49 @@ def test_entries_with_endpoints_of_their_own_count_the_clients_they_need(
     full = next(i for i, r in enumerate(found) if r == "NamespaceCacheFull")
     message = (k8s.ready(namespace, f"via-{full:02d}") or {}).get("message", "")
     assert "with the clients they need" in message and "--namespace-cache-bytes" in message
+
+
+STUBS = 600
+
+
+def test_room_made_in_one_namespace_never_holds_another_namespaces_events(
+    k8s: K8s, cloud: FakeCloud, namespace: str, other_namespace: str,
+    start_controller: Callable[..., Any],
+) -> None:
+    """Found by a black-box attempt: a tenant fills its bound with two big ExternalSecrets,
+    adds 1,500 tiny ones (stubs), then deletes a big one: the stubs that now fit were read
+    again one GET at a time on the watch's thread, which serves every namespace, and another
+    tenant's change waited 4 s (11 s with 900 stubs read). They are read on a thread of
+    their own now."""
+    cloud.put_secret("db", "pw")
+    for ns in (namespace, other_namespace):
+        k8s.access_key_store(ns)
+    port = free_port()
+    start_controller("--kms-endpoint", cloud.kms_endpoint, "--polling-interval", "1h",
+                     "--namespace-cache-bytes", str(BUDGET),
+                     "--metrics-bind-address", f"127.0.0.1:{port}")
+    k8s.create(other_namespace, "externalsecrets",
+               templated("steady", {"data": {"db": "{{ .db }}-0"}}))
+    wait_for(lambda: k8s.secret_data(other_namespace, "steady") == {"db": "pw-0"}, timeout=60,
+             what="the other tenant's first sync")
+    baseline = statistics.median(change_time(k8s, other_namespace, "steady", n)
+                                 for n in range(1, 6))
+    for name in ("aa-big-0", "aa-big-1"):
+        body = big_es(name)
+        k8s.create(namespace, "externalsecrets", body)
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda i: k8s.create(namespace, "externalsecrets", templated(
+            f"s-{i:04d}", {"data": {"db": "{{ .db }}"}})), range(STUBS)))
+    # the two big ones fill ~0.95 MiB: ~200 tiny ones fit beside them, the rest are stubs
+    wait_for(lambda: _metric(port, "cache_over_budget_objects", "externalsecrets") >= 300,
+             timeout=60, what="the tiny ExternalSecrets past the bound held as stubs")
+    # Everything settled: the stubs' NamespaceCacheFull status writes are done.
+    wait_for(lambda: (k8s.ready(namespace, f"s-{STUBS - 1:04d}") or {}).get("reason") ==
+             "NamespaceCacheFull", timeout=120, what="the last stub reported")
+    k8s.delete(namespace, "externalsecrets", "aa-big-0")  # room for ~450 of them
+    after = [change_time(k8s, other_namespace, "steady", n) for n in range(10, 14)]
+    stubbed = _metric(port, "cache_over_budget_objects", "externalsecrets")
+    wait_for(lambda: _metric(port, "cache_over_budget_objects", "externalsecrets") == 0,
+             timeout=60, what=f"the {stubbed:.0f} stubs read again once room was made")
+    print(f"baseline {baseline:.3f}s, right after the room was made {after}")
+    assert max(after) < 1.0, (baseline, after)
