@@ -616,9 +616,9 @@ class Reconciler:
                                generation=generation,
                                secret_name=str((old or {}).get("secretName", "")),
                                entries=[], wrote=False, now=self.now())
-        if status_mod.changed(old, new):
-            self.kube.apply_status(raw, new)
-        self.kube.event(raw, "Warning", reason, message)
+        if status_mod.changed(old, new):  # an Event for the change, not for each look again
+            self.kube.apply_status(raw, new)  # (a restart, a stub's neighbour deleted)
+            self.kube.event(raw, "Warning", reason, message)
         return Outcome("invalid", interval=0.0, retry=False, reason=reason, message=message)
 
     def _conflict(self, raw: dict[str, Any], es: model.ExternalSecret,

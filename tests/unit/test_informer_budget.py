@@ -344,3 +344,17 @@ def test_stubs_are_read_again_off_the_watchs_thread() -> None:
     assert inf._pending == {"team"}
     inf.readmit_pending()
     assert api.gets == ["es-3"] and not inf._pending
+
+
+def test_a_refused_object_looked_at_again_says_nothing_new() -> None:
+    """A restart (or a neighbour's deletion) reconciles every stub again: its status is
+    unchanged, so no second Warning Event (a black-box attempt: 1,500 stubs after a restart
+    made 1,500 Events while another tenant waited)."""
+    w = World()
+    w.add_es("app", {"data": [entry("db")]})
+    w.kube.external_secrets[(w.ns, "app")] = _stub_of(w.kube.external_secrets[(w.ns, "app")])
+    w.reconcile("app")
+    stored = w.kube.statuses[(w.ns, "app")]
+    w.kube.external_secrets[(w.ns, "app")]["status"] = stored  # as the watch brings it back
+    w.reconcile("app")
+    assert [e[2] for e in w.kube.events] == ["NamespaceCacheFull"]
