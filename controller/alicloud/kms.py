@@ -50,6 +50,7 @@ from controller.alicloud.identity import Identity, IdentityPool
 from controller.alicloud.pool import RateLimiter as RateLimiter  # re-exported: kms.RateLimiter
 from controller.alicloud.pool import SdkClients
 from controller.ops.memory import release_free_memory
+from controller.providers import tenant
 
 CallHook = Callable[[str, str, float], None]  # (endpoint host, result code, seconds)
 COOLDOWN_BASE, COOLDOWN_CAP = 5.0, 60.0  # seconds an identity waits after sustained throttling
@@ -216,7 +217,7 @@ class Kms:
         start = time.monotonic()
         code = "Success"
         try:
-            with limiter.turn(identity.fingerprint()):
+            with limiter.turn(tenant() or identity.fingerprint()):
                 client, credential = self.client(identity, endpoint)
                 credential.get_credential()  # a due STS refresh happens now, not after the start
                 request = models.GetSecretValueRequest(

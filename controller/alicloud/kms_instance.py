@@ -55,6 +55,7 @@ from controller.alicloud.errors import FetchError, Kind, classify, service_error
 from controller.alicloud.kms import CallHook, SecretValue, retrying
 from controller.alicloud.pool import ClientPool, RateLimiter
 from controller.ops.redact import register_secret
+from controller.providers import tenant
 
 PRODUCT = "KMS instance"
 API_VERSION = "dkms-gcs-0.2"
@@ -197,7 +198,7 @@ class KmsInstance:
         start = time.monotonic()
         code = "Success"
         try:
-            with limiter.turn(key.fingerprint):
+            with limiter.turn(tenant() or key.fingerprint):
                 pool = self._pool(endpoint)
                 limiter.acquire(self.clients.cancelled)
                 self.clients.check_cancelled()

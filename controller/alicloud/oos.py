@@ -22,6 +22,7 @@ from controller.alicloud.errors import FetchError, Kind, classify
 from controller.alicloud.identity import Identity, IdentityPool
 from controller.alicloud.kms import CallHook, Endpoint, SecretValue, retrying
 from controller.alicloud.pool import RateLimiter, SdkClients
+from controller.providers import tenant
 
 PRODUCT = "OOS"
 MAX_VERSION = 100  # documented range of ParameterVersion: 1-100
@@ -131,7 +132,7 @@ class Oos:
         start = time.monotonic()
         code = "Success"
         try:
-            with limiter.turn(identity.fingerprint()):
+            with limiter.turn(tenant() or identity.fingerprint()):
                 client, credential = self._client(identity, endpoint)
                 credential.get_credential()  # a due STS refresh happens now, not after the start
                 request = models.GetSecretParameterRequest(

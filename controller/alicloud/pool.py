@@ -52,7 +52,8 @@ class RateLimiter:
     how late a call may reach the service (network jitter, a new connection, a busy CPU)
     before the service could count `rate + 1` in one second. Take a slot (`slots`) first, get
     everything ready (client, credentials), then `acquire()` the start time right before
-    sending. Readers take `turn(identity)` instead of `slots`: fair between identities.
+    sending. Readers take `turn(caller)` instead of `slots`: fair between callers, the
+    namespace a read is made for (`providers.tenant()`) or, when none, its identity.
 
     Start times are not reserved in arrival order: each one goes, when it comes, to the
     waiting call whose caller was served least recently (then the earliest arrival). A

@@ -54,7 +54,7 @@ from controller.names import (
 )
 from controller.ops.memory import release_free_memory
 from controller.ops.neterrors import out_of_reach
-from controller.providers import FetchError, Kind
+from controller.providers import FetchError, Kind, on_behalf_of
 
 log = logging.getLogger(__name__)
 # The API server out of reach mid-sync: a logger of its own, folded (ops/lognoise.py).
@@ -309,7 +309,8 @@ class Reconciler:
         used: set[FetchRequest] = set()
         self._read.bytes = 0
         try:
-            outcome = self._sync(raw, es, fresh=fresh, ack_managed=ack_managed, used=used)
+            with on_behalf_of(es.namespace):  # sources share their rate between namespaces
+                outcome = self._sync(raw, es, fresh=fresh, ack_managed=ack_managed, used=used)
             if templates.source_keys(es.spec.target.template) and outcome.interval > 0:
                 outcome = dataclasses.replace(outcome, recheck=True)
         except Exception as exc:

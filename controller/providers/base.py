@@ -2,14 +2,38 @@
 kinds of a failed read and the error that carries one (issue 20, the source seam).
 
 A source (today the Alibaba Cloud readers in controller/alicloud: KMS, a KMS instance, OOS)
-raises `FetchError` with a `Kind`; the engine decides with the kind alone what a failure means
+learns whose read it makes from `tenant()` (to share its rate fairly) and raises `FetchError`
+with a `Kind`; the engine decides with the kind alone what a failure means
 for an ExternalSecret (retry with backoff, keep the data, which condition reason). Nothing here
 knows a source: this module imports nothing of the controller's.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
 from enum import StrEnum
+
+# The namespace on whose behalf the current thread reads (set by the sync and the poll that
+# ask): sources share their rate between tenants by it, so a tenant is one tenant however many
+# identities it owns. "" when no one namespace asks (a read shared by several).
+_TENANT: ContextVar[str] = ContextVar("tenant", default="")
+
+
+@contextlib.contextmanager
+def on_behalf_of(namespace: str) -> Iterator[None]:
+    """Reads made inside are `namespace`'s (see `tenant`)."""
+    token = _TENANT.set(namespace)
+    try:
+        yield
+    finally:
+        _TENANT.reset(token)
+
+
+def tenant() -> str:
+    """The namespace the current read is made for; "" when none was said."""
+    return _TENANT.get()
 
 
 class Kind(StrEnum):

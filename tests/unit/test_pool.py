@@ -65,3 +65,21 @@ def test_sdk_clients_forget_an_identity_or_an_expired_credential() -> None:
     clients.forget_credential(one, credential)
     assert clients.sizes()["clients"] == 1 and len(identities) == 1
     assert clients.forget_identity(two) == 1 and len(identities) == 0
+
+
+def test_reads_are_made_on_behalf_of_a_namespace_per_thread() -> None:
+    """The sync and the poll say whose read it is; a source shares its rate by it."""
+    import threading
+
+    from controller.providers import on_behalf_of, tenant
+
+    seen: list[str] = []
+    assert tenant() == ""
+    with on_behalf_of("team-a"):
+        other = threading.Thread(target=lambda: seen.append(tenant()))
+        other.start()
+        other.join(5)
+        with on_behalf_of("team-b"):
+            assert tenant() == "team-b"
+        assert tenant() == "team-a"
+    assert tenant() == "" and seen == [""]  # another thread reads for nobody in particular
