@@ -245,8 +245,8 @@ def build_parser() -> GoFlagParser:
       "at least 1 MiB; 0: no bound)")
     a("--value-cache-bytes", type=parse_go_int, default=32 << 20,
       help="bytes the values read from KMS and OOS may take in the controller's cache, all "
-      "together; past it the largest holder's least recently used value is let go and read "
-      "again when needed (default 32 MiB, at least 1 MiB)")
+      "together; past it the largest holder's (a namespace's) least recently used value is let "
+      "go and read again when needed (default 32 MiB, at least 1 MiB)")
     a("--sync-budget-steps", type=parse_go_int, default=200_000,
       help="evaluation steps one sync of one ExternalSecret may take in its templates and "
       "parsing, all together (default 200000, at least 10000)")

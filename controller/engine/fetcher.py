@@ -10,9 +10,11 @@ readers' interval (or 5 minutes), so a throttled or broken secret costs one call
 step, not one per ExternalSecret retry; a success resets it.
 
 What stays is bounded (--value-cache-bytes): values held together take at most that many
-bytes. Past it, the least recently used value of the identity that holds the most is let go
-first, so a tenant reading many large values evicts its own before anyone else's; a value let
-go costs its next reader one call (polls compare digests, not values).
+bytes. Past it, the least recently used value of the tenant that holds the most is let go
+first (the namespace that read it, `providers.tenant()`, else its identity), so a tenant
+reading many large values evicts its own before anyone else's, however many identities it
+spreads them over; a value let go costs its next reader one call (polls compare digests, not
+values).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from controller.alicloud.errors import classify
 from controller.alicloud.identity import Identity
 from controller.alicloud.kms import Endpoint, SecretValue
 from controller.engine.clock import Clock, RealClock
-from controller.providers import FetchError, Kind
+from controller.providers import FetchError, Kind, tenant
 
 FAILURE_TTL = 2.0  # the first back-off step of a failed read
 FAILURE_TTL_CAP = 300.0
@@ -86,6 +88,7 @@ class Fetcher:
         # The values held, per identity, least recently used first, with their sizes.
         self._held: dict[Hashable, collections.OrderedDict[FetchRequest, int]] = {}
         self._held_bytes: dict[Hashable, int] = {}
+        self._owners: dict[FetchRequest, Hashable] = {}  # who holds each value held
         self.value_bytes = 0
         self.evictions = 0
         self._flights: dict[FetchRequest, _Flight] = {}
@@ -171,7 +174,8 @@ class Fetcher:
         if isinstance(result, FetchError):
             return
         size = len(result.data) + VALUE_OVERHEAD
-        owner = request.identity
+        owner = tenant() or request.identity  # the namespace that read it, else its identity
+        self._owners[request] = owner
         self._held.setdefault(owner, collections.OrderedDict())[request] = size
         self._held_bytes[owner] = self._held_bytes.get(owner, 0) + size
         self.value_bytes += size
@@ -186,8 +190,8 @@ class Fetcher:
             self.evictions += 1
 
     def _unaccount(self, request: FetchRequest) -> None:
-        owner = request.identity
-        held = self._held.get(owner)
+        owner = self._owners.pop(request, None)
+        held = self._held.get(owner) if owner is not None else None
         size = held.pop(request, None) if held is not None else None
         if size is None:
             return
@@ -200,7 +204,7 @@ class Fetcher:
             del self._held_bytes[owner]
 
     def _touch(self, request: FetchRequest) -> None:
-        held = self._held.get(request.identity)
+        held = self._held.get(self._owners.get(request))
         if held is not None and request in held:
             held.move_to_end(request)
 

@@ -116,3 +116,22 @@ def test_dropped_and_failed_reads_hold_no_bytes() -> None:
     fetcher.fetch(_as("t", "a"), 1.0)
     fetcher.drop(_as("t", "a"))
     assert fetcher.value_bytes == 0 and not fetcher._held and not fetcher._held_bytes
+
+
+def test_a_tenant_spreading_its_values_over_identities_still_evicts_its_own() -> None:
+    """Eviction goes by tenant (the namespace that read), not by identity: otherwise a
+    tenant with 10 identities holding a little each would make a victim with one larger
+    value the largest holder."""
+    from controller.providers import on_behalf_of
+
+    kms, clock = FakeKms(), FakeClock()
+    fetcher = Fetcher(kms, clock, max_bytes=MIB)
+    kms.values["mine"] = "m" * 200_000
+    kms.values.update({f"v{i}": "x" * 60_000 for i in range(30)})
+    with on_behalf_of("victim"):
+        fetcher.fetch(_as("victim", "mine"), 3600.0)
+    with on_behalf_of("hostile"):
+        for i in range(30):
+            fetcher.fetch(_as(f"hostile-{i % 10}", f"v{i}"), 3600.0)
+    assert fetcher.value_bytes <= MIB
+    assert fetcher.peek(_as("victim", "mine")) is not None
