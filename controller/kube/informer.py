@@ -101,20 +101,22 @@ CACHE_FLAG = "--namespace-cache-bytes"
 
 
 def overflow_message(obj: dict[str, Any]) -> str | None:
-    """What an object over its namespace's budget reports (names, sizes and the flag; no
-    content); None for an object held whole."""
+    """What an object over its namespace's budget reports (names, its size, the bound and the
+    flag; no content); None for an object held whole. Nothing in it moves while the object
+    stays as it is (not what its namespace holds at the moment): otherwise every look again
+    (a restart, a neighbour's change) rewrote every stub's status, a PATCH of the whole
+    object each (a black-box attempt: 2 s of another tenant's syncs after a restart)."""
     found = overflow(obj)
     if found is None:
         return None
     meta = obj.get("metadata", {})
     namespace, name = meta.get("namespace", ""), meta.get("name", "")
     kind = str(obj.get("kind") or "object")
-    return (f"{kind} {namespace}/{name} ({_kib(found['size'])}) is not served: the {kind}s "
-            f"of namespace {namespace} already take {_kib(found['held'])} of the controller's "
-            f"cache (with the clients they need), and {CACHE_FLAG} allows "
-            f"{_kib(found['limit'])} per namespace. Delete or "
-            f"shrink {kind}s in {namespace}, or ask the operator to raise {CACHE_FLAG}; data "
-            "already synced is kept")
+    return (f"{kind} {namespace}/{name} ({_kib(found['size'])}, with the clients it needs) is "
+            f"not served: the {kind}s of namespace {namespace} already fill what {CACHE_FLAG} "
+            f"allows per namespace ({_kib(found['limit'])}). Delete or shrink {kind}s in "
+            f"{namespace}, or ask the operator to raise {CACHE_FLAG}; data already synced is "
+            "kept")
 
 
 def _kib(size: int) -> str:

@@ -233,7 +233,7 @@ def test_entries_with_endpoints_of_their_own_count_the_clients_they_need(
     assert 1 <= len(served) <= BUDGET // (128 << 10), found
     full = next(i for i, r in enumerate(found) if r == "NamespaceCacheFull")
     message = (k8s.ready(namespace, f"via-{full:02d}") or {}).get("message", "")
-    assert "with the clients they need" in message and "--namespace-cache-bytes" in message
+    assert "with the clients it needs" in message and "--namespace-cache-bytes" in message
 
 
 STUBS = 600

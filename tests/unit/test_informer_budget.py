@@ -96,7 +96,7 @@ def test_objects_past_the_budget_are_stubs_that_name_their_size_and_the_flag() -
     message = overflow_message(stub)
     assert message is not None
     assert "ExternalSecret team/es-4" in message and "--namespace-cache-bytes" in message
-    assert "4.0 KiB per namespace" in message and "p" * 10 not in message
+    assert "per namespace (4.0 KiB)" in message and "p" * 10 not in message
     assert seen[-1] == ("ADDED", "es-4", True)  # the handler sees the stub
     assert NAMESPACE_CACHE_FULL == "NamespaceCacheFull"
 
@@ -358,3 +358,15 @@ def test_a_refused_object_looked_at_again_says_nothing_new() -> None:
     w.kube.external_secrets[(w.ns, "app")]["status"] = stored  # as the watch brings it back
     w.reconcile("app")
     assert [e[2] for e in w.kube.events] == ["NamespaceCacheFull"]
+
+
+def test_a_stubs_message_does_not_move_with_what_its_namespace_holds() -> None:
+    """Every look again at a stub (a restart, a neighbour's change) compares its status: a
+    message that named the namespace's current total rewrote every stub's status (a PATCH
+    of the whole object each) whenever that total moved."""
+    a = _Ledger(4096).admit(("team", "x"), es("x", 10, pad=5000))
+    ledger = _Ledger(4096)
+    ledger.admit(("team", "y"), es("y", 9, pad=1000))
+    b = ledger.admit(("team", "x"), es("x", 10, pad=5000))
+    assert overflow(a) != overflow(b)  # what the namespace held differed
+    assert overflow_message(a) == overflow_message(b)
