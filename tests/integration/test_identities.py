@@ -336,8 +336,10 @@ def test_worker_role_through_instance_metadata_with_imdsv2(
     role = _role("worker-role")
     assert cloud.calls("GetSecretValue", identity=role) >= 1
     assert cloud.calls("MetadataToken", service="metadata") >= 1
-    # Short-lived instance credentials: fetched about once per lifetime (at most once per half
-    # lifetime, plus one), not per poll.
+    # Short-lived instance credentials: fetched about once per lifetime, not per poll (12
+    # polls: 12 fetches). At most one per quarter lifetime, plus one: on a loaded CI machine
+    # the credentials library refreshed twice within 1.5 s once (4 in 11.9 s; its expiry has
+    # whole seconds and it refreshes ahead of it).
     reads = cloud.calls("GetSecretValue", identity=role)
     fetched = cloud.calls("MetadataCredentials", identity=role)
     started = time.monotonic()
@@ -345,7 +347,7 @@ def test_worker_role_through_instance_metadata_with_imdsv2(
              what="12 more polls")
     elapsed = time.monotonic() - started
     more = cloud.calls("MetadataCredentials", identity=role) - fetched
-    assert 1 <= more <= elapsed / 4 + 1, (
+    assert 1 <= more <= elapsed / 2 + 1, (
         f"{more} fetches in {elapsed:.1f}s:\n{_timeline(cloud, role)}")
 
 
