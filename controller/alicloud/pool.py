@@ -85,15 +85,17 @@ class RateLimiter:
 
     @contextlib.contextmanager
     def turn(self, caller: Hashable) -> Iterator[None]:
-        """A place for one call of `caller` (an identity), then a slot (`slots`), held for
-        the whole call. At most `per_caller` of one caller's calls wait for a start time at
-        once (the place is given back by `acquire` once the start time has come); the
+        """A place for one call of `caller` (a namespace, or an identity when no namespace
+        asks), then a slot (`slots`), held for the whole call. At most `per_caller` of one
+        caller's calls wait for a start time at once (the place is given back by `acquire`
+        once the start time has come); the
         caller's other calls wait here, behind the other callers' reservations, not in the
         endpoint's queue. Without this one tenant's hundreds of polls filled the queue of
         start times and every other tenant's read waited behind them (4.4 s at 10 calls/s,
-        a black-box attempt, 2026-12-07); with it another caller's call starts within about
-        `per_caller` + 1 periods (0.2 s at 10/s). Calls in flight are not limited per caller:
-        one identity alone still uses every slot when the service is slow."""
+        a black-box attempt, 2026-12-07); with it, and start times going to the caller served
+        least recently (`acquire`), another caller's call starts within one period (0.11 s at
+        10/s). Calls in flight are not limited per caller: one caller alone still uses every
+        slot when the service is slow."""
         with self._lock:
             gate, users = self._callers.get(caller, (threading.Semaphore(self.per_caller), 0))
             self._callers[caller] = (gate, users + 1)
