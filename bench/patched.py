@@ -131,8 +131,8 @@ SHORT_IDLE = 20.0
 
 
 def _patch_short_idle() -> None:
-    from controller.alicloud import identity
     from controller.kube import tokens
+    from controller.providers.alibaba import identity
 
     identity.IDLE_SECONDS = SHORT_IDLE
     tokens.TOKEN_IDLE = SHORT_IDLE
@@ -147,7 +147,7 @@ def _patch_short_idle() -> None:
 
 def _manager_init_hook(hook: Any) -> None:
     """Run `hook(manager, kms)` after every Manager.__init__."""
-    from controller.manager import Manager
+    from controller.externalsecret.controller import Manager
 
     original = Manager.__init__
 

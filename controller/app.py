@@ -19,18 +19,12 @@ from collections.abc import Hashable, Iterable
 from types import FrameType
 
 from controller import __version__, buildinfo
-from controller.alicloud.dedicated import DedicatedReader
-from controller.alicloud.identity import Identity, IdentityPool
-from controller.alicloud.kms import Kms
-from controller.alicloud.kms_instance import KmsInstance
-from controller.alicloud.oos import Oos
-from controller.clustersecrets import ClusterExternalSecrets
-from controller.engine.reconciler import Outcome
-from controller.engine.stores import operator_endpoints
+from controller.clusterexternalsecret.controller import ClusterExternalSecrets
+from controller.externalsecret.controller import Hooks, Key, Manager
+from controller.externalsecret.reconciler import Outcome
 from controller.kube.client import api_client, without_retries
 from controller.kube.leader import LeaderElector
 from controller.kube.rest import Rest
-from controller.manager import Hooks, Key, Manager
 from controller.ops.health import OpsServers
 from controller.ops.logs import setup_logging
 from controller.ops.metrics import Metrics
@@ -41,6 +35,12 @@ from controller.ops.redact import (
     scrub,
 )
 from controller.ops.stacks import dump_on_sigquit
+from controller.providers.alibaba.dedicated import DedicatedReader
+from controller.providers.alibaba.identity import Identity, IdentityPool
+from controller.providers.alibaba.kms import Kms
+from controller.providers.alibaba.kms_instance import KmsInstance
+from controller.providers.alibaba.oos import Oos
+from controller.secretstore.stores import operator_endpoints
 from controller.settings import Settings
 
 log = logging.getLogger("ack-secret-manager")

@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from controller import __version__, model
+from controller import __version__, api
 from controller.goflags import FlagError, GoFlagParser, parse_go_int
 
 __all__ = ["Credentials", "FlagError", "Settings", "build_parser", "load", "parse_duration"]
@@ -27,7 +27,7 @@ def parse_duration(text: str) -> float:
     text = text.strip()
     if re.fullmatch(r"\d+(\.\d+)?", text):
         return float(text)
-    return model.parse_duration(text)
+    return api.parse_duration(text)
 
 
 def _duration_arg(text: str) -> float:

@@ -6,8 +6,8 @@ the committed files differ from what this script produces.
 
 This is the one place the API's schema is written, and it repeats no bound: every maxItems,
 maxLength, maxProperties and pattern is a constant of the parser that enforces it
-(controller/model.py, the endpoint rules of controller/engine/stores.py, the
-ClusterExternalSecret rules of controller/engine/clusterexternalsecrets.py), imported here, so
+(controller/api/resources.py, the endpoint rules of controller/secretstore/stores.py, the
+ClusterExternalSecret rules of controller/clusterexternalsecret/logic.py), imported here, so
 the apiserver refuses at once what the controller would refuse later (for objects stored before
 the schema did, the parser still checks). Every field has a description (`kubectl explain`),
 saying what it means to a user, its default and its bound (metadata excepted: the apiserver
@@ -23,19 +23,19 @@ from typing import Any
 
 import yaml
 
-from controller import model
-from controller.engine import clusterexternalsecrets as ces
-from controller.engine import stores
+from controller import api
+from controller.clusterexternalsecret import logic as ces
+from controller.secretstore import stores
 
 GROUP = "alibabacloud.com"
 OUT = pathlib.Path(__file__).resolve().parents[1] / "helm/ack-secret-manager/crds"
 
 # The parser's bounds (see the module docstring): imported, never written here again.
-MAX_TEXT = model.MAX_FIELD_LENGTH  # any string of a spec the parser reads
-MAX_NAME = model.MAX_NAME_LENGTH  # a Secret key, an object name
+MAX_TEXT = api.MAX_FIELD_LENGTH  # any string of a spec the parser reads
+MAX_NAME = api.MAX_NAME_LENGTH  # a Secret key, an object name
 ENDPOINT = {"maxLength": stores.MAX_ENDPOINT, "pattern": stores.ENDPOINT_PATTERN}
-SECRET_KEY = {"maxLength": MAX_NAME, "pattern": model.KEY_NAME_PATTERN}
-OBJECT_NAME = {"maxLength": MAX_NAME, "pattern": model.DNS_SUBDOMAIN_PATTERN}
+SECRET_KEY = {"maxLength": MAX_NAME, "pattern": api.KEY_NAME_PATTERN}
+OBJECT_NAME = {"maxLength": MAX_NAME, "pattern": api.DNS_SUBDOMAIN_PATTERN}
 
 # The standard texts of every Kubernetes object's first three fields.
 _CONVENTIONS = "https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md"
@@ -117,7 +117,7 @@ def matching(desc: str, pattern: str, message: str) -> dict[str, Any]:
 
 
 def interval(desc: str) -> dict[str, Any]:
-    return matching(desc, model.INTERVAL_PATTERN,
+    return matching(desc, api.INTERVAL_PATTERN,
                     "must be a Go duration such as 30s, 5m, 1h or 1h30m (0 turns it off)")
 
 
@@ -167,7 +167,7 @@ def template_ref(source: str) -> dict[str, Any]:
                                           "KeysAndValues: its key=value lines are a template "
                                           "each.", ["Values", "KeysAndValues"])},
                     ["key"]),
-                maxItems=model.MAX_TEMPLATE_ITEMS),
+                maxItems=api.MAX_TEMPLATE_ITEMS),
         },
         ["name", "items"],
     )
@@ -221,7 +221,7 @@ def data_entry(desc: str) -> dict[str, Any]:
                     },
                     ["path", "objectAlias"],
                 ),
-                maxItems=model.MAX_JMES_PATHS,
+                maxItems=api.MAX_JMES_PATHS,
             ),
         },
         ["key"],
@@ -235,7 +235,7 @@ def es_spec(desc: str) -> dict[str, Any]:
         {
             "provider": matching("Where the values come from: kms (default), KMS Secrets "
                                  "Manager secrets; oos, OOS encryption parameters (stores need "
-                                 "spec.OOS). Any case.", model.PROVIDER_PATTERN,
+                                 "spec.OOS). Any case.", api.PROVIDER_PATTERN,
                                  "must be kms or oos (empty: kms)"),
             "type": text("The type of the Kubernetes Secret, e.g. kubernetes.io/tls. Default: "
                          "Opaque. The keys a type requires are checked before writing."),
@@ -248,7 +248,7 @@ def es_spec(desc: str) -> dict[str, Any]:
                                          "(used when refreshInterval is not set)."),
             "data": arr("Values to read, one secret each, written under their own key.",
                         data_entry("One secret to read and the Secret key to write it under."),
-                        maxItems=model.MAX_DATA),
+                        maxItems=api.MAX_DATA),
             "dataProcess": arr(
                 "Values to split: each secret's JSON (or YAML) object becomes one Secret key per "
                 "top-level key (nested values JSON-encoded).",
@@ -267,12 +267,12 @@ def es_spec(desc: str) -> dict[str, Any]:
                                                 "group of source.")},
                                 ["source"],
                             ),
-                            maxItems=model.MAX_REPLACE_RULES,
+                            maxItems=api.MAX_REPLACE_RULES,
                         ),
                     },
                     ["extract"],
                 ),
-                maxItems=model.MAX_DATA_PROCESS,
+                maxItems=api.MAX_DATA_PROCESS,
             ),
             "target": obj(
                 "The Kubernetes Secret written, and how.",
@@ -302,20 +302,20 @@ def es_spec(desc: str) -> dict[str, Any]:
                                         "without {{ is itself). The controller's own "
                                         "(alibabacloud.com/...) are refused.",
                                         text("A label value or a template giving it."),
-                                        maxProperties=model.MAX_TEMPLATE_ITEMS),
+                                        maxProperties=api.MAX_TEMPLATE_ITEMS),
                                     "annotations": string_map(
                                         "Annotations of the Secret, each a template (a text "
                                         "without {{ is itself). The controller's own "
                                         "(alibabacloud.com/...) are refused.",
                                         text("An annotation value or a template giving it."),
-                                        maxProperties=model.MAX_TEMPLATE_ITEMS),
+                                        maxProperties=api.MAX_TEMPLATE_ITEMS),
                                 },
                             ),
                             "data": string_map(
                                 "Secret key -> a template over the values read "
                                 "(docs/templates.md).",
                                 text("A Go template."),
-                                maxProperties=model.MAX_TEMPLATE_ITEMS),
+                                maxProperties=api.MAX_TEMPLATE_ITEMS),
                             "mergePolicy": choice(
                                 "Replace (default): the Secret holds only the templates' "
                                 "output. Merge: the values read too.", ["Replace", "Merge"]),
@@ -323,7 +323,7 @@ def es_spec(desc: str) -> dict[str, Any]:
                                                     "with sprig functions).", ["v2"]),
                             "templateFrom": arr("More templates: from a ConfigMap or Secret "
                                                 "of this namespace, or inline.", TEMPLATE_FROM,
-                                                maxItems=model.MAX_TEMPLATE_FROM),
+                                                maxItems=api.MAX_TEMPLATE_FROM),
                         },
                         **{"x-kubernetes-preserve-unknown-fields": True},
                     ),
@@ -456,7 +456,7 @@ STORE_SPEC_PROPS: dict[str, Any] = {
                 "ack-secret-manager v0.5's KMS instance access with an application access "
                 "point's client key: reads with that client key only, over https.",
                 {"protocol": text("https (default; the only one allowed)."),
-                 "ca": text("The KMS instance's CA (PEM).", maxLength=model.MAX_PEM_LENGTH),
+                 "ca": text("The KMS instance's CA (PEM).", maxLength=api.MAX_PEM_LENGTH),
                  "ignoreSSL": {"type": "boolean",
                                "description": "Turn off TLS verification of the instance. "
                                "Refused (InsecureTLSRefused) unless the controller runs with "
@@ -476,7 +476,7 @@ STORE_SPEC_PROPS: dict[str, Any] = {
                              "only, unless the controller's --allowed-endpoints names it.",
                              **ENDPOINT),
             "ca": text("The CA (PEM) of a KMS instance endpoint, inline (or caSecretRef, not "
-                       "both).", maxLength=model.MAX_PEM_LENGTH),
+                       "both).", maxLength=api.MAX_PEM_LENGTH),
             "caSecretRef": secret_ref("The Secret key holding the CA (PEM) of a KMS instance "
                                       "endpoint (or ca, not both)."),
         },
@@ -503,7 +503,7 @@ _OPERATOR = ("In, NotIn, Exists or DoesNotExist.", ["In", "NotIn", "Exists", "Do
 _EXPRESSION_KEY = "The label key."
 _EXPRESSION_VALUES = "The label values: some with In and NotIn, none with Exists and DoesNotExist."
 
-# A ClusterSecretStore's conditions: model.py reads them without count bounds.
+# A ClusterSecretStore's conditions: api.py reads them without count bounds.
 CLUSTER_CONDITIONS = arr(
     "Namespaces that may use this store; a namespace any condition admits may. None: every "
     "namespace.",

@@ -12,15 +12,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from controller import model
-from controller.alicloud.identity import Identity, IdentityPool
-from controller.alicloud.kms import Endpoint, SecretValue
-from controller.engine.cas import PrivateCas
-from controller.engine.clock import FakeClock
-from controller.engine.fetcher import Fetcher
-from controller.engine.reconciler import Reconciler, SyncBudgetLimits
-from controller.engine.stores import StoreResolver, ca_identities
+from controller import api
+from controller.externalsecret.fetcher import Fetcher
+from controller.externalsecret.reconciler import Reconciler, SyncBudgetLimits
 from controller.providers import FetchError, Kind
+from controller.providers.alibaba.identity import Identity, IdentityPool
+from controller.providers.alibaba.kms import Endpoint, SecretValue
+from controller.runtime.clock import FakeClock
+from controller.secretstore.cas import PrivateCas
+from controller.secretstore.stores import StoreResolver, ca_identities
 from controller.settings import Settings, load
 
 # ("data", key), ("labels", key), ("annotations", key), ("ownerReferences", uid), ("type", "")
@@ -250,14 +250,14 @@ class World:
             default_interval=self.settings.polling_interval,
             disable_polling=self.settings.disable_polling,
             now=lambda: datetime(2026, 12, 1, tzinfo=UTC),
-            bounds=model.IntervalBounds(self.settings.refresh_floor(),
+            bounds=api.IntervalBounds(self.settings.refresh_floor(),
                                         self.settings.max_refresh_interval),
             cleanup_on_failure=self.settings.cleanup_secret_on_failure,
             budget=SyncBudgetLimits(self.settings.sync_budget_bytes,
                                     self.settings.sync_budget_steps))
         self._uids = itertools.count(1)
 
-    def _store(self, kind: model.StoreKind, namespace: str, name: str) -> dict[str, Any] | None:
+    def _store(self, kind: api.StoreKind, namespace: str, name: str) -> dict[str, Any] | None:
         return self.stores.get((str(kind), namespace, name))
 
     def add_store(self, name: str, kms: dict[str, Any], created: str = "") -> None:

@@ -13,5 +13,6 @@ ciphertext is bound to its cluster (KMS EncryptionContext).
 - `app`: wiring, the socket, /metrics + /healthz + /readyz, signals.
 - `proto/`: api.proto and the code `make proto` generates from it.
 
-Uses `controller.alicloud` and `controller.ops`, never `controller.engine` or `controller.kube`.
+Uses `controller.providers.alibaba` and `controller.ops`, never a controller's room or
+`controller.kube`.
 """

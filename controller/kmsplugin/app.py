@@ -25,15 +25,6 @@ from types import FrameType
 
 import grpc
 
-from controller.alicloud.identity import (
-    ACCESS_KEY,
-    ECS_RAM_ROLE,
-    RAM_ROLE_ARN,
-    Identity,
-    IdentityPool,
-)
-from controller.alicloud.kms import Endpoint, Kms
-from controller.alicloud.kms_crypto import KmsCrypto
 from controller.kmsplugin import settings as settings_mod
 from controller.kmsplugin.keystate import KeyStateCache
 from controller.kmsplugin.metrics import PluginMetrics
@@ -42,6 +33,15 @@ from controller.ops.health import HealthServer
 from controller.ops.logs import setup_logging
 from controller.ops.redact import register_secret
 from controller.ops.server import EndpointServer, same_endpoint
+from controller.providers.alibaba.identity import (
+    ACCESS_KEY,
+    ECS_RAM_ROLE,
+    RAM_ROLE_ARN,
+    Identity,
+    IdentityPool,
+)
+from controller.providers.alibaba.kms import Endpoint, Kms
+from controller.providers.alibaba.kms_crypto import KmsCrypto
 
 log = logging.getLogger("controller.kmsplugin")
 

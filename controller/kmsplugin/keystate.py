@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from controller.alicloud.kms_crypto import CryptoError, KeyInfo
 from controller.kmsplugin.keyids import is_alias, key_id_for
+from controller.providers.alibaba.kms_crypto import CryptoError, KeyInfo
 
 log = logging.getLogger(__name__)
 

@@ -29,12 +29,12 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
-from controller.alicloud.kms_crypto import CryptoError, Unwrapped, Wrapped
 from controller.kmsplugin import keyids
 from controller.kmsplugin.keystate import KeyStateCache
 from controller.kmsplugin.metrics import PluginMetrics
 from controller.kmsplugin.proto import api_pb2
 from controller.providers import Kind
+from controller.providers.alibaba.kms_crypto import CryptoError, Unwrapped, Wrapped
 
 log = logging.getLogger(__name__)
 

@@ -241,7 +241,7 @@ class KubeAccess:
     def apply_store_status(self, kind: str, store: dict[str, Any],
                            status: dict[str, Any]) -> None:
         """Server-side apply a SecretStore's or ClusterSecretStore's status (its Ready
-        condition, engine/storestatus.py)."""
+        condition, secretstore/storestatus.py)."""
         meta = store.get("metadata", {})
         cluster = kind == CLUSTER_SECRET_STORES.kind
         resource = CLUSTER_SECRET_STORES if cluster else SECRET_STORES

@@ -29,7 +29,8 @@ from collections.abc import Callable, Hashable
 # retries, the store checks' and the syncs' wait (the last three on loggers of their own).
 LIBRARIES = ("credentials", "alibabacloud-tea", "darabonba-core", "urllib3", "kubernetes")
 FOLDED = (*LIBRARIES, "controller.kube.informer", "controller.kube.leader.retries",
-          "controller.engine.storestatus.unreachable", "controller.engine.reconciler.unreachable")
+          "controller.secretstore.storestatus.unreachable",
+          "controller.externalsecret.reconciler.unreachable")
 WINDOW = 60.0
 MAX_KINDS = 1024  # kinds remembered; the oldest are forgotten first
 _SHORT = 64

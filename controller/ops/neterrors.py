@@ -5,7 +5,7 @@ that raise it (the Alibaba SDK's `inner_exception`, requests' and urllib3's `rea
 Why it exists: every HTTP client here (the Alibaba SDKs over requests, the Kubernetes client
 over urllib3) wraps the socket error in two to five layers, and the outermost type
 (`RetryError`, `MaxRetryError`) says nothing an operator can act on. Both the cloud error
-classes (alicloud/errors.py) and the watch loops (kube/informer.py) need the one thing that
+classes (providers/alibaba/errors.py) and the watch loops (kube/informer.py) need the one thing that
 does: the name did not resolve, the connection was refused, nothing answered in time, or the
 certificate was not trusted. Only types are inspected, never exception text.
 """

@@ -32,10 +32,10 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from controller.alicloud.identity import ACCESS_KEY, Identity, IdentityPool
-from controller.alicloud.kms import Endpoint, Kms
-from controller.alicloud.kms_crypto import KmsCrypto
 from controller.kmsplugin.proto import api_pb2, api_pb2_grpc
+from controller.providers.alibaba.identity import ACCESS_KEY, Identity, IdentityPool
+from controller.providers.alibaba.kms import Endpoint, Kms
+from controller.providers.alibaba.kms_crypto import KmsCrypto
 from tests.cluster import ControlPlane
 from tests.cluster.controlplane import free_port
 from tests.cluster.tools import REPO

@@ -33,8 +33,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from controller.alicloud import kms_instance, pfx
-from controller.alicloud.errors import FetchError
+from controller.providers.alibaba import kms_instance, pfx
+from controller.providers.alibaba.errors import FetchError
 from tests.cluster import free_port
 from tests.fakecloud import FakeCloud
 from tests.integration.conftest import K8s

@@ -1,5 +1,5 @@
 """KMS instance by client key: the real KMS instance SDK (``alibabacloud-dkms-gcs``) and the
-controller's ``controller.alicloud.kms_instance`` against the fake cloud's instance gateway.
+controller's ``providers.alibaba.kms_instance`` against the fake cloud's instance gateway.
 
 The SDK proves the fake speaks the protocol Alibaba's client speaks (its RSA signature is
 verified, its protobuf parsed, its errors decoded); the controller's client is then held to
@@ -8,7 +8,7 @@ the same fake: good path, wrong or revoked client key, wrong password, wrong or 
 
 The SDK cannot be installed with its declared requirements here (protobuf<4 and
 pyOpenSSL<23.3 against this project's protobuf 7 and cryptography 50; see
-``controller/alicloud/kms_instance.py``). Install it for these tests with
+``controller/providers/alibaba/kms_instance.py``). Install it for these tests with
 ``pip install --no-deps alibabacloud-dkms-gcs==1.0.2 alibabacloud_darabonba_stream
 alibabacloud_darabonba_number pyopenssl``; it then runs in a subprocess with pure-Python
 protobuf (its generated code predates protobuf 4). Without it the SDK tests are skipped.
@@ -37,8 +37,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from controller.alicloud.errors import FetchError, Kind
-from controller.alicloud.kms_instance import (
+from controller.providers.alibaba.errors import FetchError, Kind
+from controller.providers.alibaba.kms_instance import (
     ClientKey,
     InstanceEndpoint,
     KmsInstance,

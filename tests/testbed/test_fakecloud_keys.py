@@ -1,6 +1,6 @@
 """The fake KMS's keys behave like KMS's as seen through the real SDK: Encrypt with the
 primary version, Decrypt of any version, rotation, key states, EncryptionContext checking,
-fault injection, and the admin API; plus `controller.alicloud.kms_crypto`'s time budget and
+fault injection, and the admin API; plus `controller.providers.alibaba.kms_crypto`'s time budget and
 retries against them."""
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from alibabacloud_kms20160120.models import (
 from alibabacloud_tea_openapi.exceptions import ClientException, ThrottlingException
 from alibabacloud_tea_openapi.models import Config
 
-from controller.alicloud.errors import Kind
-from controller.alicloud.identity import ACCESS_KEY, Identity, IdentityPool
-from controller.alicloud.kms import Endpoint, Kms
-from controller.alicloud.kms_crypto import CryptoError, KmsCrypto
+from controller.providers.alibaba.errors import Kind
+from controller.providers.alibaba.identity import ACCESS_KEY, Identity, IdentityPool
+from controller.providers.alibaba.kms import Endpoint, Kms
+from controller.providers.alibaba.kms_crypto import CryptoError, KmsCrypto
 from tests.fakecloud import FakeCloud, FakeCloudAdmin
 
 AK, SK = "LTAI5tKeysTest0001", "keys-test-secret-0001"
@@ -140,7 +140,7 @@ def test_faults_apply_to_key_calls(cloud: FakeCloud) -> None:
     assert cloud.calls("Encrypt") == 2
 
 
-# --- controller.alicloud.kms_crypto against the fake -------------------------------------
+# --- controller.providers.alibaba.kms_crypto against the fake -------------------------------------
 
 @pytest.fixture
 def crypto(cloud: FakeCloud) -> Iterator[KmsCrypto]:

@@ -1,5 +1,5 @@
 """OOS encryption parameters: the real ``alibabacloud_oos20190601`` client and the controller's
-``controller.alicloud.oos.Oos`` against the fake cloud's ``GetSecretParameter``.
+``controller.providers.alibaba.oos.Oos`` against the fake cloud's ``GetSecretParameter``.
 
 Proves the fake speaks OOS's wire protocol (both signature styles, refusals, documented
 response shape, decryption switch, versions) and that the controller reads parameters with
@@ -17,10 +17,10 @@ from alibabacloud_oos20190601.models import GetSecretParameterRequest
 from alibabacloud_tea_openapi.exceptions import ClientException, ThrottlingException
 from alibabacloud_tea_openapi.models import Config
 
-from controller.alicloud.errors import FetchError, Kind
-from controller.alicloud.identity import ACCESS_KEY, RAM_ROLE_ARN, Identity, IdentityPool
-from controller.alicloud.kms import Endpoint
-from controller.alicloud.oos import Oos, endpoint_for
+from controller.providers.alibaba.errors import FetchError, Kind
+from controller.providers.alibaba.identity import ACCESS_KEY, RAM_ROLE_ARN, Identity, IdentityPool
+from controller.providers.alibaba.kms import Endpoint
+from controller.providers.alibaba.oos import Oos, endpoint_for
 from tests.fakecloud import FakeCloud, FakeCloudAdmin, Trust, seed
 
 AK, SK, ALICE = "LTAI5tFakeOosKey0001", "fake-oos-secret-0001", "alice"

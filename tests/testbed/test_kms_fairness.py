@@ -1,4 +1,4 @@
-"""The KMS client (controller.alicloud.kms) with the real SDK against the fake cloud: an
+"""The KMS client (controller.providers.alibaba.kms) with the real SDK against the fake cloud: an
 identity that KMS keeps throttling cools down without holding workers while another identity's
 reads go on; `cancel()` ends retries at once (the stop deadline); each private CA of a host
 gets its own TLS session, released (session, fd) with its last client."""
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.alicloud.errors import FetchError, Kind
-from controller.alicloud.identity import ACCESS_KEY, Identity, IdentityPool
-from controller.alicloud.kms import Endpoint, Kms
+from controller.providers.alibaba.errors import FetchError, Kind
+from controller.providers.alibaba.identity import ACCESS_KEY, Identity, IdentityPool
+from controller.providers.alibaba.kms import Endpoint, Kms
 from tests.fakecloud import FakeCloud
 from tests.fakecloud.tls import write_tls_files
 from tests.waiting import wait_for

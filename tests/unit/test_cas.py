@@ -1,4 +1,4 @@
-"""Unit tests for controller.engine.cas: the per-namespace bound on distinct private CAs
+"""Unit tests for controller.secretstore.cas: the per-namespace bound on distinct private CAs
 (--max-cas-per-namespace). The rule (the first N distinct CAs of a namespace's SecretStores in
 (creationTimestamp, name) order), the index that applies it as store events arrive, and, by
 hypothesis, that the index always answers what the rule says and reports exactly the stores
@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import settings as settings_
 from hypothesis import strategies as st
 
-from controller import model
-from controller.engine.cas import CaIdentity, Place, PrivateCas, allowed_cas
+from controller import api
+from controller.secretstore.cas import CaIdentity, Place, PrivateCas, allowed_cas
 
 NS = "team"
 
@@ -33,14 +33,14 @@ def _raw(name: str, created: str, ca: int | None, namespace: str = NS) -> dict[s
             "spec": {"KMS": kms}}
 
 
-def _identify(store: model.SecretStore) -> CaIdentity | None:
+def _identify(store: api.SecretStore) -> CaIdentity | None:
     if store.kms is None or not store.kms.ca:
         return None
     return _ca(int(store.kms.ca.split()[1]))
 
 
-def _store(raw: dict[str, Any]) -> model.SecretStore:
-    return model.parse_secret_store(raw)
+def _store(raw: dict[str, Any]) -> api.SecretStore:
+    return api.parse_secret_store(raw)
 
 
 def _t(second: int) -> str:
@@ -149,7 +149,7 @@ def test_a_store_the_index_has_not_seen_yet_is_counted_in_its_place() -> None:
 def test_cluster_secret_stores_are_not_counted() -> None:
     cas = PrivateCas(1, _identify)
     cas.observe("ADDED", _raw("a", _t(0), 1))
-    cluster = model.parse_cluster_secret_store({
+    cluster = api.parse_cluster_secret_store({
         "kind": "ClusterSecretStore",
         "metadata": {"name": "platform", "creationTimestamp": _t(0)},
         "spec": {"KMS": {"endpoint": "kst-1.cryptoservice.kms.aliyuncs.com", "ca": "CA 9"}}})

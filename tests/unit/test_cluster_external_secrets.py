@@ -1,4 +1,4 @@
-"""ClusterExternalSecret decisions (controller/engine/clusterexternalsecrets.py): parsing with
+"""ClusterExternalSecret decisions (controller/clusterexternalsecret/logic.py): parsing with
 ack-secret-manager's field names, namespace selection, ownership, stale objects, status."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from controller import model
-from controller.engine import clusterexternalsecrets as ces
+from controller import api
+from controller.clusterexternalsecret import logic as ces
 
 UID = "0b7c9d4e-1111-2222-3333-444455556666"
 ES_SPEC = {"data": [{"key": "db-password", "name": "pw", "secretStoreRef": {"name": "s"}}]}
@@ -74,7 +74,7 @@ def test_bad_specs_name_the_field_and_the_fix(spec: dict[str, Any], field: str) 
     body = raw(**{k: v for k, v in spec.items() if k != "externalSecretSpec"})
     if "externalSecretSpec" in spec:
         body["spec"]["externalSecretSpec"] = spec["externalSecretSpec"]
-    with pytest.raises(model.SpecError) as err:
+    with pytest.raises(api.SpecError) as err:
         ces.parse(body)
     assert field in [e.field for e in err.value.errors]
     assert "ClusterExternalSecret shared" in str(err.value)
@@ -208,7 +208,7 @@ def test_status_of_too_many_namespaces_and_of_a_bad_spec() -> None:
                       generation=1, es_name="x", now="t")
     assert over["conditions"][0]["reason"] == "TooManyNamespaces"
     assert "at most" in over["conditions"][0]["message"]
-    with pytest.raises(model.SpecError) as err:
+    with pytest.raises(api.SpecError) as err:
         ces.parse(raw(rotationInterval="soon"))
     invalid = ces.status(ces.Outcome(), None, generation=1, es_name="x", now="t",
                          invalid=err.value)
@@ -252,7 +252,7 @@ class FakeRest:
 ])
 def test_the_loop_runs_only_with_the_crd_and_the_rbac(
         resources: list[str], status: int, expected: bool, caplog: Any) -> None:
-    from controller.clustersecrets import ClusterExternalSecrets
+    from controller.clusterexternalsecret.controller import ClusterExternalSecrets
     from controller.settings import Settings
 
     loop = ClusterExternalSecrets(Settings(), FakeRest(resources, status))  # type: ignore[arg-type]
@@ -262,7 +262,7 @@ def test_the_loop_runs_only_with_the_crd_and_the_rbac(
 
 
 def test_status_writes_of_owned_external_secrets_do_not_start_a_pass() -> None:
-    from controller.clustersecrets import ClusterExternalSecrets
+    from controller.clusterexternalsecret.controller import ClusterExternalSecrets
     from controller.settings import Settings
 
     loop = ClusterExternalSecrets(Settings(), FakeRest([]))  # type: ignore[arg-type]
@@ -303,7 +303,7 @@ class RecordingRest:
 
 
 def loop_with(status: dict[str, Any], namespaces: list[str]) -> Any:
-    from controller.clustersecrets import ClusterExternalSecrets
+    from controller.clusterexternalsecret.controller import ClusterExternalSecrets
     from controller.settings import Settings
 
     rest = RecordingRest()
@@ -347,7 +347,7 @@ def test_a_namespace_pass_writes_nowhere_the_last_full_pass_did_not_provision() 
 
 
 def test_a_namespace_pass_that_changes_the_outcome_asks_for_one_full_pass() -> None:
-    from controller.clustersecrets import ALL
+    from controller.clusterexternalsecret.controller import ALL
 
     loop, rest = loop_with({"failedNamespaces": [{"namespace": "a", "reason": "conflict"}]},
                            ["a"])

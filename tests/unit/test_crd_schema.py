@@ -1,7 +1,7 @@
 """The CRDs describe every field and carry exactly the parser's bounds.
 
-hack/gen_crds.py writes the CRDs from the parser's constants (controller/model.py, the endpoint
-rules of controller/engine/stores.py, controller/engine/clusterexternalsecrets.py). These tests
+hack/gen_crds.py writes the CRDs from the parser's constants (api/resources.py, the endpoint
+rules of controller/secretstore/stores.py, controller/clusterexternalsecret/logic.py). These tests
 read the committed YAML, as the apiserver will, and check: every property has a description
 (`kubectl explain`); each bound constant sits on the fields it governs (a table written here,
 independently of the generator); no bound in a CRD comes from anywhere else; every string the
@@ -22,9 +22,9 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller import model
-from controller.engine import clusterexternalsecrets as ces
-from controller.engine import stores
+from controller import api
+from controller.clusterexternalsecret import logic as ces
+from controller.secretstore import stores
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CRDS = REPO / "helm/ack-secret-manager/crds"
@@ -90,10 +90,10 @@ def test_every_field_has_a_description(name: str) -> None:
 
 def test_descriptions_state_the_bounds_and_defaults_users_cannot_see() -> None:
     data = _node(ES, "spec.data")["description"]
-    assert f"at most {model.MAX_DATA} items" in data
+    assert f"at most {api.MAX_DATA} items" in data
     assert "Default: Opaque" in _node(ES, "spec.type")["description"]
     assert "Owner (default)" in _node(ES, "spec.target.creationPolicy")["description"]
-    assert f"at most {model.MAX_FIELD_LENGTH:,} characters" in _node(ES, "spec")["description"]
+    assert f"at most {api.MAX_FIELD_LENGTH:,} characters" in _node(ES, "spec")["description"]
     endpoint = _node(SS, "spec.KMS.endpoint")["description"]
     assert f"at most {stores.MAX_ENDPOINT} characters" in endpoint
     failed = _node(CES, "status.failedNamespaces")["description"]
@@ -124,26 +124,26 @@ _CES_SELECTORS = ("spec.conditions[].namespaceSelector", "spec.namespaceSelector
 
 # (constant's name, its value, keyword, the fields it governs): the parser's bound constants.
 BOUNDS: list[tuple[str, object, str, list[tuple[str, str]]]] = [
-    ("model.MAX_DATA", model.MAX_DATA, "maxItems", _es_paths("data")),
-    ("model.MAX_DATA_PROCESS", model.MAX_DATA_PROCESS, "maxItems", _es_paths("dataProcess")),
-    ("model.MAX_JMES_PATHS", model.MAX_JMES_PATHS, "maxItems",
+    ("api.MAX_DATA", api.MAX_DATA, "maxItems", _es_paths("data")),
+    ("api.MAX_DATA_PROCESS", api.MAX_DATA_PROCESS, "maxItems", _es_paths("dataProcess")),
+    ("api.MAX_JMES_PATHS", api.MAX_JMES_PATHS, "maxItems",
      _es_paths("data[].jmesPath", "dataProcess[].extract.jmesPath")),
-    ("model.MAX_REPLACE_RULES", model.MAX_REPLACE_RULES, "maxItems",
+    ("api.MAX_REPLACE_RULES", api.MAX_REPLACE_RULES, "maxItems",
      _es_paths("dataProcess[].replaceRule")),
-    ("model.MAX_TEMPLATE_FROM", model.MAX_TEMPLATE_FROM, "maxItems",
+    ("api.MAX_TEMPLATE_FROM", api.MAX_TEMPLATE_FROM, "maxItems",
      _es_paths("target.template.templateFrom")),
-    ("model.MAX_TEMPLATE_ITEMS", model.MAX_TEMPLATE_ITEMS, "maxItems",
+    ("api.MAX_TEMPLATE_ITEMS", api.MAX_TEMPLATE_ITEMS, "maxItems",
      _es_paths("target.template.templateFrom[].configMap.items",
                "target.template.templateFrom[].secret.items")),
-    ("model.MAX_TEMPLATE_ITEMS", model.MAX_TEMPLATE_ITEMS, "maxProperties",
+    ("api.MAX_TEMPLATE_ITEMS", api.MAX_TEMPLATE_ITEMS, "maxProperties",
      _es_paths("target.template.metadata.labels", "target.template.metadata.annotations",
                "target.template.data")),
-    ("model.MAX_NAME_LENGTH", model.MAX_NAME_LENGTH, "maxLength",
+    ("api.MAX_NAME_LENGTH", api.MAX_NAME_LENGTH, "maxLength",
      [*_es_paths(*_KEY_FIELDS, *_NAME_FIELDS), (CES, "spec.externalSecretName")]),
-    ("model.KEY_NAME_PATTERN", model.KEY_NAME_PATTERN, "pattern", _es_paths(*_KEY_FIELDS)),
-    ("model.DNS_SUBDOMAIN_PATTERN", model.DNS_SUBDOMAIN_PATTERN, "pattern",
+    ("api.KEY_NAME_PATTERN", api.KEY_NAME_PATTERN, "pattern", _es_paths(*_KEY_FIELDS)),
+    ("api.DNS_SUBDOMAIN_PATTERN", api.DNS_SUBDOMAIN_PATTERN, "pattern",
      [*_es_paths(*_NAME_FIELDS), (CES, "spec.externalSecretName")]),
-    ("model.MAX_PEM_LENGTH", model.MAX_PEM_LENGTH, "maxLength",
+    ("api.MAX_PEM_LENGTH", api.MAX_PEM_LENGTH, "maxLength",
      [(name, path) for name in (SS, CSS)
       for path in ("spec.KMS.ca", "spec.KMS.dedicatedKMSAuth.ca")]),
     ("stores.MAX_ENDPOINT", stores.MAX_ENDPOINT, "maxLength", _ENDPOINTS),
@@ -162,10 +162,10 @@ BOUNDS: list[tuple[str, object, str, list[tuple[str, str]]]] = [
 # Patterns checked by a CEL rule, so that a refusal says what to write instead of quoting a
 # regular expression: (constant's name, pattern, words of the message, fields).
 RULES: list[tuple[str, str, str, list[tuple[str, str]]]] = [
-    ("model.INTERVAL_PATTERN", model.INTERVAL_PATTERN, "must be a Go duration such as 30s",
+    ("api.INTERVAL_PATTERN", api.INTERVAL_PATTERN, "must be a Go duration such as 30s",
      [*_es_paths("refreshInterval", "rotationInterval"), (CES, "spec.rotationInterval"),
       (CES, "spec.refreshTime")]),
-    ("model.PROVIDER_PATTERN", model.PROVIDER_PATTERN, "must be kms or oos",
+    ("api.PROVIDER_PATTERN", api.PROVIDER_PATTERN, "must be kms or oos",
      _es_paths("provider")),
 ]
 
@@ -203,7 +203,7 @@ def test_patterns_are_checked_by_rules_that_say_what_to_write(
 
 def test_no_bound_comes_from_anywhere_but_the_parser_constants() -> None:
     """Every maxItems, maxProperties, pattern, pattern rule and maxLength in a spec is one of
-    the tables' (or the common string bound, model.MAX_FIELD_LENGTH), and every spec string the
+    the tables' (or the common string bound, api.MAX_FIELD_LENGTH), and every spec string the
     parser bounds carries a maxLength."""
     declared = {(name, path, keyword) for _, _, keyword, fields in BOUNDS
                 for name, path in fields}
@@ -216,7 +216,7 @@ def test_no_bound_comes_from_anywhere_but_the_parser_constants() -> None:
             for keyword in BOUND_KEYWORDS:
                 if keyword not in node or (name, path, keyword) in declared:
                     continue
-                if keyword == "maxLength" and node[keyword] == model.MAX_FIELD_LENGTH:
+                if keyword == "maxLength" and node[keyword] == api.MAX_FIELD_LENGTH:
                     continue
                 stray.append((name, path, keyword, node[keyword]))
             patterns = [r for r in node.get("x-kubernetes-validations", [])
@@ -247,48 +247,48 @@ _DURATION_ISH = st.text(alphabet="0123456789.+-nsuµmh", max_size=14)
 def _interval_accepted(text: str) -> bool:
     spec = {"data": [{"key": "k"}], "refreshInterval": text}
     try:
-        model.parse_external_secret({"metadata": {"name": "a", "namespace": "n"}, "spec": spec})
-    except model.SpecError:
+        api.parse_external_secret({"metadata": {"name": "a", "namespace": "n"}, "spec": spec})
+    except api.SpecError:
         return False
     return True
 
 
 @given(st.one_of(_DURATION_ISH, _ASCII))
 def test_the_interval_pattern_accepts_what_the_parser_accepts(text: str) -> None:
-    matches = re.search(model.INTERVAL_PATTERN, text) is not None
+    matches = re.search(api.INTERVAL_PATTERN, text) is not None
     if matches:
         assert _interval_accepted(text), text
     elif _interval_accepted(text):
         # The only intervals the parser takes and the CRD refuses: a negative zero ("-0s").
-        assert text.startswith("-") and model.parse_duration(text) == 0, text
+        assert text.startswith("-") and api.parse_duration(text) == 0, text
 
 
 @pytest.mark.parametrize("text", ["0", "30s", "1h30m", "500ms", "1.5h", ".5s", "+5m", "10us",
                                   ""])
 def test_the_interval_pattern_takes_go_durations(text: str) -> None:
-    assert re.search(model.INTERVAL_PATTERN, text) and _interval_accepted(text)
+    assert re.search(api.INTERVAL_PATTERN, text) and _interval_accepted(text)
 
 
 @pytest.mark.parametrize("text", ["1d", "10", "-5m", "5 m", "1h1", "1e3s", " "])
 def test_the_interval_pattern_refuses_what_go_refuses(text: str) -> None:
-    assert not re.search(model.INTERVAL_PATTERN, text)
+    assert not re.search(api.INTERVAL_PATTERN, text)
 
 
 @given(st.one_of(_ASCII, st.text(alphabet="-._aZ09/", max_size=8)))
 def test_the_key_pattern_is_necessary_for_a_secret_key(key: str) -> None:
     # key_name_problem also refuses ".", ".." and a leading "..", which the pattern cannot say.
-    if model.key_name_problem(key) is None:
-        assert re.search(model.KEY_NAME_PATTERN, key)
-        assert len(key) <= model.MAX_NAME_LENGTH
-    elif re.search(model.KEY_NAME_PATTERN, key) and len(key) <= model.MAX_NAME_LENGTH:
+    if api.key_name_problem(key) is None:
+        assert re.search(api.KEY_NAME_PATTERN, key)
+        assert len(key) <= api.MAX_NAME_LENGTH
+    elif re.search(api.KEY_NAME_PATTERN, key) and len(key) <= api.MAX_NAME_LENGTH:
         assert key in (".", "..") or key.startswith("..")
 
 
 def _target_name_accepted(name: str) -> bool:
     spec = {"data": [{"key": "k"}], "target": {"name": name}}
     try:
-        model.parse_external_secret({"metadata": {"name": "a", "namespace": "n"}, "spec": spec})
-    except model.SpecError:
+        api.parse_external_secret({"metadata": {"name": "a", "namespace": "n"}, "spec": spec})
+    except api.SpecError:
         return False
     return True
 
@@ -297,22 +297,22 @@ def _target_name_accepted(name: str) -> bool:
 def test_the_name_pattern_accepts_what_the_parser_accepts(name: str) -> None:
     if not name:
         return  # an empty target.name means the default
-    assert (re.search(model.DNS_SUBDOMAIN_PATTERN, name) is not None) == \
+    assert (re.search(api.DNS_SUBDOMAIN_PATTERN, name) is not None) == \
         _target_name_accepted(name), name
 
 
 def _provider_accepted(provider: str) -> bool:
     spec = {"data": [{"key": "k"}], "provider": provider}
     try:
-        model.parse_external_secret({"metadata": {"name": "a", "namespace": "n"}, "spec": spec})
-    except model.SpecError:
+        api.parse_external_secret({"metadata": {"name": "a", "namespace": "n"}, "spec": spec})
+    except api.SpecError:
         return False
     return True
 
 
 @given(st.one_of(st.sampled_from(["kms", "KMS", "Oos", "", "kms ", "k", "oss"]), _ASCII))
 def test_the_provider_pattern_accepts_what_the_parser_accepts(provider: str) -> None:
-    assert (re.search(model.PROVIDER_PATTERN, provider) is not None) == \
+    assert (re.search(api.PROVIDER_PATTERN, provider) is not None) == \
         _provider_accepted(provider), provider
 
 

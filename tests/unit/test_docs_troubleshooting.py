@@ -55,7 +55,7 @@ def test_every_reason_and_code_has_a_row() -> None:
 
 
 def test_every_cluster_external_secret_reason_has_a_row() -> None:
-    source = (REPO / "controller/engine/clusterexternalsecrets.py").read_text()
+    source = (REPO / "controller/clusterexternalsecret/logic.py").read_text()
     reasons = set(re.findall(r'ready, reason(?:, message)? = "(?:True|False)", "([A-Za-z]+)"',
                              source))
     assert {"InvalidSpec", "TooManyNamespaces", "NamespacesFailed", "Provisioned"} <= reasons

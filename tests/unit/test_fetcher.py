@@ -1,14 +1,14 @@
-"""Unit tests for controller.engine.fetcher on the fake clock: one read per distinct secret
+"""Unit tests for controller.externalsecret.fetcher on the fake clock: one read per distinct secret
 while fresh, single flight, and a failure back-off shared by every ExternalSecret that uses the
 same read (fairness: a broken secret costs one call per back-off step, not one per retry)."""
 
 from __future__ import annotations
 
-from controller.alicloud.identity import ACCESS_KEY, Identity
-from controller.alicloud.kms import Endpoint
-from controller.engine.clock import FakeClock
-from controller.engine.fetcher import Fetcher, FetchRequest
+from controller.externalsecret.fetcher import Fetcher, FetchRequest
 from controller.providers import FetchError, Kind
+from controller.providers.alibaba.identity import ACCESS_KEY, Identity
+from controller.providers.alibaba.kms import Endpoint
+from controller.runtime.clock import FakeClock
 from tests.fakes import FakeKms
 
 REQUEST = FetchRequest(Identity(ACCESS_KEY, access_key_id="id"), Endpoint("kms.example"), "db")

@@ -18,11 +18,16 @@ import pytest
 from alibabacloud_credentials.exceptions import CredentialException
 from alibabacloud_tea_openapi.exceptions import ClientException, ThrottlingException
 
-from controller.alicloud.errors import Kind, classify
-from controller.alicloud.identity import ACCESS_KEY, CachedCredentials, Identity, IdentityPool
-from controller.alicloud.kms import RateLimiter
 from controller.kube.rest import ApiError
 from controller.kube.tokens import ROLE_ARN_ANNOTATION, ServiceAccountTokens, TokenProblem
+from controller.providers.alibaba.errors import Kind, classify
+from controller.providers.alibaba.identity import (
+    ACCESS_KEY,
+    CachedCredentials,
+    Identity,
+    IdentityPool,
+)
+from controller.providers.alibaba.kms import RateLimiter
 
 
 class Clock:
@@ -417,7 +422,7 @@ def test_empty_credentials_never_fall_back_to_the_controllers_environment(
     """The credentials library takes an empty argument as "not given" and reads the process
     environment: with the controller's own AccessKey or RRSA there, a tenant's empty
     credentials would sign as the controller."""
-    from controller.alicloud.identity import build_provider
+    from controller.providers.alibaba.identity import build_provider
 
     for name, value in {"ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAIcontroller",
                         "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "controller-secret",

@@ -10,6 +10,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from controller.externalsecret.controller import entry_clients, store_clients
 from controller.kube.informer import (
     NAMESPACE_CACHE_FULL,
     Informer,
@@ -19,7 +20,6 @@ from controller.kube.informer import (
     overflow_message,
 )
 from controller.kube.rest import EXTERNAL_SECRETS, ApiError
-from controller.manager import entry_clients, store_clients
 from tests.fakes import World, entry
 
 BUDGET = 4096

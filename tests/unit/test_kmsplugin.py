@@ -11,13 +11,13 @@ import grpc
 import pytest
 
 from controller import cli
-from controller.alicloud.errors import Kind
-from controller.alicloud.kms_crypto import CryptoError, KeyInfo, Unwrapped, Wrapped
 from controller.kmsplugin import keyids
 from controller.kmsplugin import settings as plugin_settings
 from controller.kmsplugin.keystate import KeyStateCache
 from controller.kmsplugin.metrics import PluginMetrics
 from controller.kmsplugin.service import MAX_PLAINTEXT, KeyService, PluginError
+from controller.providers.alibaba.errors import Kind
+from controller.providers.alibaba.kms_crypto import CryptoError, KeyInfo, Unwrapped, Wrapped
 
 KEY = "key-1111"
 CONTEXT = {"kubernetes-cluster": "c1"}

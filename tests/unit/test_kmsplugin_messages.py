@@ -13,13 +13,13 @@ from pathlib import Path
 import grpc
 import pytest
 
-from controller.alicloud.identity import ACCESS_KEY, Identity, IdentityPool
-from controller.alicloud.kms import Endpoint, Kms
-from controller.alicloud.kms_crypto import CryptoError, KmsCrypto
 from controller.kmsplugin import keyids
 from controller.kmsplugin import settings as plugin_settings
 from controller.kmsplugin.app import Plugin
 from controller.kmsplugin.proto import api_pb2, api_pb2_grpc
+from controller.providers.alibaba.identity import ACCESS_KEY, Identity, IdentityPool
+from controller.providers.alibaba.kms import Endpoint, Kms
+from controller.providers.alibaba.kms_crypto import CryptoError, KmsCrypto
 from tests.cluster.controlplane import free_port
 from tests.cluster.tools import REPO
 from tests.fakecloud import FakeCloud

@@ -6,9 +6,9 @@ from __future__ import annotations
 import io
 import logging
 
-from controller.engine.clock import FakeClock
 from controller.ops.lognoise import FoldRepeats
 from controller.ops.logs import TextFormatter
+from controller.runtime.clock import FakeClock
 
 
 def _emit(fold: FoldRepeats, name: str, msg: str, *args: object,
@@ -44,8 +44,8 @@ def test_each_informer_keeps_its_first_line_and_controller_lines_pass() -> None:
     assert _emit(fold, "controller.kube.informer", watch, "secrets", ConnectionError("y")) \
         is None
     for _ in range(3):
-        assert _emit(fold, "controller.manager", "sync ExternalSecret %s/%s failed: %s", "a",
-                     "b", "FetchFailed")
+        assert _emit(fold, "controller.externalsecret.controller",
+                     "sync ExternalSecret %s/%s failed: %s", "a", "b", "FetchFailed")
 
 
 def test_a_library_traceback_becomes_one_line_naming_the_exception() -> None:

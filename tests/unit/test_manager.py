@@ -1,6 +1,6 @@
 """Unit tests for the manager's bookkeeping through its parts, on the fake clock, with races
-made deterministic by hooks: the per-read poll schedule (engine/polls.py), the event triggers
-(engine/triggers.py), and the manager itself with a fake reconciler in place of the real one
+made deterministic by hooks: the per-read poll schedule (polls.py), the event triggers
+(externalsecret/triggers.py), and the manager itself with a fake reconciler in place of the real one
 (no informer is started, no network)."""
 
 from __future__ import annotations
@@ -9,15 +9,15 @@ from collections.abc import Hashable, Iterable
 from typing import Any
 
 from controller import settings
-from controller.alicloud.identity import ACCESS_KEY, Identity
-from controller.alicloud.kms import Endpoint, SecretValue
-from controller.engine import polls
-from controller.engine.clock import FakeClock
-from controller.engine.fetcher import FetchRequest
-from controller.engine.polls import PollSchedule
-from controller.engine.reconciler import Outcome
-from controller.engine.triggers import Seen, Triggers, store_ref, writers
-from controller.manager import Hooks, Manager, SecretPoll
+from controller.externalsecret import polls
+from controller.externalsecret.controller import Hooks, Manager, SecretPoll
+from controller.externalsecret.fetcher import FetchRequest
+from controller.externalsecret.polls import PollSchedule
+from controller.externalsecret.reconciler import Outcome
+from controller.externalsecret.triggers import Seen, Triggers, store_ref, writers
+from controller.providers.alibaba.identity import ACCESS_KEY, Identity
+from controller.providers.alibaba.kms import Endpoint, SecretValue
+from controller.runtime.clock import FakeClock
 from tests.fakes import FakeKms
 
 IDENTITY = Identity(ACCESS_KEY, access_key_id="id")
@@ -227,11 +227,12 @@ def test_a_failed_sync_is_a_warning_with_its_reason_once_per_cause(caplog: Any) 
     ])
     w.manager.reconciler.reconcile = (  # type: ignore[method-assign]
         lambda namespace, name, *, fresh=False: next(outcomes))
-    with caplog.at_level(logging.DEBUG, logger="controller.manager"):
+    with caplog.at_level(logging.DEBUG, logger="controller.externalsecret.controller"):
         for _ in range(5):
             w.manager._process(("team", "app"))
     lines = [(r.levelname, r.getMessage()) for r in caplog.records
-             if r.name == "controller.manager" and "sync ExternalSecret" in r.getMessage()]
+             if r.name == "controller.externalsecret.controller"
+             and "sync ExternalSecret" in r.getMessage()]
     assert lines == [
         ("WARNING", "sync ExternalSecret team/app failed: InvalidSpec: spec.data[0].key: is "
                     "empty; fix"),
@@ -339,7 +340,7 @@ def test_a_deleted_store_gives_its_private_ca_place_to_the_next_one_at_once() ->
 
 
 def test_one_namespace_holds_all_workers_but_one_from_four() -> None:
-    from controller.manager import namespace_limit
+    from controller.externalsecret.controller import namespace_limit
 
     pairs = [(1, 1), (2, 2), (3, 3), (4, 3), (8, 7), (32, 31)]
     assert [(w, namespace_limit(w)) for w in (1, 2, 3, 4, 8, 32)] == pairs

@@ -1,4 +1,4 @@
-"""Unit tests for controller.model: parsing, defaults, and every SpecError naming its field."""
+"""Unit tests for controller.api: parsing, defaults, and every SpecError naming its field."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from controller.model import (
+from controller.api import (
     ClusterSecretStore,
     CreationPolicy,
     DeletionPolicy,

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.alicloud.errors import FetchError, Kind, classify
 from controller.ops.neterrors import CONNECTION_REFUSED, DESCRIPTIONS, TIMEOUT, out_of_reach
+from controller.providers.alibaba.errors import FetchError, Kind, classify
 
 WHO = "SecretStore team-a/kms"
 

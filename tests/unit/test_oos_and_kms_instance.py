@@ -29,12 +29,12 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from controller.alicloud import kms_instance, pfx
-from controller.alicloud.dedicated import DedicatedReader
-from controller.alicloud.errors import FetchError, Kind, classify, service_error
-from controller.alicloud.identity import CLIENT_KEY, Identity
-from controller.alicloud.kms import Endpoint, SecretValue
-from controller.alicloud.oos import parameter_version
+from controller.providers.alibaba import kms_instance, pfx
+from controller.providers.alibaba.dedicated import DedicatedReader
+from controller.providers.alibaba.errors import FetchError, Kind, classify, service_error
+from controller.providers.alibaba.identity import CLIENT_KEY, Identity
+from controller.providers.alibaba.kms import Endpoint, SecretValue
+from controller.providers.alibaba.oos import parameter_version
 
 WHO = "AccessKey (SecretStore default/oos)"
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from controller.alicloud.identity import ACCESS_KEY, Identity, IdentityPool
-from controller.alicloud.pool import ClientPool, SdkClients
 from controller.providers import FetchError, Kind
+from controller.providers.alibaba.identity import ACCESS_KEY, Identity, IdentityPool
+from controller.providers.alibaba.pool import ClientPool, SdkClients
 from tests.unit.test_pruning import Clock
 
 

@@ -8,21 +8,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from controller import model
-from controller.alicloud.identity import (
+from controller import api
+from controller.kube.access import NAMESPACE_TTL, KubeAccess
+from controller.kube.rest import ApiError
+from controller.kube.tokens import ROLE_ARN_ANNOTATION, ServiceAccountTokens
+from controller.providers.alibaba.identity import (
     ACCESS_KEY,
     OIDC_ROLE_ARN,
     Identity,
     IdentityPool,
     IdleSweep,
 )
-from controller.alicloud.kms import Endpoint, Kms
-from controller.alicloud.kms_instance import InstanceEndpoint, KmsInstance
-from controller.alicloud.oos import Oos
-from controller.engine.stores import CREDENTIAL_TTL, StoreResolver
-from controller.kube.access import NAMESPACE_TTL, KubeAccess
-from controller.kube.rest import ApiError
-from controller.kube.tokens import ROLE_ARN_ANNOTATION, ServiceAccountTokens
+from controller.providers.alibaba.kms import Endpoint, Kms
+from controller.providers.alibaba.kms_instance import InstanceEndpoint, KmsInstance
+from controller.providers.alibaba.oos import Oos
+from controller.secretstore.stores import CREDENTIAL_TTL, StoreResolver
 from tests.unit.test_stores import AK, AK_REFS, NS, FakeSecrets, _settings, _store
 
 HOST = Endpoint("kms.cn-hangzhou.aliyuncs.com")
@@ -239,7 +239,7 @@ def test_store_resolver_sweeps_identities_of_old_resource_versions() -> None:
     stores: dict[str, dict[str, Any]] = {}
     resolver = StoreResolver(_settings(), lambda _k, _ns, name: stores.get(name),
                              FakeSecrets(AK), lambda _ns: {}, clock=clock)
-    es = model.parse_external_secret({
+    es = api.parse_external_secret({
         "metadata": {"name": "app", "namespace": NS, "uid": "u"},
         "spec": {"data": [{"key": "db", "secretStoreRef": {"name": "s"}}]}})
     for version in range(20):  # the store edited 20 times, then deleted
@@ -257,8 +257,8 @@ def test_store_resolver_sweeps_identities_of_old_resource_versions() -> None:
 
 
 def test_the_last_read_through_a_client_releases_it_and_its_identity() -> None:
-    from controller.engine.fetcher import FetchRequest
-    from controller.engine.polls import PollSchedule
+    from controller.externalsecret.fetcher import FetchRequest
+    from controller.externalsecret.polls import PollSchedule
 
     schedule = PollSchedule(lambda _r: None)
     other = Endpoint("kms-vpc.cn-hangzhou.aliyuncs.com")
@@ -281,8 +281,8 @@ def test_a_deleted_external_secret_releases_its_kms_client_credentials_and_token
     identity drops the KMS client and the credentials at once (not 10 minutes later), and the
     ServiceAccount token the identity read."""
     from controller import settings
-    from controller.engine.fetcher import FetchRequest
-    from controller.manager import Manager
+    from controller.externalsecret.controller import Manager
+    from controller.externalsecret.fetcher import FetchRequest
 
     pool = IdentityPool(on_secret=None)
     kms = Kms(pool, region="cn-hangzhou")

@@ -19,8 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.engine.clock import FakeClock, RealClock
-from controller.engine.queue import ExponentialBackoff, Jitter, WorkQueue
+from controller.runtime.clock import FakeClock, RealClock
+from controller.runtime.queue import ExponentialBackoff, Jitter, WorkQueue
 
 T = TypeVar("T")
 

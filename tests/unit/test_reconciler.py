@@ -1,4 +1,4 @@
-"""Unit tests for controller.engine.reconciler through its Protocols, with plain fakes
+"""Unit tests for controller.externalsecret.reconciler through its Protocols, with plain fakes
 (tests/fakes.py): who owns a Secret, what Merge may touch, races between creators, failures
 that keep data, and unexpected errors that become the object's status instead of a crash."""
 

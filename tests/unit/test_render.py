@@ -1,4 +1,4 @@
-"""Unit tests for controller.render: spec + fetched values -> Secret data, pure."""
+"""Unit tests for controller.externalsecret.render: spec + fetched values -> Secret data, pure."""
 
 from __future__ import annotations
 
@@ -13,9 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from controller.gotemplate import SyncBudget
-from controller.model import ExternalSecret, FetchKey, parse_external_secret
-from controller.render import (
+from controller.api import ExternalSecret, FetchKey, parse_external_secret
+from controller.externalsecret.render import (
     DataType,
     EntryState,
     FetchedValue,
@@ -28,6 +27,7 @@ from controller.render import (
     ownership_to_json,
     render,
 )
+from controller.gotemplate import SyncBudget
 from tests.unit.test_model import COMPAT_EXAMPLE
 
 MARKER = "MARKER-s3cr3t-9f2c"

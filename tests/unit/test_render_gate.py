@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 
-from controller.engine.reconciler import RenderGate
+from controller.externalsecret.reconciler import RenderGate
 
 DEADLINE = 5.0
 

@@ -1,4 +1,4 @@
-"""Unit tests for controller.engine.storestatus: a store's Ready condition, written only when
+"""Unit tests for controller.secretstore.storestatus: a store's Ready condition, written only when
 it changes, re-checked on its cadence (sooner while not Ready), and only for stores whose
 credentials live in Secrets. Plain fakes and a FakeClock; no threads."""
 
@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from controller import settings
-from controller.engine.clock import FakeClock
-from controller.engine.stores import StoreResolver
-from controller.engine.storestatus import (
+from controller.runtime.clock import FakeClock
+from controller.secretstore.stores import StoreResolver
+from controller.secretstore.storestatus import (
     VALID,
     CheckReads,
     StoreKey,

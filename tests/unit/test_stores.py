@@ -1,4 +1,4 @@
-"""Unit tests for controller.engine.stores: which identity and which endpoint a data entry
+"""Unit tests for controller.secretstore.stores: which identity and which endpoint a data entry
 uses (the documented priority order, the environment names, the overrides), and every refusal
 naming the store and the fix. Plain fakes: stores and Secrets are dicts."""
 
@@ -16,10 +16,15 @@ from hypothesis import assume, given
 from hypothesis import settings as settings_
 from hypothesis import strategies as st
 
-from controller import model, settings
-from controller.alicloud.identity import ACCESS_KEY, ECS_RAM_ROLE, OIDC_ROLE_ARN, RAM_ROLE_ARN
-from controller.engine.cas import PrivateCas
-from controller.engine.stores import (
+from controller import api, settings
+from controller.providers.alibaba.identity import (
+    ACCESS_KEY,
+    ECS_RAM_ROLE,
+    OIDC_ROLE_ARN,
+    RAM_ROLE_ARN,
+)
+from controller.secretstore.cas import PrivateCas
+from controller.secretstore.stores import (
     DEFAULT_OIDC_TOKEN_FILE,
     ENDPOINT_PATTERN,
     Source,
@@ -51,7 +56,7 @@ class FakeTokens:
         self.roles = roles
         self.asked: list[tuple[str, str, tuple[str, ...]]] = []
 
-    def __call__(self, ref: model.ServiceAccountRef, default_ns: str) -> tuple[str, str]:
+    def __call__(self, ref: api.ServiceAccountRef, default_ns: str) -> tuple[str, str]:
         self.asked.append((ref.namespace, ref.name, ref.audiences))
         role = self.roles.get((ref.namespace, ref.name))
         if role is None:
@@ -97,14 +102,14 @@ class World:
             cfg, self._get, FakeSecrets(AK), lambda _ns: {},
             sa_token_file=self.tokens, on_credential=self.credentials.append, cas=cas)
 
-    def _get(self, kind: model.StoreKind, namespace: str, name: str) -> dict[str, Any] | None:
+    def _get(self, kind: api.StoreKind, namespace: str, name: str) -> dict[str, Any] | None:
         return self.stores.get((str(kind), namespace, name))
 
     def resolve(self, ref: dict[str, Any] | None = None, **entry: Any) -> Source:
         raw_entry: dict[str, Any] = {"key": "db", **entry}
         if ref is not None:
             raw_entry["secretStoreRef"] = ref
-        es = model.parse_external_secret({
+        es = api.parse_external_secret({
             "metadata": {"name": "app", "namespace": NS, "uid": "u"},
             "spec": {"data": [raw_entry]}})
         return self.resolver.resolve(es, es.spec.data[0])

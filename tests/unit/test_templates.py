@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from controller import render as render_mod
+from controller.externalsecret import render as render_mod
 from controller.goflags import FlagError
 from controller.providers import FetchError, Kind
 from controller.settings import load

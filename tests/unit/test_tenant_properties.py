@@ -16,7 +16,7 @@ from typing import Any
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from controller import gotemplate, model
+from controller import api, gotemplate
 from controller.providers import FetchError, Kind
 from tests.fakes import World
 
@@ -124,27 +124,27 @@ json_values = st.recursive(
 @settings(max_examples=300, deadline=None)
 @given(obj=st.dictionaries(st.sampled_from(["metadata", "spec", "status"]), json_values))
 def test_parse_raises_only_spec_errors_on_any_json(obj: dict[str, Any]) -> None:
-    for parse in (model.parse_external_secret, model.parse_store):
-        with contextlib.suppress(model.SpecError):
+    for parse in (api.parse_external_secret, api.parse_store):
+        with contextlib.suppress(api.SpecError):
             parse(obj)
 
 
 @settings(max_examples=300, deadline=None)
 @given(text=st.from_regex(DURATION, fullmatch=True))
 def test_every_admitted_interval_is_bounded_or_refused(text: str) -> None:
-    bounds = model.IntervalBounds(minimum=10.0, maximum=3600.0)
+    bounds = api.IntervalBounds(minimum=10.0, maximum=3600.0)
     obj = {"metadata": {"name": "a", "namespace": "n"},
            "spec": {"refreshInterval": text, "data": [{"key": "k"}]}}
     try:
-        es = model.parse_external_secret(obj, bounds)
-    except model.SpecError as exc:
+        es = api.parse_external_secret(obj, bounds)
+    except api.SpecError as exc:
         assert exc.field == "spec.refreshInterval"
         return
     seconds = es.spec.refresh_interval
     assert seconds is not None
     assert seconds == 0 or bounds.minimum <= seconds <= bounds.maximum
     assert bool(es.notices) == (seconds in (bounds.minimum, bounds.maximum)
-                                and model.parse_duration(text) != seconds)
+                                and api.parse_duration(text) != seconds)
 
 
 # ---- templates composed from the interpreter's own functions stay within the budget ----

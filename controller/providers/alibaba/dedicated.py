@@ -16,15 +16,15 @@ from __future__ import annotations
 import hashlib
 import threading
 
-from controller.alicloud.identity import Identity
-from controller.alicloud.kms import Endpoint, SecretValue
-from controller.alicloud.kms_instance import (
+from controller.providers import FetchError
+from controller.providers.alibaba.identity import Identity
+from controller.providers.alibaba.kms import Endpoint, SecretValue
+from controller.providers.alibaba.kms_instance import (
     ClientKey,
     InstanceEndpoint,
     KmsInstance,
     load_client_key,
 )
-from controller.providers import FetchError
 
 MAX_KEYS = 1000  # decoded client keys kept; past that the cache starts over
 MAX_FAILURES = 1000  # failed decodes remembered; past that the memory starts over

@@ -18,11 +18,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from controller.alicloud.errors import FetchError, Kind, classify
-from controller.alicloud.identity import Identity, IdentityPool
-from controller.alicloud.kms import CallHook, Endpoint, SecretValue, retrying
-from controller.alicloud.pool import RateLimiter, SdkClients
 from controller.providers import tenant
+from controller.providers.alibaba.errors import FetchError, Kind, classify
+from controller.providers.alibaba.identity import Identity, IdentityPool
+from controller.providers.alibaba.kms import CallHook, Endpoint, SecretValue, retrying
+from controller.providers.alibaba.pool import RateLimiter, SdkClients
 
 PRODUCT = "OOS"
 MAX_VERSION = 100  # documented range of ParameterVersion: 1-100

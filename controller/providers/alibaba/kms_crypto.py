@@ -21,10 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.alicloud.errors import FetchError, Kind, classify
-from controller.alicloud.identity import Identity
-from controller.alicloud.kms import Endpoint, Kms
 from controller.ops.neterrors import root_causes
+from controller.providers.alibaba.errors import FetchError, Kind, classify
+from controller.providers.alibaba.identity import Identity
+from controller.providers.alibaba.kms import Endpoint, Kms
 
 # (operation, result code, seconds) for every attempt that reached (or tried to reach) KMS.
 CallHook = Callable[[str, str, float], None]

@@ -13,7 +13,7 @@ not counted, never refused.
 A CA identity is what keys a session (`CaIdentity`): the endpoint host the store's reads use
 the CA with and the CA itself: the SHA-256 of its PEM, or, for a caSecretRef, the Secret key it
 names (the rule then needs no read; two references to equal PEMs count twice, never fewer).
-Computing it is the resolver's (engine/stores.py `private_ca`), handed in as `identify`.
+Computing it is the resolver's (secretstore/stores.py `private_ca`), handed in as `identify`.
 
 `PrivateCas` keeps an index of the stores that have a CA, per namespace, fed by the SecretStore
 informer's events (`observe`). It returns the stores whose admission changed, so that their
@@ -33,11 +33,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from controller import model
+from controller import api
 
 # (endpoint host[:port], "sha256:<hex of the PEM>" | "secret:<namespace>/<name>/<key>")
 CaIdentity = tuple[str, str]
-Identify = Callable[[model.SecretStore], CaIdentity | None]
+Identify = Callable[[api.SecretStore], CaIdentity | None]
 FLAG = "--max-cas-per-namespace"
 
 
@@ -172,10 +172,10 @@ class PrivateCas:
         moved.discard(name)
         return moved
 
-    def refused(self, store: model.SecretStore, ca: CaIdentity) -> bool:
+    def refused(self, store: api.SecretStore, ca: CaIdentity) -> bool:
         """Whether `store` (a SecretStore whose private CA is `ca`) must not use it: its CA is
         not among the first `limit` of its namespace."""
-        if not self.bounded or store.kind != model.StoreKind.SECRET_STORE:
+        if not self.bounded or store.kind != api.StoreKind.SECRET_STORE:
             return False
         place = Place(store.created, store.name, ca)
         with self._lock:
@@ -203,8 +203,8 @@ class PrivateCas:
 
     def _place(self, raw: Mapping[str, Any]) -> Place | None:
         try:
-            store = model.parse_secret_store(raw)
-        except model.SpecError:
+            store = api.parse_secret_store(raw)
+        except api.SpecError:
             return None  # refused as InvalidStore: it makes no session
         ca = self.identify(store)
         return None if ca is None else Place(store.created, store.name, ca)

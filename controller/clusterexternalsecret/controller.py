@@ -9,7 +9,7 @@ ClusterExternalSecret or the namespaces changed); a namespace is a pass over tha
 (one of its ExternalSecrets changed), so an object a tenant labels or edits in its own namespace
 costs that namespace, not every namespace. A namespace pass whose result differs from the
 status asks for one full pass (coalesced) to write the status. What to do is decided by
-controller/engine/clusterexternalsecrets.py; this module only reads caches and writes:
+controller/clusterexternalsecret/logic.py; this module only reads caches and writes:
 
 - an ExternalSecret that does not exist is created by server-side apply with this loop's field
   manager; if the answer shows another writer's fields, the object existed after all (created
@@ -31,11 +31,9 @@ import threading
 import time
 from typing import Any
 
-from controller import model
-from controller.engine import clusterexternalsecrets as ces_logic
-from controller.engine.clock import Clock, RealClock
-from controller.engine.queue import ExponentialBackoff, Jitter, WorkQueue
-from controller.engine.status import stamp
+from controller import api
+from controller.clusterexternalsecret import logic as ces_logic
+from controller.externalsecret.status import stamp
 from controller.kube.informer import Informer
 from controller.kube.rest import (
     CLUSTER_EXTERNAL_SECRETS,
@@ -44,6 +42,8 @@ from controller.kube.rest import (
     ApiError,
     Rest,
 )
+from controller.runtime.clock import Clock, RealClock
+from controller.runtime.queue import ExponentialBackoff, Jitter, WorkQueue
 from controller.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ class ClusterExternalSecrets:
             return
         try:
             ces = ces_logic.parse(raw)
-        except model.SpecError as exc:
+        except api.SpecError as exc:
             self._write_status(raw, ces_logic.status(
                 ces_logic.Outcome(), None, generation=_generation(raw),
                 es_name=str((raw.get("spec") or {}).get("externalSecretName") or name),
@@ -252,7 +252,7 @@ class ClusterExternalSecrets:
             return
         try:
             ces = ces_logic.parse(raw)
-        except model.SpecError:
+        except api.SpecError:
             return  # the full pass reports it
         ns = self.ns_informer.get("", namespace)
         previous = ces_logic.recorded(raw.get("status"), namespace)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from controller import model
+from controller import api
 from controller.names import MERGE_DOMAIN, SOURCE
 
 Key = tuple[str, str]
@@ -27,12 +27,12 @@ class Seen:
 class Triggers:
     def __init__(self) -> None:
         self._seen: dict[Key, Seen] = {}
-        self._stores: dict[Key, frozenset[model.StoreRef]] = {}
-        self._by_store: dict[model.StoreRef, set[Key]] = {}
+        self._stores: dict[Key, frozenset[api.StoreRef]] = {}
+        self._by_store: dict[api.StoreRef, set[Key]] = {}
 
     # ------------------------------------------------------------ ExternalSecrets
     def observe(self, key: Key, seen: Seen,
-                es: model.ExternalSecret | None) -> tuple[bool, bool]:
+                es: api.ExternalSecret | None) -> tuple[bool, bool]:
         """An ExternalSecret was added or changed (`es`: its parse, None if it does not
         parse). Returns (changed: it is new, its generation or force-sync annotation moved,
         or it became a stub or whole again; forced: the force-sync annotation changed on a
@@ -52,10 +52,10 @@ class Triggers:
         return key in self._seen
 
     # ------------------------------------------------------------------ stores
-    def store_users(self, ref: model.StoreRef) -> frozenset[Key]:
+    def store_users(self, ref: api.StoreRef) -> frozenset[Key]:
         return frozenset(self._by_store.get(ref, ()))
 
-    def _index(self, key: Key, refs: frozenset[model.StoreRef]) -> None:
+    def _index(self, key: Key, refs: frozenset[api.StoreRef]) -> None:
         before = self._stores.pop(key, frozenset())
         for ref in before - refs:
             users = self._by_store.get(ref)
@@ -73,14 +73,14 @@ class Triggers:
                 "by_store": len(self._by_store)}
 
 
-def stores_of(es: model.ExternalSecret) -> frozenset[model.StoreRef]:
+def stores_of(es: api.ExternalSecret) -> frozenset[api.StoreRef]:
     return frozenset(e.store_ref for e in es.spec.entries if e.store_ref is not None)
 
 
-def store_ref(kind: str, namespace: str, name: str) -> model.StoreRef:
+def store_ref(kind: str, namespace: str, name: str) -> api.StoreRef:
     if kind == "ClusterSecretStore":
-        return model.StoreRef(model.StoreKind.CLUSTER_SECRET_STORE, "", name)
-    return model.StoreRef(model.StoreKind.SECRET_STORE, namespace, name)
+        return api.StoreRef(api.StoreKind.CLUSTER_SECRET_STORE, "", name)
+    return api.StoreRef(api.StoreKind.SECRET_STORE, namespace, name)
 
 
 def writers(annotations: Mapping[str, str]) -> list[str]:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from controller.engine.fetcher import FetchRequest, Result
+from controller.externalsecret.fetcher import FetchRequest, Result
 from controller.providers import FetchError
 
 Key = tuple[str, str]  # an ExternalSecret: (namespace, name)

@@ -42,9 +42,13 @@ from jmespath.exceptions import JMESPathError
 from controller import gotemplate
 
 __all__ = [
+    "DEFAULT_BOUNDS",
     "DNS_SUBDOMAIN_PATTERN",
     "INTERVAL_PATTERN",
     "KEY_NAME_PATTERN",
+    "KMS_PROVIDER",
+    "MANAGED_BY_LABEL",
+    "MANAGED_BY_VALUE",
     "MAX_DATA",
     "MAX_DATA_PROCESS",
     "MAX_FIELD_LENGTH",
@@ -54,6 +58,7 @@ __all__ = [
     "MAX_REPLACE_RULES",
     "MAX_TEMPLATE_FROM",
     "MAX_TEMPLATE_ITEMS",
+    "OOS_PROVIDER",
     "PROVIDER_PATTERN",
     "ClusterSecretStore",
     "CreationPolicy",

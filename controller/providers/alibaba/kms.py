@@ -45,12 +45,14 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from controller.alicloud.errors import FetchError, Kind, classify
-from controller.alicloud.identity import Identity, IdentityPool
-from controller.alicloud.pool import RateLimiter as RateLimiter  # re-exported: kms.RateLimiter
-from controller.alicloud.pool import SdkClients
 from controller.ops.memory import release_free_memory
 from controller.providers import tenant
+from controller.providers.alibaba.errors import FetchError, Kind, classify
+from controller.providers.alibaba.identity import Identity, IdentityPool
+from controller.providers.alibaba.pool import (
+    RateLimiter as RateLimiter,  # re-exported: kms.RateLimiter
+)
+from controller.providers.alibaba.pool import SdkClients
 
 CallHook = Callable[[str, str, float], None]  # (endpoint host, result code, seconds)
 COOLDOWN_BASE, COOLDOWN_CAP = 5.0, 60.0  # seconds an identity waits after sustained throttling

@@ -30,13 +30,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from controller import model
-from controller.engine import polls
-from controller.engine.clock import Clock, RealClock
-from controller.engine.queue import ExponentialBackoff, Jitter, WorkQueue
-from controller.engine.status import READY, stamp
-from controller.engine.stores import StoreProblem, StoreResolver
+from controller import api
+from controller.externalsecret import polls
+from controller.externalsecret.status import READY, stamp
 from controller.ops.neterrors import out_of_reach
+from controller.runtime.clock import Clock, RealClock
+from controller.runtime.queue import ExponentialBackoff, Jitter, WorkQueue
+from controller.secretstore.stores import StoreProblem, StoreResolver
 
 log = logging.getLogger(__name__)
 # Its own logger, so that only this line is folded with its repeats (ops/lognoise.py).
@@ -88,19 +88,19 @@ class StoreKey:
     name: str
 
     def describe(self) -> str:
-        if self.kind == model.StoreKind.CLUSTER_SECRET_STORE.value:
+        if self.kind == api.StoreKind.CLUSTER_SECRET_STORE.value:
             return f"ClusterSecretStore {self.name}"
         return f"SecretStore {self.namespace}/{self.name}"
 
 
 def key_of(obj: Mapping[str, Any], kind: str) -> StoreKey:
     meta = obj.get("metadata") or {}
-    namespace = "" if kind == model.StoreKind.CLUSTER_SECRET_STORE.value else \
+    namespace = "" if kind == api.StoreKind.CLUSTER_SECRET_STORE.value else \
         str(meta.get("namespace", ""))
     return StoreKey(kind, namespace, str(meta.get("name", "")))
 
 
-def uses_secrets(store: model.SecretStore) -> bool:
+def uses_secrets(store: api.SecretStore) -> bool:
     """Whether the store's check reads Secrets (which are not watched): it is re-checked."""
     auths = [p.auth for p in (store.kms, store.oos) if p is not None]
     if any(a is not None and (a.access_key or a.access_key_secret) for a in auths):

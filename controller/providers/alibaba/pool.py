@@ -24,8 +24,8 @@ import time
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any, Generic, TypeVar
 
-from controller.alicloud.identity import Identity, IdentityPool, IdleSweep
 from controller.providers import FetchError, Kind
+from controller.providers.alibaba.identity import Identity, IdentityPool, IdleSweep
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@ ExternalSecret says, which existing ones are ours to update or delete, and the s
 
 A ClusterExternalSecret (cluster-scoped, ack-secret-manager v0.6 field names) stamps
 `spec.externalSecretSpec` into every namespace its selectors choose. The loop in
-controller/clustersecrets.py feeds this module the cached objects and does the writes.
+clusterexternalsecret/controller.py feeds this module the cached objects and does the writes.
 
 Ownership follows docs/security.md: an ExternalSecret belongs to a ClusterExternalSecret only
 by an ownerReference to its uid. The label OWNER_LABEL only lets the loop watch its objects; it
@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller import model
+from controller import api
 
 GROUP_VERSION = "alibabacloud.com/v1alpha1"
 KIND = "ClusterExternalSecret"
@@ -33,7 +33,7 @@ MAX_CONDITIONS = 50  # spec.conditions / spec.namespaceSelectors items
 MAX_METADATA_ITEMS = 64  # externalSecretMetadata labels / annotations
 MAX_REASON = 512  # characters of one failure reason in status
 
-_NAME = re.compile(model.DNS_SUBDOMAIN_PATTERN)
+_NAME = re.compile(api.DNS_SUBDOMAIN_PATTERN)
 _OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 
 
@@ -49,7 +49,7 @@ class ClusterExternalSecret:
     es_spec: Mapping[str, Any] = field(hash=False)
     labels: Mapping[str, str] = field(hash=False)
     annotations: Mapping[str, str] = field(hash=False)
-    conditions: tuple[model.NamespaceCondition, ...]
+    conditions: tuple[api.NamespaceCondition, ...]
     refresh: float | None  # seconds between re-checks of every namespace; None: on change only
 
     def selects(self, namespace: str, labels: Mapping[str, str]) -> bool:
@@ -59,10 +59,10 @@ class ClusterExternalSecret:
 class _Problems:
     def __init__(self, obj: str) -> None:
         self.obj = obj
-        self.found: list[model.SpecError] = []
+        self.found: list[api.SpecError] = []
 
     def add(self, where: str, message: str, fix: str) -> None:
-        self.found.append(model.SpecError(where, message, fix, self.obj))
+        self.found.append(api.SpecError(where, message, fix, self.obj))
 
     def raise_if_any(self) -> None:
         if self.found:
@@ -72,7 +72,7 @@ class _Problems:
 
 
 def parse(raw: Mapping[str, Any]) -> ClusterExternalSecret:
-    """Parse a raw ClusterExternalSecret; raises model.SpecError naming every bad field."""
+    """Parse a raw ClusterExternalSecret; raises api.SpecError naming every bad field."""
     meta = raw.get("metadata") or {}
     name = str(meta.get("name", ""))
     p = _Problems(f"ClusterExternalSecret {name}")
@@ -82,7 +82,7 @@ def parse(raw: Mapping[str, Any]) -> ClusterExternalSecret:
         p.add("spec.externalSecretSpec", "has no entry in data or dataProcess",
               "give the ExternalSecret spec to stamp into each namespace")
     es_name = _text(spec, "externalSecretName", "spec", p) or name
-    if len(es_name) > model.MAX_NAME_LENGTH or not _NAME.match(es_name):
+    if len(es_name) > api.MAX_NAME_LENGTH or not _NAME.match(es_name):
         p.add("spec.externalSecretName", f"{es_name[:63]!r} is not a valid object name",
               "use lower-case letters, digits, '-' and '.'")
     metadata = _mapping(spec.get("externalSecretMetadata"), "spec.externalSecretMetadata", p)
@@ -101,17 +101,17 @@ def parse(raw: Mapping[str, Any]) -> ClusterExternalSecret:
         conditions=conditions, refresh=refresh)
 
 
-def _conditions(spec: Mapping[str, Any], p: _Problems) -> tuple[model.NamespaceCondition, ...]:
+def _conditions(spec: Mapping[str, Any], p: _Problems) -> tuple[api.NamespaceCondition, ...]:
     """spec.conditions (ack v0.6), spec.namespaceSelectors (ack, deprecated) and
     spec.namespaceSelector (External Secrets Operator's older spelling), all ORed."""
-    found: list[model.NamespaceCondition] = []
+    found: list[api.NamespaceCondition] = []
     for i, item in enumerate(_items(spec.get("conditions"), "spec.conditions", p)):
         where = f"spec.conditions[{i}]"
         m = _mapping(item, where, p)
         regexes = _strings(m.get("namespaceRegexes"), f"{where}.namespaceRegexes", p)
         for j, regex in enumerate(regexes):
             try:
-                model.compile_go_regexp(regex)
+                api.compile_go_regexp(regex)
             except ValueError as exc:
                 p.add(f"{where}.namespaceRegexes[{j}]", f"is not a usable regular expression "
                       f"({exc})", "fix the pattern (Go RE2 syntax)")
@@ -129,14 +129,14 @@ def _conditions(spec: Mapping[str, Any], p: _Problems) -> tuple[model.NamespaceC
 
 
 def _selector(raw: object, where: str, p: _Problems, *, names: Sequence[str] = (),
-              regexes: Sequence[str] = ()) -> model.NamespaceCondition:
+              regexes: Sequence[str] = ()) -> api.NamespaceCondition:
     m = _mapping(raw, where, p)
     labels = _string_map(m.get("matchLabels"), f"{where}.matchLabels", p)
-    requirements: list[model.SelectorRequirement] = []
+    requirements: list[api.SelectorRequirement] = []
     for i, item in enumerate(_items(m.get("matchExpressions"), f"{where}.matchExpressions", p)):
         at = f"{where}.matchExpressions[{i}]"
         r = _mapping(item, at, p)
-        req = model.SelectorRequirement(_text(r, "key", at, p), _text(r, "operator", at, p),
+        req = api.SelectorRequirement(_text(r, "key", at, p), _text(r, "operator", at, p),
                                         _strings(r.get("values"), f"{at}.values", p))
         if req.operator not in _OPERATORS:
             p.add(f"{at}.operator", f"must be one of {', '.join(_OPERATORS)}",
@@ -145,7 +145,7 @@ def _selector(raw: object, where: str, p: _Problems, *, names: Sequence[str] = (
             p.add(f"{at}.values", f"does not fit operator {req.operator}",
                   "give values with In/NotIn and none with Exists/DoesNotExist")
         requirements.append(req)
-    return model.NamespaceCondition(
+    return api.NamespaceCondition(
         namespaces=tuple(names), namespace_regexes=tuple(regexes),
         match_labels=labels if raw is not None else None, match_expressions=tuple(requirements))
 
@@ -157,7 +157,7 @@ def _refresh(spec: Mapping[str, Any], p: _Problems) -> float | None:
         if not text:
             continue
         try:
-            seconds = model.parse_duration(text)
+            seconds = api.parse_duration(text)
         except ValueError as exc:
             p.add(f"spec.{key}", f"is not a duration ({exc})", 'write a Go duration, e.g. "1h"')
             return None
@@ -194,8 +194,8 @@ def _text(m: Mapping[str, Any], key: str, where: str, p: _Problems) -> str:
     value = m.get(key)
     if value is None:
         return ""
-    if not isinstance(value, str) or len(value) > model.MAX_FIELD_LENGTH:
-        p.add(f"{where}.{key}", f"must be a string of at most {model.MAX_FIELD_LENGTH} "
+    if not isinstance(value, str) or len(value) > api.MAX_FIELD_LENGTH:
+        p.add(f"{where}.{key}", f"must be a string of at most {api.MAX_FIELD_LENGTH} "
               "characters", "quote the value and keep it short")
         return ""
     return value
@@ -212,7 +212,7 @@ def _strings(raw: object, where: str, p: _Problems) -> tuple[str, ...]:
               "use a label selector or a regular expression instead")
     out = []
     for i, value in enumerate(raw[:MAX_NAMESPACES]):
-        if isinstance(value, str) and len(value) <= model.MAX_FIELD_LENGTH:
+        if isinstance(value, str) and len(value) <= api.MAX_FIELD_LENGTH:
             out.append(value)
         else:
             p.add(f"{where}[{i}]", "must be a short string", "quote the value")
@@ -227,7 +227,7 @@ def _string_map(raw: object, where: str, p: _Problems) -> dict[str, str]:
         return {}
     out: dict[str, str] = {}
     for key, value in m.items():
-        if isinstance(value, str) and len(value) <= model.MAX_FIELD_LENGTH:
+        if isinstance(value, str) and len(value) <= api.MAX_FIELD_LENGTH:
             out[str(key)] = value
         else:
             p.add(f"{where}.{str(key)[:63]}", "must be a short string", "quote the value")
@@ -370,7 +370,7 @@ class Outcome:
 
 
 def status(outcome: Outcome, selection: Selection | None, *, generation: int, es_name: str,
-           now: str, invalid: model.SpecError | None = None,
+           now: str, invalid: api.SpecError | None = None,
            previous: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The status to write: provisioned and failed namespaces and the Ready condition."""
     failed = [{"namespace": ns, "reason": reason[:MAX_REASON]}

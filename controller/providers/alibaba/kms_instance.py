@@ -50,12 +50,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from controller.alicloud import pfx
-from controller.alicloud.errors import FetchError, Kind, classify, service_error
-from controller.alicloud.kms import CallHook, SecretValue, retrying
-from controller.alicloud.pool import ClientPool, RateLimiter
 from controller.ops.redact import register_secret
 from controller.providers import tenant
+from controller.providers.alibaba import pfx
+from controller.providers.alibaba.errors import FetchError, Kind, classify, service_error
+from controller.providers.alibaba.kms import CallHook, SecretValue, retrying
+from controller.providers.alibaba.pool import ClientPool, RateLimiter
 
 PRODUCT = "KMS instance"
 API_VERSION = "dkms-gcs-0.2"

@@ -30,19 +30,17 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from controller import model
-from controller.alicloud.identity import Identity
-from controller.alicloud.kms import Kms
-from controller.engine import polls, triggers
-from controller.engine.cas import PrivateCas
-from controller.engine.clock import Clock, RealClock
-from controller.engine.fetcher import Fetcher, FetchRequest, SecretReader
-from controller.engine.polls import PollSchedule
-from controller.engine.queue import ExponentialBackoff, Jitter, WorkQueue
-from controller.engine.reconciler import API_UNREACHABLE, Outcome, Reconciler, SyncBudgetLimits
-from controller.engine.stores import StoreResolver, ca_identities
-from controller.engine.storestatus import CheckReads, StoreKey, StoreStatus
-from controller.engine.triggers import Seen, Triggers
+from controller import api
+from controller.externalsecret import polls, triggers
+from controller.externalsecret.fetcher import Fetcher, FetchRequest, SecretReader
+from controller.externalsecret.polls import PollSchedule
+from controller.externalsecret.reconciler import (
+    API_UNREACHABLE,
+    Outcome,
+    Reconciler,
+    SyncBudgetLimits,
+)
+from controller.externalsecret.triggers import Seen, Triggers
 from controller.kube.access import KubeAccess
 from controller.kube.events import EventRecorder
 from controller.kube.informer import Informer, overflow
@@ -63,6 +61,13 @@ from controller.names import (
     MERGE_TARGET,
 )
 from controller.providers import FetchError, on_behalf_of
+from controller.providers.alibaba.identity import Identity
+from controller.providers.alibaba.kms import Kms
+from controller.runtime.clock import Clock, RealClock
+from controller.runtime.queue import ExponentialBackoff, Jitter, WorkQueue
+from controller.secretstore.cas import PrivateCas
+from controller.secretstore.stores import StoreResolver, ca_identities
+from controller.secretstore.storestatus import CheckReads, StoreKey, StoreStatus
 from controller.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -197,7 +202,7 @@ class Manager:
             default_interval=settings.polling_interval,
             disable_polling=settings.disable_polling,
             on_value=self.hooks.secret_value,
-            bounds=model.IntervalBounds(settings.refresh_floor(),
+            bounds=api.IntervalBounds(settings.refresh_floor(),
                                         settings.max_refresh_interval),
             scrub=self.hooks.scrub,
             cleanup_on_failure=settings.cleanup_secret_on_failure,
@@ -210,7 +215,7 @@ class Manager:
         self.polls = PollSchedule(self.fetcher.peek)
         self._fresh: set[Key] = set()
         self._said: dict[Key, tuple[str, str]] = {}  # failing objects: the cause last logged
-        self._store_generations: dict[model.StoreRef, int] = {}  # each store's last spec
+        self._store_generations: dict[api.StoreRef, int] = {}  # each store's last spec
         # Deleted Merge ExternalSecrets whose marks are still on a user's Secret: (uid, Secret)
         self._departed: dict[Key, list[tuple[str, str]]] = {}
         self._lock = threading.Lock()
@@ -354,10 +359,10 @@ class Manager:
                       seen.generation)
             self.queue.add(key)
 
-    def _parse(self, obj: dict[str, Any]) -> model.ExternalSecret | None:
+    def _parse(self, obj: dict[str, Any]) -> api.ExternalSecret | None:
         try:
             return self.reconciler.parse(obj)
-        except model.SpecError:
+        except api.SpecError:
             return None
 
     def _enqueue_initial(self, obj: dict[str, Any]) -> None:
@@ -423,10 +428,10 @@ class Manager:
         if not watched or raw.get("kind") != CLUSTER_SECRET_STORES.kind:
             return True
         try:
-            store = model.parse_store(raw)
-        except model.SpecError:
+            store = api.parse_store(raw)
+        except api.SpecError:
             return True  # its Ready=False InvalidStore says why
-        if not isinstance(store, model.ClusterSecretStore):
+        if not isinstance(store, api.ClusterSecretStore):
             return True
         return any(store.allows_namespace(ns, self.kube.namespace_labels(ns)) for ns in watched)
 

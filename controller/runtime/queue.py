@@ -53,7 +53,7 @@ from collections.abc import Callable, Hashable
 from enum import StrEnum
 from typing import Generic, NamedTuple, TypeVar
 
-from controller.engine.clock import Clock, RealClock
+from controller.runtime.clock import Clock, RealClock
 
 __all__ = [
     "ExponentialBackoff",

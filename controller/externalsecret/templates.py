@@ -31,7 +31,7 @@ import re
 import secrets
 from collections.abc import Mapping
 
-from controller import gotemplate, model
+from controller import api, gotemplate
 
 SourceKey = tuple[str, str, str]  # (configMap | secret, name, key)
 TEMPLATE_ENTRY = "template"  # the ownership record's name for templated keys
@@ -65,7 +65,7 @@ def name_hash(name: str) -> str:
     return f"#{digest}"
 
 
-def source_keys(template: model.Template) -> list[SourceKey]:
+def source_keys(template: api.Template) -> list[SourceKey]:
     """The ConfigMap and Secret keys the templates read."""
     return [(t.kind, t.name, key) for t in template.template_from
             if t.kind in ("configMap", "secret") for key, _scope in t.items]
@@ -127,7 +127,7 @@ def _over_budget(name: str, exceeded: gotemplate.BudgetExceeded) -> TemplateProb
         exceeded)
 
 
-def apply(template: model.Template, fetched: Mapping[str, bytes],
+def apply(template: api.Template, fetched: Mapping[str, bytes],
           sources: Mapping[SourceKey, str | None],
           budget: gotemplate.SyncBudget | None = None) -> Output:
     """The Secret's data, labels and annotations after the templates; TemplateProblem.
@@ -163,7 +163,7 @@ def apply(template: model.Template, fetched: Mapping[str, bytes],
     return Output(dict(sorted(data.items())), labels, annotations)
 
 
-def _from_source(source: model.TemplateFrom, field: str, run: _Run,
+def _from_source(source: api.TemplateFrom, field: str, run: _Run,
                  sources: Mapping[SourceKey, str | None]) -> dict[str, bytes]:
     if source.kind == "literal":
         name = f"{field}.literal"
@@ -203,7 +203,7 @@ def _check(data: Mapping[str, bytes], labels: Mapping[str, str],
            annotations: Mapping[str, str], origin: Mapping[str, str]) -> None:
     field = "spec.target.template"
     for key in data:
-        problem = model.key_name_problem(key)
+        problem = api.key_name_problem(key)
         if problem:
             raise TemplateProblem(_named(key, origin, field), problem,
                                   "produce valid Secret keys")
@@ -214,15 +214,15 @@ def _check(data: Mapping[str, bytes], labels: Mapping[str, str],
                 raise TemplateProblem(_named(key, origin, where),
                                       f"is not a valid {kind[:-1]} name",
                                       "use a qualified name (prefix/name)")
-            if model.reserved_metadata_key(key, kind == "labels"):
+            if api.reserved_metadata_key(key, kind == "labels"):
                 raise TemplateProblem(_named(key, origin, where),
                                       "is reserved for the controller", "remove it")
-            if kind == "labels" and key == model.MANAGED_BY_LABEL and \
-                    value != model.MANAGED_BY_VALUE:
+            if kind == "labels" and key == api.MANAGED_BY_LABEL and \
+                    value != api.MANAGED_BY_VALUE:
                 raise TemplateProblem(f"{field}.metadata.labels.{key}",
                                       "renders a value other than "
-                                      f"{model.MANAGED_BY_VALUE} (the value the controller "
-                                      "writes there)", f"render {model.MANAGED_BY_VALUE} or "
+                                      f"{api.MANAGED_BY_VALUE} (the value the controller "
+                                      "writes there)", f"render {api.MANAGED_BY_VALUE} or "
                                       "remove the label")
             if kind == "labels" and (len(value) > 63 or not _LABEL_VALUE.fullmatch(value)):
                 raise TemplateProblem(_named(key, origin, where),

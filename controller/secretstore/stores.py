@@ -15,7 +15,7 @@ stores and entries are parsed (`parse_endpoint`: scheme, host and port, nothing 
 hostname must be a name under aliyuncs.com or on --allowed-endpoints, https unless
 --allow-http-endpoints, and only the parsed host[:port] is handed on; the operator's own
 --kms-endpoint is not allow-listed but is parsed the same way. A SecretStore's private CA
-must be among the first --max-cas-per-namespace of its namespace (engine/cas.py), checked
+must be among the first --max-cas-per-namespace of its namespace (secretstore/cas.py), checked
 before anything of the store is read or built (`PrivateCARefused`).
 """
 
@@ -31,8 +31,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
-from controller import model
-from controller.alicloud.identity import (
+from controller import api
+from controller.kube.informer import NAMESPACE_CACHE_FULL, overflow_message
+from controller.providers import FetchError
+from controller.providers.alibaba.identity import (
     ACCESS_KEY,
     CLIENT_KEY,
     ECS_RAM_ROLE,
@@ -40,11 +42,9 @@ from controller.alicloud.identity import (
     RAM_ROLE_ARN,
     Identity,
 )
-from controller.alicloud.kms import Endpoint
-from controller.engine.cas import FLAG as CA_FLAG
-from controller.engine.cas import CaIdentity, PrivateCas
-from controller.kube.informer import NAMESPACE_CACHE_FULL, overflow_message
-from controller.providers import FetchError
+from controller.providers.alibaba.kms import Endpoint
+from controller.secretstore.cas import FLAG as CA_FLAG
+from controller.secretstore.cas import CaIdentity, PrivateCas
 from controller.settings import Settings
 
 CREDENTIAL_TTL = 60.0  # re-read credential Secrets at least this often
@@ -74,7 +74,7 @@ class Source:
     provider: str = ""  # "" : the ExternalSecret's provider; "dkms": a KMS instance client key
 
 
-StoreGetter = Callable[[model.StoreKind, str, str], dict[str, Any] | None]
+StoreGetter = Callable[[api.StoreKind, str, str], dict[str, Any] | None]
 NamespaceLabels = Callable[[str], Mapping[str, str]]
 
 
@@ -169,7 +169,7 @@ class StoreResolver:
         stores: StoreGetter,
         secrets: SecretReader,
         namespace_labels: NamespaceLabels,
-        sa_token_file: Callable[[model.ServiceAccountRef, str], tuple[str, str]] | None = None,
+        sa_token_file: Callable[[api.ServiceAccountRef, str], tuple[str, str]] | None = None,
         on_credential: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         check_client_key: Callable[[Identity], None] | None = None,
@@ -197,9 +197,9 @@ class StoreResolver:
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ public
-    def resolve(self, es: model.ExternalSecret, entry: model.DataEntry) -> Source:
+    def resolve(self, es: api.ExternalSecret, entry: api.DataEntry) -> Source:
         ref = entry.store_ref
-        oos = es.spec.provider == model.OOS_PROVIDER
+        oos = es.spec.provider == api.OOS_PROVIDER
         if ref is None:
             self._may_use_controller_identity(
                 es.namespace, f"{entry.spec_field} has no secretStoreRef, so it")
@@ -209,7 +209,7 @@ class StoreResolver:
             return Source(identity, self._endpoint(entry, None, "", None))
         raw = self._store_object(es, entry, ref)
         store = self._parse(raw, ref)
-        if isinstance(store, model.ClusterSecretStore):
+        if isinstance(store, api.ClusterSecretStore):
             self._cluster_store_admits(store, es, entry)
         if oos:
             return self._oos_source(es, store)
@@ -219,13 +219,13 @@ class StoreResolver:
         if store.kms.dedicated is not None:
             return self._dedicated_source(store, store.kms.dedicated)
         identity = self._identity_of(store, store.kms.auth)
-        if identity.borrowed and store.kind == model.StoreKind.SECRET_STORE:
+        if identity.borrowed and store.kind == api.StoreKind.SECRET_STORE:
             self._may_use_controller_identity(
                 es.namespace, f"{_store_name(ref)} names no credentials of its own, so it")
         ca = self._ca(store)
         return Source(identity, self._endpoint(entry, store.kms, ca, store))
 
-    def check_store(self, raw: dict[str, Any]) -> model.SecretStore:
+    def check_store(self, raw: dict[str, Any]) -> api.SecretStore:
         """Whether a store can work as written, without an ExternalSecret and without a call
         to Alibaba Cloud: it parses, has a provider, its private CA has a place
         (--max-cas-per-namespace), its credential Secrets and keys exist, its endpoint is
@@ -237,9 +237,9 @@ class StoreResolver:
         shows at the next check. Raises StoreProblem with the reason and message an
         ExternalSecret using the store would get; returns the parsed store."""
         meta = raw.get("metadata") or {}
-        kind = model.StoreKind.CLUSTER_SECRET_STORE if raw.get("kind") == \
-            model.StoreKind.CLUSTER_SECRET_STORE.value else model.StoreKind.SECRET_STORE
-        ref = model.StoreRef(kind, "" if kind == model.StoreKind.CLUSTER_SECRET_STORE
+        kind = api.StoreKind.CLUSTER_SECRET_STORE if raw.get("kind") == \
+            api.StoreKind.CLUSTER_SECRET_STORE.value else api.StoreKind.SECRET_STORE
+        ref = api.StoreRef(kind, "" if kind == api.StoreKind.CLUSTER_SECRET_STORE
                              else str(meta.get("namespace", "")), str(meta.get("name", "")))
         store = self._parse(raw, ref)
         if store.kms is None and store.oos is None:
@@ -252,7 +252,7 @@ class StoreResolver:
             auths.append(store.oos.auth)
         for auth in auths:
             identity = self._store_identity(store, auth, mint=False)
-            if identity.borrowed and kind == model.StoreKind.SECRET_STORE:
+            if identity.borrowed and kind == api.StoreKind.SECRET_STORE:
                 self._may_use_controller_identity(
                     store.namespace, f"{_store_name(ref)} names no credentials of its own, so it")
         if store.kms is not None and store.kms.dedicated is not None:
@@ -269,11 +269,11 @@ class StoreResolver:
                                       f"{_store_name(ref)}: spec.KMS.endpoint")
         return store
 
-    def _ca_place(self, store: model.SecretStore) -> None:
+    def _ca_place(self, store: api.SecretStore) -> None:
         """A SecretStore whose private CA is not among the first --max-cas-per-namespace of
-        its namespace (engine/cas.py) is refused, before its CA is read or a session made."""
+        its namespace (secretstore/cas.py) is refused, before its CA is read or a session made."""
         if self.cas is None or not self.cas.bounded or \
-                store.kind != model.StoreKind.SECRET_STORE:
+                store.kind != api.StoreKind.SECRET_STORE:
             return
         found = private_ca(store, self.settings)
         if found is None or not self.cas.refused(store, found.identity):
@@ -288,7 +288,7 @@ class StoreResolver:
             "store whose CA is no longer needed (its place goes to the next store by creation "
             f"time), or ask the operator to raise {CA_FLAG}")
 
-    def _oos_source(self, es: model.ExternalSecret, store: model.SecretStore) -> Source:
+    def _oos_source(self, es: api.ExternalSecret, store: api.SecretStore) -> Source:
         """provider: oos reads OOS encryption parameters with the identity of the store's
         spec.OOS.OOSAuth (the same fields and priority as KMSAuth)."""
         if store.oos is None:
@@ -297,13 +297,13 @@ class StoreResolver:
                 f"{_store_name(store.ref)} has no OOS provider, but the ExternalSecret's "
                 "spec.provider is oos; use a store with spec.OOS.OOSAuth, or provider: kms")
         identity = self._identity_of(store, store.oos.auth)
-        if identity.borrowed and store.kind == model.StoreKind.SECRET_STORE:
+        if identity.borrowed and store.kind == api.StoreKind.SECRET_STORE:
             self._may_use_controller_identity(
                 es.namespace, f"{_store_name(store.ref)} names no credentials of its own, so it")
         return Source(identity, self._oos_endpoint())
 
-    def _dedicated_source(self, store: model.SecretStore,
-                          auth: model.DedicatedKMSAuth) -> Source:
+    def _dedicated_source(self, store: api.SecretStore,
+                          auth: api.DedicatedKMSAuth) -> Source:
         """dedicatedKMSAuth: the KMS instance's endpoint and CA, the client key's content and
         password from the store's Secrets; ignoreSSL only with the operator's flag."""
         where = _store_name(store.ref)
@@ -335,7 +335,7 @@ class StoreResolver:
                                     self.settings.kms_protocol, "--oos-endpoint")
         return Endpoint(host=parsed.host, protocol=parsed.protocol)
 
-    def _identity_of(self, store: model.SecretStore, auth: model.KMSAuth | None) -> Identity:
+    def _identity_of(self, store: api.SecretStore, auth: api.KMSAuth | None) -> Identity:
         """The store's identity, cached for CREDENTIAL_TTL per store version."""
         cache_key = (store.uid, store.resource_version)
         with self._lock:
@@ -346,8 +346,8 @@ class StoreResolver:
         self._remember(cache_key, identity)
         return identity
 
-    def _cluster_store_admits(self, store: model.ClusterSecretStore,
-                              es: model.ExternalSecret, entry: model.DataEntry) -> None:
+    def _cluster_store_admits(self, store: api.ClusterSecretStore,
+                              es: api.ExternalSecret, entry: api.DataEntry) -> None:
         field = f"{entry.spec_field}.secretStoreRef"
         if not store.conditions and self.settings.require_cluster_store_conditions:
             raise StoreProblem(
@@ -391,9 +391,9 @@ class StoreResolver:
 
     # ------------------------------------------------------------- the store
     def _store_object(
-        self, es: model.ExternalSecret, entry: model.DataEntry, ref: model.StoreRef
+        self, es: api.ExternalSecret, entry: api.DataEntry, ref: api.StoreRef
     ) -> dict[str, Any]:
-        if (ref.kind == model.StoreKind.SECRET_STORE and ref.namespace != es.namespace
+        if (ref.kind == api.StoreKind.SECRET_STORE and ref.namespace != es.namespace
                 and not self.settings.enable_cross_namespace_secret_store):
             raise StoreProblem(
                 "CrossNamespaceRefused",
@@ -401,7 +401,7 @@ class StoreResolver:
                 f"in another namespace; use a store in {es.namespace}, a ClusterSecretStore, "
                 "or start the controller with --enable-cross-namespace-secret-store",
             )
-        if (ref.kind == model.StoreKind.CLUSTER_SECRET_STORE
+        if (ref.kind == api.StoreKind.CLUSTER_SECRET_STORE
                 and not self.settings.process_cluster_secret_store):
             raise StoreProblem(
                 "ClusterSecretStoreDisabled",
@@ -418,13 +418,13 @@ class StoreResolver:
             )
         return raw
 
-    def _parse(self, raw: dict[str, Any], ref: model.StoreRef) -> model.SecretStore:
+    def _parse(self, raw: dict[str, Any], ref: api.StoreRef) -> api.SecretStore:
         full = overflow_message(raw)
         if full is not None:  # over its namespace's cache budget: only a stub is held
             raise StoreProblem(NAMESPACE_CACHE_FULL, full)
         try:
-            return model.parse_store(raw)
-        except model.SpecError as exc:
+            return api.parse_store(raw)
+        except api.SpecError as exc:
             raise StoreProblem("InvalidStore", str(exc)) from None
 
     # -------------------------------------------------------------- identity
@@ -464,7 +464,7 @@ class StoreResolver:
             "--enable-worker-role",
         )
 
-    def _store_identity(self, store: model.SecretStore, auth: model.KMSAuth | None, *,
+    def _store_identity(self, store: api.SecretStore, auth: api.KMSAuth | None, *,
                         mint: bool = True) -> Identity:
         """The identity a store names, in priority order: ServiceAccount RRSA, RRSA,
         AccessKey + AssumeRole, AccessKey; without KMSAuth (or with only a cross-account
@@ -517,8 +517,8 @@ class StoreResolver:
                 source=f"{where}, on top of {base.source}")
         return base
 
-    def _service_account_identity(self, store: model.SecretStore, auth: model.KMSAuth,
-                                  ref: model.ServiceAccountRef,
+    def _service_account_identity(self, store: api.SecretStore, auth: api.KMSAuth,
+                                  ref: api.ServiceAccountRef,
                                   common: dict[str, Any], *, mint: bool = True) -> Identity:
         where = _store_name(store.ref)
         field = "spec.KMS.KMSAuth.serviceAccountRef"
@@ -548,8 +548,8 @@ class StoreResolver:
                         oidc_token_file=token_file,
                         **{**common, "source": f"{where}, ServiceAccount {namespace}/{ref.name}"})
 
-    def _secret_value(self, store: model.SecretStore, field: str,
-                      ref: model.SecretRef | None, *, path: str = "") -> str:
+    def _secret_value(self, store: api.SecretStore, field: str,
+                      ref: api.SecretRef | None, *, path: str = "") -> str:
         where = _store_name(store.ref)
         path = path or f"spec.KMS.KMSAuth.{field}"
         if ref is None:
@@ -576,7 +576,7 @@ class StoreResolver:
         self.on_credential(text)
         return text
 
-    def _read_key(self, store: model.SecretStore, namespace: str, ref: model.SecretRef,
+    def _read_key(self, store: api.SecretStore, namespace: str, ref: api.SecretRef,
                   path: str) -> bytes | None:
         """One key of a credential Secret; a Secret the controller may not read (403: its
         namespace is not in the chart's rbac.credentialNamespaces) is the store's problem,
@@ -593,13 +593,13 @@ class StoreResolver:
                 f"(Helm: add {namespace} to rbac.credentialNamespaces), or move the "
                 "Secret") from None
 
-    def _same_namespace(self, store: model.SecretStore, namespace: str, what: str,
+    def _same_namespace(self, store: api.SecretStore, namespace: str, what: str,
                         fix: str) -> None:
         """A SecretStore may only use objects of its own namespace, unless the operator
         allowed otherwise (a ClusterSecretStore names namespaces by design)."""
         allowed = (self.settings.enable_cross_namespace_auth_ref
                    or self.settings.enable_cross_namespace_secret_store)
-        if (store.kind == model.StoreKind.SECRET_STORE and namespace != store.namespace
+        if (store.kind == api.StoreKind.SECRET_STORE and namespace != store.namespace
                 and not allowed):
             raise StoreProblem(
                 "CrossNamespaceRefused",
@@ -607,7 +607,7 @@ class StoreResolver:
                 "controller with --enable-cross-namespace-auth-ref")
 
     # -------------------------------------------------------------- endpoint
-    def _ca(self, store: model.SecretStore) -> str:
+    def _ca(self, store: api.SecretStore) -> str:
         kms = store.kms
         if kms is None:
             return ""
@@ -627,8 +627,8 @@ class StoreResolver:
             return value.decode()
         return ""
 
-    def _endpoint(self, entry: model.DataEntry, kms: model.KMSProvider | None, ca: str,
-                  store: model.SecretStore | None) -> Endpoint:
+    def _endpoint(self, entry: api.DataEntry, kms: api.KMSProvider | None, ca: str,
+                  store: api.SecretStore | None) -> Endpoint:
         if entry.kms_endpoint:
             text, field = entry.kms_endpoint, f"{entry.spec_field}.kmsEndpoint"
         elif kms is not None and kms.endpoint:
@@ -673,8 +673,8 @@ class PrivateCa(NamedTuple):
     field: str  # where the store names it, for messages
 
 
-def private_ca(store: model.SecretStore, settings: Settings) -> PrivateCa | None:
-    """The private CA a store's reads use, as engine/cas.py counts it: the endpoint host it is
+def private_ca(store: api.SecretStore, settings: Settings) -> PrivateCa | None:
+    """The private CA a store's reads use, as secretstore/cas.py counts it: the endpoint host it is
     used with (the store's endpoint, else the operator's) and the SHA-256 of its PEM, or the
     Secret key a caSecretRef names (so the rule reads nothing). None: no private CA, or an
     endpoint that does not parse (refused as such, no session)."""
@@ -703,9 +703,9 @@ def private_ca(store: model.SecretStore, settings: Settings) -> PrivateCa | None
     return PrivateCa((host, digest), field)
 
 
-def ca_identities(settings: Settings) -> Callable[[model.SecretStore], CaIdentity | None]:
-    """`private_ca`'s identity alone: what engine/cas.py indexes (PrivateCas's `identify`)."""
-    def identify(store: model.SecretStore) -> CaIdentity | None:
+def ca_identities(settings: Settings) -> Callable[[api.SecretStore], CaIdentity | None]:
+    """`private_ca`'s identity alone: what secretstore/cas.py indexes (PrivateCas's `identify`)."""
+    def identify(store: api.SecretStore) -> CaIdentity | None:
         found = private_ca(store, settings)
         return None if found is None else found.identity
     return identify
@@ -764,8 +764,8 @@ def endpoint_allowed(endpoint: ParsedEndpoint, allowed: tuple[str, ...]) -> bool
     return False
 
 
-def _store_name(ref: model.StoreRef) -> str:
-    if ref.kind == model.StoreKind.CLUSTER_SECRET_STORE:
+def _store_name(ref: api.StoreRef) -> str:
+    if ref.kind == api.StoreKind.CLUSTER_SECRET_STORE:
         return f"ClusterSecretStore {ref.name}"
     return f"SecretStore {ref.namespace}/{ref.name}"
 
@@ -782,6 +782,6 @@ def _seconds(text: str) -> int:
     if text.isdigit():
         return _clamp_session(int(text))
     try:
-        return _clamp_session(int(model.parse_duration(text)))
-    except (model.SpecError, ValueError):
+        return _clamp_session(int(api.parse_duration(text)))
+    except (api.SpecError, ValueError):
         return 3600

@@ -54,8 +54,8 @@ import jmespath
 import yaml
 from jmespath.exceptions import JMESPathError
 
-from controller import gotemplate, templates
-from controller.model import (
+from controller import gotemplate
+from controller.api import (
     DataEntry,
     ExternalSecret,
     FetchKey,
@@ -63,6 +63,7 @@ from controller.model import (
     SpecError,
     key_name_problem,
 )
+from controller.externalsecret import templates
 
 __all__ = [
     "DataType",

@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from controller import gotemplate, model, render, templates
-from controller.engine import status as status_mod
-from controller.engine.fetcher import Fetcher, FetchRequest
-from controller.engine.stores import StoreProblem, StoreResolver
+from controller import api, gotemplate
+from controller.externalsecret import render, templates
+from controller.externalsecret import status as status_mod
+from controller.externalsecret.fetcher import Fetcher, FetchRequest
 from controller.kube.informer import NAMESPACE_CACHE_FULL, overflow_message
 from controller.names import (
     ACK_FINALIZER,
@@ -55,6 +55,7 @@ from controller.names import (
 from controller.ops.memory import release_free_memory
 from controller.ops.neterrors import out_of_reach
 from controller.providers import FetchError, Kind, on_behalf_of
+from controller.secretstore.stores import StoreProblem, StoreResolver
 
 log = logging.getLogger(__name__)
 # The API server out of reach mid-sync: a logger of its own, folded (ops/lognoise.py).
@@ -173,7 +174,7 @@ class _OverBudget:
             self._by_uid.pop(uid, None)
 
 
-def _inputs_digest(raw: dict[str, Any], fetched: Mapping[model.FetchKey, render.FetchResult],
+def _inputs_digest(raw: dict[str, Any], fetched: Mapping[api.FetchKey, render.FetchResult],
                    sources: Mapping[templates.SourceKey, str | None]) -> bytes:
     """sha256 of everything a render reads; never stored with the values themselves."""
     digest = hashlib.sha256(json.dumps(raw.get("spec"), sort_keys=True, default=str).encode())
@@ -236,7 +237,7 @@ class Reconciler:
         disable_polling: bool,
         on_value: Callable[[bytes], None] | None = None,
         now: Callable[[], datetime] | None = None,
-        bounds: model.IntervalBounds = model.DEFAULT_BOUNDS,
+        bounds: api.IntervalBounds = api.DEFAULT_BOUNDS,
         scrub: Callable[[str], str] | None = None,
         cleanup_on_failure: bool = False,
         budget: SyncBudgetLimits | None = None,
@@ -260,11 +261,11 @@ class Reconciler:
         self.now = now or (lambda: datetime.now(UTC))
 
     # ---------------------------------------------------------------- entry
-    def parse(self, raw: dict[str, Any]) -> model.ExternalSecret:
-        """The one way an ExternalSecret is read (raises model.SpecError)."""
-        return model.parse_external_secret(raw, self.bounds)
+    def parse(self, raw: dict[str, Any]) -> api.ExternalSecret:
+        """The one way an ExternalSecret is read (raises api.SpecError)."""
+        return api.parse_external_secret(raw, self.bounds)
 
-    def secret_intact(self, es: model.ExternalSecret) -> bool:
+    def secret_intact(self, es: api.ExternalSecret) -> bool:
         """Whether the ExternalSecret's Secret still holds exactly what its last write put
         there (its keys, type, labels and annotations, by the content hash that write left).
         At a restart, objects whose Secret drifted while the controller was down (a key edited
@@ -272,7 +273,7 @@ class Reconciler:
         existing = self.kube.secret(es.namespace, es.spec.target.name)
         if existing is None or not _is_ours_or_merged(existing, es):
             return False
-        merge = es.spec.target.creation_policy == model.CreationPolicy.MERGE
+        merge = es.spec.target.creation_policy == api.CreationPolicy.MERGE
         previous, ownership = _previous(existing, es, merge)
         if ownership is None:
             return False
@@ -283,7 +284,7 @@ class Reconciler:
         return bool(annotations.get(hash_key)) and \
             annotations.get(hash_key) == body["metadata"]["annotations"][hash_key]
 
-    def interval_of(self, es: model.ExternalSecret) -> float:
+    def interval_of(self, es: api.ExternalSecret) -> float:
         if es.spec.refresh_interval is not None:
             return es.spec.refresh_interval
         return 0.0 if self.disable_polling else self.default_interval
@@ -304,7 +305,7 @@ class Reconciler:
             return self._refused(raw, NAMESPACE_CACHE_FULL, full)
         try:
             es = self.parse(raw)
-        except model.SpecError as exc:
+        except api.SpecError as exc:
             return self._invalid(raw, str(exc))
         used: set[FetchRequest] = set()
         self._read.bytes = 0
@@ -361,12 +362,12 @@ class Reconciler:
                        message=message)
 
     # ----------------------------------------------------------------- sync
-    def _sync(self, raw: dict[str, Any], es: model.ExternalSecret, *, fresh: bool,
+    def _sync(self, raw: dict[str, Any], es: api.ExternalSecret, *, fresh: bool,
               ack_managed: bool, used: set[FetchRequest]) -> Outcome:
         interval = self.interval_of(es)
         target = es.spec.target
         existing = self.kube.secret(es.namespace, target.name)
-        merge = target.creation_policy == model.CreationPolicy.MERGE
+        merge = target.creation_policy == api.CreationPolicy.MERGE
         adopt = ack_managed or (raw.get("metadata", {}).get("annotations") or {}).get(
             ADOPT) == "true"
         if existing is not None:
@@ -380,7 +381,7 @@ class Reconciler:
                        f"{target.name} does not exist; create it or use creationPolicy Owner")
             return self._finish(raw, es, False, SECRET_MISSING, message, [], False, interval,
                                 "failed", retry=True)
-        fresh_enough: set[model.FetchKey] = set()
+        fresh_enough: set[api.FetchKey] = set()
         fetched = self._fetch(es, interval, fresh, used, fresh_enough)
         self._read.bytes = sum(len(r.value) for r in fetched.values()
                                if isinstance(r, render.FetchedValue))
@@ -459,13 +460,13 @@ class Reconciler:
         return self._finish(raw, es, True, SYNCED, message, entries, wrote, interval,
                             "synced" if wrote else "unchanged")
 
-    def _fetch(self, es: model.ExternalSecret, interval: float, fresh: bool,
-               requests: set[FetchRequest], fresh_enough: set[model.FetchKey],
-               ) -> dict[model.FetchKey, render.FetchResult]:
+    def _fetch(self, es: api.ExternalSecret, interval: float, fresh: bool,
+               requests: set[FetchRequest], fresh_enough: set[api.FetchKey],
+               ) -> dict[api.FetchKey, render.FetchResult]:
         """Values for every entry, from the fetcher's cache when younger than the interval
         (the manager's per-secret polls keep them fresh), else from KMS. `fresh_enough`
         gets the reads that failed transiently but succeeded within the grace window."""
-        out: dict[model.FetchKey, render.FetchResult] = {}
+        out: dict[api.FetchKey, render.FetchResult] = {}
         max_age = interval * MAX_AGE_FACTOR if interval > 0 else 0.0
         for entry in es.spec.entries:
             key = entry.fetch_key
@@ -501,7 +502,7 @@ class Reconciler:
                                                value.version_id)
         return out
 
-    def _template_sources(self, es: model.ExternalSecret) -> dict[templates.SourceKey,
+    def _template_sources(self, es: api.ExternalSecret) -> dict[templates.SourceKey,
                                                                    str | None]:
         """The texts of templateFrom's ConfigMap and Secret keys, in the ExternalSecret's own
         namespace (None: missing). Read at each sync; an ExternalSecret with such sources
@@ -521,7 +522,7 @@ class Reconciler:
         return out
 
     # ---------------------------------------------------------------- write
-    def _write(self, es: model.ExternalSecret, existing: dict[str, Any] | None,
+    def _write(self, es: api.ExternalSecret, existing: dict[str, Any] | None,
                result: render.RenderResult, merge: bool) -> tuple[bool, list[str]]:
         body = _secret_body(es, result, merge)
         current = _data_of(existing)
@@ -546,7 +547,7 @@ class Reconciler:
         self._retire_shared_manager(es, written)
         return True, changed
 
-    def _retire_shared_manager(self, es: model.ExternalSecret, written: dict[str, Any]) -> None:
+    def _retire_shared_manager(self, es: api.ExternalSecret, written: dict[str, Any]) -> None:
         """Earlier releases applied every Secret as one shared field manager; once this
         ExternalSecret's own manager holds its fields, that manager gives up what it held (what
         nobody else holds, such as a label an old Merge added, goes away)."""
@@ -560,7 +561,7 @@ class Reconciler:
             log.warning("could not retire the shared field manager on Secret %s/%s",
                         es.namespace, es.spec.target.name, exc_info=True)
 
-    def _clean_up(self, raw: dict[str, Any], es: model.ExternalSecret,
+    def _clean_up(self, raw: dict[str, Any], es: api.ExternalSecret,
                   existing: dict[str, Any], result: render.RenderResult,
                   entries: list[status_mod.EntryStatus], interval: float) -> Outcome:
         """--cleanup-secret-on-failure (ack-secret-manager's opt-in): every source failed, so
@@ -622,7 +623,7 @@ class Reconciler:
             self.kube.event(raw, "Warning", reason, message)
         return Outcome("invalid", interval=0.0, retry=False, reason=reason, message=message)
 
-    def _conflict(self, raw: dict[str, Any], es: model.ExternalSecret,
+    def _conflict(self, raw: dict[str, Any], es: api.ExternalSecret,
                   interval: float, owner: str = "") -> Outcome:
         name = es.spec.target.name
         if owner:
@@ -638,7 +639,7 @@ class Reconciler:
         return self._finish(raw, es, False, SECRET_CONFLICT, message, [], False, interval,
                             "conflict", retry=True)
 
-    def _finish(self, raw: dict[str, Any], es: model.ExternalSecret, ready: bool,
+    def _finish(self, raw: dict[str, Any], es: api.ExternalSecret, ready: bool,
                 reason: str, message: str, entries: list[status_mod.EntryStatus],
                 wrote: bool, interval: float, result: str, *, retry: bool = False,
                 degraded: tuple[str, str] | None = None) -> Outcome:
@@ -666,7 +667,7 @@ class WriteError(Exception):
         super().__init__(message)
 
     @classmethod
-    def from_exception(cls, es: model.ExternalSecret, exc: Exception, *,
+    def from_exception(cls, es: api.ExternalSecret, exc: Exception, *,
                        merge: bool = False) -> WriteError:
         status = int(getattr(exc, "status", 0) or 0)
         name = f"{es.namespace}/{es.spec.target.name}"
@@ -697,7 +698,7 @@ _CONFLICT_MANAGER = re.compile(r'conflict with "([^"]{1,128})"')
 WORKER_ROLE_UNAVAILABLE = "WorkerRoleUnavailable"
 
 
-def _no_store(entry: model.DataEntry, error: FetchError) -> render.FetchFailure | None:
+def _no_store(entry: api.DataEntry, error: FetchError) -> render.FetchFailure | None:
     """An entry without a secretStoreRef falls back to the node's worker role; when that
     fails, the message says first that the entry names no store (often the real mistake),
     then the worker role's failure. The reason stays the failure's own: a cluster that
@@ -713,7 +714,7 @@ def _no_store(entry: model.DataEntry, error: FetchError) -> render.FetchFailure 
         "to a SecretStore with credentials, or attach a RAM role to the node's ECS instance")
 
 
-def _is_ours(secret: dict[str, Any], es: model.ExternalSecret) -> bool:
+def _is_ours(secret: dict[str, Any], es: api.ExternalSecret) -> bool:
     """Proof of ownership: an ownerReference to this ExternalSecret's uid, or the uid
     annotation that only the ExternalSecret that created the Secret writes. Labels and the
     source annotation prove nothing (anyone, including a Merge, can write them)."""
@@ -725,12 +726,12 @@ def _is_ours(secret: dict[str, Any], es: model.ExternalSecret) -> bool:
     return (meta.get("annotations") or {}).get(OWNER_UID) == es.uid
 
 
-def _is_ours_or_merged(secret: dict[str, Any], es: model.ExternalSecret) -> bool:
+def _is_ours_or_merged(secret: dict[str, Any], es: api.ExternalSecret) -> bool:
     annotations = secret.get("metadata", {}).get("annotations") or {}
     return _is_ours(secret, es) or merge_annotation(es.uid, "external-secret") in annotations
 
 
-def _other_owner(secret: dict[str, Any], es: model.ExternalSecret) -> str:
+def _other_owner(secret: dict[str, Any], es: api.ExternalSecret) -> str:
     """Which other ExternalSecret owns `secret` ("" when none does)."""
     meta = secret.get("metadata", {})
     for ref in meta.get("ownerReferences") or []:
@@ -750,7 +751,7 @@ def _data_of(secret: dict[str, Any] | None) -> dict[str, bytes]:
     return {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
 
 
-def _previous(existing: dict[str, Any] | None, es: model.ExternalSecret, merge: bool,
+def _previous(existing: dict[str, Any] | None, es: api.ExternalSecret, merge: bool,
               ) -> tuple[dict[str, bytes], Mapping[str, list[str]] | None]:
     """The data this ExternalSecret wrote last time, and its ownership record."""
     if existing is None:
@@ -765,11 +766,11 @@ def _previous(existing: dict[str, Any] | None, es: model.ExternalSecret, merge: 
     return data, ownership
 
 
-def _secret_body(es: model.ExternalSecret, result: render.RenderResult,
+def _secret_body(es: api.ExternalSecret, result: render.RenderResult,
                  merge: bool) -> dict[str, Any]:
     target = es.spec.target
-    owner = target.creation_policy == model.CreationPolicy.OWNER and \
-        target.deletion_policy == model.DeletionPolicy.DELETE
+    owner = target.creation_policy == api.CreationPolicy.OWNER and \
+        target.deletion_policy == api.DeletionPolicy.DELETE
     keys = render.ownership_to_json(result.ownership)
     wanted_labels = target.template.labels if result.labels is None else result.labels
     wanted_annotations = target.template.annotations if result.annotations is None \

@@ -25,11 +25,11 @@ from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from controller.alicloud.errors import classify
-from controller.alicloud.identity import Identity
-from controller.alicloud.kms import Endpoint, SecretValue
-from controller.engine.clock import Clock, RealClock
 from controller.providers import FetchError, Kind, tenant
+from controller.providers.alibaba.errors import classify
+from controller.providers.alibaba.identity import Identity
+from controller.providers.alibaba.kms import Endpoint, SecretValue
+from controller.runtime.clock import Clock, RealClock
 
 FAILURE_TTL = 2.0  # the first back-off step of a failed read
 FAILURE_TTL_CAP = 300.0

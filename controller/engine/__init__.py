@@ -1,1 +1,0 @@
-"""The engine: work queue, clock, scheduler, reconciler and fetcher."""
