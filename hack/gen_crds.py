@@ -6,8 +6,8 @@ the committed files differ from what this script produces.
 
 This is the one place the API's schema is written, and it repeats no bound: every maxItems,
 maxLength, maxProperties and pattern is a constant of the parser that enforces it
-(controller/api/resources.py, the endpoint rules of controller/secretstore/stores.py, the
-ClusterExternalSecret rules of controller/clusterexternalsecret/logic.py), imported here, so
+(controller/api/: fields.py, externalsecret.py, secretstore.py, clusterexternalsecret.py; the
+endpoint rules of controller/secretstore/stores.py), imported here, so
 the apiserver refuses at once what the controller would refuse later (for objects stored before
 the schema did, the parser still checks). Every field has a description (`kubectl explain`),
 saying what it means to a user, its default and its bound (metadata excepted: the apiserver
@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from controller import api
+from controller.api import clusterexternalsecret as ces_api
 from controller.clusterexternalsecret import logic as ces
 from controller.secretstore import stores
 
@@ -550,16 +551,16 @@ def ces_selector(desc: str) -> dict[str, Any]:
         {
             "matchLabels": string_map("Labels a namespace must have, all of them.",
                                       text("A label value."),
-                                      maxProperties=ces.MAX_METADATA_ITEMS),
+                                      maxProperties=ces_api.MAX_METADATA_ITEMS),
             "matchExpressions": arr(
                 "Requirements a namespace's labels must meet, all of them.",
                 obj("One requirement.",
                     {"key": text(_EXPRESSION_KEY),
                      "operator": text(_OPERATOR[0], enum=_OPERATOR[1]),
                      "values": arr(_EXPRESSION_VALUES, text("A label value."),
-                                   maxItems=ces.MAX_NAMESPACES)},
+                                   maxItems=ces_api.MAX_NAMESPACES)},
                     ["key", "operator"]),
-                maxItems=ces.MAX_CONDITIONS,
+                maxItems=ces_api.MAX_CONDITIONS,
             ),
         },
     )
@@ -567,7 +568,7 @@ def ces_selector(desc: str) -> dict[str, Any]:
 
 CES_SPEC = obj(
     f"An ExternalSecret spec to create in every namespace the selectors choose (at most "
-    f"{ces.MAX_NAMESPACES:,} namespaces). Every string is at most {MAX_TEXT:,} characters "
+    f"{ces_api.MAX_NAMESPACES:,} namespaces). Every string is at most {MAX_TEXT:,} characters "
     "unless its field says otherwise.",
     {
         "externalSecretSpec": es_spec(
@@ -578,12 +579,12 @@ CES_SPEC = obj(
                                    "ClusterExternalSecret's name.", minLength=1, **OBJECT_NAME),
         "externalSecretMetadata": obj(
             "Labels and annotations of the ExternalSecrets.",
-            {"labels": string_map(f"Labels of each ExternalSecret ({ces.OWNER_LABEL} is the "
+            {"labels": string_map(f"Labels of each ExternalSecret ({ces_api.OWNER_LABEL} is the "
                                   "controller's).", text("A label value."),
-                                  maxProperties=ces.MAX_METADATA_ITEMS),
+                                  maxProperties=ces_api.MAX_METADATA_ITEMS),
              "annotations": string_map("Annotations of each ExternalSecret.",
                                        text("An annotation value."),
-                                       maxProperties=ces.MAX_METADATA_ITEMS)},
+                                       maxProperties=ces_api.MAX_METADATA_ITEMS)},
         ),
         "conditions": arr(
             "Namespaces to create the ExternalSecret in; conditions are ORed. None of "
@@ -593,17 +594,17 @@ CES_SPEC = obj(
                 {
                     "namespaceSelector": ces_selector("Namespaces by label."),
                     "namespaces": arr("Namespace names.", text("A namespace name.", minLength=1),
-                                      maxItems=ces.MAX_NAMESPACES),
+                                      maxItems=ces_api.MAX_NAMESPACES),
                     "namespaceRegexes": arr("Regular expressions (Go RE2) on namespace names.",
                                             text("A regular expression."),
-                                            maxItems=ces.MAX_NAMESPACES),
+                                            maxItems=ces_api.MAX_NAMESPACES),
                 },
             ),
-            maxItems=ces.MAX_CONDITIONS,
+            maxItems=ces_api.MAX_CONDITIONS,
         ),
         "namespaceSelectors": arr("Label selectors, ORed with conditions (ack-secret-manager's "
                                   "older field, deprecated there in favour of conditions).",
-                                  ces_selector("One selector."), maxItems=ces.MAX_CONDITIONS),
+                                  ces_selector("One selector."), maxItems=ces_api.MAX_CONDITIONS),
         "namespaceSelector": ces_selector("One label selector, ORed with conditions (External "
                                           "Secrets Operator's spelling)."),
         "rotationInterval": interval("How often every namespace is checked again besides watch "

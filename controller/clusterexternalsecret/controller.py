@@ -32,6 +32,7 @@ import time
 from typing import Any
 
 from controller import api
+from controller.api import clusterexternalsecret as ces_api
 from controller.clusterexternalsecret import logic as ces_logic
 from controller.externalsecret.status import stamp
 from controller.kube.informer import Informer
@@ -69,7 +70,7 @@ class ClusterExternalSecrets:
         self.ns_informer = Informer(rest, NAMESPACES, self._on_namespace)
         self.owned_informers = {
             ns: Informer(rest, EXTERNAL_SECRETS, self._on_owned, namespace=ns,
-                         label_selector=ces_logic.OWNER_LABEL)
+                         label_selector=ces_api.OWNER_LABEL)
             for ns in (settings.watch_namespaces or ("",))}
         for informer in self.owned_informers.values():
             informer.name = f"cluster-owned-{informer.name}"
@@ -208,7 +209,7 @@ class ClusterExternalSecrets:
         if raw is None or (raw.get("metadata") or {}).get("deletionTimestamp"):
             return
         try:
-            ces = ces_logic.parse(raw)
+            ces = api.parse_cluster_external_secret(raw)
         except api.SpecError as exc:
             self._write_status(raw, ces_logic.status(
                 ces_logic.Outcome(), None, generation=_generation(raw),
@@ -251,7 +252,7 @@ class ClusterExternalSecrets:
                 not self._allowed(namespace):
             return
         try:
-            ces = ces_logic.parse(raw)
+            ces = api.parse_cluster_external_secret(raw)
         except api.SpecError:
             return  # the full pass reports it
         ns = self.ns_informer.get("", namespace)
@@ -278,7 +279,7 @@ class ClusterExternalSecrets:
         return self.owned_informers.get(namespace) or self.owned_informers.get("")
 
     # --------------------------------------------------------------- writes
-    def _ensure(self, ces: ces_logic.ClusterExternalSecret, namespace: str) -> str:
+    def _ensure(self, ces: api.ClusterExternalSecret, namespace: str) -> str:
         """Make the ExternalSecret in `namespace` say what `ces` says; '' or the problem."""
         want = ces_logic.desired(ces, namespace)
         path = EXTERNAL_SECRETS.path(namespace, ces.es_name)

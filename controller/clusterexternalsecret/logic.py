@@ -13,225 +13,24 @@ status, never updated or deleted.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from controller import api
+from controller.api.clusterexternalsecret import (
+    MAX_NAMESPACES,
+    OWNER_LABEL,
+    ClusterExternalSecret,
+)
 
 GROUP_VERSION = "alibabacloud.com/v1alpha1"
 KIND = "ClusterExternalSecret"
-OWNER_LABEL = "alibabacloud.com/cluster-external-secret"  # value: the ClusterExternalSecret
 FIELD_MANAGER = "ack-secret-manager/cluster-external-secret"
 
-# hack/gen_crds.py puts the spec bounds into the CRD and names the status ones in its
-# descriptions (tests/unit/test_crd_schema.py checks them).
-MAX_NAMESPACES = 1000  # ExternalSecrets one ClusterExternalSecret provisions
+# hack/gen_crds.py names these status bounds in its descriptions.
 MAX_FAILED_LISTED = 100  # failedNamespaces entries written to status
-MAX_CONDITIONS = 50  # spec.conditions / spec.namespaceSelectors items
-MAX_METADATA_ITEMS = 64  # externalSecretMetadata labels / annotations
 MAX_REASON = 512  # characters of one failure reason in status
-
-_NAME = re.compile(api.DNS_SUBDOMAIN_PATTERN)
-_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
-
-
-@dataclass(frozen=True)
-class ClusterExternalSecret:
-    """One ClusterExternalSecret, parsed once. `conditions` empty means every namespace
-    (ack-secret-manager's rule when no selector is given)."""
-
-    name: str
-    uid: str
-    generation: int
-    es_name: str
-    es_spec: Mapping[str, Any] = field(hash=False)
-    labels: Mapping[str, str] = field(hash=False)
-    annotations: Mapping[str, str] = field(hash=False)
-    conditions: tuple[api.NamespaceCondition, ...]
-    refresh: float | None  # seconds between re-checks of every namespace; None: on change only
-
-    def selects(self, namespace: str, labels: Mapping[str, str]) -> bool:
-        return not self.conditions or any(c.admits(namespace, labels) for c in self.conditions)
-
-
-class _Problems:
-    def __init__(self, obj: str) -> None:
-        self.obj = obj
-        self.found: list[api.SpecError] = []
-
-    def add(self, where: str, message: str, fix: str) -> None:
-        self.found.append(api.SpecError(where, message, fix, self.obj))
-
-    def raise_if_any(self) -> None:
-        if self.found:
-            first = self.found[0]
-            first.errors = tuple(self.found)
-            raise first
-
-
-def parse(raw: Mapping[str, Any]) -> ClusterExternalSecret:
-    """Parse a raw ClusterExternalSecret; raises api.SpecError naming every bad field."""
-    meta = raw.get("metadata") or {}
-    name = str(meta.get("name", ""))
-    p = _Problems(f"ClusterExternalSecret {name}")
-    spec = _mapping(raw.get("spec"), "spec", p)
-    es_spec = _mapping(spec.get("externalSecretSpec"), "spec.externalSecretSpec", p)
-    if not es_spec.get("data") and not es_spec.get("dataProcess"):
-        p.add("spec.externalSecretSpec", "has no entry in data or dataProcess",
-              "give the ExternalSecret spec to stamp into each namespace")
-    es_name = _text(spec, "externalSecretName", "spec", p) or name
-    if len(es_name) > api.MAX_NAME_LENGTH or not _NAME.match(es_name):
-        p.add("spec.externalSecretName", f"{es_name[:63]!r} is not a valid object name",
-              "use lower-case letters, digits, '-' and '.'")
-    metadata = _mapping(spec.get("externalSecretMetadata"), "spec.externalSecretMetadata", p)
-    labels = _string_map(metadata.get("labels"), "spec.externalSecretMetadata.labels", p)
-    annotations = _string_map(metadata.get("annotations"),
-                              "spec.externalSecretMetadata.annotations", p)
-    if OWNER_LABEL in labels:
-        p.add(f"spec.externalSecretMetadata.labels.{OWNER_LABEL}", "is the controller's own "
-              "label", "remove it: the controller sets it")
-    conditions = _conditions(spec, p)
-    refresh = _refresh(spec, p)
-    p.raise_if_any()
-    return ClusterExternalSecret(
-        name=name, uid=str(meta.get("uid", "")), generation=int(meta.get("generation") or 0),
-        es_name=es_name, es_spec=es_spec, labels=labels, annotations=annotations,
-        conditions=conditions, refresh=refresh)
-
-
-def _conditions(spec: Mapping[str, Any], p: _Problems) -> tuple[api.NamespaceCondition, ...]:
-    """spec.conditions (ack v0.6), spec.namespaceSelectors (ack, deprecated) and
-    spec.namespaceSelector (External Secrets Operator's older spelling), all ORed."""
-    found: list[api.NamespaceCondition] = []
-    for i, item in enumerate(_items(spec.get("conditions"), "spec.conditions", p)):
-        where = f"spec.conditions[{i}]"
-        m = _mapping(item, where, p)
-        regexes = _strings(m.get("namespaceRegexes"), f"{where}.namespaceRegexes", p)
-        for j, regex in enumerate(regexes):
-            try:
-                api.compile_go_regexp(regex)
-            except ValueError as exc:
-                p.add(f"{where}.namespaceRegexes[{j}]", f"is not a usable regular expression "
-                      f"({exc})", "fix the pattern (Go RE2 syntax)")
-        names = _strings(m.get("namespaces"), f"{where}.namespaces", p)
-        selector = m.get("namespaceSelector")
-        found.append(_selector(selector, f"{where}.namespaceSelector", p, names=names,
-                               regexes=regexes))
-    for i, item in enumerate(_items(spec.get("namespaceSelectors"), "spec.namespaceSelectors",
-                                    p)):
-        found.append(_selector(item if item is not None else {},
-                               f"spec.namespaceSelectors[{i}]", p))
-    if spec.get("namespaceSelector") is not None:
-        found.append(_selector(spec.get("namespaceSelector"), "spec.namespaceSelector", p))
-    return tuple(found)
-
-
-def _selector(raw: object, where: str, p: _Problems, *, names: Sequence[str] = (),
-              regexes: Sequence[str] = ()) -> api.NamespaceCondition:
-    m = _mapping(raw, where, p)
-    labels = _string_map(m.get("matchLabels"), f"{where}.matchLabels", p)
-    requirements: list[api.SelectorRequirement] = []
-    for i, item in enumerate(_items(m.get("matchExpressions"), f"{where}.matchExpressions", p)):
-        at = f"{where}.matchExpressions[{i}]"
-        r = _mapping(item, at, p)
-        req = api.SelectorRequirement(_text(r, "key", at, p), _text(r, "operator", at, p),
-                                        _strings(r.get("values"), f"{at}.values", p))
-        if req.operator not in _OPERATORS:
-            p.add(f"{at}.operator", f"must be one of {', '.join(_OPERATORS)}",
-                  "use a Kubernetes label selector operator")
-        elif (req.operator in ("In", "NotIn")) != bool(req.values):
-            p.add(f"{at}.values", f"does not fit operator {req.operator}",
-                  "give values with In/NotIn and none with Exists/DoesNotExist")
-        requirements.append(req)
-    return api.NamespaceCondition(
-        namespaces=tuple(names), namespace_regexes=tuple(regexes),
-        match_labels=labels if raw is not None else None, match_expressions=tuple(requirements))
-
-
-def _refresh(spec: Mapping[str, Any], p: _Problems) -> float | None:
-    """spec.rotationInterval (ack v0.6) or spec.refreshTime (External Secrets Operator)."""
-    for key in ("rotationInterval", "refreshTime"):
-        text = _text(spec, key, "spec", p)
-        if not text:
-            continue
-        try:
-            seconds = api.parse_duration(text)
-        except ValueError as exc:
-            p.add(f"spec.{key}", f"is not a duration ({exc})", 'write a Go duration, e.g. "1h"')
-            return None
-        return seconds if seconds > 0 else None
-    return None
-
-
-# ------------------------------------------------------------------ raw dict readers
-
-
-def _mapping(raw: object, where: str, p: _Problems) -> Mapping[str, Any]:
-    if raw is None:
-        return {}
-    if isinstance(raw, Mapping):
-        return raw
-    p.add(where, "must be an object", "write it as a mapping of fields (name: value)")
-    return {}
-
-
-def _items(raw: object, where: str, p: _Problems) -> list[object]:
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        p.add(where, "must be a list", "write it as a YAML list")
-        return []
-    if len(raw) > MAX_CONDITIONS:
-        p.add(where, f"has {len(raw)} items (at most {MAX_CONDITIONS} allowed)",
-              "combine them into fewer selectors")
-        return raw[:MAX_CONDITIONS]
-    return raw
-
-
-def _text(m: Mapping[str, Any], key: str, where: str, p: _Problems) -> str:
-    value = m.get(key)
-    if value is None:
-        return ""
-    if not isinstance(value, str) or len(value) > api.MAX_FIELD_LENGTH:
-        p.add(f"{where}.{key}", f"must be a string of at most {api.MAX_FIELD_LENGTH} "
-              "characters", "quote the value and keep it short")
-        return ""
-    return value
-
-
-def _strings(raw: object, where: str, p: _Problems) -> tuple[str, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        p.add(where, "must be a list", "write it as a YAML list")
-        return ()
-    if len(raw) > MAX_NAMESPACES:
-        p.add(where, f"has {len(raw)} items (at most {MAX_NAMESPACES} allowed)",
-              "use a label selector or a regular expression instead")
-    out = []
-    for i, value in enumerate(raw[:MAX_NAMESPACES]):
-        if isinstance(value, str) and len(value) <= api.MAX_FIELD_LENGTH:
-            out.append(value)
-        else:
-            p.add(f"{where}[{i}]", "must be a short string", "quote the value")
-    return tuple(out)
-
-
-def _string_map(raw: object, where: str, p: _Problems) -> dict[str, str]:
-    m = _mapping(raw, where, p)
-    if len(m) > MAX_METADATA_ITEMS:
-        p.add(where, f"has {len(m)} entries (at most {MAX_METADATA_ITEMS} allowed)",
-              "remove some")
-        return {}
-    out: dict[str, str] = {}
-    for key, value in m.items():
-        if isinstance(value, str) and len(value) <= api.MAX_FIELD_LENGTH:
-            out[str(key)] = value
-        else:
-            p.add(f"{where}.{str(key)[:63]}", "must be a short string", "quote the value")
-    return out
 
 
 # ------------------------------------------------------------------ namespaces

@@ -1,4 +1,5 @@
-"""ClusterExternalSecret decisions (controller/clusterexternalsecret/logic.py): parsing with
+"""ClusterExternalSecret decisions (controller/api/clusterexternalsecret.py and
+controller/clusterexternalsecret/logic.py): parsing with
 ack-secret-manager's field names, namespace selection, ownership, stale objects, status."""
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ from typing import Any
 import pytest
 
 from controller import api
+from controller.api import clusterexternalsecret as ces_api
+from controller.api import parse_cluster_external_secret as parse
 from controller.clusterexternalsecret import logic as ces
 
 UID = "0b7c9d4e-1111-2222-3333-444455556666"
@@ -37,14 +40,14 @@ NAMESPACES = [ns("a", team="x"), ns("b", team="y"), ns("c", team="x", tier="db")
 
 def selected(spec: dict[str, Any], namespaces: list[dict[str, Any]] = NAMESPACES,
              allowed: Any = everywhere) -> tuple[str, ...]:
-    return ces.select(ces.parse(raw(**spec)), namespaces, allowed).namespaces
+    return ces.select(parse(raw(**spec)), namespaces, allowed).namespaces
 
 
 # ------------------------------------------------------------------ parsing
 
 
 def test_ack_fields_are_parsed_and_the_name_defaults_to_the_objects() -> None:
-    parsed = ces.parse(raw(rotationInterval="1h",
+    parsed = parse(raw(rotationInterval="1h",
                            externalSecretMetadata={"labels": {"app": "db"},
                                                    "annotations": {"note": "n"}}))
     assert (parsed.name, parsed.uid, parsed.generation) == ("shared", UID, 3)
@@ -52,9 +55,9 @@ def test_ack_fields_are_parsed_and_the_name_defaults_to_the_objects() -> None:
     assert parsed.refresh == 3600.0
     assert parsed.labels == {"app": "db"} and parsed.annotations == {"note": "n"}
     assert parsed.es_spec == ES_SPEC
-    assert ces.parse(raw(externalSecretName="db", refreshTime="30s")).es_name == "db"
-    assert ces.parse(raw(refreshTime="30s")).refresh == 30.0
-    assert ces.parse(raw()).refresh is None
+    assert parse(raw(externalSecretName="db", refreshTime="30s")).es_name == "db"
+    assert parse(raw(refreshTime="30s")).refresh == 30.0
+    assert parse(raw()).refresh is None
 
 
 @pytest.mark.parametrize(("spec", "field"), [
@@ -66,16 +69,16 @@ def test_ack_fields_are_parsed_and_the_name_defaults_to_the_objects() -> None:
      "spec.namespaceSelectors[0].matchExpressions[0].operator"),
     ({"namespaceSelector": {"matchExpressions": [{"key": "k", "operator": "In"}]}},
      "spec.namespaceSelector.matchExpressions[0].values"),
-    ({"conditions": [{}] * (ces.MAX_CONDITIONS + 1)}, "spec.conditions"),
-    ({"externalSecretMetadata": {"labels": {ces.OWNER_LABEL: "x"}}},
-     f"spec.externalSecretMetadata.labels.{ces.OWNER_LABEL}"),
+    ({"conditions": [{}] * (ces_api.MAX_CONDITIONS + 1)}, "spec.conditions"),
+    ({"externalSecretMetadata": {"labels": {ces_api.OWNER_LABEL: "x"}}},
+     f"spec.externalSecretMetadata.labels.{ces_api.OWNER_LABEL}"),
 ])
 def test_bad_specs_name_the_field_and_the_fix(spec: dict[str, Any], field: str) -> None:
     body = raw(**{k: v for k, v in spec.items() if k != "externalSecretSpec"})
     if "externalSecretSpec" in spec:
         body["spec"]["externalSecretSpec"] = spec["externalSecretSpec"]
     with pytest.raises(api.SpecError) as err:
-        ces.parse(body)
+        parse(body)
     assert field in [e.field for e in err.value.errors]
     assert "ClusterExternalSecret shared" in str(err.value)
 
@@ -111,7 +114,7 @@ def test_the_operators_namespace_flags_and_terminating_namespaces_are_honoured()
 
 def test_selection_is_bounded_by_name() -> None:
     many = [ns(f"n{i:04d}") for i in range(12)]
-    sel = ces.select(ces.parse(raw()), reversed(many), everywhere, limit=10)
+    sel = ces.select(parse(raw()), reversed(many), everywhere, limit=10)
     assert sel.namespaces == tuple(f"n{i:04d}" for i in range(10))
     assert sel.over_limit == ("n0010", "n0011")
     assert sel.matching == frozenset(f"n{i:04d}" for i in range(12))
@@ -121,12 +124,12 @@ def test_selection_is_bounded_by_name() -> None:
 
 
 def test_the_desired_external_secret_is_owned_labelled_and_carries_the_spec() -> None:
-    parsed = ces.parse(raw(externalSecretName="db",
+    parsed = parse(raw(externalSecretName="db",
                            externalSecretMetadata={"labels": {"app": "db"}}))
     body = ces.desired(parsed, "a")
     meta = body["metadata"]
     assert (body["kind"], meta["name"], meta["namespace"]) == ("ExternalSecret", "db", "a")
-    assert meta["labels"] == {"app": "db", ces.OWNER_LABEL: "shared"}
+    assert meta["labels"] == {"app": "db", ces_api.OWNER_LABEL: "shared"}
     assert meta["ownerReferences"] == [{"apiVersion": ces.GROUP_VERSION, "kind": ces.KIND,
                                         "name": "shared", "uid": UID, "controller": True}]
     assert body["spec"] == ES_SPEC
@@ -135,7 +138,7 @@ def test_the_desired_external_secret_is_owned_labelled_and_carries_the_spec() ->
 
 
 def test_only_an_owner_reference_to_the_uid_proves_ownership() -> None:
-    labelled_only = {"metadata": {"labels": {ces.OWNER_LABEL: "shared"}}}
+    labelled_only = {"metadata": {"labels": {ces_api.OWNER_LABEL: "shared"}}}
     other_owner = {"metadata": {"ownerReferences": [{"uid": "someone-else"}]}}
     assert not ces.owned_by(labelled_only, UID)
     assert not ces.owned_by(other_owner, UID)
@@ -143,7 +146,7 @@ def test_only_an_owner_reference_to_the_uid_proves_ownership() -> None:
 
 
 def test_changes_are_noticed() -> None:
-    parsed = ces.parse(raw(externalSecretMetadata={"annotations": {"a": "1"}}))
+    parsed = parse(raw(externalSecretMetadata={"annotations": {"a": "1"}}))
     want = ces.desired(parsed, "a")
     edited = {**want, "spec": {"data": []}}
     unlabelled = {**want, "metadata": {**want["metadata"], "labels": {}}}
@@ -163,7 +166,7 @@ def test_an_apply_answer_with_other_writers_means_the_object_was_not_ours() -> N
 
 
 def test_stale_external_secrets_are_ours_in_namespaces_or_names_no_longer_used() -> None:
-    parsed = ces.parse(raw(externalSecretName="db"))
+    parsed = parse(raw(externalSecretName="db"))
 
     def es(namespace: str, name: str, uid: str = UID) -> dict[str, Any]:
         return {"metadata": {"namespace": namespace, "name": name, "uid": f"{namespace}-{name}",
@@ -209,7 +212,7 @@ def test_status_of_too_many_namespaces_and_of_a_bad_spec() -> None:
     assert over["conditions"][0]["reason"] == "TooManyNamespaces"
     assert "at most" in over["conditions"][0]["message"]
     with pytest.raises(api.SpecError) as err:
-        ces.parse(raw(rotationInterval="soon"))
+        parse(raw(rotationInterval="soon"))
     invalid = ces.status(ces.Outcome(), None, generation=1, es_name="x", now="t",
                          invalid=err.value)
     assert invalid["conditions"][0]["reason"] == "InvalidSpec"
@@ -267,7 +270,7 @@ def test_status_writes_of_owned_external_secrets_do_not_start_a_pass() -> None:
 
     loop = ClusterExternalSecrets(Settings(), FakeRest([]))  # type: ignore[arg-type]
     obj: dict[str, Any] = {"metadata": {
-        "namespace": "a", "name": "db", "generation": 1, "labels": {ces.OWNER_LABEL: "shared"},
+        "namespace": "a", "name": "db", "generation": 1, "labels": {ces_api.OWNER_LABEL: "shared"},
         "ownerReferences": [{"kind": ces.KIND, "name": "shared", "uid": UID}]}}
     loop._on_owned("ADDED", obj)
     assert loop.queue.get(timeout=0) == ("shared", "a")
@@ -325,7 +328,7 @@ def test_an_owned_object_a_tenant_changes_costs_only_its_own_namespace() -> None
     spread = [f"n{i:03d}" for i in range(200)]
     loop, rest = loop_with({"provisionedNamespaces": spread}, spread)
     tenant_es = {"metadata": {"namespace": "n007", "name": "mine", "generation": 1,
-                              "labels": {ces.OWNER_LABEL: "shared"},
+                              "labels": {ces_api.OWNER_LABEL: "shared"},
                               "ownerReferences": [{"kind": ces.KIND, "name": "shared",
                                                    "uid": UID}]}}
     loop._on_owned("ADDED", tenant_es)
@@ -381,5 +384,5 @@ def test_an_external_secret_deleted_while_the_loop_creates_it_is_not_cached_agai
         return result
 
     rest.apply = apply_then_deleted  # type: ignore[method-assign]
-    assert loop._ensure(ces.parse(raw()), "a") == ""
+    assert loop._ensure(parse(raw()), "a") == ""
     assert owned.get("a", "shared") is None

@@ -1,7 +1,7 @@
 """The CRDs describe every field and carry exactly the parser's bounds.
 
-hack/gen_crds.py writes the CRDs from the parser's constants (api/resources.py, the endpoint
-rules of controller/secretstore/stores.py, controller/clusterexternalsecret/logic.py). These tests
+hack/gen_crds.py writes the CRDs from the parser's constants (controller/api/, and the endpoint
+rules of controller/secretstore/stores.py). These tests
 read the committed YAML, as the apiserver will, and check: every property has a description
 (`kubectl explain`); each bound constant sits on the fields it governs (a table written here,
 independently of the generator); no bound in a CRD comes from anywhere else; every string the
@@ -23,6 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from controller import api
+from controller.api import clusterexternalsecret as ces_api
 from controller.clusterexternalsecret import logic as ces
 from controller.secretstore import stores
 
@@ -148,13 +149,13 @@ BOUNDS: list[tuple[str, object, str, list[tuple[str, str]]]] = [
       for path in ("spec.KMS.ca", "spec.KMS.dedicatedKMSAuth.ca")]),
     ("stores.MAX_ENDPOINT", stores.MAX_ENDPOINT, "maxLength", _ENDPOINTS),
     ("stores.ENDPOINT_PATTERN", stores.ENDPOINT_PATTERN, "pattern", _ENDPOINTS),
-    ("ces.MAX_CONDITIONS", ces.MAX_CONDITIONS, "maxItems",
+    ("ces_api.MAX_CONDITIONS", ces_api.MAX_CONDITIONS, "maxItems",
      [(CES, "spec.conditions"), (CES, "spec.namespaceSelectors"),
       *[(CES, f"{s}.matchExpressions") for s in _CES_SELECTORS]]),
-    ("ces.MAX_NAMESPACES", ces.MAX_NAMESPACES, "maxItems",
+    ("ces_api.MAX_NAMESPACES", ces_api.MAX_NAMESPACES, "maxItems",
      [(CES, "spec.conditions[].namespaces"), (CES, "spec.conditions[].namespaceRegexes"),
       *[(CES, f"{s}.matchExpressions[].values") for s in _CES_SELECTORS]]),
-    ("ces.MAX_METADATA_ITEMS", ces.MAX_METADATA_ITEMS, "maxProperties",
+    ("ces_api.MAX_METADATA_ITEMS", ces_api.MAX_METADATA_ITEMS, "maxProperties",
      [(CES, "spec.externalSecretMetadata.labels"), (CES, "spec.externalSecretMetadata.annotations"),
       *[(CES, f"{s}.matchLabels") for s in _CES_SELECTORS]]),
 ]
