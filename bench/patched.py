@@ -27,9 +27,9 @@ repeat the before/after on older revisions.
   (`IdentityPool.token_file_in_use`); the controller now does this wiring itself, so the
   patch changes nothing (kept so the recorded commands still run).
 - `map-sizes`: every 5 s, the sizes of the maps of the manager and the objects it holds
-  (fetcher, resolver, KubeAccess, Kms, IdentityPool, tokens, Event recorder, the log
-  redactor: its owners and the forms it remembers) are written to
-  $BENCH_SIZES_OUT as JSON, to see which map grows.
+  (fetcher, resolver, the Alibaba stores' identity cache, KubeAccess, Kms, IdentityPool,
+  tokens, Event recorder, the log redactor: its owners and the forms it remembers) are
+  written to $BENCH_SIZES_OUT as JSON, to see which map grows.
 - `heap-stats` (bench/churn.py --heap-stats): on SIGUSR2 the controller writes to
   $BENCH_HEAP_OUT what its heap holds: glibc's mallinfo2 (in use, free, mmapped), pymalloc's
   arenas and blocks, the gc-tracked objects by type and the RSS; with $BENCH_HEAP_GC set,
@@ -153,16 +153,17 @@ def _manager_init_hook(hook: Any) -> None:
 
     def init(self: Manager, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
-        hook(self, args[2] if len(args) > 2 else kwargs["kms"])
+        providers = args[2] if len(args) > 2 else kwargs["providers"]
+        hook(self, next(p for p in providers if hasattr(p, "readers")))  # the Alibaba one
 
     Manager.__init__ = init  # type: ignore[method-assign]
 
 
 def _patch_token_owner() -> None:
-    def wire(manager: Any, kms: Any) -> None:
-        tokens = getattr(manager.resolver, "sa_token_file", None)
+    def wire(manager: Any, alibaba: Any) -> None:
+        tokens = alibaba.tokens
         if tokens is not None and getattr(tokens, "in_use", "n/a") is None:
-            tokens.in_use = kms.identities.token_file_in_use
+            tokens.in_use = alibaba.identities.token_file_in_use
 
     _manager_init_hook(wire)
 
@@ -179,12 +180,13 @@ def _sizes_of(objects: dict[str, Any]) -> dict[str, int]:
 def _patch_map_sizes() -> None:
     out = os.environ.get("BENCH_SIZES_OUT", "map-sizes.json")
 
-    def watch(manager: Any, kms: Any) -> None:
+    def watch(manager: Any, alibaba: Any) -> None:
+        kms = alibaba.readers["kms"]
         objects = {"manager": manager, "fetcher": manager.fetcher, "resolver": manager.resolver,
-                   "kube": manager.kube, "events": manager.events, "kms": kms,
-                   "kms.clients": kms.clients, "identities": kms.identities,
+                   "stores": alibaba.stores, "kube": manager.kube, "events": manager.events,
+                   "kms": kms, "kms.clients": kms.clients, "identities": alibaba.identities,
                    "reconciler": manager.reconciler}
-        tokens = getattr(manager.resolver, "sa_token_file", None)
+        tokens = alibaba.tokens
         if tokens is not None:
             objects["tokens"] = tokens
 

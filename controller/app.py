@@ -25,6 +25,7 @@ from controller.externalsecret.reconciler import Outcome
 from controller.kube.client import api_client, without_retries
 from controller.kube.leader import LeaderElector
 from controller.kube.rest import Rest
+from controller.kube.tokens import ServiceAccountTokens
 from controller.ops.health import OpsServers
 from controller.ops.logs import setup_logging
 from controller.ops.metrics import Metrics
@@ -40,7 +41,10 @@ from controller.providers.alibaba.identity import Identity, IdentityPool
 from controller.providers.alibaba.kms import Kms
 from controller.providers.alibaba.kms_instance import KmsInstance
 from controller.providers.alibaba.oos import Oos
-from controller.secretstore.stores import operator_endpoints
+from controller.providers.alibaba.provider import NAMES as ALIBABA_NAMES
+from controller.providers.alibaba.provider import Alibaba
+from controller.providers.alibaba.stores import operator_endpoints
+from controller.providers.registry import Providers
 from controller.settings import Settings
 
 log = logging.getLogger("ack-secret-manager")
@@ -155,7 +159,6 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
 
     oos = Oos(identities, region=settings.region,
               rate_per_endpoint=settings.max_concurrent_oos_secret_pulls, on_call=on_oos_call)
-    kms.also_cancel(oos.cancel)
 
     def on_instance_call(endpoint: str, code: str, seconds: float) -> None:
         metrics.observe_kms("GetSecretValue", endpoint,
@@ -163,12 +166,17 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
 
     dedicated = DedicatedReader(KmsInstance(
         rate_per_endpoint=settings.max_concurrent_kms_secret_pulls, on_call=on_instance_call))
-    kms.also_cancel(dedicated.cancel)
+    # RRSA identities' ServiceAccount tokens; a token no live identity reads is not renewed.
+    tokens = ServiceAccountTokens(rest, on_token=None, in_use=identities.token_file_in_use,
+                                  hold=_hold_token, release=release_secrets)
+    # The secret sources, by ExternalSecret provider name: the one place that names them.
+    providers = Providers()
+    providers.register(Alibaba(settings, kms=kms, oos=oos, dedicated=dedicated,
+                               identities=identities, tokens=tokens,
+                               check_client_key=dedicated.check), *ALIBABA_NAMES)
     instance = os.environ.get("POD_NAME") or socket.gethostname()
-    manager = Manager(settings, rest, kms, instance=instance, hooks=hooks,
-                      on_credential=register_secret, oos=oos, dedicated=dedicated,
-                      hold=_hold_token, release=release_secrets,
-                      check_client_key=dedicated.check)
+    manager = Manager(settings, rest, providers, instance=instance, hooks=hooks,
+                      on_credential=register_secret)
     # --process-cluster-external-secret=false: ClusterExternalSecrets are left alone.
     cluster_secrets = (ClusterExternalSecrets(settings, rest)
                        if settings.process_cluster_external_secret else None)
@@ -216,12 +224,13 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
             holder.start()
         stop.wait()
     finally:
-        _shut_down(settings, manager, kms, elector, release, holder, cluster_secrets)
+        _shut_down(settings, manager, providers, elector, release, holder, cluster_secrets)
+        # The minted ServiceAccount tokens' files go now, not at interpreter exit (the
+        # command exits without waiting for stray threads or exit handlers: cli.entrypoint).
+        tokens.close(timeout=1.0)
         metrics.set_leader(False)
         servers.stop()
-        kms.close()
-        oos.close()
-        dedicated.close()
+        providers.close()
         api.close()
         if lease_api is not None:
             lease_api.close()
@@ -229,7 +238,7 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
     return 1 if lost.is_set() else 0
 
 
-def _shut_down(settings: Settings, manager: Manager, kms: Kms,
+def _shut_down(settings: Settings, manager: Manager, providers: Providers,
                elector: LeaderElector | None, release: threading.Event,
                holder: threading.Thread | None,
                cluster_secrets: ClusterExternalSecrets | None = None) -> None:
@@ -240,7 +249,7 @@ def _shut_down(settings: Settings, manager: Manager, kms: Kms,
         cluster_secrets.request_stop()  # winds down beside the manager's workers
     # Keep a little of the deadline for the Lease release and the caches.
     manager.stop(timeout=max(0.5, settings.shutdown_timeout - RELEASE_RESERVE),
-                 cancel=kms.cancel)
+                 cancel=providers.cancel)
     if cluster_secrets is not None:
         cluster_secrets.join(settings.shutdown_timeout - RELEASE_RESERVE
                              - (time.monotonic() - started))

@@ -26,7 +26,7 @@ import yaml
 from controller import api
 from controller.api import clusterexternalsecret as ces_api
 from controller.clusterexternalsecret import logic as ces
-from controller.secretstore import stores
+from controller.providers.alibaba import stores
 
 GROUP = "alibabacloud.com"
 OUT = pathlib.Path(__file__).resolve().parents[1] / "helm/ack-secret-manager/crds"

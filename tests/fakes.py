@@ -1,7 +1,9 @@
 """Plain fakes of the reconciler's collaborators, shared by unit tests: a Kubernetes that keeps
 Secrets with server-side apply's field ownership (enough of it to show conflicts, pruning and
-forced takeovers), a KMS that serves values from a dict, and the wiring of a Reconciler over
-them. No network, no threads; the fake clock decides what is fresh."""
+forced takeovers), a KMS reader that serves values from a dict (behind the Alibaba provider,
+whose store rules the reconciler's tests exercise), and the wiring of a Reconciler over them.
+No network, no threads; the fake clock decides what is fresh. Engine tests that need no
+store rules read through controller/providers/fake instead."""
 
 from __future__ import annotations
 
@@ -16,8 +18,10 @@ from controller import api
 from controller.externalsecret.fetcher import Fetcher
 from controller.externalsecret.reconciler import Reconciler, SyncBudgetLimits
 from controller.providers import FetchError, Kind
-from controller.providers.alibaba.identity import Identity, IdentityPool
+from controller.providers.alibaba.identity import Identity
 from controller.providers.alibaba.kms import Endpoint, SecretValue
+from controller.providers.alibaba.provider import NAMES, Alibaba
+from controller.providers.registry import Providers
 from controller.runtime.clock import FakeClock
 from controller.secretstore.cas import PrivateCas
 from controller.secretstore.stores import StoreResolver, ca_identities
@@ -37,7 +41,8 @@ class ApplyConflict(Exception):
 
 
 class FakeKube:
-    """Implements `engine.reconciler.Kube` and `engine.stores.SecretReader` over dicts."""
+    """Implements `externalsecret.reconciler.Kube` and `secretstore.stores.SecretReader`
+    over dicts."""
 
     def __init__(self) -> None:
         self.external_secrets: dict[tuple[str, str], dict[str, Any]] = {}
@@ -205,13 +210,13 @@ def _build(namespace: str, name: str, fields: dict[Field, Any]) -> dict[str, Any
 
 
 class FakeKms:
-    """`engine.fetcher.SecretReader` over a dict; `fail` maps a secret to an error to raise."""
+    """An Alibaba reader (`providers.alibaba.provider.Reader`) over a dict; `fail` maps a
+    secret to an error to raise."""
 
     def __init__(self) -> None:
         self.values: dict[str, str] = {}
         self.fail: dict[str, BaseException] = {}
         self.reads: list[str] = []
-        self.identities = IdentityPool(on_secret=None)  # as Kms has (token files in use)
 
     def get_secret_value(self, identity: Identity, endpoint: Endpoint, name: str,
                          version_id: str = "", version_stage: str = "") -> SecretValue:
@@ -228,7 +233,8 @@ AK = {"accessKey": {"name": "ak", "key": "id"}, "accessKeySecret": {"name": "ak"
 
 
 class World:
-    """A Reconciler over FakeKube and FakeKms, with one AccessKey SecretStore "store"."""
+    """A Reconciler over FakeKube and the Alibaba provider reading FakeKms, with one
+    AccessKey SecretStore "store"."""
 
     def __init__(self, argv: list[str] | None = None, namespace: str = "team") -> None:
         self.ns = namespace
@@ -237,14 +243,16 @@ class World:
         self.kms = FakeKms()
         self.clock = FakeClock()
         self.stores: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.providers = Providers()
+        self.providers.register(Alibaba(self.settings, kms=self.kms), *NAMES)
         # --max-cas-per-namespace, its index fed by add_store as the informer would
         self.cas = PrivateCas(self.settings.max_cas_per_namespace,
-                              ca_identities(self.settings))
+                              ca_identities(self.providers))
         self.kube.put_user_secret(namespace, "ak", {"id": "LTAI-x", "s": "ak-secret"})
         self.add_store("store", {"KMSAuth": AK})
         self.resolver = StoreResolver(self.settings, self._store, self.kube, lambda _ns: {},
-                                      cas=self.cas)
-        self.fetcher = Fetcher(self.kms, self.clock)
+                                      self.providers, cas=self.cas)
+        self.fetcher = Fetcher(self.providers, self.clock)
         self.reconciler = Reconciler(
             self.kube, self.resolver, self.fetcher,
             default_interval=self.settings.polling_interval,

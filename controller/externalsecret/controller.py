@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 from controller import api
 from controller.externalsecret import polls, triggers
-from controller.externalsecret.fetcher import Fetcher, FetchRequest, SecretReader
+from controller.externalsecret.fetcher import Fetcher, FetchRequest
 from controller.externalsecret.polls import PollSchedule
 from controller.externalsecret.reconciler import (
     API_UNREACHABLE,
@@ -52,7 +52,6 @@ from controller.kube.rest import (
     ApiError,
     Rest,
 )
-from controller.kube.tokens import ServiceAccountTokens
 from controller.names import (
     ACK_FINALIZER,
     FORCE_SYNC,
@@ -61,8 +60,7 @@ from controller.names import (
     MERGE_TARGET,
 )
 from controller.providers import FetchError, on_behalf_of
-from controller.providers.alibaba.identity import Identity
-from controller.providers.alibaba.kms import Kms
+from controller.providers.registry import Providers
 from controller.runtime.clock import Clock, RealClock
 from controller.runtime.queue import ExponentialBackoff, Jitter, WorkQueue
 from controller.secretstore.cas import PrivateCas
@@ -113,15 +111,11 @@ class Hooks:
 
 
 class Manager:
-    def __init__(self, settings: Settings, rest: Rest, kms: Kms, *, instance: str,
+    def __init__(self, settings: Settings, rest: Rest, providers: Providers, *, instance: str,
                  hooks: Hooks | None = None, clock: Clock | None = None,
-                 on_credential: Callable[[str], None] | None = None,
-                 oos: SecretReader | None = None,
-                 dedicated: SecretReader | None = None,
-                 hold: Callable[[Hashable, str], None] | None = None,
-                 release: Callable[[Hashable], object] | None = None,
-                 check_client_key: Callable[[Identity], None] | None = None) -> None:
+                 on_credential: Callable[[str], None] | None = None) -> None:
         self.settings = settings
+        self.providers = providers  # the secret sources, by ExternalSecret provider name
         self.rest = rest
         self.hooks = hooks or Hooks()
         self.clock = clock or RealClock()
@@ -171,16 +165,11 @@ class Manager:
             merged_secrets=lambda ns: self._pick(self.merged_informers, ns),
             on_write=self.hooks.write,
         )
-        self.identities = kms.identities  # the credentials every reader shares
-        # a token no live identity reads is not renewed
-        self.tokens = ServiceAccountTokens(rest, on_token=None if hold else on_credential,
-                                           in_use=self.identities.token_file_in_use,
-                                           hold=hold, release=release)
         # Which SecretStores may use their private CA (--max-cas-per-namespace), fed by the
         # SecretStore events; both resolvers below refuse the others.
-        self.cas = PrivateCas(settings.max_cas_per_namespace, ca_identities(settings))
+        self.cas = PrivateCas(settings.max_cas_per_namespace, ca_identities(providers))
         self.resolver = StoreResolver(settings, self.kube.store, self.kube,
-                                      self.kube.namespace_labels, sa_token_file=self.tokens,
+                                      self.kube.namespace_labels, providers,
                                       on_credential=on_credential, cas=self.cas)
         # Stores' Ready conditions: a queue and one worker of their own (never in the way of
         # an ExternalSecret's sync), started with the workers (as leader).
@@ -188,15 +177,12 @@ class Manager:
         reads = CheckReads(self.kube.secret)
         self.store_status = StoreStatus(
             StoreResolver(settings, self.kube.store, reads, self.kube.namespace_labels,
-                          sa_token_file=self.tokens, on_credential=on_credential,
-                          check_client_key=check_client_key, cas=self.cas),
+                          providers, on_credential=on_credential, cas=self.cas),
             self._store_of,
             lambda key, raw, status: self.kube.apply_store_status(key.kind, raw, status),
             recheck=settings.store_recheck_interval or settings.polling_interval,
             clock=self.clock, scrub=self.hooks.scrub, serves=self._serves_store, reads=reads)
-        readers = {name: r for name, r in (("oos", oos), ("dkms", dedicated)) if r is not None}
-        self.fetcher = Fetcher(kms, self.clock, readers=readers,
-                               max_bytes=settings.value_cache_bytes)
+        self.fetcher = Fetcher(providers, self.clock, max_bytes=settings.value_cache_bytes)
         self.reconciler = Reconciler(
             self.kube, self.resolver, self.fetcher,
             default_interval=settings.polling_interval,
@@ -313,9 +299,6 @@ class Manager:
         for informer in self.informers():  # daemon threads with nothing to flush: no wait
             informer.stop(timeout=0)
         self.events.stop(timeout=min(2.0, max(0.05, deadline - time.monotonic())))
-        # The minted ServiceAccount tokens' files go now, not at interpreter exit (the
-        # command exits without waiting for stray threads or exit handlers: cli.entrypoint).
-        self.tokens.close(timeout=min(1.0, max(0.05, deadline - time.monotonic())))
         return not stuck
 
     # ------------------------------------------------------------- handlers
@@ -577,21 +560,16 @@ class Manager:
             self.poll_queue.add_after(SecretPoll(request), self._poll_delay(request, every))
 
     def _release_unused(self) -> None:
-        """The clients, credentials and ServiceAccount tokens that no ExternalSecret's read
-        uses any more (its last user was deleted or changed its store) go now, not after
-        their idle bound: a cluster where stores and ServiceAccounts come and go holds only
-        what its live objects use."""
+        """The clients and credentials (and, for the providers, what they hold for them:
+        Alibaba's ServiceAccount tokens) that no ExternalSecret's read uses any more (its
+        last user was deleted or changed its store) go now, not after their idle bound: a
+        cluster where stores and ServiceAccounts come and go holds only what its live objects
+        use."""
         with self._lock:
-            clients, identities = self.polls.take_released()
+            clients, credentials = self.polls.take_released()
         if not clients:
             return
-        self.fetcher.release(clients)
-        for identity in identities:
-            self.identities.discard(identity)
-        paths = {i.oidc_token_file for i in identities
-                 if isinstance(i, Identity) and i.oidc_token_file}
-        if paths:
-            self.tokens.release(paths)
+        self.fetcher.release(clients, credentials)
 
     def _poll(self, poll: SecretPoll) -> None:
         request = poll.request

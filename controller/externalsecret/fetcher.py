@@ -1,5 +1,7 @@
-"""Deduplicated KMS reads: the latest value of each (identity, endpoint, secret, version) is
-kept, and reads of the same one at the same time wait for a single call (single flight).
+"""Deduplicated reads of the secret sources: the latest value of each (client, secret,
+version) is kept, and reads of the same one at the same time wait for a single call (single
+flight). A client is a provider's `ClientKey` (Alibaba's: an identity and an endpoint); the
+provider that reads it is found by the ExternalSecret's provider name (`providers.registry`).
 
 Who reads KMS when: the controller polls each distinct secret once per interval (see
 `manager`), so an ExternalSecret's own sync finds a value younger than its interval here and
@@ -11,24 +13,22 @@ step, not one per ExternalSecret retry; a success resets it.
 
 What stays is bounded (--value-cache-bytes): values held together take at most that many
 bytes. Past it, the least recently used value of the tenant that holds the most is let go
-first (the namespace that read it, `providers.tenant()`, else its identity), so a tenant
-reading many large values evicts its own before anyone else's, however many identities it
-spreads them over; a value let go costs its next reader one call (polls compare digests, not
-values).
+first (the namespace that read it, `providers.tenant()`, else its client's credential), so a
+tenant reading many large values evicts its own before anyone else's, however many
+identities it spreads them over; a value let go costs its next reader one call (polls
+compare digests, not values).
 """
 
 from __future__ import annotations
 
 import collections
 import threading
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 from controller.providers import FetchError, Kind, tenant
-from controller.providers.alibaba.errors import classify
-from controller.providers.alibaba.identity import Identity
-from controller.providers.alibaba.kms import Endpoint, SecretValue
+from controller.providers.base import ClientKey, RemoteRef, SecretValue
+from controller.providers.registry import Providers
 from controller.runtime.clock import Clock, RealClock
 
 FAILURE_TTL = 2.0  # the first back-off step of a failed read
@@ -39,26 +39,21 @@ VALUE_OVERHEAD = 256  # what a cached value costs besides its bytes (the entry, 
 
 @dataclass(frozen=True)
 class FetchRequest:
-    identity: Identity
-    endpoint: Endpoint
+    """One distinct read: through which client (a provider's key), of which remote secret,
+    by the provider the ExternalSecret names ("kms", "oos", ...)."""
+
+    client: ClientKey
     name: str
     version_id: str = ""
     version_stage: str = ""
-    provider: str = "kms"  # kms: a KMS secret; oos: an OOS encryption parameter
+    provider: str = "kms"
+
+    @property
+    def ref(self) -> RemoteRef:
+        return RemoteRef(self.name, self.version_id, self.version_stage)
 
     def describe(self) -> str:
-        if self.provider == "oos":
-            return f"OOS parameter {self.name}@{self.version_id or 'latest'} on " \
-                f"{self.endpoint.host}"
-        version = self.version_id or self.version_stage or "ACSCurrent"
-        return f"{self.name}@{version} on {self.endpoint.host}"
-
-
-class SecretReader(Protocol):
-    def get_secret_value(
-        self, identity: Identity, endpoint: Endpoint, name: str,
-        version_id: str = "", version_stage: str = "",
-    ) -> SecretValue: ...
+        return self.client.describe(self.ref)
 
 
 Result = SecretValue | FetchError
@@ -77,11 +72,9 @@ class _Flight:
 
 
 class Fetcher:
-    def __init__(self, reader: SecretReader, clock: Clock | None = None,
-                 readers: Mapping[str, SecretReader] | None = None,
+    def __init__(self, providers: Providers, clock: Clock | None = None,
                  max_bytes: int = DEFAULT_VALUE_BYTES) -> None:
-        self.reader = reader  # KMS; `readers` holds the other providers (oos)
-        self.readers = dict(readers or {})
+        self.providers = providers  # who reads each request, by its provider name
         self.clock = clock or RealClock()
         self.max_bytes = max_bytes
         self._cache: dict[FetchRequest, _Entry] = {}
@@ -99,7 +92,7 @@ class Fetcher:
 
     def fetch(self, request: FetchRequest, max_age: float, *, fresh: bool = False) -> Result:
         """The value for `request`: cached if read less than `max_age` seconds ago (and not
-        `fresh`), else read from KMS once however many callers ask at the same time."""
+        `fresh`), else read from its source once however many callers ask at the same time."""
         with self._lock:
             entry = self._cache.get(request)
             if not fresh and entry is not None and self._usable(request, entry, max_age):
@@ -139,14 +132,16 @@ class Fetcher:
             entry = self._cache.get(request)
             return entry.result if entry else None
 
-    def release(self, clients: Iterable[tuple[str, Any, Any]]) -> None:
-        """No read goes through these (provider, endpoint, identity) clients any more: the
-        readers drop them now (KMS instances: the decoded client key and the endpoint's
-        connections and TLS context). Readers without `release` are left to their sweep."""
-        for provider, endpoint, identity in clients:
-            release = getattr(self._reader(provider), "release", None)
-            if release is not None:
-                release(identity, endpoint)
+    def release(self, clients: Iterable[tuple[str, ClientKey]],
+                credentials: Iterable[Hashable]) -> None:
+        """No read goes through these (provider name, client) any more, nor uses these
+        credentials: every provider is told (`Provider.release`), each of its own clients
+        and of every credential, and drops them now."""
+        credentials = list(credentials)
+        for provider in self.providers:
+            own = [client for name, client in clients if self.providers.get(name) is provider]
+            if own or credentials:
+                provider.release(own, credentials)
 
     def drop(self, request: FetchRequest) -> None:
         """Forget a value nobody uses any more."""
@@ -174,7 +169,7 @@ class Fetcher:
         if isinstance(result, FetchError):
             return
         size = len(result.data) + VALUE_OVERHEAD
-        owner = tenant() or request.identity  # the namespace that read it, else its identity
+        owner = tenant() or request.client.credential  # the namespace that read it, else whose
         self._owners[request] = owner
         self._held.setdefault(owner, collections.OrderedDict())[request] = size
         self._held_bytes[owner] = self._held_bytes.get(owner, 0) + size
@@ -220,19 +215,19 @@ class Fetcher:
         cap = max_age if max_age > 0 else FAILURE_TTL_CAP
         return float(min(FAILURE_TTL * 2.0 ** min(failures - 1, 16), cap, FAILURE_TTL_CAP))
 
-    def _reader(self, provider: str) -> SecretReader | None:
-        return self.reader if provider == "kms" else self.readers.get(provider)
-
     def _read(self, request: FetchRequest) -> Result:
         self.reads += 1
-        reader = self._reader(request.provider)
-        if reader is None:
+        provider = self.providers.get(request.provider)
+        if provider is None:
             return FetchError(Kind.CONFIG, "UnsupportedProvider",
                               f"UnsupportedProvider: no client for provider {request.provider}")
         try:
-            return reader.get_secret_value(
-                request.identity, request.endpoint, request.name,
-                request.version_id, request.version_stage)
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a classified result
-            return classify(exc)
+            return provider.read(request.client, request.ref)
+        except FetchError as exc:
+            return exc.with_traceback(None)  # cached: its frames need not stay
+        except Exception as exc:  # noqa: BLE001 - a provider broke its contract: still a result
+            # Only the type: a message might quote what the provider was handed.
+            return FetchError(Kind.TRANSIENT, "InternalError",
+                              f"InternalError: the {request.provider} provider failed "
+                              f"({type(exc).__name__})")
 

@@ -1,8 +1,8 @@
 """The per-read poll schedule: which ExternalSecrets use which distinct KMS read, how often
 each read is polled, and whether a poll saw a change.
 
-Polling is per read, not per ExternalSecret: every distinct (identity, endpoint, secret,
-version) that some ExternalSecret uses is read once per interval (the shortest interval among
+Polling is per read, not per ExternalSecret: every distinct (client, secret, version) that
+some ExternalSecret uses is read once per interval (the shortest interval among
 its users), at a fixed offset inside the interval so polls spread; when the value (or the
 error) changes, every user syncs at once. The manager turns these answers into queue work.
 
@@ -16,12 +16,13 @@ from __future__ import annotations
 import hashlib
 import math
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from controller.externalsecret.fetcher import FetchRequest, Result
 from controller.providers import FetchError
+from controller.providers.base import ClientKey
 
 Key = tuple[str, str]  # an ExternalSecret: (namespace, name)
 T = TypeVar("T")
@@ -44,11 +45,11 @@ class PollSchedule:
         self._digests: dict[FetchRequest, tuple[str, str]] = {}
         self._polled: set[FetchRequest] = set()
         self._every: dict[FetchRequest, float] = {}  # the interval its next poll was set for
-        # How many used reads go through each client (provider, endpoint, identity) and each
-        # identity: when the last goes, the client and the credentials are released at once
+        # How many used reads go through each client (provider, client key) and use each
+        # credential: when the last goes, the client and the credentials are released at once
         # (`take_released`), not after an idle bound.
         self._via: dict[Client, int] = {}
-        self._as: dict[Any, int] = {}
+        self._as: dict[Hashable, int] = {}
         self._released: set[Client] = set()
 
     def track(self, key: Key, requests: frozenset[FetchRequest],
@@ -113,22 +114,22 @@ class PollSchedule:
         self._digests[request] = new
         return changed
 
-    def take_released(self) -> tuple[set[Client], set[Any]]:
-        """The clients (provider, endpoint, identity) and the identities that no used read
+    def take_released(self) -> tuple[set[Client], set[Hashable]]:
+        """The clients (provider, client key) and the credentials that no used read
         goes through any more, since the last call: the caller drops them now."""
         clients, self._released = self._released, set()
         clients = {c for c in clients if c not in self._via}  # used again meanwhile
-        identities = {c[2] for c in clients if c[2] not in self._as}
-        return clients, identities
+        credentials = {c[1].credential for c in clients if c[1].credential not in self._as}
+        return clients, credentials
 
     def _use(self, request: FetchRequest) -> None:
         _count(self._via, _client(request), +1)
-        _count(self._as, request.identity, +1)
+        _count(self._as, request.client.credential, +1)
 
     def _unuse(self, request: FetchRequest) -> None:
         if not _count(self._via, _client(request), -1):
             self._released.add(_client(request))
-        _count(self._as, request.identity, -1)
+        _count(self._as, request.client.credential, -1)
 
     def users(self, request: FetchRequest) -> frozenset[Key]:
         return frozenset(self._users.get(request, ()))
@@ -144,11 +145,11 @@ class PollSchedule:
                 "via": len(self._via), "as": len(self._as), "released": len(self._released)}
 
 
-Client = tuple[str, Any, Any]  # (provider, endpoint, identity)
+Client = tuple[str, ClientKey]  # (provider name, the provider's client key)
 
 
 def _client(request: FetchRequest) -> Client:
-    return (request.provider, request.endpoint, request.identity)
+    return (request.provider, request.client)
 
 
 def _count(counts: dict[T, int], key: T, step: int) -> int:
@@ -179,5 +180,5 @@ def until_slot(seed: str, interval: float, now: float) -> float:
 
 
 def poll_seed(request: FetchRequest) -> str:
-    return (f"{request.identity.fingerprint()}/{request.endpoint.host}/{request.name}/"
+    return (f"{request.client.seed}/{request.name}/"
             f"{request.version_id}/{request.version_stage}")

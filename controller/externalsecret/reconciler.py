@@ -480,9 +480,8 @@ class Reconciler:
             # No stage and ACSCurrent are the same read (KMS's default stage): one poll.
             stage = "" if not entry.version_id and entry.version_stage in ("", "ACSCurrent") \
                 else entry.version_stage
-            request = FetchRequest(source.identity, source.endpoint, entry.key,
-                                   entry.version_id, stage,
-                                   provider=source.provider or es.spec.provider)
+            request = FetchRequest(source, entry.key, entry.version_id, stage,
+                                   provider=es.spec.provider)
             requests.add(request)
             value = self.fetcher.fetch(request, max_age, fresh=fresh)
             if isinstance(value, FetchError):

@@ -100,19 +100,6 @@ def key_of(obj: Mapping[str, Any], kind: str) -> StoreKey:
     return StoreKey(kind, namespace, str(meta.get("name", "")))
 
 
-def uses_secrets(store: api.SecretStore) -> bool:
-    """Whether the store's check reads Secrets (which are not watched): it is re-checked."""
-    auths = [p.auth for p in (store.kms, store.oos) if p is not None]
-    if any(a is not None and (a.access_key or a.access_key_secret) for a in auths):
-        return True
-    kms = store.kms
-    if kms is None:
-        return False
-    dedicated = kms.dedicated
-    return kms.ca_secret_ref is not None or (dedicated is not None and bool(
-        dedicated.client_key_content or dedicated.password))
-
-
 def build(old_status: Mapping[str, Any] | None, *, ready: bool, reason: str, message: str,
           generation: int, now: datetime) -> dict[str, Any]:
     """The store's new status: one Ready condition carrying observedGeneration (the CRDs'
@@ -251,8 +238,7 @@ class StoreStatus:
         if self.reads is not None:
             self.reads.clear()
         try:
-            store = self.resolver.check_store(raw)
-            recheck = uses_secrets(store)
+            _store, recheck = self.resolver.check(raw)
             ready, reason = True, VALID
             message = f"{key.describe()} is valid: its credentials, endpoint and identity " \
                       "were checked (without a call to Alibaba Cloud)"

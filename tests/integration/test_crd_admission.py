@@ -9,7 +9,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from controller import api
-from controller.secretstore import stores
+from controller.providers.alibaba import stores
 from tests.integration.conftest import K8s
 
 

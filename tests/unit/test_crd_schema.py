@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from controller import api
 from controller.api import clusterexternalsecret as ces_api
 from controller.clusterexternalsecret import logic as ces
-from controller.secretstore import stores
+from controller.providers.alibaba import stores
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CRDS = REPO / "helm/ack-secret-manager/crds"

@@ -6,18 +6,16 @@ from __future__ import annotations
 
 from controller.externalsecret.fetcher import Fetcher, FetchRequest
 from controller.providers import FetchError, Kind
-from controller.providers.alibaba.identity import ACCESS_KEY, Identity
-from controller.providers.alibaba.kms import Endpoint
+from controller.providers.fake import FakeClient, FakeProvider, serving
 from controller.runtime.clock import FakeClock
-from tests.fakes import FakeKms
 
-REQUEST = FetchRequest(Identity(ACCESS_KEY, access_key_id="id"), Endpoint("kms.example"), "db")
+REQUEST = FetchRequest(FakeClient("id", "kms.example"), "db")
 
 
 def test_a_fresh_value_is_read_once() -> None:
-    kms, clock = FakeKms(), FakeClock()
+    kms, clock = FakeProvider(), FakeClock()
     kms.values["db"] = "pw"
-    fetcher = Fetcher(kms, clock)
+    fetcher = Fetcher(serving(kms), clock)
     for _ in range(10):
         assert fetcher.fetch(REQUEST, 60.0).data == b"pw"  # type: ignore[union-attr]
     clock.advance(61)
@@ -26,9 +24,9 @@ def test_a_fresh_value_is_read_once() -> None:
 
 
 def test_failures_back_off_per_read_and_a_success_resets_it() -> None:
-    kms, clock = FakeKms(), FakeClock()
+    kms, clock = FakeProvider(), FakeClock()
     kms.fail["db"] = FetchError(Kind.THROTTLED, "Throttling", "Throttling")
-    fetcher = Fetcher(kms, clock)
+    fetcher = Fetcher(serving(kms), clock)
     times = []
     # Many ExternalSecrets retrying every half second for a minute.
     for step in range(120):
@@ -53,9 +51,9 @@ def test_failures_back_off_per_read_and_a_success_resets_it() -> None:
 
 
 def test_the_back_off_never_outlasts_the_readers_interval() -> None:
-    kms, clock = FakeKms(), FakeClock()
+    kms, clock = FakeProvider(), FakeClock()
     kms.fail["db"] = FetchError(Kind.TRANSIENT, "InternalFailure", "500")
-    fetcher = Fetcher(kms, clock)
+    fetcher = Fetcher(serving(kms), clock)
     for _ in range(12):
         fetcher.fetch(REQUEST, 5.0)
         clock.advance(5.01)
@@ -67,12 +65,12 @@ MIB = 1 << 20
 
 
 def _as(who: str, name: str) -> FetchRequest:
-    return FetchRequest(Identity(ACCESS_KEY, access_key_id=who), Endpoint("kms.example"), name)
+    return FetchRequest(FakeClient(who, "kms.example"), name)
 
 
 def test_values_past_the_bound_are_let_go_the_largest_holders_first() -> None:
-    kms, clock = FakeKms(), FakeClock()
-    fetcher = Fetcher(kms, clock, max_bytes=MIB)
+    kms, clock = FakeProvider(), FakeClock()
+    fetcher = Fetcher(serving(kms), clock, max_bytes=MIB)
     kms.values.update({f"v{i}": "x" * 60_000 for i in range(40)})
     kms.values["mine"] = "pw"
     fetcher.fetch(_as("victim", "mine"), 3600.0)
@@ -91,8 +89,8 @@ def test_values_past_the_bound_are_let_go_the_largest_holders_first() -> None:
 
 
 def test_a_value_read_recently_is_kept_before_an_older_one_of_the_same_identity() -> None:
-    kms, clock = FakeKms(), FakeClock()
-    fetcher = Fetcher(kms, clock, max_bytes=MIB)
+    kms, clock = FakeProvider(), FakeClock()
+    fetcher = Fetcher(serving(kms), clock, max_bytes=MIB)
     kms.values.update({f"v{i}": "x" * 300_000 for i in range(4)})
     for i in range(3):
         fetcher.fetch(_as("t", f"v{i}"), 3600.0)
@@ -102,8 +100,8 @@ def test_a_value_read_recently_is_kept_before_an_older_one_of_the_same_identity(
 
 
 def test_dropped_and_failed_reads_hold_no_bytes() -> None:
-    kms, clock = FakeKms(), FakeClock()
-    fetcher = Fetcher(kms, clock, max_bytes=MIB)
+    kms, clock = FakeProvider(), FakeClock()
+    fetcher = Fetcher(serving(kms), clock, max_bytes=MIB)
     kms.values["a"] = "x" * 1000
     fetcher.fetch(_as("t", "a"), 1.0)
     assert fetcher.value_bytes > 1000
@@ -124,8 +122,8 @@ def test_a_tenant_spreading_its_values_over_identities_still_evicts_its_own() ->
     value the largest holder."""
     from controller.providers import on_behalf_of
 
-    kms, clock = FakeKms(), FakeClock()
-    fetcher = Fetcher(kms, clock, max_bytes=MIB)
+    kms, clock = FakeProvider(), FakeClock()
+    fetcher = Fetcher(serving(kms), clock, max_bytes=MIB)
     kms.values["mine"] = "m" * 200_000
     kms.values.update({f"v{i}": "x" * 60_000 for i in range(30)})
     with on_behalf_of("victim"):

@@ -15,16 +15,16 @@ from controller.externalsecret.fetcher import FetchRequest
 from controller.externalsecret.polls import PollSchedule
 from controller.externalsecret.reconciler import Outcome
 from controller.externalsecret.triggers import Seen, Triggers, store_ref, writers
-from controller.providers.alibaba.identity import ACCESS_KEY, Identity
-from controller.providers.alibaba.kms import Endpoint, SecretValue
+from controller.providers import SecretValue
+from controller.providers.alibaba.provider import Alibaba
+from controller.providers.fake import FakeClient, FakeProvider, serving
 from controller.runtime.clock import FakeClock
-from tests.fakes import FakeKms
 
-IDENTITY = Identity(ACCESS_KEY, access_key_id="id")
+CLIENT = FakeClient("id", "kms.example")
 
 
 def _request(name: str) -> FetchRequest:
-    return FetchRequest(IDENTITY, Endpoint("kms.example"), name)
+    return FetchRequest(CLIENT, name)
 
 
 # ------------------------------------------------------------------ poll schedule
@@ -45,7 +45,7 @@ def test_one_poll_per_read_at_the_shortest_interval_of_its_users() -> None:
     schedule.forget(("ns", "a"))
     schedule.forget(("ns", "b"))
     assert schedule.due(db) is None  # nobody uses it: dropped
-    assert schedule.take_released() == ({("kms", db.endpoint, db.identity)}, {db.identity})
+    assert schedule.take_released() == ({("kms", db.client)}, {db.client.credential})
     assert set(schedule.sizes().values()) == {0}
 
 
@@ -108,12 +108,16 @@ class _Hooks(Hooks):
 
 
 class _World:
-    def __init__(self, *argv: str) -> None:
+    """A manager over the fake provider; `alibaba`: over the Alibaba one (its stores' rules,
+    e.g. private CAs), with no reader."""
+
+    def __init__(self, *argv: str, alibaba: bool = False) -> None:
         self.clock = FakeClock()
         self.hooks = _Hooks()
-        self.kms = FakeKms()
+        self.kms = FakeProvider()
         cfg = settings.load(["--polling-interval", "60s", *argv], {})
-        self.manager = Manager(cfg, rest=None, kms=self.kms,  # type: ignore[arg-type]
+        providers = serving(Alibaba(cfg)) if alibaba else serving(self.kms)
+        self.manager = Manager(cfg, rest=None, providers=providers,  # type: ignore[arg-type]
                                instance="test", hooks=self.hooks, clock=self.clock)
         self.manager._started.set()
 
@@ -311,7 +315,7 @@ def test_a_deleted_store_gives_its_private_ca_place_to_the_next_one_at_once() ->
     """--max-cas-per-namespace: when a store's deletion (or a change) lets another store of
     the namespace use its CA, that store's ExternalSecrets sync now (not at their backoff's
     next step) and its Ready condition is checked again."""
-    w = _World("--max-cas-per-namespace=1")
+    w = _World("--max-cas-per-namespace=1", alibaba=True)
     stores = {name: {"kind": "SecretStore",
                      "metadata": {"name": name, "namespace": "team", "generation": 1,
                                   "creationTimestamp": f"2026-12-07T10:00:0{i}Z"},

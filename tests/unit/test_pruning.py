@@ -22,7 +22,10 @@ from controller.providers.alibaba.identity import (
 from controller.providers.alibaba.kms import Endpoint, Kms
 from controller.providers.alibaba.kms_instance import InstanceEndpoint, KmsInstance
 from controller.providers.alibaba.oos import Oos
-from controller.secretstore.stores import CREDENTIAL_TTL, StoreResolver
+from controller.providers.alibaba.provider import NAMES, Alibaba
+from controller.providers.alibaba.stores import CREDENTIAL_TTL, Source
+from controller.providers.fake import serving
+from controller.secretstore.stores import StoreResolver
 from tests.unit.test_stores import AK, AK_REFS, NS, FakeSecrets, _settings, _store
 
 HOST = Endpoint("kms.cn-hangzhou.aliyuncs.com")
@@ -237,8 +240,9 @@ def test_namespace_labels_older_than_their_ttl_are_swept() -> None:
 def test_store_resolver_sweeps_identities_of_old_resource_versions() -> None:
     clock = Clock(0.0)
     stores: dict[str, dict[str, Any]] = {}
+    provider = Alibaba(_settings(), clock=clock)
     resolver = StoreResolver(_settings(), lambda _k, _ns, name: stores.get(name),
-                             FakeSecrets(AK), lambda _ns: {}, clock=clock)
+                             FakeSecrets(AK), lambda _ns: {}, serving(provider, *NAMES))
     es = api.parse_external_secret({
         "metadata": {"name": "app", "namespace": NS, "uid": "u"},
         "spec": {"data": [{"key": "db", "secretStoreRef": {"name": "s"}}]}})
@@ -247,10 +251,10 @@ def test_store_resolver_sweeps_identities_of_old_resource_versions() -> None:
         store["metadata"]["resourceVersion"] = str(version)
         stores["s"] = store
         resolver.resolve(es, es.spec.data[0])
-    assert resolver.cached() == 20
+    assert provider.stores.cached() == 20
     clock.now = CREDENTIAL_TTL + 1
     resolver.resolve(es, es.spec.data[0])
-    assert resolver.cached() == 1
+    assert provider.stores.cached() == 1
 
 
 # ------------------------------------------------------- released by their owner at once
@@ -262,16 +266,16 @@ def test_the_last_read_through_a_client_releases_it_and_its_identity() -> None:
 
     schedule = PollSchedule(lambda _r: None)
     other = Endpoint("kms-vpc.cn-hangzhou.aliyuncs.com")
-    a, b = FetchRequest(_ak(1), HOST, "db"), FetchRequest(_ak(1), HOST, "api")
-    c = FetchRequest(_ak(1), other, "db")
+    a, b = FetchRequest(Source(_ak(1), HOST), "db"), FetchRequest(Source(_ak(1), HOST), "api")
+    c = FetchRequest(Source(_ak(1), other), "db")
     schedule.track(("ns", "x"), frozenset({a}), 60.0)
     schedule.track(("ns", "y"), frozenset({b, c}), 60.0)
     schedule.forget(("ns", "x"))
     assert schedule.take_released() == (set(), set())  # b still reads through (kms, HOST, 1)
     schedule.track(("ns", "y"), frozenset({c}), 60.0)  # y drops b: HOST's client goes
-    assert schedule.take_released() == ({("kms", HOST, _ak(1))}, set())  # identity: c uses it
+    assert schedule.take_released() == ({("kms", Source(_ak(1), HOST))}, set())  # c uses _ak(1)
     schedule.forget(("ns", "y"))
-    assert schedule.take_released() == ({("kms", other, _ak(1))}, {_ak(1)})
+    assert schedule.take_released() == ({("kms", Source(_ak(1), other))}, {_ak(1)})
     sizes = schedule.sizes()
     assert (sizes["via"], sizes["as"], sizes["released"], sizes["users"]) == (0, 0, 0, 0)
 
@@ -286,20 +290,31 @@ def test_a_deleted_external_secret_releases_its_kms_client_credentials_and_token
 
     pool = IdentityPool(on_secret=None)
     kms = Kms(pool, region="cn-hangzhou")
-    manager = Manager(settings.load([], {}), rest=None, kms=kms,  # type: ignore[arg-type]
+    released: list[set[str]] = []
+
+    class Tokens:
+        def __call__(self, ref: Any, store_namespace: str) -> tuple[str, str]:
+            raise AssertionError("no token is minted here")
+
+        def release(self, paths: set[str], **_kw: Any) -> int:
+            released.append(paths)
+            return 0
+
+    cfg = settings.load([], {})
+    manager = Manager(cfg, rest=None,  # type: ignore[arg-type]
+                      providers=serving(Alibaba(cfg, kms=kms, identities=pool, tokens=Tokens()),
+                                        *NAMES),
                       instance="test")
     token_file = "/tokens/team-a/app"
     rrsa = Identity(OIDC_ROLE_ARN, role_arn="acs:ram::1:role/app",
                     oidc_provider_arn="acs:ram::1:oidc-provider/ack", oidc_token_file=token_file)
-    released: list[set[str]] = []
-    manager.tokens.release = lambda paths, **_kw: released.append(paths) or 0  # type: ignore
     obj = {"metadata": {"namespace": "team-a", "name": "app", "generation": 1},
            "spec": {"data": [{"key": "db"}]}}
     manager._started.set()
     manager._on_external_secret("ADDED", obj)
     kms.client(rrsa, HOST)
     pool.credential(rrsa)
-    manager._track(("team-a", "app"), frozenset({FetchRequest(rrsa, HOST, "db")}), 60.0)
+    manager._track(("team-a", "app"), frozenset({FetchRequest(Source(rrsa, HOST), "db")}), 60.0)
     assert kms.sizes()["clients"] == 1 and len(pool) == 1
     manager._on_external_secret("DELETED", obj)
     assert kms.sizes()["clients"] == 0 and len(pool) == 0

@@ -19,6 +19,7 @@ from controller.secretstore.storestatus import (
     build,
     changed,
 )
+from tests.unit.test_stores import alibaba
 
 NS = "team-a"
 AK_REFS = {"accessKey": {"name": "ak", "key": "id"},
@@ -43,8 +44,9 @@ class World:
         self.secrets = Secrets()
         self.stores: dict[StoreKey, dict[str, Any]] = {}
         self.writes: list[tuple[StoreKey, dict[str, Any]]] = []
-        resolver = StoreResolver(settings.load(argv or ["--enable-worker-role=false"], {}),
-                                 lambda *_a: None, self.secrets, lambda _ns: {})
+        cfg = settings.load(argv or ["--enable-worker-role=false"], {})
+        resolver = StoreResolver(cfg, lambda *_a: None, self.secrets, lambda _ns: {},
+                                 alibaba(cfg))
         self.status = StoreStatus(resolver, self.stores.get, self._apply, recheck=600.0,
                                   clock=self.clock, now=lambda: self.wall)
 
@@ -175,8 +177,8 @@ def test_each_credential_secret_is_read_once_per_check_and_again_at_the_next() -
             k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
 
     reads = CheckReads(get)
-    resolver = StoreResolver(settings.load(["--enable-worker-role=false"], {}),
-                             lambda *_a: None, reads, lambda _ns: {})
+    cfg = settings.load(["--enable-worker-role=false"], {})
+    resolver = StoreResolver(cfg, lambda *_a: None, reads, lambda _ns: {}, alibaba(cfg))
     stores: dict[StoreKey, dict[str, Any]] = {}
     status = StoreStatus(resolver, stores.get, lambda *_a: None, recheck=600.0,
                          clock=FakeClock(), reads=reads)

@@ -23,17 +23,17 @@ from controller.providers.alibaba.identity import (
     OIDC_ROLE_ARN,
     RAM_ROLE_ARN,
 )
-from controller.secretstore.cas import PrivateCas
-from controller.secretstore.stores import (
+from controller.providers.alibaba.provider import NAMES, Alibaba
+from controller.providers.alibaba.stores import (
     DEFAULT_OIDC_TOKEN_FILE,
     ENDPOINT_PATTERN,
     Source,
-    StoreProblem,
-    StoreResolver,
-    ca_identities,
     operator_endpoints,
     parse_endpoint,
 )
+from controller.providers.registry import Providers
+from controller.secretstore.cas import PrivateCas
+from controller.secretstore.stores import StoreProblem, StoreResolver, ca_identities
 
 NS = "team-a"
 PROVIDER = "acs:ram::1:oidc-provider/ack-rrsa"
@@ -78,6 +78,13 @@ AK_REFS = {"accessKey": {"name": "ak", "key": "id"},
            "accessKeySecret": {"name": "ak", "key": "secret"}}
 
 
+def alibaba(cfg: settings.Settings, **kw: Any) -> Providers:
+    """The registry of the controller: the Alibaba provider (no readers: nothing is read)."""
+    providers = Providers()
+    providers.register(Alibaba(cfg, **kw), *NAMES)
+    return providers
+
+
 def _settings(argv: list[str] | None = None, env: Mapping[str, str] | None = None
               ) -> settings.Settings:
     return settings.load(argv or [], env or {})
@@ -99,8 +106,8 @@ class World:
         self.credentials: list[str] = []
         self.tokens = tokens or FakeTokens({(NS, "app"): ROLE})
         self.resolver = StoreResolver(
-            cfg, self._get, FakeSecrets(AK), lambda _ns: {},
-            sa_token_file=self.tokens, on_credential=self.credentials.append, cas=cas)
+            cfg, self._get, FakeSecrets(AK), lambda _ns: {}, alibaba(cfg, tokens=self.tokens),
+            on_credential=self.credentials.append, cas=cas)
 
     def _get(self, kind: api.StoreKind, namespace: str, name: str) -> dict[str, Any] | None:
         return self.stores.get((str(kind), namespace, name))
@@ -112,7 +119,9 @@ class World:
         es = api.parse_external_secret({
             "metadata": {"name": "app", "namespace": NS, "uid": "u"},
             "spec": {"data": [raw_entry]}})
-        return self.resolver.resolve(es, es.spec.data[0])
+        source = self.resolver.resolve(es, es.spec.data[0])
+        assert isinstance(source, Source)
+        return source
 
 
 def _problem(world: World, ref: dict[str, Any] | None, reason: str, *parts: str) -> str:
@@ -658,7 +667,8 @@ def test_a_credential_secret_the_controller_may_not_read_is_the_stores_problem()
     refs = {"accessKey": {"name": "ak", "namespace": "elsewhere", "key": "id"},
             "accessKeySecret": {"name": "ak", "namespace": "elsewhere", "key": "secret"}}
     raw = _store("shared", {"KMSAuth": refs}, kind="ClusterSecretStore")
-    resolver = StoreResolver(_settings(), lambda *_a: raw, Refusing(AK), lambda _ns: {})
+    resolver = StoreResolver(_settings(), lambda *_a: raw, Refusing(AK), lambda _ns: {},
+                             alibaba(_settings()))
     with pytest.raises(StoreProblem) as err:
         resolver.check_store(raw)
     assert err.value.reason == "CredentialsNotReadable"
@@ -696,7 +706,7 @@ def _dated(raw: dict[str, Any], second: int) -> dict[str, Any]:
 def _ca_world(argv: list[str], stores: list[dict[str, Any]]) -> World:
     """A resolver with the bound, its index fed as the SecretStore informer would."""
     cfg = _settings(argv)
-    cas = PrivateCas(cfg.max_cas_per_namespace, ca_identities(cfg))
+    cas = PrivateCas(cfg.max_cas_per_namespace, ca_identities(alibaba(cfg)))
     for raw in stores:
         if raw["kind"] == "SecretStore":
             cas.observe("ADDED", raw)

@@ -53,6 +53,7 @@ from controller.providers.alibaba.pool import (
     RateLimiter as RateLimiter,  # re-exported: kms.RateLimiter
 )
 from controller.providers.alibaba.pool import SdkClients
+from controller.providers.base import SecretValue as SecretValue  # re-exported: kms.SecretValue
 
 CallHook = Callable[[str, str, float], None]  # (endpoint host, result code, seconds)
 COOLDOWN_BASE, COOLDOWN_CAP = 5.0, 60.0  # seconds an identity waits after sustained throttling
@@ -65,15 +66,6 @@ class Endpoint:
     protocol: str = "https"
     ca_pem: str = field(default="", repr=False)  # private CA of a KMS instance endpoint
     insecure: bool = False  # KMS instance with TLS verification off (ignoreSSL, if allowed)
-
-
-@dataclass(frozen=True)
-class SecretValue:
-    name: str
-    data: bytes = field(repr=False)
-    data_type: str
-    version_id: str
-    stages: tuple[str, ...] = ()
 
 
 class Kms:
