@@ -21,6 +21,7 @@ from controller.providers import FetchError, Kind
 from controller.providers.alibaba.identity import Identity
 from controller.providers.alibaba.kms import Endpoint, SecretValue
 from controller.providers.alibaba.provider import NAMES, Alibaba
+from controller.providers.base import Provider
 from controller.providers.registry import Providers
 from controller.runtime.clock import FakeClock
 from controller.secretstore.cas import PrivateCas
@@ -236,15 +237,17 @@ class World:
     """A Reconciler over FakeKube and the Alibaba provider reading FakeKms, with one
     AccessKey SecretStore "store"."""
 
-    def __init__(self, argv: list[str] | None = None, namespace: str = "team") -> None:
+    def __init__(self, argv: list[str] | None = None, namespace: str = "team",
+                 provider: Provider | None = None) -> None:
         self.ns = namespace
         self.settings: Settings = load(argv or ["--polling-interval", "1h"], {})
         self.kube = FakeKube()
         self.kms = FakeKms()
         self.clock = FakeClock()
         self.stores: dict[tuple[str, str, str], dict[str, Any]] = {}
+        # `provider`: serve "kms" and "oos" with it instead (its own store rules, not Alibaba's)
         self.providers = Providers()
-        self.providers.register(Alibaba(self.settings, kms=self.kms), *NAMES)
+        self.providers.register(provider or Alibaba(self.settings, kms=self.kms), *NAMES)
         # --max-cas-per-namespace, its index fed by add_store as the informer would
         self.cas = PrivateCas(self.settings.max_cas_per_namespace,
                               ca_identities(self.providers))

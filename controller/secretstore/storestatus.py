@@ -1,8 +1,9 @@
 """A Ready condition on every SecretStore and ClusterSecretStore: can the store work as written?
 
-The check is `StoreResolver.check_store`: the store parses, its private CA has a place among
-its namespace's first --max-cas-per-namespace, its credential Secrets and keys exist, its
-endpoint is allowed, its identity resolves; no call to Alibaba Cloud. Ready=False
+The check is `StoreResolver.check`: the store parses, its private CA has a place among its
+namespace's first --max-cas-per-namespace, and its provider's check passes (Alibaba's: its
+credential Secrets and keys exist, its endpoint is allowed, its identity resolves); no call
+to the source. Ready=False
 carries the reason and message an ExternalSecret reading through the store would get
 (CredentialsNotFound, EndpointRefused, InvalidStore, ...), naming the field and the fix.
 

@@ -139,3 +139,23 @@ def test_a_client_key_is_hashable_and_says_nothing_secret(subject: Subject) -> N
     text = subject.client.describe(RemoteRef("db", version_stage="ACSCurrent")) + \
         subject.client.seed + repr(subject.client)
     assert SK not in text and VALUE not in text
+
+
+def test_the_engine_syncs_through_a_provider_it_was_only_registered_with() -> None:
+    """What adding a source takes: its folder and one registration. The reconciler, the
+    store resolver and the fetcher serve an ExternalSecret through the fake provider, with no
+    Alibaba part in the way; a failure of the fake reaches the status in the fake's words."""
+    from tests.fakes import World, entry
+
+    fake = FakeProvider({"db": VALUE})
+    w = World(provider=fake)
+    w.add_es("app", {"data": [entry("db")]})
+    w.reconcile("app")
+    assert w.kube.data(w.ns, "app") == {"db": VALUE}
+    assert fake.reads == ["db"]
+    fake.fail["other"] = Kind.THROTTLED
+    w.add_es("broken", {"data": [entry("other")]})
+    w.reconcile("broken")
+    assert w.reason("broken") == "FetchFailed"
+    assert "reading other failed (Throttled)" in w.message("broken")
+    assert VALUE not in w.message("broken")

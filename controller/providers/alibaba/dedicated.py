@@ -1,7 +1,7 @@
 """dedicatedKMSAuth (ack-secret-manager v0.5): secrets of a KMS instance read with an
-application access point's client key, in the fetcher's reader shape.
+application access point's client key, in the provider's reader shape (provider.Reader).
 
-The fetcher keys every read by (identity, endpoint, secret, version); for these stores the
+The Alibaba provider's client key is (identity, endpoint) (stores.Source); for these stores the
 identity is of kind CLIENT_KEY and carries the client key's content and password (read from
 the store's Secrets), the endpoint the instance host, its CA and whether TLS verification is
 off. Each client key is decoded once (the password is checked locally, never sent) and kept

@@ -93,7 +93,6 @@ class Kms:
         # Clients and limiters; cool-downs over for longer than `idle` go in the same sweep.
         self.clients = SdkClients(identities, rate_per_endpoint, idle=idle, clock=clock,
                                   on_sweep=self._prune_cooldowns, on_drop=self._dropped)
-        self._also_cancel: list[Callable[[], None]] = []
         self._lock = threading.Lock()  # guards the maps below
         self.cas = CaSessions()
         self._ca_users: dict[int, Endpoint] = {}  # id(SDK client) -> the endpoint it holds
@@ -101,17 +100,11 @@ class Kms:
         self._cooldowns: dict[tuple[str, str], tuple[float, int]] = {}
         self.calls = 0
 
-    def also_cancel(self, other: Callable[[], None]) -> None:
-        """`cancel()` also cancels `other` (another provider's client: one stop, one call)."""
-        self._also_cancel.append(other)
-
     def cancel(self) -> None:
         """Stop retrying: calls in back-off or waiting for their start time end at once with a
         transient error, new calls fail fast. Used by shutdown, so that no KMS retry outlives
         the stop deadline (a call already on the wire ends within its read timeout)."""
         self.clients.cancel()
-        for other in self._also_cancel:
-            other()
 
     def close(self) -> None:
         """Drop every client (which releases every CA session)."""
