@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from types import FrameType
 
 from controller import __version__, buildinfo
@@ -36,13 +36,7 @@ from controller.ops.redact import (
     scrub,
 )
 from controller.ops.stacks import dump_on_sigquit
-from controller.providers.alibaba.dedicated import DedicatedReader
-from controller.providers.alibaba.identity import Identity, IdentityPool
-from controller.providers.alibaba.kms import Kms
-from controller.providers.alibaba.kms_instance import KmsInstance
-from controller.providers.alibaba.oos import Oos
-from controller.providers.alibaba.provider import NAMES as ALIBABA_NAMES
-from controller.providers.alibaba.provider import Alibaba
+from controller.providers.alibaba import provider as alibaba
 from controller.providers.alibaba.stores import operator_endpoints
 from controller.providers.registry import Providers
 from controller.settings import Settings
@@ -134,12 +128,8 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
                       known_endpoints=operator_endpoints(settings))
     hooks = MetricsHooks(metrics)
 
-    def on_kms_call(endpoint: str, code: str, seconds: float) -> None:
-        metrics.observe_kms("GetSecretValue", endpoint,
-                            "OK" if code == "Success" else code, seconds)
-
-    def on_identity(identity: Identity) -> None:
-        metrics.count_credential_refresh(identity.kind)
+    def on_source_call(action: str, endpoint: str, code: str, seconds: float) -> None:
+        metrics.observe_kms(action, endpoint, "OK" if code == "Success" else code, seconds)
 
     try:
         api = api_client(settings.kubeconfig, pool_size=settings.workers + 16)
@@ -149,31 +139,18 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
                   "readable kubeconfig file", type(exc).__name__, str(exc)[:200])
         return 2
     rest = Rest(api)
-    identities = IdentityPool(on_build=on_identity)  # shared: one credential per identity
-    kms = Kms(identities, region=settings.region,
-              rate_per_endpoint=settings.max_concurrent_kms_secret_pulls, on_call=on_kms_call)
 
-    def on_oos_call(endpoint: str, code: str, seconds: float) -> None:
-        metrics.observe_kms("GetSecretParameter", endpoint,
-                            "OK" if code == "Success" else code, seconds)
+    def service_account_tokens(in_use: Callable[[str], bool]) -> ServiceAccountTokens:
+        """RRSA identities' ServiceAccount tokens, minted through the API server."""
+        return ServiceAccountTokens(rest, on_token=None, in_use=in_use, hold=_hold_token,
+                                    release=release_secrets)
 
-    oos = Oos(identities, region=settings.region,
-              rate_per_endpoint=settings.max_concurrent_oos_secret_pulls, on_call=on_oos_call)
-
-    def on_instance_call(endpoint: str, code: str, seconds: float) -> None:
-        metrics.observe_kms("GetSecretValue", endpoint,
-                            "OK" if code == "Success" else code, seconds)
-
-    dedicated = DedicatedReader(KmsInstance(
-        rate_per_endpoint=settings.max_concurrent_kms_secret_pulls, on_call=on_instance_call))
-    # RRSA identities' ServiceAccount tokens; a token no live identity reads is not renewed.
-    tokens = ServiceAccountTokens(rest, on_token=None, in_use=identities.token_file_in_use,
-                                  hold=_hold_token, release=release_secrets)
     # The secret sources, by ExternalSecret provider name: the one place that names them.
     providers = Providers()
-    providers.register(Alibaba(settings, kms=kms, oos=oos, dedicated=dedicated,
-                               identities=identities, tokens=tokens,
-                               check_client_key=dedicated.check), *ALIBABA_NAMES)
+    providers.register(alibaba.from_settings(settings, on_call=on_source_call,
+                                             on_identity=metrics.count_credential_refresh,
+                                             tokens=service_account_tokens),
+                       *alibaba.NAMES)
     instance = os.environ.get("POD_NAME") or socket.gethostname()
     manager = Manager(settings, rest, providers, instance=instance, hooks=hooks,
                       on_credential=register_secret)
@@ -225,9 +202,6 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
         stop.wait()
     finally:
         _shut_down(settings, manager, providers, elector, release, holder, cluster_secrets)
-        # The minted ServiceAccount tokens' files go now, not at interpreter exit (the
-        # command exits without waiting for stray threads or exit handlers: cli.entrypoint).
-        tokens.close(timeout=1.0)
         metrics.set_leader(False)
         servers.stop()
         providers.close()

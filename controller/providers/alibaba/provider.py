@@ -16,9 +16,12 @@ from collections.abc import Callable, Collection, Hashable
 from typing import Protocol
 
 from controller import api
+from controller.providers.alibaba.dedicated import DedicatedReader
 from controller.providers.alibaba.errors import classify
 from controller.providers.alibaba.identity import Identity, IdentityPool
-from controller.providers.alibaba.kms import Endpoint
+from controller.providers.alibaba.kms import Endpoint, Kms
+from controller.providers.alibaba.kms_instance import KmsInstance
+from controller.providers.alibaba.oos import Oos
 from controller.providers.alibaba.stores import DKMS, KMS, OOS, AlibabaStores, Source, private_ca
 from controller.providers.base import (
     FetchError,
@@ -31,6 +34,8 @@ from controller.providers.base import (
 from controller.settings import Settings
 
 NAMES = (KMS, OOS)  # the ExternalSecret providers it serves
+# (API action, endpoint host, result code, seconds) of each call made
+CallHook = Callable[[str, str, str, float], None]
 
 
 class Reader(Protocol):
@@ -45,6 +50,7 @@ class Tokens(Protocol):
 
     def __call__(self, ref: api.ServiceAccountRef, store_namespace: str) -> tuple[str, str]: ...
     def release(self, paths: set[str]) -> int: ...
+    def close(self, timeout: float = ...) -> None: ...
 
 
 class Alibaba:
@@ -125,7 +131,37 @@ class Alibaba:
                 cancel()
 
     def close(self) -> None:
+        """The readers' clients, and the minted ServiceAccount tokens' files (now, not at
+        interpreter exit: the command exits without waiting for exit handlers)."""
         for reader in self.readers.values():
             close = getattr(reader, "close", None)
             if close is not None:
                 close()
+        if self.tokens is not None:
+            self.tokens.close(timeout=1.0)
+
+
+def from_settings(settings: Settings, *, on_call: CallHook,
+                  on_identity: Callable[[str], None],
+                  tokens: Callable[[Callable[[str], bool]], Tokens]) -> Alibaba:
+    """The provider as the controller runs it: one identity pool the readers share (one
+    credential per identity), KMS, OOS and KMS-instance readers at the operator's rates.
+    `on_call` is told each call, `on_identity` the kind of each credential built; `tokens`
+    builds the ServiceAccount token source (kube/tokens.py), given which token files live
+    identities read (a token no live identity reads is not renewed)."""
+    def hook(action: str) -> Callable[[str, str, float], None]:
+        return lambda endpoint, code, seconds: on_call(action, endpoint, code, seconds)
+
+    identities = IdentityPool(on_build=lambda identity: on_identity(identity.kind))
+    kms = Kms(identities, region=settings.region,
+              rate_per_endpoint=settings.max_concurrent_kms_secret_pulls,
+              on_call=hook("GetSecretValue"))
+    oos = Oos(identities, region=settings.region,
+              rate_per_endpoint=settings.max_concurrent_oos_secret_pulls,
+              on_call=hook("GetSecretParameter"))
+    dedicated = DedicatedReader(KmsInstance(
+        rate_per_endpoint=settings.max_concurrent_kms_secret_pulls,
+        on_call=hook("GetSecretValue")))
+    return Alibaba(settings, kms=kms, oos=oos, dedicated=dedicated, identities=identities,
+                   tokens=tokens(identities.token_file_in_use),
+                   check_client_key=dedicated.check)
