@@ -7,7 +7,7 @@ the committed files differ from what this script produces.
 This is the one place the API's schema is written, and it repeats no bound: every maxItems,
 maxLength, maxProperties and pattern is a constant of the parser that enforces it
 (controller/api/: fields.py, externalsecret.py, secretstore.py, clusterexternalsecret.py; the
-endpoint rules of controller/secretstore/stores.py), imported here, so
+endpoint rules of controller/providers/alibaba/stores.py), imported here, so
 the apiserver refuses at once what the controller would refuse later (for objects stored before
 the schema did, the parser still checks). Every field has a description (`kubectl explain`),
 saying what it means to a user, its default and its bound (metadata excepted: the apiserver

@@ -1,12 +1,12 @@
 """The CRDs describe every field and carry exactly the parser's bounds.
 
 hack/gen_crds.py writes the CRDs from the parser's constants (controller/api/, and the endpoint
-rules of controller/secretstore/stores.py). These tests
-read the committed YAML, as the apiserver will, and check: every property has a description
-(`kubectl explain`); each bound constant sits on the fields it governs (a table written here,
-independently of the generator); no bound in a CRD comes from anywhere else; every string the
-parser bounds is bounded in the schema too; the patterns accept what the parser accepts; and
-the committed files are what the generator writes.
+rules of controller/providers/alibaba/stores.py). These tests read the committed YAML, as the
+apiserver will, and check: every property has a description (`kubectl explain`); each bound
+constant sits on the fields it governs (a table written here, independently of the
+generator); no bound in a CRD comes from anywhere else; every string the parser bounds is
+bounded in the schema too; the patterns accept what the parser accepts; and the committed
+files are what the generator writes.
 """
 
 from __future__ import annotations

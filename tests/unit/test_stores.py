@@ -1,5 +1,6 @@
-"""Unit tests for controller.secretstore.stores: which identity and which endpoint a data entry
-uses (the documented priority order, the environment names, the overrides), and every refusal
+"""Unit tests for controller.secretstore.stores with the Alibaba provider behind it
+(controller.providers.alibaba.stores): which identity and which endpoint a data entry uses
+(the documented priority order, the environment names, the overrides), and every refusal
 naming the store and the fix. Plain fakes: stores and Secrets are dicts."""
 
 from __future__ import annotations
