@@ -1,9 +1,12 @@
 """An in-memory secret source: the worked example of a provider, and what the engine's unit
 tests read through instead of a cloud.
 
-Copy this folder to add a source: implement the five parts of `providers.base.Provider`
-(resolve a client for an entry, check a store, read, release, cancel/close), then register
-it under its `provider` name in controller/app.py. Nothing else of the controller changes.
+Copy this folder to add a source: implement `providers.base.Provider` (client_for, check_store,
+private_ca, read, release, cancel, close), then register it under its `provider` names in
+controller/app.py; the engine needs nothing else (tests/unit/test_provider_contract.py runs
+its promises, and an ExternalSecret's sync, through this one). The API still accepts only
+"kms" and "oos" in spec.provider (api/resources.py, and the CRD's pattern): a source under a
+new name adds the name there too, until the store blocks move to the providers.
 
 Remote secrets live in `values` (name -> value, one version each); `fail` makes the reads of
 a name raise a `FetchError` (of the given `Kind`: NotFound, Throttled, ...; or a copy of the
