@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Collection, Hashable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from controller import api
 from controller.providers.base import (
@@ -118,6 +119,10 @@ class FakeProvider:
 
     def close(self) -> None:
         self.closed = True
+
+
+if TYPE_CHECKING:  # mypy proves the fake keeps the protocol
+    _PROVIDER: Provider = FakeProvider()
 
 
 def serving(provider: Provider, *names: str) -> Providers:
