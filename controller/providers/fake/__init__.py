@@ -5,7 +5,7 @@ Copy this folder to add a source: implement `providers.base.Provider` (client_fo
 private_ca, read, release, cancel, close), then register it under its `provider` names in
 controller/app.py; the engine needs nothing else (tests/unit/test_provider_contract.py runs
 its promises, and an ExternalSecret's sync, through this one). The API still accepts only
-"kms" and "oos" in spec.provider (api/resources.py, and the CRD's pattern): a source under a
+"kms" and "oos" in spec.provider (api/externalsecret.py, and the CRD's pattern): a source under a
 new name adds the name there too, until the store blocks move to the providers.
 
 Remote secrets live in `values` (name -> value, one version each); `fail` makes the reads of
