@@ -1,9 +1,9 @@
 """Plain fakes of the reconciler's collaborators, shared by unit tests: a Kubernetes that keeps
 Secrets with server-side apply's field ownership (enough of it to show conflicts, pruning and
-forced takeovers), a KMS reader that serves values from a dict (behind the Alibaba provider,
-whose store rules the reconciler's tests exercise), and the wiring of a Reconciler over them.
-No network, no threads; the fake clock decides what is fresh. Engine tests that need no
-store rules read through controller/providers/fake instead."""
+forced takeovers), and the wiring of a Reconciler over it and the fake provider
+(controller/providers/fake); or, for the tests of Alibaba's store rules, over the Alibaba
+provider reading a KMS fake that serves values from a dict. No network, no threads; the fake
+clock decides what is fresh."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from controller.providers import FetchError, Kind
 from controller.providers.alibaba.identity import Identity
 from controller.providers.alibaba.kms import Endpoint, SecretValue
 from controller.providers.alibaba.provider import NAMES, Alibaba
-from controller.providers.base import Provider
+from controller.providers.fake import FakeProvider
 from controller.providers.registry import Providers
 from controller.runtime.clock import FakeClock
 from controller.secretstore.cas import PrivateCas
@@ -234,20 +234,25 @@ AK = {"accessKey": {"name": "ak", "key": "id"}, "accessKeySecret": {"name": "ak"
 
 
 class World:
-    """A Reconciler over FakeKube and the Alibaba provider reading FakeKms, with one
-    AccessKey SecretStore "store"."""
+    """A Reconciler over FakeKube and the fake provider (`kms`: its values, faults and reads),
+    with one AccessKey SecretStore "store". `alibaba`: the Alibaba provider reading FakeKms
+    instead, for the tests of its store rules (private CAs, ...)."""
 
     def __init__(self, argv: list[str] | None = None, namespace: str = "team",
-                 provider: Provider | None = None) -> None:
+                 provider: FakeProvider | None = None, *, alibaba: bool = False) -> None:
         self.ns = namespace
         self.settings: Settings = load(argv or ["--polling-interval", "1h"], {})
         self.kube = FakeKube()
-        self.kms = FakeKms()
         self.clock = FakeClock()
         self.stores: dict[tuple[str, str, str], dict[str, Any]] = {}
-        # `provider`: serve "kms" and "oos" with it instead (its own store rules, not Alibaba's)
         self.providers = Providers()
-        self.providers.register(provider or Alibaba(self.settings, kms=self.kms), *NAMES)
+        self.kms: FakeProvider | FakeKms
+        if alibaba:
+            self.kms = FakeKms()
+            self.providers.register(Alibaba(self.settings, kms=self.kms), *NAMES)
+        else:
+            self.kms = provider or FakeProvider()
+            self.providers.register(self.kms, *NAMES)
         # --max-cas-per-namespace, its index fed by add_store as the informer would
         self.cas = PrivateCas(self.settings.max_cas_per_namespace,
                               ca_identities(self.providers))

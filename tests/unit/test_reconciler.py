@@ -211,7 +211,7 @@ def test_a_store_past_its_namespaces_private_cas_is_refused_and_keeps_what_it_sy
     """--max-cas-per-namespace: an ExternalSecret whose store's CA has no place says so as its
     own reason (the store, the count, the flag), reads nothing, and its Secret keeps the data
     it synced while the CA had a place."""
-    w = World(["--polling-interval", "1h", "--max-cas-per-namespace", "1"])
+    w = World(["--polling-interval", "1h", "--max-cas-per-namespace", "1"], alibaba=True)
     w.kms.values["db"] = "pw"
     instance = {"KMSAuth": AK, "endpoint": "kst-1.cryptoservice.kms.aliyuncs.com"}
     w.add_store("older", instance, created="2026-12-07T10:00:00Z")  # no CA yet
