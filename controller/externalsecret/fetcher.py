@@ -137,7 +137,7 @@ class Fetcher:
         """No read goes through these (provider name, client) any more, nor uses these
         credentials: every provider is told (`Provider.release`), each of its own clients
         and of every credential, and drops them now."""
-        credentials = list(credentials)
+        clients, credentials = list(clients), list(credentials)
         for provider in self.providers:
             own = [client for name, client in clients if self.providers.get(name) is provider]
             if own or credentials:
