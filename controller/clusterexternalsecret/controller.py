@@ -3,7 +3,11 @@ each ClusterExternalSecret, as namespaces appear, change labels or go away.
 
 It runs beside the ExternalSecret manager (started and stopped by controller/app.py while this
 replica leads) with its own informers (ClusterExternalSecrets, Namespaces, and the
-ExternalSecrets it labelled), its own small work queue and one worker. A queue key is a
+ExternalSecrets it labelled), and a controller of the runtime (runtime/controller.py: a work
+queue and one worker, which owns the retries; `_reconcile` returns a `Result`). A pass that
+raises, or a full pass in which a namespace failed, comes back as a full pass with backoff (2 s
+doubling, jittered, at most 5 minutes; after failed namespaces, at most the
+refreshInterval too); a full pass comes back every refreshInterval. A queue key is a
 ClusterExternalSecret name and a namespace: "" is a pass over every selected namespace (the
 ClusterExternalSecret or the namespaces changed); a namespace is a pass over that namespace only
 (one of its ExternalSecrets changed), so an object a tenant labels or edits in its own namespace
@@ -44,7 +48,8 @@ from controller.kube.rest import (
     Rest,
 )
 from controller.runtime.clock import Clock, RealClock
-from controller.runtime.queue import ExponentialBackoff, Jitter, WorkQueue
+from controller.runtime.controller import Controller, Result
+from controller.runtime.queue import ExponentialBackoff, Jitter
 from controller.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -64,8 +69,13 @@ class ClusterExternalSecrets:
         self.settings = settings
         self.rest = rest
         self.clock = clock or RealClock()
-        self.queue: WorkQueue[Key] = WorkQueue(clock=self.clock)
-        self.backoff = ExponentialBackoff(base=RETRY_BASE, cap=RETRY_CAP, jitter=Jitter.EQUAL)
+        # One worker; a pass that fails is retried as a full pass, with that pass's backoff.
+        self.controller: Controller[Key] = Controller(
+            "cluster-external-secrets-worker", self._reconcile, clock=self.clock,
+            backoff=ExponentialBackoff(base=RETRY_BASE, cap=RETRY_CAP, jitter=Jitter.EQUAL),
+            describe=lambda key: f"ClusterExternalSecret {key[0]}: pass",
+            retry_as=lambda key: (key[0], ALL))
+        self.queue = self.controller.queue  # where handlers put passes
         self.ces_informer = Informer(rest, CLUSTER_EXTERNAL_SECRETS, self._on_ces)
         self.ns_informer = Informer(rest, NAMESPACES, self._on_namespace)
         self.owned_informers = {
@@ -88,16 +98,20 @@ class ClusterExternalSecrets:
     def request_stop(self) -> None:
         """No new work from now on; the pass in progress ends after its current write."""
         self.stopping.set()
-        self.queue.shutdown()
+        self.controller.shutdown()
 
     def join(self, timeout: float) -> bool:
-        """Wait up to `timeout` for the worker, then stop the informers. True when it ended."""
+        """Wait up to `timeout` for the start-up and the worker, then stop the informers.
+        True when they ended."""
+        deadline = time.monotonic() + timeout
         self.request_stop()
         if self._thread is not None:
-            self._thread.join(max(0.0, timeout))
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+        stuck = self.controller.join(deadline)
         for informer in self._informers():
             informer.stop(timeout=0)
-        stuck = self._thread is not None and self._thread.is_alive()
+        if self._thread is not None and self._thread.is_alive():
+            stuck.append(self._thread.name)
         if stuck:
             log.warning("stop deadline passed with a ClusterExternalSecret pass still running")
         return not stuck
@@ -125,7 +139,7 @@ class ClusterExternalSecrets:
                     return
         for obj in self.ces_informer.items():
             self.queue.add((_name(obj), ALL))
-        self._work()
+        self.controller.start(1)
 
     def _available(self, *, quiet: bool = False) -> bool:
         """Whether the CRD is served and this controller may list it (why not: logged once,
@@ -157,7 +171,7 @@ class ClusterExternalSecrets:
     def _on_ces(self, kind: str, obj: dict[str, Any]) -> None:
         name = _name(obj)
         if kind == "DELETED":
-            self.backoff.forget(name)
+            self.controller.forget((name, ALL))
             return  # the garbage collector removes its ExternalSecrets (ownerReferences)
         self.queue.add((name, ALL))
 
@@ -185,29 +199,18 @@ class ClusterExternalSecrets:
                 self.queue.add((str(ref["name"]), key[0]))
 
     # --------------------------------------------------------------- worker
-    def _work(self) -> None:
-        while True:
-            key = self.queue.get()
-            if key is None:
-                return
-            name, namespace = key
-            try:
-                if self.stopping.is_set():
-                    pass
-                elif namespace == ALL:
-                    self._pass(name)
-                else:
-                    self._namespace_pass(name, namespace)
-            except Exception:
-                log.exception("ClusterExternalSecret %s: pass failed unexpectedly", name)
-                self.queue.add_after((name, ALL), self.backoff.when(name))
-            finally:
-                self.queue.done(key)
+    def _reconcile(self, key: Key) -> Result:
+        """One pass: over every selected namespace (ALL) or over one; when to come back."""
+        name, namespace = key
+        if namespace == ALL:
+            return self._pass(name)
+        self._namespace_pass(name, namespace)
+        return Result()
 
-    def _pass(self, name: str) -> None:
+    def _pass(self, name: str) -> Result:
         raw = self.ces_informer.get("", name)
         if raw is None or (raw.get("metadata") or {}).get("deletionTimestamp"):
-            return
+            return Result()
         try:
             ces = api.parse_cluster_external_secret(raw)
         except api.SpecError as exc:
@@ -215,12 +218,12 @@ class ClusterExternalSecrets:
                 ces_logic.Outcome(), None, generation=_generation(raw),
                 es_name=str((raw.get("spec") or {}).get("externalSecretName") or name),
                 invalid=exc, now=self._now(), previous=raw.get("status")))
-            return
+            return Result()
         selection = ces_logic.select(ces, self.ns_informer.items(), self._allowed)
         outcome = ces_logic.Outcome()
         for namespace in selection.namespaces:
             if self.stopping.is_set():
-                return
+                return Result()
             problem = self._ensure(ces, namespace)
             if problem:
                 outcome.failed[namespace] = problem
@@ -230,18 +233,14 @@ class ClusterExternalSecrets:
                  if self._allowed(str((o.get("metadata") or {}).get("namespace", "")))]
         for namespace, es_name, uid in ces_logic.stale(ces, owned, selection):
             if self.stopping.is_set():
-                return
+                return Result()
             self._delete(namespace, es_name, uid)
         self._write_status(raw, ces_logic.status(
             outcome, selection, generation=ces.generation, es_name=ces.es_name,
             now=self._now(), previous=raw.get("status")))
         if outcome.failed:
-            self.queue.add_after((name, ALL),
-                                 min(self.backoff.when(name), ces.refresh or RETRY_CAP))
-            return
-        self.backoff.forget(name)
-        if ces.refresh:
-            self.queue.add_after((name, ALL), ces.refresh)
+            return Result.retry(cap=ces.refresh or RETRY_CAP)
+        return Result.after(ces.refresh) if ces.refresh else Result()
 
     def _namespace_pass(self, name: str, namespace: str) -> None:
         """One namespace's ExternalSecret of `name` made right again after it changed. Only a

@@ -1,12 +1,14 @@
 """Wires the parts into a running controller: informers feed keys into the work queue,
 workers reconcile, and each distinct KMS secret is polled on its own slot.
 
-Two queues, each with `--workers` threads: ExternalSecret keys (watch events, triggers,
-retries) and KMS polls, so a change a user makes never waits behind background polls. The
-ExternalSecret queue is fair between namespaces (round-robin, and no namespace holds more
-than `--workers` - 1 workers, with 4 or more), and the reconciler renders one namespace's
-templates one at a time: a tenant whose syncs are heavy takes one tenant's share
-(docs/security.md).
+Two controllers of the runtime (runtime/controller.py: a queue and `--workers` threads each,
+which own retries and backoff): ExternalSecret syncs (watch events, triggers, retries; `_sync`)
+and KMS polls (`_poll`), so a change a user makes never waits behind background polls. Each
+returns a `Result` (when to come back, whether it failed); the reconciler's richer `Outcome`
+says which (`Outcome.requeue`). The ExternalSecret queue is fair between namespaces
+(round-robin, and no namespace holds more than `--workers` - 1 workers, with 4 or more), and
+the reconciler renders one namespace's templates one at a time: a tenant whose syncs are heavy
+takes one tenant's share (docs/security.md).
 Handlers update the bookkeeping (which objects exist, what they read) under one lock and
 enqueue; they never call the API or KMS.
 
@@ -28,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from controller import api
 from controller.externalsecret import polls, triggers
@@ -62,7 +64,8 @@ from controller.names import (
 from controller.providers import FetchError, on_behalf_of
 from controller.providers.registry import Providers
 from controller.runtime.clock import Clock, RealClock
-from controller.runtime.queue import ExponentialBackoff, Jitter, WorkQueue
+from controller.runtime.controller import Controller, Result
+from controller.runtime.queue import ExponentialBackoff, Jitter
 from controller.secretstore.cas import PrivateCas
 from controller.secretstore.stores import StoreResolver, ca_identities
 from controller.secretstore.storestatus import CheckReads, StoreKey, StoreStatus
@@ -84,8 +87,7 @@ def namespace_limit(workers: int) -> int:
     return workers - 1 if workers >= 4 else workers
 
 
-T = TypeVar("T", bound=Hashable)
-RETRY_BASE, RETRY_CAP_NO_POLL = 5.0, 300.0
+RETRY_BASE, RETRY_CAP = 5.0, 3600.0  # the backoff of a failed sync or poll
 
 
 @dataclass(frozen=True)
@@ -119,14 +121,20 @@ class Manager:
         self.rest = rest
         self.hooks = hooks or Hooks()
         self.clock = clock or RealClock()
-        # ExternalSecret syncs (user changes, triggers, retries) and KMS polls have a queue
-        # and workers each: a change a user makes never waits behind background polls.
-        # Fair between namespaces: one worker always stays for the other namespaces.
-        self.queue: WorkQueue[Key] = WorkQueue(clock=self.clock, on_wait=self.hooks.queue_wait,
-                                               group=_namespace_of,
-                                               group_limit=namespace_limit(settings.workers))
-        self.poll_queue: WorkQueue[SecretPoll] = WorkQueue(clock=self.clock)
-        self.backoff = ExponentialBackoff(base=RETRY_BASE, cap=3600.0, jitter=Jitter.EQUAL)
+        # ExternalSecret syncs (user changes, triggers, retries) and KMS polls have a
+        # controller each (runtime/controller.py: a queue and --workers threads): a change a
+        # user makes never waits behind background polls. Syncs are fair between namespaces:
+        # one worker always stays for the other namespaces.
+        self.syncs: Controller[Key] = Controller(
+            "worker", self._sync, backoff=_backoff(), clock=self.clock,
+            describe=lambda key: f"work item ExternalSecret {key[0]}/{key[1]}",
+            group=_namespace_of, group_limit=namespace_limit(settings.workers),
+            on_wait=self.hooks.queue_wait)
+        self.pollers: Controller[SecretPoll] = Controller(
+            "poller", self._poll, backoff=_backoff(), clock=self.clock,
+            describe=lambda poll: f"work item poll of {poll.request.describe()}")
+        self.queue = self.syncs.queue  # where handlers put ExternalSecrets to sync
+        self.poll_queue = self.pollers.queue
         self.events = EventRecorder(rest, instance)
         namespaces = settings.watch_namespaces or ("",)
         # What one namespace's objects may hold in each cache (--namespace-cache-bytes):
@@ -207,8 +215,6 @@ class Manager:
         self._lock = threading.Lock()
         self._workers: list[threading.Thread] = []
         self._started = threading.Event()
-        self.stopping = threading.Event()
-        self.last_worker_beat = time.monotonic()
 
     # ------------------------------------------------------------ lifecycle
     def informers(self) -> list[Informer]:
@@ -270,23 +276,16 @@ class Manager:
                     meta = obj.get("metadata") or {}
                     self.queue.add((str(meta.get("namespace", "")), str(meta.get("name", ""))))
         self._workers.append(self.store_status.start(self._stores_to_check()))
-        for i in range(self.settings.workers):
-            t = threading.Thread(target=self._work, name=f"worker-{i}", daemon=True)
-            t.start()
-            self._workers.append(t)
-        for i in range(self.settings.workers):
-            t = threading.Thread(target=self._poll_work, name=f"poller-{i}", daemon=True)
-            t.start()
-            self._workers.append(t)
+        self._workers += self.syncs.start(self.settings.workers)
+        self._workers += self.pollers.start(self.settings.workers)
 
     def stop(self, timeout: float = 20.0, cancel: Callable[[], None] | None = None) -> bool:
         """Stop within `timeout` seconds in all: no new work from now on (keys still queued
         are dropped: the next leader syncs them), `cancel` ends KMS retries in flight, in-flight
         syncs finish, then the caches stop. True when every worker exited in time."""
         deadline = time.monotonic() + timeout
-        self.stopping.set()
-        self.queue.shutdown()
-        self.poll_queue.shutdown()
+        self.syncs.shutdown()
+        self.pollers.shutdown()
         self.store_status.stop()
         if cancel is not None:
             cancel()
@@ -322,7 +321,7 @@ class Manager:
                 departed = _merge_target(obj)
                 if departed is not None:
                     self._departed.setdefault(key, []).append(departed)
-            self.backoff.forget(key)
+            self.syncs.forget(key)
             self._release_unused()
             if departed is not None and self._started.is_set():
                 self.queue.add(key)  # the worker lets go of the Secret it merged into
@@ -457,33 +456,8 @@ class Manager:
             self.queue.add(key)
 
     # --------------------------------------------------------------- workers
-    def _work(self) -> None:
-        self._serve(self.queue, self._process)
-
-    def _poll_work(self) -> None:
-        self._serve(self.poll_queue, self._poll)
-
-    def _serve(self, queue: WorkQueue[T], handle: Callable[[T], None]) -> None:
-        """One worker: take a key, handle it, until the queue shuts down. An unexpected error
-        comes back with backoff."""
-        while True:
-            key = queue.get()
-            if key is None:
-                return
-            if self.stopping.is_set():
-                queue.done(key)  # stopping: no new work, the next leader syncs it
-                return
-            self.last_worker_beat = time.monotonic()
-            try:
-                handle(key)
-            except Exception:
-                log.exception("work item %s failed unexpectedly", _describe(key))
-                queue.add_after(key, self.backoff.when(key))
-            finally:
-                queue.done(key)
-                self.last_worker_beat = time.monotonic()
-
-    def _process(self, key: Key) -> None:
+    def _sync(self, key: Key) -> Result:
+        """Sync one ExternalSecret (its reconciler does the work); when to come back."""
         with self._lock:
             fresh = key in self._fresh
             self._fresh.discard(key)
@@ -499,18 +473,12 @@ class Manager:
             self.hooks.sync(*key, outcome, seconds)
         self._log_sync(key, outcome, seconds)
         if outcome.result == "gone":
-            self.backoff.forget(key)
             self._track(key, frozenset(), 0.0)
-            return
+            return Result()
         self._track(key, outcome.requests, outcome.interval)
         if outcome.retry:
-            cap = outcome.interval if outcome.interval > 0 else RETRY_CAP_NO_POLL
-            self.queue.add_after(key, min(self.backoff.when(key), cap))
             self.hooks.retry()
-            return
-        self.backoff.forget(key)
-        if outcome.recheck:  # templateFrom's ConfigMaps and Secrets: read again next interval
-            self.queue.add_after(key, outcome.interval)
+        return outcome.requeue()
 
     def _release_merge(self, namespace: str, secret: str, uid: str) -> None:
         """Best effort: the Secret keeps its data either way (docs/usage.md)."""
@@ -571,14 +539,15 @@ class Manager:
             return
         self.fetcher.release(clients, credentials)
 
-    def _poll(self, poll: SecretPoll) -> None:
+    def _poll(self, poll: SecretPoll) -> Result:
+        """Read one KMS secret; every user syncs when it changed. When to poll again."""
         request = poll.request
         with self._lock:
             due = self.polls.due(request)
         if due is None:
             log.debug("KMS secret %s: no longer used, polling ends", request.describe())
             self.fetcher.drop(request)
-            return
+            return Result()
         # One namespace's read is that namespace's share of the rate; a read several share is
         # nobody's in particular (its identity's).
         owners = {namespace for namespace, _name in due.users}
@@ -593,10 +562,8 @@ class Manager:
                 self.queue.add(key)
         self.hooks.polled(due.users, changed)
         if isinstance(result, FetchError) and result.retryable:
-            self.poll_queue.add_after(poll, min(self.backoff.when(poll), due.interval))
-            return
-        self.backoff.forget(poll)
-        self.poll_queue.add_after(poll, self._poll_delay(request, due.interval))
+            return Result.retry(cap=due.interval)
+        return Result.after(self._poll_delay(request, due.interval))
 
     # -------------------------------------------------------------- schedule
     def _slot_delay(self, obj: dict[str, Any], interval: float) -> float:
@@ -647,7 +614,5 @@ def _merge_target(obj: dict[str, Any]) -> tuple[str, str] | None:
     return uid, name
 
 
-def _describe(key: Hashable) -> str:
-    if isinstance(key, SecretPoll):
-        return f"poll of {key.request.describe()}"
-    return f"ExternalSecret {'/'.join(map(str, key))}" if isinstance(key, tuple) else str(key)
+def _backoff() -> ExponentialBackoff:
+    return ExponentialBackoff(base=RETRY_BASE, cap=RETRY_CAP, jitter=Jitter.EQUAL)

@@ -55,6 +55,7 @@ from controller.names import (
 from controller.ops.memory import release_free_memory
 from controller.ops.neterrors import out_of_reach
 from controller.providers import FetchError, Kind, on_behalf_of
+from controller.runtime.controller import Result
 from controller.secretstore.stores import StoreProblem, StoreResolver
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ unreachable = logging.getLogger(__name__ + ".unreachable")
 # A value read by a poll is reused by syncs while younger than this many intervals: the
 # per-secret poll refreshes it every interval, the margin absorbs scheduling delays.
 MAX_AGE_FACTOR = 1.5
+# The longest wait before a failed sync of an object that is not polled is tried again.
+RETRY_CAP_NO_POLL = 300.0
 # A transient KMS fault (throttling, 5xx, timeout) does not flip Ready while the value was read
 # successfully less than this many intervals ago: the Secret's data is neither wrong nor old.
 GRACE_FACTOR = 2.0
@@ -224,6 +227,19 @@ class Outcome:
     degraded: bool = False  # a transient fault while the data is still fresh (Ready stays)
     recheck: bool = False  # sync again after `interval` (templates read ConfigMaps/Secrets)
     message: str = ""  # why not Ready (scrubbed, as in status); "" when Ready
+
+    def requeue(self) -> Result:
+        """When the sync loop comes back to this object: with backoff after a failure (at
+        most its poll interval, or RETRY_CAP_NO_POLL without polling), after the interval
+        when its templates read ConfigMaps or Secrets (nothing else tells of their changes),
+        else not (its polls, watch events and triggers do). "gone" is never retried."""
+        if self.result == "gone":
+            return Result()
+        if self.retry:
+            return Result.retry(cap=self.interval if self.interval > 0 else RETRY_CAP_NO_POLL)
+        if self.recheck:
+            return Result.after(self.interval)
+        return Result()
 
 
 class Reconciler:

@@ -11,8 +11,9 @@ client-go's workqueue (queue.go, delaying_queue.go):
   several due times runs once, at the earliest; an immediate `add` of a waiting key runs
   it now and cancels the wait.
 
-Retries are the worker's: it asks its `ExponentialBackoff` (per key, jittered) how long to
-wait and calls `add_after`; on success it forgets the key's failures there.
+Retries are the worker loop's (runtime/controller.py): it asks its `ExponentialBackoff` (per
+key, jittered) how long to wait and calls `add_after`; on success it forgets the key's
+failures there.
 
 Structure: one lock guards a FIFO of ready keys, the `dirty` set (keys that need a run and
 have not started it) and the `processing` set (keys a worker holds), plus the heap of
@@ -25,11 +26,11 @@ key and the rest wait again: cheap for the handful of workers a controller runs.
 
 Departures from client-go: `add` cancels a pending delayed add of the key (client-go would
 run it twice); a second `done` is ignored instead of queueing the key twice; no rate limiter
-inside the queue (the backoff is the worker's, jittered).
+inside the queue (the backoff is the worker loop's, jittered).
 
-One key type per queue: the manager's ExternalSecrets `(namespace, name)` and its KMS polls
-(`SecretPoll`) have a queue each, as do the ClusterExternalSecret loop's
-`(name, namespace or "")` keys.
+One key type per queue: the ExternalSecret controller's syncs `(namespace, name)` and its KMS
+polls (`SecretPoll`) have a queue each, as do the ClusterExternalSecret controller's
+`(name, namespace or "")` passes and the SecretStore status checks (`StoreKey`).
 
 Fairness between tenants (an addition of ours): a queue made with `group` (the manager's
 ExternalSecret queue groups by namespace) keeps a FIFO per group and hands keys out round-robin

@@ -143,7 +143,7 @@ def test_deleted_during_a_sync_leaves_nothing_behind() -> None:
 
     w.manager.reconciler.reconcile = reconcile  # type: ignore[method-assign]
     w.manager.queue.get(timeout=0)  # the ADDED's sync, handed to "a worker"
-    w.manager._process(("team", "app"))
+    w.manager._sync(("team", "app"))
     assert set(w.manager.polls.sizes().values()) == {0}
     assert set(w.manager.triggers.sizes().values()) == {0}
     assert w.hooks.synced == [("team", "app", "gone")]
@@ -233,7 +233,7 @@ def test_a_failed_sync_is_a_warning_with_its_reason_once_per_cause(caplog: Any) 
         lambda namespace, name, *, fresh=False: next(outcomes))
     with caplog.at_level(logging.DEBUG, logger="controller.externalsecret.controller"):
         for _ in range(5):
-            w.manager._process(("team", "app"))
+            w.manager._sync(("team", "app"))
     lines = [(r.levelname, r.getMessage()) for r in caplog.records
              if r.name == "controller.externalsecret.controller"
              and "sync ExternalSecret" in r.getMessage()]
@@ -281,9 +281,8 @@ def test_a_user_change_never_waits_behind_polls() -> None:
         assert {f"poller-{i}" for i in range(w.manager.settings.workers)} <= names
         assert "store-status" in names
     finally:
-        w.manager.stopping.set()
-        w.manager.queue.shutdown()
-        w.manager.poll_queue.shutdown()
+        w.manager.syncs.shutdown()
+        w.manager.pollers.shutdown()
         w.manager.store_status.stop()
         for t in w.manager._workers:
             t.join(5)
