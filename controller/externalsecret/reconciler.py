@@ -12,24 +12,24 @@ a failed entry keeps its last good keys; an unexpected error in one sync becomes
 Ready=False, never a crash; nothing here ever logs or reports a secret value.
 
 Fairness: the CPU-bound part of a sync (parsing fetched values, templates, rendering; on a
-budget) runs under its namespace's `RenderGate`, so one namespace renders one object at a
-time. In CPython the renders of all threads share one interpreter lock anyway, so this costs a
-namespace no throughput, but a tenant whose templates are heavy competes with every other
-tenant as one thread, not as one per worker. Fetches and writes (I/O) stay parallel.
+budget) runs under its namespace's lock (`render_gate`, runtime/gates.py), so one namespace
+renders one object at a time. In CPython the renders of all threads share one interpreter
+lock anyway, so this costs a namespace no throughput, but a tenant whose templates are heavy
+competes with every other tenant as one thread, not as one per worker. Fetches and writes
+(I/O) stay parallel.
 """
 
 from __future__ import annotations
 
 import base64
 import collections
-import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -56,6 +56,7 @@ from controller.ops.memory import release_free_memory
 from controller.ops.neterrors import out_of_reach
 from controller.providers import FetchError, Kind, on_behalf_of
 from controller.runtime.controller import Result
+from controller.runtime.gates import KeyedGates
 from controller.secretstore.stores import StoreProblem, StoreResolver
 
 log = logging.getLogger(__name__)
@@ -111,36 +112,6 @@ class SyncBudgetLimits:
 
     def new(self) -> gotemplate.SyncBudget:
         return gotemplate.SyncBudget(self.max_bytes, self.max_steps)
-
-
-class RenderGate:
-    """One lock per namespace, held while that namespace's objects render (see the module
-    docstring). A namespace's lock exists only while someone holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._gates: dict[str, tuple[threading.Lock, int]] = {}
-
-    @contextlib.contextmanager
-    def hold(self, namespace: str) -> Iterator[None]:
-        with self._lock:
-            gate, users = self._gates.get(namespace, (threading.Lock(), 0))
-            self._gates[namespace] = (gate, users + 1)
-        try:
-            with gate:
-                yield
-        finally:
-            with self._lock:
-                gate, users = self._gates[namespace]
-                if users <= 1:
-                    del self._gates[namespace]
-                else:
-                    self._gates[namespace] = (gate, users - 1)
-
-    def __len__(self) -> int:
-        """Namespaces with a lock right now (0 when nothing renders)."""
-        with self._lock:
-            return len(self._gates)
 
 
 class _OverBudget:
@@ -263,7 +234,9 @@ class Reconciler:
         self.cleanup_on_failure = cleanup_on_failure
         self.budget = budget or SyncBudgetLimits()
         self._over_budget = _OverBudget()
-        self.render_gate = RenderGate()
+        # One lock per namespace, held while that namespace's objects render (the module
+        # docstring); a namespace's lock exists only while someone holds or waits for it.
+        self.render_gate: KeyedGates[threading.Lock] = KeyedGates(threading.Lock)
         self._read = threading.local()  # bytes of values the current thread's sync read
         # Defence in depth: every status message and Event text passes the log redactor too
         # (messages are built from names, never values, in the first place).
@@ -411,7 +384,7 @@ class Reconciler:
             return self._finish(raw, es, False, BUDGET_EXCEEDED, known[0], known[1], False,
                                 interval, "failed", retry=True)
         # One budget for this sync: fetched-value parsing and every template charge it. One
-        # render at a time per namespace (RenderGate).
+        # render at a time per namespace (render_gate).
         with self.render_gate.hold(es.namespace):
             result = render.render(es, fetched, previous, ownership, sources,
                                    (meta.get("labels") or {}, meta.get("annotations") or {}),
