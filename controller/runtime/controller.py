@@ -1,11 +1,12 @@
-"""The one worker loop every controller runs: a queue of one key type, worker threads, and
-the retry bookkeeping, driven by a reconcile function that returns a `Result`.
+"""The worker loop the controllers run: a queue of one key type, worker threads, and the retry
+bookkeeping, driven by a reconcile function that returns a `Result`.
 
 In controller-runtime's words: a Reconciler is the logic (here a function from a key to a
 `Result`); a `Controller` is a queue and its workers, and owns requeues, backoff and retries;
-a Manager runs controllers (externalsecret/controller.py's `Manager`, app.py). Each controller
-of this project has one (ClusterExternalSecret passes) or two (ExternalSecret syncs, KMS
-polls: a queue each, so a change a user makes never waits behind background polls) of them.
+a Manager runs controllers (externalsecret/controller.py's `Manager`, app.py). The
+ClusterExternalSecret passes run on one; ExternalSecret syncs and KMS polls on one each (so a
+change a user makes never waits behind background polls). The SecretStore status checks
+(secretstore/storestatus.py) still keep a loop of their own.
 
 What the loop does with a key once its reconcile returns (controller-runtime's
 reconcileHandler):
@@ -112,10 +113,6 @@ class Controller(Generic[K]):
             thread.start()
         self._threads += started
         return started
-
-    @property
-    def threads(self) -> list[threading.Thread]:
-        return list(self._threads)
 
     def shutdown(self) -> None:
         """No new work from now on; reconciles in flight run to their end."""
