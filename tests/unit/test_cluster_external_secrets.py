@@ -305,13 +305,13 @@ class RecordingRest:
         return {}
 
 
-def loop_with(status: dict[str, Any], namespaces: list[str]) -> Any:
+def loop_with(status: dict[str, Any], namespaces: list[str], **spec: Any) -> Any:
     from controller.clusterexternalsecret.controller import ClusterExternalSecrets
     from controller.settings import Settings
 
     rest = RecordingRest()
     loop = ClusterExternalSecrets(Settings(), rest)  # type: ignore[arg-type]
-    seed(loop.ces_informer, {**raw(), "status": status})
+    seed(loop.ces_informer, {**raw(**spec), "status": status})
     for name in namespaces:
         seed(loop.ns_informer, ns(name))
     return loop, rest
@@ -386,3 +386,40 @@ def test_an_external_secret_deleted_while_the_loop_creates_it_is_not_cached_agai
     rest.apply = apply_then_deleted  # type: ignore[method-assign]
     assert loop._ensure(parse(raw()), "a") == ""
     assert owned.get("a", "shared") is None
+
+
+def test_a_pass_says_when_it_comes_back() -> None:
+    """A full pass returns its Result to the runtime's loop: back at the rotationInterval when
+    every namespace is provisioned, after backoff (at most the rotationInterval) when one
+    failed; a namespace pass asks nothing of the loop."""
+    from controller.clusterexternalsecret.controller import ALL
+    from controller.kube.rest import ApiError
+    from controller.runtime.controller import Result
+
+    loop, rest = loop_with({}, ["a"], rotationInterval="1h")
+    assert loop._reconcile(("shared", ALL)) == Result.after(3600.0)
+    assert loop._reconcile(("shared", "a")) == Result()
+
+    def refuse(*_a: Any, **_kw: Any) -> dict[str, Any]:
+        raise ApiError(403, "Forbidden")
+
+    rest.apply = refuse  # type: ignore[method-assign]
+    seed(loop.ns_informer, ns("b"))
+    assert loop._reconcile(("shared", ALL)) == Result.retry(cap=3600.0)
+
+
+def test_a_namespace_pass_that_raises_is_retried_as_a_full_pass() -> None:
+    from controller.clusterexternalsecret.controller import ALL
+
+    loop, rest = loop_with({"provisionedNamespaces": ["a"]}, ["a"])
+
+    def broken(*_a: Any, **_kw: Any) -> dict[str, Any]:
+        raise RuntimeError("unexpected")
+
+    rest.get = broken  # type: ignore[method-assign]
+    loop.queue.add(("shared", "a"))
+    key = loop.queue.get(timeout=0)
+    loop.controller.process(key)
+    loop.queue.done(key)
+    assert list(loop.queue._waiting) == [("shared", ALL)]  # with backoff, not at once
+    assert loop.queue.get(timeout=0) is None

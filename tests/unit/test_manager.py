@@ -8,17 +8,20 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable
 from typing import Any
 
+import pytest
+
 from controller import settings
 from controller.externalsecret import polls
 from controller.externalsecret.controller import Hooks, Manager, SecretPoll
 from controller.externalsecret.fetcher import FetchRequest
 from controller.externalsecret.polls import PollSchedule
-from controller.externalsecret.reconciler import Outcome
+from controller.externalsecret.reconciler import RETRY_CAP_NO_POLL, Outcome
 from controller.externalsecret.triggers import Seen, Triggers, store_ref, writers
-from controller.providers import SecretValue
+from controller.providers import FetchError, Kind, SecretValue
 from controller.providers.alibaba.provider import Alibaba
 from controller.providers.fake import FakeClient, FakeProvider, serving
 from controller.runtime.clock import FakeClock
+from controller.runtime.controller import Result
 
 CLIENT = FakeClient("id", "kms.example")
 
@@ -356,3 +359,41 @@ def test_an_external_secret_read_whole_again_after_its_stub_counts_as_changed() 
     # Room was made: the same generation, now with its annotations (a force-sync value).
     assert t.observe(key, Seen(1, "now"), None) == (True, False)
     assert t.observe(key, Seen(1, "now"), None) == (False, False)
+
+
+# ------------------------------------------------------------------ what comes back when
+
+
+@pytest.mark.parametrize(("outcome", "result"), [
+    (Outcome("synced", interval=60.0, ready=True), Result()),  # its polls bring it back
+    (Outcome("synced", interval=60.0, ready=True, recheck=True), Result.after(60.0)),
+    (Outcome("failed", interval=60.0, retry=True), Result.retry(cap=60.0)),
+    (Outcome("failed", retry=True), Result.retry(cap=RETRY_CAP_NO_POLL)),  # not polled
+    (Outcome("invalid", interval=60.0), Result()),  # fixed by an edit, which is an event
+    (Outcome("gone", interval=60.0, retry=True), Result()),
+])
+def test_a_syncs_outcome_says_when_it_comes_back(outcome: Outcome, result: Result) -> None:
+    assert outcome.requeue() == result
+
+
+def test_a_sync_and_a_poll_return_their_result_and_the_loop_acts_on_it() -> None:
+    """The sync's Result reaches the loop: a failed sync comes back after its backoff (at most
+    its interval) and counts a retry; a quiet poll comes back at its slot, a throttled one
+    after its backoff (at most its interval)."""
+    retries = []
+    w = _World()
+    w.hooks.retry = lambda: retries.append(1)  # type: ignore[method-assign]
+    w.manager._on_external_secret("ADDED", w.obj("app", [{"key": "db"}]))
+    _drain(w)
+    w.manager.reconciler.reconcile = (  # type: ignore[method-assign]
+        lambda namespace, name, *, fresh=False: Outcome("failed", interval=60.0, retry=True))
+    assert w.manager._sync(("team", "app")) == Result.retry(cap=60.0)
+    assert retries == [1]
+    db = _request("db")
+    w.manager._track(("team", "app"), frozenset({db}), 60.0)
+    w.kms.values["db"] = "v1"
+    result = w.manager._poll(SecretPoll(db))
+    assert result.requeue_after is not None and 0 < result.requeue_after <= 60.0
+    assert not result.failed
+    w.kms.fail["db"] = FetchError(Kind.THROTTLED, "Rejected.Throttling", "throttled")
+    assert w.manager._poll(SecretPoll(db)) == Result.retry(cap=60.0)
