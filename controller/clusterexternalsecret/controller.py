@@ -71,7 +71,7 @@ class ClusterExternalSecrets:
         self.clock = clock or RealClock()
         # One worker; a pass that fails is retried as a full pass, with that pass's backoff.
         self.controller: Controller[Key] = Controller(
-            "cluster-external-secrets-worker", self._reconcile, clock=self.clock,
+            self._reconcile, clock=self.clock,
             backoff=ExponentialBackoff(base=RETRY_BASE, cap=RETRY_CAP, jitter=Jitter.EQUAL),
             describe=lambda key: f"ClusterExternalSecret {key[0]}: pass",
             retry_as=lambda key: (key[0], ALL))
@@ -139,7 +139,7 @@ class ClusterExternalSecrets:
                     return
         for obj in self.ces_informer.items():
             self.queue.add((_name(obj), ALL))
-        self.controller.start(1)
+        self.controller.start("cluster-external-secrets-worker")
 
     def _available(self, *, quiet: bool = False) -> bool:
         """Whether the CRD is served and this controller may list it (why not: logged once,

@@ -126,12 +126,12 @@ class Manager:
         # user makes never waits behind background polls. Syncs are fair between namespaces:
         # one worker always stays for the other namespaces.
         self.syncs: Controller[Key] = Controller(
-            "worker", self._sync, backoff=_backoff(), clock=self.clock,
+            self._sync, backoff=_backoff(), clock=self.clock,
             describe=lambda key: f"work item ExternalSecret {key[0]}/{key[1]}",
             group=_namespace_of, group_limit=namespace_limit(settings.workers),
             on_wait=self.hooks.queue_wait)
         self.pollers: Controller[SecretPoll] = Controller(
-            "poller", self._poll, backoff=_backoff(), clock=self.clock,
+            self._poll, backoff=_backoff(), clock=self.clock,
             describe=lambda poll: f"work item poll of {poll.request.describe()}")
         self.queue = self.syncs.queue  # where handlers put ExternalSecrets to sync
         self.poll_queue = self.pollers.queue
@@ -276,8 +276,9 @@ class Manager:
                     meta = obj.get("metadata") or {}
                     self.queue.add((str(meta.get("namespace", "")), str(meta.get("name", ""))))
         self._workers.append(self.store_status.start(self._stores_to_check()))
-        self._workers += self.syncs.start(self.settings.workers)
-        self._workers += self.pollers.start(self.settings.workers)
+        workers = range(self.settings.workers)
+        self._workers += self.syncs.start(*(f"worker-{i}" for i in workers))
+        self._workers += self.pollers.start(*(f"poller-{i}" for i in workers))
 
     def stop(self, timeout: float = 20.0, cancel: Callable[[], None] | None = None) -> bool:
         """Stop within `timeout` seconds in all: no new work from now on (keys still queued

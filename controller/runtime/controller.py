@@ -3,10 +3,9 @@ bookkeeping, driven by a reconcile function that returns a `Result`.
 
 In controller-runtime's words: a Reconciler is the logic (here a function from a key to a
 `Result`); a `Controller` is a queue and its workers, and owns requeues, backoff and retries;
-a Manager runs controllers (externalsecret/controller.py's `Manager`, app.py). The
-ClusterExternalSecret passes run on one; ExternalSecret syncs and KMS polls on one each (so a
-change a user makes never waits behind background polls). The SecretStore status checks
-(secretstore/storestatus.py) still keep a loop of their own.
+a Manager runs controllers (externalsecret/controller.py's `Manager`, app.py). ExternalSecret
+syncs and KMS polls run on one each (so a change a user makes never waits behind background
+polls), as do the SecretStore status checks and the ClusterExternalSecret passes.
 
 What the loop does with a key once its reconcile returns (controller-runtime's
 reconcileHandler):
@@ -16,8 +15,8 @@ reconcileHandler):
 - `Result.after(s)`: forgotten too, and the key comes back in `s` seconds;
 - `Result.retry(cap)`: the key comes back after its backoff (`ExponentialBackoff.when`,
   per key, jittered), at most `cap` seconds when given;
-- an exception: logged with its traceback, and the key comes back after its backoff (the
-  backoff's own cap only).
+- an exception: logged with its traceback (or handed to `on_error`), and the key comes back
+  after its backoff (the backoff's own cap only).
 
 A controller made with `retry_as` retries a failed key as `retry_as(key)` instead (a
 ClusterExternalSecret's namespace pass that fails is retried as a full pass), with that
@@ -76,39 +75,40 @@ class Controller(Generic[K]):
     """A work queue of `K` keys, the threads that work on it, and their retries (see the
     module docstring). `reconcile(key)` is called by one worker at a time per key.
 
-    `describe(key)` names a key in the log line of an unexpected failure; `group` and
-    `group_limit` make the queue fair between groups of keys (runtime/queue.py); `on_wait`
-    is the queue's wait metric.
+    An unexpected failure is logged with its traceback as "<describe(key)> failed
+    unexpectedly", or handed to `on_error(key, exc)` instead when given (which says it its
+    own way); either way the key is retried. `group` and `group_limit` make the queue fair
+    between groups of keys (runtime/queue.py); `on_wait` is the queue's wait metric.
     """
 
     def __init__(
         self,
-        name: str,
         reconcile: Callable[[K], Result],
         *,
         backoff: ExponentialBackoff,
         clock: Clock | None = None,
         describe: Callable[[K], str] = str,
+        on_error: Callable[[K, Exception], None] | None = None,
         retry_as: Callable[[K], K] | None = None,
         group: Callable[[K], Hashable] | None = None,
         group_limit: int | None = None,
         on_wait: Callable[[float], None] | None = None,
     ) -> None:
-        self.name = name
         self.reconcile = reconcile
         self.queue: WorkQueue[K] = WorkQueue(clock=clock or RealClock(), on_wait=on_wait,
                                              group=group, group_limit=group_limit)
         self.stopping = threading.Event()
         self._backoff = backoff
         self._describe = describe
+        self._on_error = on_error
         self._retry_as = retry_as or (lambda key: key)
         self._threads: list[threading.Thread] = []
 
     # ------------------------------------------------------------ lifecycle
-    def start(self, workers: int) -> list[threading.Thread]:
-        """Start `workers` threads named `<name>-<i>`; returns them."""
-        started = [threading.Thread(target=self._work, name=f"{self.name}-{i}", daemon=True)
-                   for i in range(workers)]
+    def start(self, *names: str) -> list[threading.Thread]:
+        """Start a worker thread by each of `names`; returns them."""
+        started = [threading.Thread(target=self._work, name=name, daemon=True)
+                   for name in names]
         for thread in started:
             thread.start()
         self._threads += started
@@ -150,9 +150,17 @@ class Controller(Generic[K]):
         """Reconcile `key` (handed out by the queue) and act on its `Result`."""
         try:
             result = self.reconcile(key)
-        except Exception:
-            log.exception("%s failed unexpectedly", self._describe(key))
+        except Exception as exc:
+            if self._on_error is not None:
+                self._on_error(key, exc)
+            else:
+                log.exception("%s failed unexpectedly", self._describe(key))
             result = Result.retry()
+        self.settle(key, result)
+
+    def settle(self, key: K, result: Result) -> None:
+        """Act on `key`'s `result`: forget its failures or count one, and queue it again
+        when the result asks (the loop's part of `process`)."""
         if result.failed:
             again = self._retry_as(key)
             delay = self._backoff.when(again)

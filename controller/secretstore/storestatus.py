@@ -16,8 +16,10 @@ The status is written by server-side apply on the status subresource only when i
 the condition carries observedGeneration and keeps its lastTransitionTime while its status
 stays, so a quiet store costs no write however often it is checked.
 
-The checks have a queue of their own and one worker (one key type per queue), so they never
-delay an ExternalSecret's sync; only the leader runs them (`start` with the workers).
+The checks have a controller of the runtime of their own (runtime/controller.py: a queue of
+store keys and one worker), so they never delay an ExternalSecret's sync; only the leader runs
+them (`start` with the workers). A check that cannot read what it needs (the API server out of
+reach, say) is retried with backoff: min(5 s, recheck) doubling, jittered, up to `recheck`.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from controller.externalsecret import polls
 from controller.externalsecret.status import READY, stamp
 from controller.ops.neterrors import out_of_reach
 from controller.runtime.clock import Clock, RealClock
-from controller.runtime.queue import ExponentialBackoff, Jitter, WorkQueue
+from controller.runtime.controller import Controller, Result
+from controller.runtime.queue import ExponentialBackoff, Jitter
 from controller.secretstore.stores import StoreProblem, StoreResolver
 
 log = logging.getLogger(__name__)
@@ -150,13 +153,14 @@ class StoreStatus:
         self.clock = clock or RealClock()
         self.now = now or (lambda: datetime.now(UTC))
         self.scrub = scrub or (lambda text: text)
-        self.queue: WorkQueue[StoreKey] = WorkQueue(clock=self.clock)
-        self.backoff = ExponentialBackoff(base=min(5.0, self.recheck), cap=self.recheck,
-                                           jitter=Jitter.EQUAL)
+        self.controller: Controller[StoreKey] = Controller(
+            self._reconcile, clock=self.clock, on_error=self._failed,
+            backoff=ExponentialBackoff(base=min(5.0, self.recheck), cap=self.recheck,
+                                       jitter=Jitter.EQUAL))
+        self.queue = self.controller.queue  # where handlers put stores to check
         self._generations: dict[StoreKey, int] = {}
         self._lock = threading.Lock()
         self._started = threading.Event()
-        self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------- handlers
     def observe(self, kind: str, event: str, obj: dict[str, Any]) -> None:
@@ -166,7 +170,7 @@ class StoreStatus:
         if event == "DELETED":
             with self._lock:
                 self._generations.pop(key, None)
-            self.backoff.forget(key)
+            self.controller.forget(key)
             return
         generation = int((obj.get("metadata") or {}).get("generation") or 0)
         with self._lock:
@@ -191,25 +195,11 @@ class StoreStatus:
                 self._generations[key] = int((obj.get("metadata") or {}).get("generation")
                                              or 0)
             self.queue.add(key)
-        self._thread = threading.Thread(target=self._work, name="store-status", daemon=True)
-        self._thread.start()
-        return self._thread
+        [thread] = self.controller.start("store-status")
+        return thread
 
     def stop(self) -> None:
-        self.queue.shutdown()
-
-    def _work(self) -> None:
-        while True:
-            key = self.queue.get()
-            if key is None:
-                return
-            try:
-                self.check(key)
-            except Exception as exc:  # noqa: BLE001 - said (see _failed), retried with backoff
-                self._failed(key, exc)
-                self.queue.add_after(key, self.backoff.when(key))
-            finally:
-                self.queue.done(key)
+        self.controller.shutdown()
 
     @staticmethod
     def _failed(key: StoreKey, exc: BaseException) -> None:
@@ -225,14 +215,25 @@ class StoreStatus:
 
     # ------------------------------------------------------------------ check
     def check(self, key: StoreKey) -> bool | None:
-        """Check one store, write its status if it changed, schedule the next check.
-        Returns whether it is Ready (None: the store is gone, or not this controller's)."""
+        """Check one store now as the worker does: write its status if it changed, schedule
+        the next check. Returns whether it is Ready (None: the store is gone, or not this
+        controller's)."""
+        ready, result = self._check(key)
+        self.controller.settle(key, result)
+        return ready
+
+    def _reconcile(self, key: StoreKey) -> Result:
+        return self._check(key)[1]
+
+    def _check(self, key: StoreKey) -> tuple[bool | None, Result]:
+        """Whether the store is Ready (its status written if it changed), and when to check
+        it again: `not_ready` while it is not, its slot in `recheck` when it reads Secrets."""
         raw = self.get(key)
         if raw is None:
-            return None
+            return None, Result()
         raw = {**raw, "kind": key.kind}
         if not self.serves(raw):
-            return None
+            return None, Result()
         meta = raw.get("metadata") or {}
         generation = int(meta.get("generation") or 0)
         recheck = True
@@ -256,10 +257,9 @@ class StoreStatus:
         else:
             log.debug("%s checked: unchanged (Ready=%s %s)", key.describe(),
                       new["conditions"][0]["status"], reason)
-        self.backoff.forget(key)
         if not ready:
-            self.queue.add_after(key, self.not_ready)
-        elif recheck:
+            return ready, Result.after(self.not_ready)
+        if recheck:
             seed = str(meta.get("uid") or key.describe())
-            self.queue.add_after(key, polls.until_slot(seed, self.recheck, self.clock.now()))
-        return ready
+            return ready, Result.after(polls.until_slot(seed, self.recheck, self.clock.now()))
+        return ready, Result()

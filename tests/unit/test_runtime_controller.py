@@ -27,7 +27,7 @@ DEADLINE = 5.0  # real seconds a healthy test never gets near
 def _controller(reconcile: Callable[[str], Result], clock: FakeClock, *, base: float = 1.0,
                 cap: float = 8.0, **kwargs: Any) -> Controller[str]:
     backoff = ExponentialBackoff(base=base, cap=cap, jitter=Jitter.NONE)
-    return Controller("test", reconcile, backoff=backoff, clock=clock, **kwargs)
+    return Controller(reconcile, backoff=backoff, clock=clock, **kwargs)
 
 
 def _run_once(ctl: Controller[str]) -> str | None:
@@ -129,6 +129,22 @@ def test_an_exception_is_logged_and_retried_with_backoff(caplog: Any) -> None:
     assert calls == ["a", "a"]
 
 
+def test_an_error_handler_says_it_instead_and_the_key_is_retried(caplog: Any) -> None:
+    clock = FakeClock()
+    said = []
+
+    def reconcile(_key: str) -> Result:
+        raise OSError("unreachable")
+
+    ctl = _controller(reconcile, clock, on_error=lambda key, exc: said.append((key, str(exc))))
+    ctl.queue.add("a")
+    with caplog.at_level(logging.DEBUG, logger="controller.runtime.controller"):
+        _run_once(ctl)
+    assert said == [("a", "unreachable")]
+    assert not caplog.records
+    assert _next_run(ctl, clock) == pytest.approx(1.0)
+
+
 def test_a_failure_retried_as_another_key_uses_that_keys_backoff() -> None:
     """retry_as: the ClusterExternalSecret controller retries a failed namespace pass as a
     full pass; a namespace pass that succeeds does not forget the full pass's failures."""
@@ -196,7 +212,7 @@ def test_stop_while_a_reconcile_runs_waits_for_it_and_starts_nothing_new() -> No
     reconcile = Blocking(Result.after(1.0))
     ctl = _controller(reconcile, FakeClock())
     ctl.queue.add("a")
-    [worker] = ctl.start(1)
+    [worker] = ctl.start("test-0")
     assert worker.name == "test-0"
     try:
         assert reconcile.entered.acquire(timeout=DEADLINE)
@@ -214,7 +230,7 @@ def test_stop_while_a_reconcile_runs_waits_for_it_and_starts_nothing_new() -> No
 def test_a_key_added_while_in_flight_runs_again_once_not_twice_at_once() -> None:
     reconcile = Blocking()
     ctl = _controller(reconcile, FakeClock())
-    ctl.start(3)
+    ctl.start("w-0", "w-1", "w-2")
     try:
         ctl.queue.add("a")
         assert reconcile.entered.acquire(timeout=DEADLINE)
