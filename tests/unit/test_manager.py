@@ -395,5 +395,7 @@ def test_a_sync_and_a_poll_return_their_result_and_the_loop_acts_on_it() -> None
     result = w.manager._poll(SecretPoll(db))
     assert result.requeue_after is not None and 0 < result.requeue_after <= 60.0
     assert not result.failed
-    w.kms.fail["db"] = FetchError(Kind.THROTTLED, "Rejected.Throttling", "throttled")
+    throttled = FetchError(Kind.THROTTLED, "Rejected.Throttling", "throttled")
+    w.manager.fetcher.fetch = (  # type: ignore[method-assign]
+        lambda request, max_age, *, fresh=False: throttled)
     assert w.manager._poll(SecretPoll(db)) == Result.retry(cap=60.0)
