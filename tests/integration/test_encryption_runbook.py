@@ -61,6 +61,13 @@ def runbook_steps(text: str) -> list[str]:
     return [body for _, body in found]
 
 
+def _parses(text: bytes) -> bool:
+    try:
+        return isinstance(yaml.safe_load(text), dict)
+    except yaml.YAMLError:
+        return False
+
+
 class Kubelet:
     """Runs the kms-plugin static pod from $MANIFESTS as the kubelet would (see docstring)."""
 
@@ -77,9 +84,16 @@ class Kubelet:
         return self
 
     def _watch(self) -> None:
+        """Start the pod once its manifest is whole: the doc's step writes it with a shell
+        redirect, which creates the file empty before sed writes it, so a manifest is used
+        only when it parses and reads the same at two looks a tick apart (a loaded CI run
+        read the empty file, and this thread died on it: the plugin never started)."""
+        path, seen = self.manifests / "kms-plugin.yaml", b""
         while self.proc is None and not self._stop.wait(0.2):
-            if (self.manifests / "kms-plugin.yaml").exists():
+            text = path.read_bytes() if path.exists() else b""
+            if text and text == seen and _parses(text):
                 self.run_pod()
+            seen = text
 
     def command(self) -> list[str]:
         pod = yaml.safe_load((self.manifests / "kms-plugin.yaml").read_text())
@@ -153,8 +167,13 @@ class Node:
     def run(self, step: str, timeout: float = 120) -> str:
         script = (f'set -euo pipefail\n[ -f "{self.state}" ] && source "{self.state}"\n'
                   f'{step}\nexport -p > "{self.state}"\n')
-        out = subprocess.run(["bash", "-c", script], capture_output=True, text=True,
-                             env=self.env, cwd=str(REPO), timeout=timeout, check=False)
+        try:
+            out = subprocess.run(["bash", "-c", script], capture_output=True, text=True,
+                                 env=self.env, cwd=str(REPO), timeout=timeout, check=False)
+        except subprocess.TimeoutExpired as exc:  # say why: the step, its output, the plugin's
+            pytest.fail(f"runbook step still running after {timeout:g}s:\n{step}\n"
+                        f"stdout: {exc.stdout!r}\nstderr: {exc.stderr!r}\n"
+                        f"kms-plugin log:\n{self.plugin_log()}")
         assert out.returncode == 0, (step, out.stdout, out.stderr, self.plugin_log())
         return out.stdout
 
