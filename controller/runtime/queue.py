@@ -112,10 +112,6 @@ class ExponentialBackoff:
         with self._lock:
             self._failures.pop(key, None)
 
-    def num_requeues(self, key: Hashable) -> int:
-        with self._lock:
-            return self._failures.get(key, 0)
-
     def _backoff(self, failures: int) -> float:
         return min(self._cap, self._base * 2.0 ** min(failures, _MAX_EXPONENT))
 
