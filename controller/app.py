@@ -36,8 +36,9 @@ from controller.ops.redact import (
     scrub,
 )
 from controller.ops.stacks import dump_on_sigquit
-from controller.providers.alibaba import provider as alibaba
+from controller.providers import installed
 from controller.providers.alibaba.stores import operator_endpoints
+from controller.providers.base import Wiring
 from controller.providers.registry import Providers
 from controller.settings import Settings
 
@@ -145,12 +146,10 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
         return ServiceAccountTokens(rest, on_token=None, in_use=in_use, hold=_hold_token,
                                     release=release_secrets)
 
-    # The secret sources, by ExternalSecret provider name: the one place that names them.
-    providers = Providers()
-    providers.register(alibaba.from_settings(settings, on_call=on_source_call,
-                                             on_identity=metrics.count_credential_refresh,
-                                             tokens=service_account_tokens),
-                       *alibaba.NAMES)
+    # The secret sources, by ExternalSecret provider name (the list: providers/installed.py).
+    providers = installed.build(Wiring(settings, on_call=on_source_call,
+                                       on_identity=metrics.count_credential_refresh,
+                                       tokens=service_account_tokens))
     instance = os.environ.get("POD_NAME") or socket.gethostname()
     manager = Manager(settings, rest, providers, instance=instance, hooks=hooks,
                       on_credential=register_secret)

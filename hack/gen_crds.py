@@ -1,13 +1,17 @@
 """Generate the CRDs in helm/ack-secret-manager/crds/ from one Python description.
 
-The kinds share their building blocks (a data entry, a secret reference, the KMS
-provider), so they are described once here; `make crds` writes the YAML, and a test fails when
-the committed files differ from what this script produces.
+The kinds share their building blocks (a data entry, a secret reference, a store's provider
+blocks), so they are described once here; `make crds` writes the YAML, and a test fails when
+the committed files differ from what this script produces. The store blocks (spec.KMS,
+spec.OOS) and the spec.provider names are the installed sources' (controller/providers/
+installed.py): each source declares its blocks' schema in its own folder (e.g.
+controller/providers/alibaba/shape.py), with the builders of controller/api/schema.py.
 
-This is the one place the API's schema is written, and it repeats no bound: every maxItems,
-maxLength, maxProperties and pattern is a constant of the parser that enforces it
-(controller/api/: fields.py, externalsecret.py, secretstore.py, clusterexternalsecret.py; the
-endpoint rules of controller/providers/alibaba/stores.py), imported here, so
+This and the sources' shapes are the places the API's schema is written, and they repeat no
+bound: every maxItems, maxLength, maxProperties and pattern is a constant of the parser that
+enforces it (controller/api/: fields.py, externalsecret.py, secretstore.py,
+clusterexternalsecret.py; the endpoint rules of controller/providers/alibaba/stores.py),
+imported, so
 the apiserver refuses at once what the controller would refuse later (for objects stored before
 the schema did, the parser still checks). Every field has a description (`kubectl explain`),
 saying what it means to a user, its default and its bound (metadata excepted: the apiserver
@@ -25,14 +29,16 @@ import yaml
 
 from controller import api
 from controller.api import clusterexternalsecret as ces_api
+from controller.api.schema import MAX_TEXT, arr, bounded, obj, s, text
 from controller.clusterexternalsecret import logic as ces
+from controller.providers import installed
 from controller.providers.alibaba import stores
 
 GROUP = "alibabacloud.com"
+SHAPE = installed.shape()  # the provider names and store blocks of the installed sources
 OUT = pathlib.Path(__file__).resolve().parents[1] / "helm/ack-secret-manager/crds"
 
 # The parser's bounds (see the module docstring): imported, never written here again.
-MAX_TEXT = api.MAX_FIELD_LENGTH  # any string of a spec the parser reads
 MAX_NAME = api.MAX_NAME_LENGTH  # a Secret key, an object name
 ENDPOINT = {"maxLength": stores.MAX_ENDPOINT, "pattern": stores.ENDPOINT_PATTERN}
 SECRET_KEY = {"maxLength": MAX_NAME, "pattern": api.KEY_NAME_PATTERN}
@@ -51,49 +57,8 @@ KIND = ("Kind is a string value representing the REST resource this object repre
 METADATA = {"type": "object"}
 
 
-def _bounded(desc: str, extra: dict[str, Any]) -> str:
-    """The description with the bounds a user cannot see in `kubectl explain` otherwise (the
-    common string bound, MAX_TEXT, is said once in each spec's description)."""
-    notes = []
-    if "maxItems" in extra:
-        notes.append(f"at most {extra['maxItems']:,} items")
-    if "maxProperties" in extra:
-        notes.append(f"at most {extra['maxProperties']:,} entries")
-    if extra.get("maxLength", MAX_TEXT) != MAX_TEXT:
-        notes.append(f"at most {extra['maxLength']:,} characters")
-    if not notes:
-        return desc
-    return f"{desc.rstrip('.')} ({'; '.join(notes)})."
-
-
-def obj(desc: str, props: dict[str, Any], required: list[str] | None = None, /,
-        **extra: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"type": "object", "description": _bounded(desc, extra),
-                           "properties": props}
-    if required:
-        out["required"] = required
-    out.update(extra)
-    return out
-
-
-def arr(desc: str, items: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return {"type": "array", "description": _bounded(desc, extra), "items": items, **extra}
-
-
-def text(desc: str, **extra: Any) -> dict[str, Any]:
-    """A spec string the parser reads: at most MAX_TEXT characters unless `extra` says less."""
-    extra.setdefault("maxLength", MAX_TEXT)
-    return {"type": "string", "description": _bounded(desc, extra), **extra}
-
-
-def s(desc: str, **extra: Any) -> dict[str, Any]:
-    """A string without a bound: status written by the controller, or a spec list item the
-    parser does not bound."""
-    return {"type": "string", "description": _bounded(desc, extra), **extra}
-
-
 def string_map(desc: str, values: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return {"type": "object", "description": _bounded(desc, extra),
+    return {"type": "object", "description": bounded(desc, extra),
             "additionalProperties": values, **extra}
 
 
@@ -120,22 +85,6 @@ def matching(desc: str, pattern: str, message: str) -> dict[str, Any]:
 def interval(desc: str) -> dict[str, Any]:
     return matching(desc, api.INTERVAL_PATTERN,
                     "must be a Go duration such as 30s, 5m, 1h or 1h30m (0 turns it off)")
-
-
-def secret_ref(desc: str) -> dict[str, Any]:
-    return obj(
-        desc,
-        {
-            "name": text("Name of the Secret.", minLength=1),
-            "namespace": text("Namespace of the Secret. Default: the referring object's "
-                              "namespace (a ClusterSecretStore must set it). Another "
-                              "namespace than the SecretStore's needs the controller's "
-                              "--enable-cross-namespace-auth-ref (or "
-                              "--enable-cross-namespace-secret-store)."),
-            "key": text("Key in the Secret's data holding the value.", minLength=1),
-        },
-        ["name", "key"],
-    )
 
 
 STORE_REF = obj(
@@ -234,10 +183,11 @@ def es_spec(desc: str) -> dict[str, Any]:
         f"{desc} Every string is at most {MAX_TEXT:,} characters unless its field says "
         "otherwise; set at least one entry in data or dataProcess.",
         {
-            "provider": matching("Where the values come from: kms (default), KMS Secrets "
-                                 "Manager secrets; oos, OOS encryption parameters (stores need "
-                                 "spec.OOS). Any case.", api.PROVIDER_PATTERN,
-                                 "must be kms or oos (empty: kms)"),
+            "provider": matching(
+                "Where the values come from: "
+                + "; ".join(source.provider_doc for source in SHAPE.sources) + ". Any case.",
+                SHAPE.provider_pattern,
+                f"must be {api.one_of(list(SHAPE.names))} (empty: {SHAPE.default_provider})"),
             "type": text("The type of the Kubernetes Secret, e.g. kubernetes.io/tls. Default: "
                          "Opaque. The keys a type requires are checked before writing."),
             "refreshInterval": interval(
@@ -404,96 +354,19 @@ ES_STATUS = obj(
 )
 
 
-def auth(block: str) -> dict[str, Any]:
-    return obj(
-        f"The identity that reads {block} (the first that applies: serviceAccountRef, "
-        "oidcProviderARN + ramRoleARN, accessKey + accessKeySecret + ramRoleARN, accessKey + "
-        "accessKeySecret; see docs/authentication.md). Not set: the controller's own identity.",
-        {
-            "accessKey": secret_ref("The Secret key holding the AccessKey id (with "
-                                    "accessKeySecret)."),
-            "accessKeySecret": secret_ref("The Secret key holding the AccessKey secret (with "
-                                          "accessKey)."),
-            "ramRoleARN": text("The RAM role to assume: with the AccessKey (AssumeRole) or with "
-                               "oidcProviderARN (RRSA); alone, RRSA with the controller's OIDC "
-                               "provider."),
-            "ramRoleSessionName": text("The session name of the assumed role. Default: "
-                                       "ack-secret-manager."),
-            "oidcProviderARN": text("The cluster's RRSA OIDC provider (with ramRoleARN, or "
-                                    "serviceAccountRef)."),
-            "oidcTokenFilePath": text("The OIDC token file for RRSA. Default: the "
-                                      "controller's, " + stores.DEFAULT_OIDC_TOKEN_FILE + "."),
-            "roleSessionExpiration": text(
-                "The assumed role's session lifetime: seconds (\"3600\") or a Go duration "
-                f"(\"1h\"), kept within {stores.MIN_SESSION_SECONDS}-"
-                f"{stores.MAX_SESSION_SECONDS} seconds. Default: 3600."),
-            "remoteRamRoleARN": text("A cross-account role assumed on top of the identity "
-                                     "above (or the controller's); the reads are made as it."),
-            "remoteRamRoleSessionName": text("The session name of remoteRamRoleARN."),
-            "serviceAccountRef": obj(
-                "Per-ServiceAccount RRSA: read as the RAM role named by this ServiceAccount's "
-                "annotation ack.alibabacloud.com/role-arn, with a token minted for it.",
-                {"name": text("Name of the ServiceAccount.", minLength=1),
-                 "namespace": text("Namespace of the ServiceAccount. Default: the "
-                                   "SecretStore's; another needs the controller's "
-                                   "--enable-cross-namespace-auth-ref (or "
-                                   "--enable-cross-namespace-secret-store). A "
-                                   "ClusterSecretStore must set it."),
-                 "audiences": arr("Audiences of the minted token. Default: sts.aliyuncs.com.",
-                                  s("One audience."))},
-                ["name"],
-            ),
-        },
-    )
+def one_provider(fields: list[str]) -> dict[str, Any]:
+    """The CEL rule a store's spec keeps: exactly one provider block set."""
+    has = [f"has(self.{f})" for f in fields]
+    rule = " != ".join(has) if len(has) == 2 else f"[{', '.join(has)}].filter(x, x).size() == 1"
+    return {"x-kubernetes-validations": [
+        {"rule": rule, "message": "set exactly one provider: "
+         + api.one_of([f"spec.{f}" for f in fields])}]}
 
 
-STORE_SPEC_PROPS: dict[str, Any] = {
-    "KMS": obj(
-        f"Read KMS Secrets Manager secrets (ExternalSecrets with provider kms). Every string "
-        f"is at most {MAX_TEXT:,} characters unless its field says otherwise.",
-        {
-            "KMSAuth": auth("KMS secrets"),
-            "dedicatedKMSAuth": obj(
-                "ack-secret-manager v0.5's KMS instance access with an application access "
-                "point's client key: reads with that client key only, over https.",
-                {"protocol": text("https (default; the only one allowed)."),
-                 "ca": text("The KMS instance's CA (PEM).", maxLength=api.MAX_PEM_LENGTH),
-                 "ignoreSSL": {"type": "boolean",
-                               "description": "Turn off TLS verification of the instance. "
-                               "Refused (InsecureTLSRefused) unless the controller runs with "
-                               "--allow-insecure-kms-instance-tls. Default: false."},
-                 "endpoint": text("Required: the KMS instance's endpoint, "
-                                  "<instanceId>.cryptoservice.kms.aliyuncs.com (https).",
-                                  **ENDPOINT),
-                 "clientKeyContent": secret_ref("Required: the Secret key holding the client "
-                                                "key file's content."),
-                 "password": secret_ref("Required: the Secret key holding the client key's "
-                                        "password.")},
-            ),
-            "endpoint": text("The KMS endpoint of this store's reads, [https://]host[:port]: the "
-                             "shared gateway or a KMS instance "
-                             "<instanceId>.cryptoservice.kms.aliyuncs.com. Default: the "
-                             "controller's --kms-endpoint or region. Hosts under aliyuncs.com "
-                             "only, unless the controller's --allowed-endpoints names it.",
-                             **ENDPOINT),
-            "ca": text("The CA (PEM) of a KMS instance endpoint, inline (or caSecretRef, not "
-                       "both).", maxLength=api.MAX_PEM_LENGTH),
-            "caSecretRef": secret_ref("The Secret key holding the CA (PEM) of a KMS instance "
-                                      "endpoint (or ca, not both)."),
-        },
-    ),
-    "OOS": obj(
-        f"Read OOS encryption parameters (ExternalSecrets with provider oos); the endpoint is "
-        f"the controller's --oos-endpoint. Every string is at most {MAX_TEXT:,} characters.",
-        {"OOSAuth": auth("OOS parameters")}),
-}
-
-ONE_PROVIDER: dict[str, Any] = {
-    "x-kubernetes-validations": [
-        {"rule": "has(self.KMS) != has(self.OOS)",
-         "message": "set exactly one provider: spec.KMS or spec.OOS"}
-    ]
-}
+# The store blocks the installed sources own (controller/providers/installed.py), each with
+# the schema its source declares.
+STORE_SPEC_PROPS: dict[str, Any] = {b.field: dict(b.schema) for b in SHAPE.blocks}
+ONE_PROVIDER = one_provider(list(STORE_SPEC_PROPS))
 
 STORE_STATUS = obj(
     "What the controller found about this store (written by the controller).",
@@ -743,14 +616,14 @@ def _dump(doc: dict[str, Any]) -> str:
 def main() -> int:
     check = "--check" in sys.argv
     stale = []
-    for path, text in _outputs().items():
+    for path, written in _outputs().items():
         name = path.name
         if check:
-            if not path.exists() or path.read_text() != text:
+            if not path.exists() or path.read_text() != written:
                 stale.append(name)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
+            path.write_text(written)
     if stale:
         print(f"stale CRDs: {', '.join(stale)}; run `make crds`", file=sys.stderr)
         return 1

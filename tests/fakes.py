@@ -21,6 +21,7 @@ from controller.providers import FetchError, Kind
 from controller.providers.alibaba.identity import Identity
 from controller.providers.alibaba.kms import Endpoint, SecretValue
 from controller.providers.alibaba.provider import NAMES, Alibaba
+from controller.providers.alibaba.shape import SHAPE as ALIBABA
 from controller.providers.fake import FakeProvider
 from controller.providers.registry import Providers
 from controller.runtime.clock import FakeClock
@@ -249,13 +250,13 @@ class World:
         self.kms: FakeProvider | FakeKms
         if alibaba:
             self.kms = FakeKms()
-            self.providers.register(Alibaba(self.settings, kms=self.kms), *NAMES)
+            self.providers.register(Alibaba(self.settings, kms=self.kms), shape=ALIBABA)
         else:
             self.kms = provider or FakeProvider()
-            self.providers.register(self.kms, *NAMES)
+            self.providers.register(self.kms, *NAMES, shape=ALIBABA)
         # --max-cas-per-namespace, its index fed by add_store as the informer would
         self.cas = PrivateCas(self.settings.max_cas_per_namespace,
-                              ca_identities(self.providers))
+                              ca_identities(self.providers), self.providers.shape)
         self.kube.put_user_secret(namespace, "ak", {"id": "LTAI-x", "s": "ak-secret"})
         self.add_store("store", {"KMSAuth": AK})
         self.resolver = StoreResolver(self.settings, self._store, self.kube, lambda _ns: {},
@@ -263,6 +264,7 @@ class World:
         self.fetcher = Fetcher(self.providers, self.clock)
         self.reconciler = Reconciler(
             self.kube, self.resolver, self.fetcher,
+            shape=self.providers.shape,
             default_interval=self.settings.polling_interval,
             disable_polling=self.settings.disable_polling,
             now=lambda: datetime(2026, 12, 1, tzinfo=UTC),

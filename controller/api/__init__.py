@@ -1,5 +1,6 @@
 """The API: the resource types this controller reads (group alibabacloud.com, v1alpha1), parsed
-once into frozen dataclasses, with the bounds the CRD generator shares (fields.py).
+once into frozen dataclasses, with the bounds the CRD generator shares (fields.py). What the
+secret sources add (provider names, store blocks) comes in by argument: a `Shape` (shape.py).
 Import from here: `from controller import api`, then `api.ExternalSecret`."""
 
 from controller.api.clusterexternalsecret import (
@@ -7,11 +8,8 @@ from controller.api.clusterexternalsecret import (
     parse_cluster_external_secret,
 )
 from controller.api.externalsecret import (
-    KMS_PROVIDER,
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
-    OOS_PROVIDER,
-    PROVIDER_PATTERN,
     CreationPolicy,
     DataEntry,
     DataProcess,
@@ -53,27 +51,24 @@ from controller.api.fields import (
 )
 from controller.api.secretstore import (
     ClusterSecretStore,
-    DedicatedKMSAuth,
-    KMSAuth,
-    KMSProvider,
     NamespaceCondition,
-    OOSAuth,
-    OOSProvider,
     SecretRef,
     SecretStore,
     SelectorRequirement,
     ServiceAccountRef,
     parse_cluster_secret_store,
+    parse_secret_ref,
     parse_secret_store,
+    parse_service_account_ref,
     parse_store,
 )
+from controller.api.shape import BlockParser, EntryRule, Shape, SourceShape, StoreBlock, one_of
 
 __all__ = [
     "DEFAULT_BOUNDS",
     "DNS_SUBDOMAIN_PATTERN",
     "INTERVAL_PATTERN",
     "KEY_NAME_PATTERN",
-    "KMS_PROVIDER",
     "MANAGED_BY_LABEL",
     "MANAGED_BY_VALUE",
     "MAX_DATA",
@@ -85,31 +80,29 @@ __all__ = [
     "MAX_REPLACE_RULES",
     "MAX_TEMPLATE_FROM",
     "MAX_TEMPLATE_ITEMS",
-    "OOS_PROVIDER",
-    "PROVIDER_PATTERN",
+    "BlockParser",
     "ClusterExternalSecret",
     "ClusterSecretStore",
     "CreationPolicy",
     "DataEntry",
     "DataProcess",
-    "DedicatedKMSAuth",
     "DeletionPolicy",
+    "EntryRule",
     "ExternalSecret",
     "ExternalSecretSpec",
     "FetchKey",
     "IntervalBounds",
     "JMESPathItem",
-    "KMSAuth",
-    "KMSProvider",
     "NamespaceCondition",
-    "OOSAuth",
-    "OOSProvider",
     "ReplaceRule",
     "SecretRef",
     "SecretStore",
     "SelectorRequirement",
     "ServiceAccountRef",
+    "Shape",
+    "SourceShape",
     "SpecError",
+    "StoreBlock",
     "StoreKind",
     "StoreRef",
     "Target",
@@ -119,11 +112,14 @@ __all__ = [
     "compile_go_regexp",
     "format_duration",
     "key_name_problem",
+    "one_of",
     "parse_cluster_external_secret",
     "parse_cluster_secret_store",
     "parse_duration",
     "parse_external_secret",
+    "parse_secret_ref",
     "parse_secret_store",
+    "parse_service_account_ref",
     "parse_store",
     "reserved_metadata_key",
 ]

@@ -10,11 +10,13 @@ The field names and defaults are those of ack-secret-manager (group alibabacloud
 v1alpha1), so objects users already have parse unchanged. Notable rules:
 
 * Errors: parsing collects every problem (in a fixed order: provider, type, data,
-  dataProcess, target, intervals) and raises the first one; its ``errors`` attribute
-  lists all of them (the first included), so a status can show one message while a
-  log or Event shows everything.
-* ``provider: oos`` reads OOS encryption parameters (``key`` is the parameter name,
-  ``versionId`` its version; OOS has no version stages) through stores with ``spec.OOS``.
+  dataProcess, the source's entry rules, target, intervals) and raises the first one; its
+  ``errors`` attribute lists all of them (the first included), so a status can show one
+  message while a log or Event shows everything.
+* ``spec.provider`` is one of the names the installed sources serve (the ``Shape`` the
+  parser is given, api/shape.py; empty: the first, kms); the source of that name may add
+  rules over the entries (``provider: oos``: no version stages, no kmsEndpoint;
+  controller/providers/alibaba/blocks.py).
 * Regular expressions were written for Go's RE2; ``compile_go_regexp`` compiles them with
   RE2 itself (google-re2): the same syntax, and linear-time matching (no backtracking stall).
 * Bounds: every string of a spec is at most ``MAX_FIELD_LENGTH`` characters and every list
@@ -64,11 +66,8 @@ from controller.api.fields import (
     read_choice,
     read_text,
 )
+from controller.api.shape import Shape, one_of
 
-KMS_PROVIDER = "kms"
-OOS_PROVIDER = "oos"
-# spec.provider as _parse_provider reads it: either name in any case, or empty (kms).
-PROVIDER_PATTERN = rf"^(?i:{KMS_PROVIDER}|{OOS_PROVIDER})?$"
 DEFAULT_SECRET_TYPE = "Opaque"
 
 # ---------------------------------------------------------------- ExternalSecret model
@@ -257,12 +256,15 @@ class ExternalSecret:
 
 
 def parse_external_secret(obj: Mapping[str, object],
-                          bounds: IntervalBounds = DEFAULT_BOUNDS) -> ExternalSecret:
-    """Parse an ExternalSecret as returned by the API. Raises SpecError (see module doc)."""
+                          bounds: IntervalBounds = DEFAULT_BOUNDS, *,
+                          shape: Shape) -> ExternalSecret:
+    """Parse an ExternalSecret as returned by the API, with the provider names (and their
+    entry rules) of the installed sources' `shape`. Raises SpecError (see module doc)."""
     meta = metadata_of(obj)
     namespace, name = meta_text(meta, "namespace"), meta_text(meta, "name")
     p = Problems(f"ExternalSecret {namespace}/{name}")
-    spec = _parse_es_spec(as_mapping(obj.get("spec"), "spec", p), namespace, name, p, bounds)
+    spec = _parse_es_spec(as_mapping(obj.get("spec"), "spec", p), namespace, name, p, bounds,
+                          shape)
     annotations = meta.get("annotations")
     labels = meta.get("labels")
     result = ExternalSecret(
@@ -282,9 +284,9 @@ def parse_external_secret(obj: Mapping[str, object],
 
 def _parse_es_spec(
     spec: Mapping[str, object], namespace: str, name: str, p: Problems,
-    bounds: IntervalBounds,
+    bounds: IntervalBounds, shape: Shape,
 ) -> ExternalSecretSpec:
-    provider = _parse_provider(spec, p)
+    provider = _parse_provider(spec, p, shape)
     secret_type = read_text(spec, "type", "spec", p) or DEFAULT_SECRET_TYPE
     data = tuple(
         _parse_entry(raw, f"spec.data[{i}]", f"data[{i}]", namespace, p, extract=False)
@@ -295,14 +297,10 @@ def _parse_es_spec(
         for i, raw in enumerate(as_items(spec.get("dataProcess"), "spec.dataProcess", p,
                                        MAX_DATA_PROCESS))
     )
-    if provider == OOS_PROVIDER:
+    rule = shape.entry_rule(provider)
+    if rule is not None:
         for entry in (*data, *(d.extract for d in processes if d.extract is not None)):
-            if entry.version_stage:
-                p.add(f"{entry.spec_field}.versionStage", "is set, but OOS parameters have no "
-                      "version stages", "remove it, or give versionId (a parameter version)")
-            if entry.kms_endpoint:
-                p.add(f"{entry.spec_field}.kmsEndpoint", "is a KMS endpoint, but provider is "
-                      "oos", "remove it (the controller's --oos-endpoint is used)")
+            rule(provider, entry, p)
     target = _parse_target(spec.get("target"), name, p)
     template_type = target.template.type
     if template_type and spec.get("type") and template_type != secret_type:
@@ -318,11 +316,11 @@ def _parse_es_spec(
     )
 
 
-def _parse_provider(spec: Mapping[str, object], p: Problems) -> str:
-    provider = read_text(spec, "provider", "spec", p).lower() or KMS_PROVIDER
-    if provider not in (KMS_PROVIDER, OOS_PROVIDER):
-        p.add("spec.provider", f"must be kms or oos (got {provider!r})",
-              "set provider: kms, or leave it out")
+def _parse_provider(spec: Mapping[str, object], p: Problems, shape: Shape) -> str:
+    provider = read_text(spec, "provider", "spec", p).lower() or shape.default_provider
+    if provider not in shape.names:
+        p.add("spec.provider", f"must be {one_of(list(shape.names))} (got {provider!r})",
+              f"set provider: {shape.default_provider}, or leave it out")
     return provider
 
 

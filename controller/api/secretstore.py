@@ -1,6 +1,12 @@
 """SecretStore and ClusterSecretStore: their typed, validated views, parsed once from the raw
-objects (ack-secret-manager's field names: spec.KMS, spec.OOS, their auth blocks), and the
-namespace conditions a ClusterSecretStore (and a ClusterExternalSecret) admits namespaces by.
+objects, and the namespace conditions a ClusterSecretStore (and a ClusterExternalSecret)
+admits namespaces by.
+
+A store's provider block (spec.KMS, spec.OOS, ...) belongs to the source that owns it: the
+parser is given the installed sources' `Shape` (api/shape.py), calls the owner's parser on
+the one block set, and keeps the result in `SecretStore.blocks` by field name (the Alibaba
+blocks: controller/providers/alibaba/blocks.py). The references a block names are the API's
+(`SecretRef`, `ServiceAccountRef`, parsed by `parse_secret_ref` and `parse_service_account_ref`).
 """
 
 from __future__ import annotations
@@ -11,7 +17,6 @@ from dataclasses import dataclass
 
 from controller.api.externalsecret import StoreKind, StoreRef
 from controller.api.fields import (
-    MAX_PEM_LENGTH,
     Problems,
     as_items,
     as_mapping,
@@ -21,9 +26,9 @@ from controller.api.fields import (
     meta_int,
     meta_text,
     metadata_of,
-    read_flag,
     read_text,
 )
+from controller.api.shape import Shape, one_of
 
 # ---------------------------------------------------------------- SecretStore model
 
@@ -40,49 +45,6 @@ class ServiceAccountRef:
     name: str
     namespace: str
     audiences: tuple[str, ...]  # empty: the controller's default audience
-
-
-@dataclass(frozen=True, slots=True)
-class KMSAuth:
-    access_key: SecretRef | None = None
-    access_key_secret: SecretRef | None = None
-    ram_role_arn: str = ""
-    ram_role_session_name: str = ""
-    oidc_provider_arn: str = ""
-    oidc_token_file_path: str = ""
-    role_session_expiration: str = ""
-    remote_ram_role_arn: str = ""
-    remote_ram_role_session_name: str = ""
-    service_account_ref: ServiceAccountRef | None = None
-
-
-OOSAuth = KMSAuth  # ack-secret-manager gives both the same fields
-
-
-@dataclass(frozen=True, slots=True)
-class DedicatedKMSAuth:
-    """v0.5 dedicated KMS instance access (kept so old stores parse)."""
-
-    protocol: str
-    endpoint: str
-    ca: str
-    ignore_ssl: bool
-    client_key_content: SecretRef | None
-    password: SecretRef | None
-
-
-@dataclass(frozen=True, slots=True)
-class KMSProvider:
-    auth: KMSAuth | None  # None: the controller's own identity
-    dedicated: DedicatedKMSAuth | None
-    endpoint: str = ""
-    ca: str = ""  # inline PEM
-    ca_secret_ref: SecretRef | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class OOSProvider:
-    auth: KMSAuth | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,8 +94,9 @@ class SecretStore:
     uid: str
     generation: int
     resource_version: str
-    kms: KMSProvider | None
-    oos: OOSProvider | None
+    # the provider block set (normally one), by its spec field ("KMS"): the owning source's
+    # own frozen view of it
+    blocks: Mapping[str, object] = dataclasses.field(default_factory=dict, hash=False)
     # metadata.creationTimestamp as written (RFC 3339, UTC, whole seconds: sorts as time);
     # with the name, the order in which a namespace's stores get private-CA places
     created: str = ""
@@ -157,33 +120,34 @@ class ClusterSecretStore(SecretStore):
 # ---------------------------------------------------------------- SecretStore parsing
 
 
-def parse_store(obj: Mapping[str, object]) -> SecretStore:
+def parse_store(obj: Mapping[str, object], shape: Shape) -> SecretStore:
     """Parse a SecretStore or ClusterSecretStore, chosen by ``kind``."""
     if obj.get("kind") == StoreKind.CLUSTER_SECRET_STORE.value:
-        return parse_cluster_secret_store(obj)
-    return parse_secret_store(obj)
+        return parse_cluster_secret_store(obj, shape)
+    return parse_secret_store(obj, shape)
 
 
-def parse_secret_store(obj: Mapping[str, object]) -> SecretStore:
-    """Parse a namespaced SecretStore. Raises SpecError (see module doc)."""
+def parse_secret_store(obj: Mapping[str, object], shape: Shape) -> SecretStore:
+    """Parse a namespaced SecretStore, its provider block by the source of `shape` that owns
+    it. Raises SpecError (see module doc)."""
     meta = metadata_of(obj)
     namespace, name = meta_text(meta, "namespace"), meta_text(meta, "name")
     p = Problems(f"SecretStore {namespace}/{name}")
     spec = as_mapping(obj.get("spec"), "spec", p)
-    kms, oos = _parse_providers(spec, namespace, p)
+    blocks = _parse_blocks(spec, namespace, shape, p)
     p.raise_if_any()
     return SecretStore(StoreKind.SECRET_STORE, namespace, name, meta_text(meta, "uid"),
                        meta_int(meta, "generation"), meta_text(meta, "resourceVersion"),
-                       kms, oos, created=meta_text(meta, "creationTimestamp"))
+                       blocks, created=meta_text(meta, "creationTimestamp"))
 
 
-def parse_cluster_secret_store(obj: Mapping[str, object]) -> ClusterSecretStore:
+def parse_cluster_secret_store(obj: Mapping[str, object], shape: Shape) -> ClusterSecretStore:
     """Parse a ClusterSecretStore. Secret references must name their namespace."""
     meta = metadata_of(obj)
     name = meta_text(meta, "name")
     p = Problems(f"ClusterSecretStore {name}")
     spec = as_mapping(obj.get("spec"), "spec", p)
-    kms, oos = _parse_providers(spec, "", p)
+    blocks = _parse_blocks(spec, "", shape, p)
     conditions = tuple(
         _parse_condition(raw, f"spec.conditions[{i}]", p)
         for i, raw in enumerate(as_items(spec.get("conditions"), "spec.conditions", p))
@@ -191,73 +155,27 @@ def parse_cluster_secret_store(obj: Mapping[str, object]) -> ClusterSecretStore:
     p.raise_if_any()
     return ClusterSecretStore(StoreKind.CLUSTER_SECRET_STORE, "", name,
                               meta_text(meta, "uid"), meta_int(meta, "generation"),
-                              meta_text(meta, "resourceVersion"), kms, oos,
+                              meta_text(meta, "resourceVersion"), blocks,
                               created=meta_text(meta, "creationTimestamp"),
                               conditions=conditions)
 
 
-def _parse_providers(
-    spec: Mapping[str, object], namespace: str, p: Problems
-) -> tuple[KMSProvider | None, OOSProvider | None]:
-    has_kms, has_oos = spec.get("KMS") is not None, spec.get("OOS") is not None
-    if has_kms == has_oos:
-        p.add("spec", "must set exactly one provider, KMS or OOS",
-              "keep one of spec.KMS and spec.OOS")
-    kms = _parse_kms(as_mapping(spec.get("KMS"), "spec.KMS", p), namespace, p) if has_kms else None
-    oos = None
-    if has_oos:
-        m = as_mapping(spec.get("OOS"), "spec.OOS", p)
-        oos = OOSProvider(_parse_auth(m.get("OOSAuth"), "spec.OOS.OOSAuth", namespace, p))
-    return kms, oos
+def _parse_blocks(spec: Mapping[str, object], namespace: str, shape: Shape,
+                  p: Problems) -> dict[str, object]:
+    """The provider block set (exactly one of the installed sources' blocks), parsed by its
+    owner."""
+    fields = [b.field for b in shape.blocks]
+    present = [b for b in shape.blocks if spec.get(b.field) is not None]
+    if len(present) != 1:
+        p.add("spec", f"must set exactly one provider, {one_of(fields)}",
+              f"keep one of {one_of([f'spec.{f}' for f in fields], 'and')}")
+    return {b.field: b.parse(spec.get(b.field), f"spec.{b.field}", namespace, p)
+            for b in present}
 
 
-def _parse_kms(m: Mapping[str, object], namespace: str, p: Problems) -> KMSProvider:
-    field = "spec.KMS"
-    ca_ref = _parse_secret_ref(m.get("caSecretRef"), f"{field}.caSecretRef", namespace, p)
-    ca = read_text(m, "ca", field, p, MAX_PEM_LENGTH)
-    if ca and ca_ref:
-        p.add(f"{field}.caSecretRef", "is set together with spec.KMS.ca",
-              "keep only one of ca (inline PEM) and caSecretRef")
-    return KMSProvider(
-        auth=_parse_auth(m.get("KMSAuth"), f"{field}.KMSAuth", namespace, p),
-        dedicated=_parse_dedicated(m.get("dedicatedKMSAuth"), namespace, p),
-        endpoint=read_text(m, "endpoint", field, p),
-        ca=ca,
-        ca_secret_ref=ca_ref,
-    )
-
-
-def _parse_auth(raw: object, field: str, namespace: str, p: Problems) -> KMSAuth | None:
-    if raw is None:
-        return None
-    m = as_mapping(raw, field, p)
-    ak = _parse_secret_ref(m.get("accessKey"), f"{field}.accessKey", namespace, p)
-    sk = _parse_secret_ref(m.get("accessKeySecret"), f"{field}.accessKeySecret", namespace, p)
-    if (ak is None) != (sk is None):
-        missing = "accessKeySecret" if sk is None else "accessKey"
-        p.add(f"{field}.{missing}", "is required when the other half of the AccessKey "
-              "pair is set", "set both accessKey and accessKeySecret, or neither")
-    auth = KMSAuth(
-        access_key=ak,
-        access_key_secret=sk,
-        ram_role_arn=read_text(m, "ramRoleARN", field, p),
-        ram_role_session_name=read_text(m, "ramRoleSessionName", field, p),
-        oidc_provider_arn=read_text(m, "oidcProviderARN", field, p),
-        oidc_token_file_path=read_text(m, "oidcTokenFilePath", field, p),
-        role_session_expiration=read_text(m, "roleSessionExpiration", field, p),
-        remote_ram_role_arn=read_text(m, "remoteRamRoleARN", field, p),
-        remote_ram_role_session_name=read_text(m, "remoteRamRoleSessionName", field, p),
-        service_account_ref=_parse_sa_ref(m.get("serviceAccountRef"),
-                                          f"{field}.serviceAccountRef", namespace, p),
-    )
-    # With serviceAccountRef the role comes from the ServiceAccount's annotation.
-    if auth.oidc_provider_arn and not auth.ram_role_arn and auth.service_account_ref is None:
-        p.add(f"{field}.ramRoleARN", "is required with oidcProviderARN (RRSA)",
-              "set ramRoleARN to the role the ServiceAccount token may assume")
-    return auth
-
-
-def _parse_secret_ref(raw: object, field: str, namespace: str, p: Problems) -> SecretRef | None:
+def parse_secret_ref(raw: object, field: str, namespace: str, p: Problems) -> SecretRef | None:
+    """A reference to one key of a Secret, at `field`; `namespace` is the default (the
+    store's; "" in a ClusterSecretStore, where it must be given)."""
     if raw is None:
         return None
     m = as_mapping(raw, field, p)
@@ -269,9 +187,10 @@ def _parse_secret_ref(raw: object, field: str, namespace: str, p: Problems) -> S
     return ref
 
 
-def _parse_sa_ref(
+def parse_service_account_ref(
     raw: object, field: str, namespace: str, p: Problems
 ) -> ServiceAccountRef | None:
+    """A reference to a ServiceAccount, at `field` (the namespace rule of parse_secret_ref)."""
     if raw is None:
         return None
     m = as_mapping(raw, field, p)
@@ -284,27 +203,6 @@ def _parse_sa_ref(
         p.add(f"{field}.namespace", "is required in a ClusterSecretStore",
               "set the ServiceAccount's namespace")
     return ref
-
-
-def _parse_dedicated(raw: object, namespace: str, p: Problems) -> DedicatedKMSAuth | None:
-    if raw is None:
-        return None
-    field = "spec.KMS.dedicatedKMSAuth"
-    m = as_mapping(raw, field, p)
-    auth = DedicatedKMSAuth(
-        protocol=read_text(m, "protocol", field, p) or "https",
-        endpoint=read_text(m, "endpoint", field, p),
-        ca=read_text(m, "ca", field, p, MAX_PEM_LENGTH),
-        ignore_ssl=read_flag(m, "ignoreSSL", field, p),
-        client_key_content=_parse_secret_ref(m.get("clientKeyContent"),
-                                             f"{field}.clientKeyContent", namespace, p),
-        password=_parse_secret_ref(m.get("password"), f"{field}.password", namespace, p),
-    )
-    for part, value in (("endpoint", auth.endpoint), ("clientKeyContent",
-                        auth.client_key_content), ("password", auth.password)):
-        if not value:
-            p.add(f"{field}.{part}", "is required", f"set {part} for the dedicated KMS instance")
-    return auth
 
 
 _OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")

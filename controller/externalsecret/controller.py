@@ -175,7 +175,8 @@ class Manager:
         )
         # Which SecretStores may use their private CA (--max-cas-per-namespace), fed by the
         # SecretStore events; both resolvers below refuse the others.
-        self.cas = PrivateCas(settings.max_cas_per_namespace, ca_identities(providers))
+        self.cas = PrivateCas(settings.max_cas_per_namespace, ca_identities(providers),
+                              providers.shape)
         self.resolver = StoreResolver(settings, self.kube.store, self.kube,
                                       self.kube.namespace_labels, providers,
                                       on_credential=on_credential, cas=self.cas)
@@ -193,6 +194,7 @@ class Manager:
         self.fetcher = Fetcher(providers, self.clock, max_bytes=settings.value_cache_bytes)
         self.reconciler = Reconciler(
             self.kube, self.resolver, self.fetcher,
+            shape=providers.shape,
             default_interval=settings.polling_interval,
             disable_polling=settings.disable_polling,
             on_value=self.hooks.secret_value,
@@ -411,7 +413,7 @@ class Manager:
         if not watched or raw.get("kind") != CLUSTER_SECRET_STORES.kind:
             return True
         try:
-            store = api.parse_store(raw)
+            store = api.parse_store(raw, self.providers.shape)
         except api.SpecError:
             return True  # its Ready=False InvalidStore says why
         if not isinstance(store, api.ClusterSecretStore):

@@ -220,6 +220,7 @@ class Reconciler:
         resolver: StoreResolver,
         fetcher: Fetcher,
         *,
+        shape: api.Shape,
         default_interval: float,
         disable_polling: bool,
         on_value: Callable[[bytes], None] | None = None,
@@ -230,6 +231,7 @@ class Reconciler:
         budget: SyncBudgetLimits | None = None,
     ) -> None:
         self.bounds = bounds
+        self.shape = shape  # the provider names the installed sources serve (registry)
         # --cleanup-secret-on-failure: an owned Secret is deleted when EVERY source fails.
         self.cleanup_on_failure = cleanup_on_failure
         self.budget = budget or SyncBudgetLimits()
@@ -252,7 +254,7 @@ class Reconciler:
     # ---------------------------------------------------------------- entry
     def parse(self, raw: dict[str, Any]) -> api.ExternalSecret:
         """The one way an ExternalSecret is read (raises api.SpecError)."""
-        return api.parse_external_secret(raw, self.bounds)
+        return api.parse_external_secret(raw, self.bounds, shape=self.shape)
 
     def secret_intact(self, es: api.ExternalSecret) -> bool:
         """Whether the ExternalSecret's Secret still holds exactly what its last write put

@@ -14,14 +14,15 @@ a controller: the API's resource types (controller.api) are the only thing of ou
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Collection, Hashable, Iterator
+from collections.abc import Callable, Collection, Hashable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from controller import api
+    from controller.settings import Settings
 
 # The namespace on whose behalf the current thread reads (set by the sync and the poll that
 # ask): sources share their rate between tenants by it, so a tenant is one tenant however many
@@ -207,3 +208,17 @@ class Provider(Protocol):
 
     def close(self) -> None:
         """Let go of everything held (connections, files, threads). Idempotent."""
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """What the composition root (controller/app.py) lends a source when it builds it
+    (controller/providers/installed.py): the operator's settings, and its hooks: each call a
+    source makes (API action, endpoint host, result code, seconds), each credential it builds
+    (its kind), and the ServiceAccount token source (kube/tokens.py), given which token files
+    are still read."""
+
+    settings: Settings
+    on_call: Callable[[str, str, str, float], None]
+    on_identity: Callable[[str], None]
+    tokens: Callable[[Callable[[str], bool]], Any]

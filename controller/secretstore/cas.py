@@ -129,9 +129,10 @@ class PrivateCas:
     """The index and the rule (see the module docstring). Thread-safe: `observe` runs on the
     informer's thread, `refused` on the workers and the store checker."""
 
-    def __init__(self, limit: int, identify: Identify) -> None:
+    def __init__(self, limit: int, identify: Identify, shape: api.Shape) -> None:
         self.limit = limit
         self.identify = identify
+        self.shape = shape  # the store blocks the installed sources own
         self._spaces: dict[str, _Namespace] = {}
         self._lock = threading.Lock()
 
@@ -203,7 +204,7 @@ class PrivateCas:
 
     def _place(self, raw: Mapping[str, Any]) -> Place | None:
         try:
-            store = api.parse_secret_store(raw)
+            store = api.parse_secret_store(raw, self.shape)
         except api.SpecError:
             return None  # refused as InvalidStore: it makes no session
         ca = self.identify(store)

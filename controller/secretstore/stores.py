@@ -194,7 +194,7 @@ class StoreResolver:
         if full is not None:  # over its namespace's cache budget: only a stub is held
             raise StoreProblem(NAMESPACE_CACHE_FULL, full)
         try:
-            return api.parse_store(raw)
+            return api.parse_store(raw, self.providers.shape)
         except api.SpecError as exc:
             raise StoreProblem("InvalidStore", str(exc)) from None
 

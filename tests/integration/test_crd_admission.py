@@ -10,6 +10,7 @@ from kubernetes.client.exceptions import ApiException
 
 from controller import api
 from controller.providers.alibaba import stores
+from tests import shaped
 from tests.integration.conftest import K8s
 
 
@@ -37,7 +38,7 @@ def test_the_apiserver_refuses_what_the_parser_refuses_saying_what_to_write(
         k8s: K8s, namespace: str, spec: dict[str, Any], field: str, words: str) -> None:
     body = _es("bad", **spec)
     with pytest.raises(api.SpecError):
-        api.parse_external_secret({**body, "metadata": {"name": "bad", "namespace": "n"}})
+        shaped.parse_external_secret({**body, "metadata": {"name": "bad", "namespace": "n"}})
     with pytest.raises(ApiException) as err:
         k8s.create(namespace, "externalsecrets", body)
     assert err.value.status == 422
@@ -62,4 +63,4 @@ def test_the_apiserver_admits_what_the_parser_accepts(
         assert 255 < len(spec["entry"]["kmsEndpoint"]) <= stores.MAX_ENDPOINT
         assert stores.parse_endpoint(spec["entry"]["kmsEndpoint"], "https").port == 8443
     created = k8s.create(namespace, "externalsecrets", _es("good", **spec))
-    api.parse_external_secret(created)
+    shaped.parse_external_secret(created)

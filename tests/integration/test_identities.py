@@ -147,8 +147,8 @@ def test_service_account_rrsa_reads_as_the_tenants_own_role(
     elsewhere = make_namespace("elsewhere")
     _service_account(k8s, elsewhere, "app", reader)
     # The OIDC provider comes from the controller's environment (as ACK's RRSA webhook sets
-    # it). NOTE: api/secretstore.py refuses oidcProviderARN in a store without ramRoleARN even with
-    # serviceAccountRef (the role comes from the annotation); see the report.
+    # it). NOTE: providers/alibaba/blocks.py refuses oidcProviderARN in a store without
+    # ramRoleARN even with serviceAccountRef (the role comes from the annotation); see the report.
     for store, sa in (("sa", "app"), ("plain", "plain"), ("intruder", "intruder")):
         _store(k8s, namespace, store, {"KMSAuth": {"serviceAccountRef": {"name": sa}}})
     _store(k8s, namespace, "cross", {"KMSAuth": {

@@ -13,7 +13,9 @@ from hypothesis import settings as settings_
 from hypothesis import strategies as st
 
 from controller import api
+from controller.providers.alibaba.blocks import kms_of
 from controller.secretstore.cas import CaIdentity, Place, PrivateCas, allowed_cas
+from tests import shaped
 
 NS = "team"
 
@@ -34,13 +36,14 @@ def _raw(name: str, created: str, ca: int | None, namespace: str = NS) -> dict[s
 
 
 def _identify(store: api.SecretStore) -> CaIdentity | None:
-    if store.kms is None or not store.kms.ca:
+    kms = kms_of(store)
+    if kms is None or not kms.ca:
         return None
-    return _ca(int(store.kms.ca.split()[1]))
+    return _ca(int(kms.ca.split()[1]))
 
 
 def _store(raw: dict[str, Any]) -> api.SecretStore:
-    return api.parse_secret_store(raw)
+    return shaped.parse_secret_store(raw)
 
 
 def _t(second: int) -> str:
@@ -80,7 +83,7 @@ def test_a_ca_counts_once_per_endpoint_host() -> None:
 def test_zero_is_no_bound() -> None:
     places = [Place(_t(i), f"s{i}", _ca(i)) for i in range(100)]
     assert len(allowed_cas(places, 0)) == 100
-    cas = PrivateCas(0, _identify)
+    cas = PrivateCas(0, _identify, shaped.SHAPE)
     assert cas.observe("ADDED", _raw("s0", _t(0), 0)) == set()
     assert not cas.refused(_store(_raw("s1", _t(1), 1)), _ca(1))
     assert cas.sizes() == {"namespaces": 0, "stores": 0}  # nothing indexed at all
@@ -90,7 +93,7 @@ def test_zero_is_no_bound() -> None:
 
 
 def test_stores_beyond_the_bound_are_refused_and_a_deletion_frees_a_place() -> None:
-    cas = PrivateCas(2, _identify)
+    cas = PrivateCas(2, _identify, shaped.SHAPE)
     raws = [_raw(f"s{i}", _t(i), i) for i in range(4)]
     for raw in reversed(raws):  # a list arrives in name order, not in time order
         cas.observe("ADDED", raw)
@@ -110,7 +113,7 @@ def test_stores_beyond_the_bound_are_refused_and_a_deletion_frees_a_place() -> N
 
 
 def test_a_store_switching_to_an_allowed_ca_frees_its_place() -> None:
-    cas = PrivateCas(2, _identify)
+    cas = PrivateCas(2, _identify, shaped.SHAPE)
     for i in range(3):
         cas.observe("ADDED", _raw(f"s{i}", _t(i), i))
     assert cas.refused(_store(_raw("s2", _t(2), 2)), _ca(2))
@@ -126,7 +129,7 @@ def test_a_store_switching_to_an_allowed_ca_frees_its_place() -> None:
 
 
 def test_namespaces_are_counted_apart() -> None:
-    cas = PrivateCas(1, _identify)
+    cas = PrivateCas(1, _identify, shaped.SHAPE)
     cas.observe("ADDED", _raw("a", _t(0), 1, namespace="one"))
     cas.observe("ADDED", _raw("a", _t(0), 2, namespace="two"))
     assert not cas.refused(_store(_raw("a", _t(0), 1, namespace="one")), _ca(1))
@@ -137,7 +140,7 @@ def test_namespaces_are_counted_apart() -> None:
 def test_a_store_the_index_has_not_seen_yet_is_counted_in_its_place() -> None:
     """The informer puts an object in its cache before its handler runs: a sync can see a
     store (or a new version of it) before the index does."""
-    cas = PrivateCas(1, _identify)
+    cas = PrivateCas(1, _identify, shaped.SHAPE)
     cas.observe("ADDED", _raw("later", _t(5), 1))
     # An older store, not yet indexed, takes the place before 'later'.
     assert not cas.refused(_store(_raw("older", _t(1), 2)), _ca(2))
@@ -147,9 +150,9 @@ def test_a_store_the_index_has_not_seen_yet_is_counted_in_its_place() -> None:
 
 
 def test_cluster_secret_stores_are_not_counted() -> None:
-    cas = PrivateCas(1, _identify)
+    cas = PrivateCas(1, _identify, shaped.SHAPE)
     cas.observe("ADDED", _raw("a", _t(0), 1))
-    cluster = api.parse_cluster_secret_store({
+    cluster = shaped.parse_cluster_secret_store({
         "kind": "ClusterSecretStore",
         "metadata": {"name": "platform", "creationTimestamp": _t(0)},
         "spec": {"KMS": {"endpoint": "kst-1.cryptoservice.kms.aliyuncs.com", "ca": "CA 9"}}})
@@ -157,7 +160,7 @@ def test_cluster_secret_stores_are_not_counted() -> None:
 
 
 def test_an_invalid_store_takes_no_place() -> None:
-    cas = PrivateCas(1, _identify)
+    cas = PrivateCas(1, _identify, shaped.SHAPE)
     broken = _raw("broken", _t(0), 1)
     broken["spec"]["OOS"] = {}  # two providers: InvalidStore, it never makes a session
     cas.observe("ADDED", broken)
@@ -179,7 +182,7 @@ def test_the_index_answers_what_the_rule_says_and_names_every_store_that_moved(
     """Any sequence of creations, changes and deletions (creation times collide, CAs repeat):
     after each, every store is refused exactly when the rule over the current stores says so,
     and the event names exactly the other stores whose answer changed."""
-    cas = PrivateCas(limit, _identify)
+    cas = PrivateCas(limit, _identify, shaped.SHAPE)
     live: dict[str, tuple[str, int | None]] = {}  # name -> (created, ca)
 
     def answers() -> dict[str, bool]:

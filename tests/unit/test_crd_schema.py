@@ -26,6 +26,7 @@ from controller import api
 from controller.api import clusterexternalsecret as ces_api
 from controller.clusterexternalsecret import logic as ces
 from controller.providers.alibaba import stores
+from tests import shaped
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CRDS = REPO / "helm/ack-secret-manager/crds"
@@ -166,7 +167,7 @@ RULES: list[tuple[str, str, str, list[tuple[str, str]]]] = [
     ("api.INTERVAL_PATTERN", api.INTERVAL_PATTERN, "must be a Go duration such as 30s",
      [*_es_paths("refreshInterval", "rotationInterval"), (CES, "spec.rotationInterval"),
       (CES, "spec.refreshTime")]),
-    ("api.PROVIDER_PATTERN", api.PROVIDER_PATTERN, "must be kms or oos",
+    ("shaped.SHAPE.provider_pattern", shaped.SHAPE.provider_pattern, "must be kms or oos",
      _es_paths("provider")),
 ]
 
@@ -248,7 +249,7 @@ _DURATION_ISH = st.text(alphabet="0123456789.+-nsuµmh", max_size=14)
 def _interval_accepted(text: str) -> bool:
     spec = {"data": [{"key": "k"}], "refreshInterval": text}
     try:
-        api.parse_external_secret({"metadata": {"name": "a", "namespace": "n"}, "spec": spec})
+        shaped.parse_external_secret({"metadata": {"name": "a", "namespace": "n"}, "spec": spec})
     except api.SpecError:
         return False
     return True
@@ -288,7 +289,7 @@ def test_the_key_pattern_is_necessary_for_a_secret_key(key: str) -> None:
 def _target_name_accepted(name: str) -> bool:
     spec = {"data": [{"key": "k"}], "target": {"name": name}}
     try:
-        api.parse_external_secret({"metadata": {"name": "a", "namespace": "n"}, "spec": spec})
+        shaped.parse_external_secret({"metadata": {"name": "a", "namespace": "n"}, "spec": spec})
     except api.SpecError:
         return False
     return True
@@ -305,7 +306,7 @@ def test_the_name_pattern_accepts_what_the_parser_accepts(name: str) -> None:
 def _provider_accepted(provider: str) -> bool:
     spec = {"data": [{"key": "k"}], "provider": provider}
     try:
-        api.parse_external_secret({"metadata": {"name": "a", "namespace": "n"}, "spec": spec})
+        shaped.parse_external_secret({"metadata": {"name": "a", "namespace": "n"}, "spec": spec})
     except api.SpecError:
         return False
     return True
@@ -313,7 +314,7 @@ def _provider_accepted(provider: str) -> bool:
 
 @given(st.one_of(st.sampled_from(["kms", "KMS", "Oos", "", "kms ", "k", "oss"]), _ASCII))
 def test_the_provider_pattern_accepts_what_the_parser_accepts(provider: str) -> None:
-    assert (re.search(api.PROVIDER_PATTERN, provider) is not None) == \
+    assert (re.search(shaped.SHAPE.provider_pattern, provider) is not None) == \
         _provider_accepted(provider), provider
 
 

@@ -19,6 +19,7 @@ from controller.externalsecret.reconciler import RETRY_CAP_NO_POLL, Outcome
 from controller.externalsecret.triggers import Seen, Triggers, store_ref, writers
 from controller.providers import FetchError, Kind, SecretValue
 from controller.providers.alibaba.provider import Alibaba
+from controller.providers.alibaba.shape import SHAPE as ALIBABA
 from controller.providers.fake import FakeClient, FakeProvider, serving
 from controller.runtime.clock import FakeClock
 from controller.runtime.controller import Result
@@ -119,7 +120,8 @@ class _World:
         self.hooks = _Hooks()
         self.kms = FakeProvider()
         cfg = settings.load(["--polling-interval", "60s", *argv], {})
-        providers = serving(Alibaba(cfg)) if alibaba else serving(self.kms)
+        providers = serving(Alibaba(cfg), shape=ALIBABA) if alibaba else \
+            serving(self.kms, shape=ALIBABA)
         self.manager = Manager(cfg, rest=None, providers=providers,  # type: ignore[arg-type]
                                instance="test", hooks=self.hooks, clock=self.clock)
         self.manager._started.set()

@@ -21,8 +21,11 @@ from controller.api import (
     StoreRef,
     compile_go_regexp,
     key_name_problem,
-    parse_cluster_secret_store,
     parse_duration,
+)
+from controller.providers.alibaba.blocks import kms_of, oos_of
+from tests.shaped import (
+    parse_cluster_secret_store,
     parse_external_secret,
     parse_secret_store,
     parse_store,
@@ -402,10 +405,11 @@ def store_error(obj: dict[str, Any]) -> SpecError:
 def test_compat_secret_store_parses() -> None:
     parsed = parse_secret_store(yaml.safe_load(COMPAT_STORE))
     assert parsed.ref == StoreRef(StoreKind.SECRET_STORE, "default", "scdemo")
-    assert parsed.kms is not None and parsed.kms.auth is not None
-    assert parsed.kms.auth.ram_role_arn == "acs:ram::{accountID}:role/{roleName}"
-    assert parsed.kms.auth.oidc_provider_arn.endswith("ack-rrsa-{clusterID}")
-    assert parsed.oos is None
+    kms, oos = kms_of(parsed), oos_of(parsed)
+    assert kms is not None and kms.auth is not None
+    assert kms.auth.ram_role_arn == "acs:ram::{accountID}:role/{roleName}"
+    assert kms.auth.oidc_provider_arn.endswith("ack-rrsa-{clusterID}")
+    assert oos is None
 
 
 def test_service_account_store_takes_its_role_from_the_service_account() -> None:
@@ -413,9 +417,10 @@ def test_service_account_store_takes_its_role_from_the_service_account() -> None
         "oidcProviderARN": "acs:ram::1:oidc-provider/ack-rrsa-c1",
         "serviceAccountRef": {"name": "app"},
     }}}))
-    assert parsed.kms is not None and parsed.kms.auth is not None
-    assert parsed.kms.auth.ram_role_arn == ""
-    assert parsed.kms.auth.service_account_ref is not None
+    kms = kms_of(parsed)
+    assert kms is not None and kms.auth is not None
+    assert kms.auth.ram_role_arn == ""
+    assert kms.auth.service_account_ref is not None
 
 
 def test_oidc_provider_without_role_or_service_account_is_an_error() -> None:
@@ -432,8 +437,9 @@ def test_access_key_refs_default_to_the_store_namespace() -> None:
         "remoteRamRoleARN": "acs:ram::2:role/x", "remoteRamRoleSessionName": "s",
         "serviceAccountRef": {"name": "app", "audiences": ["sts.aliyuncs.com"]},
     }}}))
-    assert parsed.kms is not None and parsed.kms.auth is not None
-    auth = parsed.kms.auth
+    kms = kms_of(parsed)
+    assert kms is not None and kms.auth is not None
+    auth = kms.auth
     assert auth.access_key == SecretRef("ak", "team", "id")
     assert auth.access_key_secret == SecretRef("ak", "kube-system", "secret")
     assert auth.remote_ram_role_arn == "acs:ram::2:role/x"
@@ -451,12 +457,13 @@ def test_endpoint_ca_and_dedicated_kms_are_kept() -> None:
                              "clientKeyContent": {"name": "ck", "key": "k"},
                              "password": {"name": "pw", "key": "p"}},
     }}))
-    assert parsed.kms is not None and parsed.kms.dedicated is not None
-    assert parsed.kms.endpoint == "kst-1.cryptoservice.kms.aliyuncs.com"
-    assert parsed.kms.ca_secret_ref == SecretRef("ca", "team", "ca.pem")
-    assert parsed.kms.dedicated.ignore_ssl is True
-    assert parsed.kms.dedicated.password == SecretRef("pw", "team", "p")
-    assert parsed.kms.auth is None
+    kms = kms_of(parsed)
+    assert kms is not None and kms.dedicated is not None
+    assert kms.endpoint == "kst-1.cryptoservice.kms.aliyuncs.com"
+    assert kms.ca_secret_ref == SecretRef("ca", "team", "ca.pem")
+    assert kms.dedicated.ignore_ssl is True
+    assert kms.dedicated.password == SecretRef("pw", "team", "p")
+    assert kms.auth is None
 
 
 @pytest.mark.parametrize(
@@ -495,8 +502,9 @@ def test_secret_store_errors_name_the_field(spec: dict[str, Any], field: str) ->
 def test_oos_store_parses_its_auth() -> None:
     parsed = parse_store(store({"OOS": {"OOSAuth": {"ramRoleARN": "acs:ram::1:role/r",
                                                     "oidcProviderARN": "acs:ram::1:oidc"}}}))
-    assert parsed.kms is None and parsed.oos is not None
-    assert parsed.oos.auth is not None and parsed.oos.auth.ram_role_arn == "acs:ram::1:role/r"
+    kms, oos = kms_of(parsed), oos_of(parsed)
+    assert kms is None and oos is not None
+    assert oos.auth is not None and oos.auth.ram_role_arn == "acs:ram::1:role/r"
 
 
 def test_cluster_store_refs_need_a_namespace() -> None:

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from controller import api
 from controller.kube.access import NAMESPACE_TTL, KubeAccess
 from controller.kube.rest import ApiError
 from controller.kube.tokens import ROLE_ARN_ANNOTATION, ServiceAccountTokens
@@ -23,9 +22,11 @@ from controller.providers.alibaba.kms import Endpoint, Kms
 from controller.providers.alibaba.kms_instance import InstanceEndpoint, KmsInstance
 from controller.providers.alibaba.oos import Oos
 from controller.providers.alibaba.provider import NAMES, Alibaba
+from controller.providers.alibaba.shape import SHAPE as ALIBABA
 from controller.providers.alibaba.stores import CREDENTIAL_TTL, Source
 from controller.providers.fake import serving
 from controller.secretstore.stores import StoreResolver
+from tests import shaped
 from tests.unit.test_stores import AK, AK_REFS, NS, FakeSecrets, _settings, _store
 
 HOST = Endpoint("kms.cn-hangzhou.aliyuncs.com")
@@ -242,8 +243,9 @@ def test_store_resolver_sweeps_identities_of_old_resource_versions() -> None:
     stores: dict[str, dict[str, Any]] = {}
     provider = Alibaba(_settings(), clock=clock)
     resolver = StoreResolver(_settings(), lambda _k, _ns, name: stores.get(name),
-                             FakeSecrets(AK), lambda _ns: {}, serving(provider, *NAMES))
-    es = api.parse_external_secret({
+                             FakeSecrets(AK), lambda _ns: {},
+                             serving(provider, *NAMES, shape=ALIBABA))
+    es = shaped.parse_external_secret({
         "metadata": {"name": "app", "namespace": NS, "uid": "u"},
         "spec": {"data": [{"key": "db", "secretStoreRef": {"name": "s"}}]}})
     for version in range(20):  # the store edited 20 times, then deleted
@@ -303,7 +305,7 @@ def test_a_deleted_external_secret_releases_its_kms_client_credentials_and_token
     cfg = settings.load([], {})
     manager = Manager(cfg, rest=None,  # type: ignore[arg-type]
                       providers=serving(Alibaba(cfg, kms=kms, identities=pool, tokens=Tokens()),
-                                        *NAMES),
+                                        *NAMES, shape=ALIBABA),
                       instance="test")
     token_file = "/tokens/team-a/app"
     rrsa = Identity(OIDC_ROLE_ARN, role_arn="acs:ram::1:role/app",

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from controller.api import ExternalSecret, FetchKey, parse_external_secret
+from controller.api import ExternalSecret, FetchKey
 from controller.externalsecret.render import (
     DataType,
     EntryState,
@@ -28,6 +28,7 @@ from controller.externalsecret.render import (
     render,
 )
 from controller.gotemplate import SyncBudget
+from tests.shaped import parse_external_secret
 from tests.unit.test_model import COMPAT_EXAMPLE
 
 MARKER = "MARKER-s3cr3t-9f2c"

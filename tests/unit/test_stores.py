@@ -24,7 +24,8 @@ from controller.providers.alibaba.identity import (
     OIDC_ROLE_ARN,
     RAM_ROLE_ARN,
 )
-from controller.providers.alibaba.provider import NAMES, Alibaba
+from controller.providers.alibaba.provider import Alibaba
+from controller.providers.alibaba.shape import SHAPE as ALIBABA
 from controller.providers.alibaba.stores import (
     DEFAULT_OIDC_TOKEN_FILE,
     ENDPOINT_PATTERN,
@@ -35,6 +36,7 @@ from controller.providers.alibaba.stores import (
 from controller.providers.registry import Providers
 from controller.secretstore.cas import PrivateCas
 from controller.secretstore.stores import StoreProblem, StoreResolver, ca_identities
+from tests import shaped
 
 NS = "team-a"
 PROVIDER = "acs:ram::1:oidc-provider/ack-rrsa"
@@ -82,7 +84,7 @@ AK_REFS = {"accessKey": {"name": "ak", "key": "id"},
 def alibaba(cfg: settings.Settings, **kw: Any) -> Providers:
     """The registry of the controller: the Alibaba provider (no readers: nothing is read)."""
     providers = Providers()
-    providers.register(Alibaba(cfg, **kw), *NAMES)
+    providers.register(Alibaba(cfg, **kw), shape=ALIBABA)
     return providers
 
 
@@ -117,7 +119,7 @@ class World:
         raw_entry: dict[str, Any] = {"key": "db", **entry}
         if ref is not None:
             raw_entry["secretStoreRef"] = ref
-        es = api.parse_external_secret({
+        es = shaped.parse_external_secret({
             "metadata": {"name": "app", "namespace": NS, "uid": "u"},
             "spec": {"data": [raw_entry]}})
         source = self.resolver.resolve(es, es.spec.data[0])
@@ -707,7 +709,7 @@ def _dated(raw: dict[str, Any], second: int) -> dict[str, Any]:
 def _ca_world(argv: list[str], stores: list[dict[str, Any]]) -> World:
     """A resolver with the bound, its index fed as the SecretStore informer would."""
     cfg = _settings(argv)
-    cas = PrivateCas(cfg.max_cas_per_namespace, ca_identities(alibaba(cfg)))
+    cas = PrivateCas(cfg.max_cas_per_namespace, ca_identities(alibaba(cfg)), shaped.SHAPE)
     for raw in stores:
         if raw["kind"] == "SecretStore":
             cas.observe("ADDED", raw)

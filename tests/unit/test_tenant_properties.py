@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from controller import api, gotemplate
 from controller.providers import FetchError, Kind
+from tests import shaped
 from tests.fakes import World
 
 MARKER = "Zq9MARKERx"
@@ -124,7 +125,7 @@ json_values = st.recursive(
 @settings(max_examples=300, deadline=None)
 @given(obj=st.dictionaries(st.sampled_from(["metadata", "spec", "status"]), json_values))
 def test_parse_raises_only_spec_errors_on_any_json(obj: dict[str, Any]) -> None:
-    for parse in (api.parse_external_secret, api.parse_store):
+    for parse in (shaped.parse_external_secret, shaped.parse_store):
         with contextlib.suppress(api.SpecError):
             parse(obj)
 
@@ -136,7 +137,7 @@ def test_every_admitted_interval_is_bounded_or_refused(text: str) -> None:
     obj = {"metadata": {"name": "a", "namespace": "n"},
            "spec": {"refreshInterval": text, "data": [{"key": "k"}]}}
     try:
-        es = api.parse_external_secret(obj, bounds)
+        es = shaped.parse_external_secret(obj, bounds)
     except api.SpecError as exc:
         assert exc.field == "spec.refreshInterval"
         return

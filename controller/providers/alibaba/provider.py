@@ -1,6 +1,7 @@
 """The Alibaba Cloud sources behind the seam: KMS secrets, the secrets of a KMS instance
 (dedicatedKMSAuth: a client key) and OOS encryption parameters, as one `Provider` serving the
-ExternalSecret providers "kms" and "oos" (registered by controller/app.py).
+ExternalSecret providers "kms" and "oos" (its API shape: shape.py; installed by
+controller/providers/installed.py).
 
 It owns what is Alibaba's: the identities and their credentials (one `IdentityPool` the
 readers share), endpoints and CAs (`stores.AlibabaStores`), the SDK clients (`kms.Kms`,
@@ -22,6 +23,7 @@ from controller.providers.alibaba.identity import Identity, IdentityPool
 from controller.providers.alibaba.kms import Endpoint, Kms
 from controller.providers.alibaba.kms_instance import KmsInstance
 from controller.providers.alibaba.oos import Oos
+from controller.providers.alibaba.shape import SHAPE
 from controller.providers.alibaba.stores import DKMS, KMS, OOS, AlibabaStores, Source, private_ca
 from controller.providers.base import (
     FetchError,
@@ -30,10 +32,11 @@ from controller.providers.base import (
     RemoteRef,
     SecretValue,
     StoreRules,
+    Wiring,
 )
 from controller.settings import Settings
 
-NAMES = (KMS, OOS)  # the ExternalSecret providers it serves
+NAMES = SHAPE.names  # the ExternalSecret providers it serves (blocks.py: its API shape)
 # (API action, endpoint host, result code, seconds) of each call made
 CallHook = Callable[[str, str, str, float], None]
 
@@ -165,3 +168,9 @@ def from_settings(settings: Settings, *, on_call: CallHook,
     return Alibaba(settings, kms=kms, oos=oos, dedicated=dedicated, identities=identities,
                    tokens=tokens(identities.token_file_in_use),
                    check_client_key=dedicated.check)
+
+
+def build(wiring: Wiring) -> Alibaba:
+    """`from_settings` with what the composition root lends (controller/providers/installed.py)."""
+    return from_settings(wiring.settings, on_call=wiring.on_call,
+                         on_identity=wiring.on_identity, tokens=wiring.tokens)

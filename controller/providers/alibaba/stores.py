@@ -32,6 +32,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller import api
+from controller.providers.alibaba.blocks import (
+    OOS_PROVIDER,
+    DedicatedKMSAuth,
+    KMSAuth,
+    KMSProvider,
+    kms_of,
+    oos_of,
+)
 from controller.providers.alibaba.identity import (
     ACCESS_KEY,
     CLIENT_KEY,
@@ -195,7 +203,7 @@ class AlibabaStores:
         """The client `entry` reads through: the store's identity and endpoint (KMS, a KMS
         instance, OOS by the ExternalSecret's provider); `store` None: the controller's own
         identity. The engine found the store and admitted it (conditions, CA place)."""
-        oos = es.spec.provider == OOS
+        oos = es.spec.provider == OOS_PROVIDER
         if store is None:
             rules.may_use_controller_identity(
                 es.namespace, f"{entry.spec_field} has no secretStoreRef, so it")
@@ -205,16 +213,17 @@ class AlibabaStores:
             return Source(identity, self._endpoint(entry, None, "", None))
         if oos:
             return self._oos_source(es, store, rules)
-        if store.kms is None:
+        kms = kms_of(store)
+        if kms is None:
             raise StoreProblem("InvalidStore", f"{_store_name(store.ref)} has no KMS provider")
-        if store.kms.dedicated is not None:
-            return self._dedicated_source(store, store.kms.dedicated, rules)
-        identity = self._identity_of(store, store.kms.auth, rules)
+        if kms.dedicated is not None:
+            return self._dedicated_source(store, kms.dedicated, rules)
+        identity = self._identity_of(store, kms.auth, rules)
         if identity.borrowed and store.kind == api.StoreKind.SECRET_STORE:
             rules.may_use_controller_identity(
                 es.namespace, f"{_store_name(store.ref)} names no credentials of its own, so it")
         ca = self._ca(store, rules)
-        return Source(identity, self._endpoint(entry, store.kms, ca, store))
+        return Source(identity, self._endpoint(entry, kms, ca, store))
 
     def check(self, store: api.SecretStore, rules: StoreRules) -> bool:
         """Whether a store can work as written, without an ExternalSecret and without a call
@@ -225,30 +234,29 @@ class AlibabaStores:
         store says (namespace, OIDC provider); its token is minted when an ExternalSecret
         first reads through it, not here. Raises StoreProblem with the reason and message an
         ExternalSecret using the store would get; returns whether the check read Secrets."""
-        ref = store.ref
-        if store.kms is None and store.oos is None:
+        ref, kms, oos = store.ref, kms_of(store), oos_of(store)
+        if kms is None and oos is None:
             raise StoreProblem("InvalidStore", f"{_store_name(ref)} has neither spec.KMS nor "
                                "spec.OOS; add spec.KMS.KMSAuth (or spec.OOS.OOSAuth)")
-        auths = [store.kms.auth] if store.kms is not None and store.kms.dedicated is None \
-            else []
-        if store.oos is not None:
-            auths.append(store.oos.auth)
+        auths = [kms.auth] if kms is not None and kms.dedicated is None else []
+        if oos is not None:
+            auths.append(oos.auth)
         for auth in auths:
             identity = self._store_identity(store, auth, rules, mint=False)
             if identity.borrowed and store.kind == api.StoreKind.SECRET_STORE:
                 rules.may_use_controller_identity(
                     store.namespace, f"{_store_name(ref)} names no credentials of its own, so it")
-        if store.kms is not None and store.kms.dedicated is not None:
-            source = self._dedicated_source(store, store.kms.dedicated, rules)
+        if kms is not None and kms.dedicated is not None:
+            source = self._dedicated_source(store, kms.dedicated, rules)
             if self.check_client_key is not None:
                 try:
                     self.check_client_key(source.identity)
                 except FetchError as exc:  # refused, wrong password, not a client key
                     raise StoreProblem(exc.code, exc.reason) from None
-        elif store.kms is not None:
+        elif kms is not None:
             self._ca(store, rules)
-            if store.kms.endpoint:
-                self._tenant_endpoint(store.kms.endpoint,
+            if kms.endpoint:
+                self._tenant_endpoint(kms.endpoint,
                                       f"{_store_name(ref)}: spec.KMS.endpoint")
         return uses_secrets(store)
 
@@ -256,19 +264,20 @@ class AlibabaStores:
                     rules: StoreRules) -> Source:
         """provider: oos reads OOS encryption parameters with the identity of the store's
         spec.OOS.OOSAuth (the same fields and priority as KMSAuth)."""
-        if store.oos is None:
+        oos = oos_of(store)
+        if oos is None:
             raise StoreProblem(
                 "InvalidStore",
                 f"{_store_name(store.ref)} has no OOS provider, but the ExternalSecret's "
                 "spec.provider is oos; use a store with spec.OOS.OOSAuth, or provider: kms")
-        identity = self._identity_of(store, store.oos.auth, rules)
+        identity = self._identity_of(store, oos.auth, rules)
         if identity.borrowed and store.kind == api.StoreKind.SECRET_STORE:
             rules.may_use_controller_identity(
                 es.namespace, f"{_store_name(store.ref)} names no credentials of its own, so it")
         return Source(identity, self._oos_endpoint(), provider=OOS)
 
     def _dedicated_source(self, store: api.SecretStore,
-                          auth: api.DedicatedKMSAuth, rules: StoreRules) -> Source:
+                          auth: DedicatedKMSAuth, rules: StoreRules) -> Source:
         """dedicatedKMSAuth: the KMS instance's endpoint and CA, the client key's content and
         password from the store's Secrets; ignoreSSL only with the operator's flag."""
         where = _store_name(store.ref)
@@ -300,7 +309,7 @@ class AlibabaStores:
                                     self.settings.kms_protocol, "--oos-endpoint")
         return Endpoint(host=parsed.host, protocol=parsed.protocol)
 
-    def _identity_of(self, store: api.SecretStore, auth: api.KMSAuth | None,
+    def _identity_of(self, store: api.SecretStore, auth: KMSAuth | None,
                      rules: StoreRules) -> Identity:
         """The store's identity, cached for CREDENTIAL_TTL per store version."""
         cache_key = (store.uid, store.resource_version)
@@ -367,7 +376,7 @@ class AlibabaStores:
             "--enable-worker-role",
         )
 
-    def _store_identity(self, store: api.SecretStore, auth: api.KMSAuth | None,
+    def _store_identity(self, store: api.SecretStore, auth: KMSAuth | None,
                         rules: StoreRules, *,
                         mint: bool = True) -> Identity:
         """The identity a store names, in priority order: ServiceAccount RRSA, RRSA,
@@ -421,7 +430,7 @@ class AlibabaStores:
                 source=f"{where}, on top of {base.source}")
         return base
 
-    def _service_account_identity(self, store: api.SecretStore, auth: api.KMSAuth,
+    def _service_account_identity(self, store: api.SecretStore, auth: KMSAuth,
                                   ref: api.ServiceAccountRef,
                                   common: dict[str, Any], rules: StoreRules, *,
                                   mint: bool = True) -> Identity:
@@ -465,7 +474,7 @@ class AlibabaStores:
 
     # -------------------------------------------------------------- endpoint
     def _ca(self, store: api.SecretStore, rules: StoreRules) -> str:
-        kms = store.kms
+        kms = kms_of(store)
         if kms is None:
             return ""
         if kms.ca:
@@ -482,7 +491,7 @@ class AlibabaStores:
             return value.decode()
         return ""
 
-    def _endpoint(self, entry: api.DataEntry, kms: api.KMSProvider | None, ca: str,
+    def _endpoint(self, entry: api.DataEntry, kms: KMSProvider | None, ca: str,
                   store: api.SecretStore | None) -> Endpoint:
         if entry.kms_endpoint:
             text, field = entry.kms_endpoint, f"{entry.spec_field}.kmsEndpoint"
@@ -528,7 +537,7 @@ def private_ca(store: api.SecretStore, settings: Settings) -> PrivateCa | None:
     endpoint host it is used with (the store's endpoint, else the operator's) and the SHA-256
     of its PEM, or the Secret key a caSecretRef names (so the rule reads nothing). None: no
     private CA, or an endpoint that does not parse (refused as such, no session)."""
-    kms = store.kms
+    kms = kms_of(store)
     if kms is None:
         return None
     text, protocol = kms.endpoint, "https"
@@ -631,10 +640,10 @@ def _seconds(text: str) -> int:
 
 def uses_secrets(store: api.SecretStore) -> bool:
     """Whether the store's check reads Secrets (which are not watched): it is re-checked."""
-    auths = [p.auth for p in (store.kms, store.oos) if p is not None]
+    kms, oos = kms_of(store), oos_of(store)
+    auths = [p.auth for p in (kms, oos) if p is not None]
     if any(a is not None and (a.access_key or a.access_key_secret) for a in auths):
         return True
-    kms = store.kms
     if kms is None:
         return False
     dedicated = kms.dedicated

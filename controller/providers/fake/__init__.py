@@ -2,11 +2,14 @@
 tests read through instead of a cloud.
 
 Copy this folder to add a source: implement `providers.base.Provider` (client_for, check_store,
-private_ca, read, release, cancel, close), then register it under its `provider` names in
-controller/app.py; the engine needs nothing else (tests/unit/test_provider_contract.py runs
-its promises, and an ExternalSecret's sync, through this one). The API still accepts only
-"kms" and "oos" in spec.provider (api/externalsecret.py, and the CRD's pattern): a source under a
-new name adds the name there too, until the store blocks move to the providers.
+private_ca, read, release, cancel, close), declare its API shape (`SHAPE`: the `provider`
+names it serves, the store block it owns with its parser and CRD schema), then add one line
+to controller/providers/installed.py; the engine, the API's parsers and the CRD generator need
+nothing else (tests/unit/test_provider_contract.py runs its promises, and
+tests/unit/test_installed.py installs this one and syncs an ExternalSecret through it).
+
+Its API shape: ExternalSecrets with `provider: fake` read through stores with `spec.Fake`
+(one optional field, `where`: the name its clients give the fake, default "fake.local").
 
 Remote secrets live in `values` (name -> value, one version each); `fail` makes the reads of
 a name raise a `FetchError` (of the given `Kind`: NotFound, Throttled, ...; or a copy of the
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from controller import api
+from controller.api.fields import MAX_FIELD_LENGTH, Problems, as_mapping, read_text
 from controller.providers.base import (
     FetchError,
     Kind,
@@ -33,7 +37,34 @@ from controller.providers.base import (
 )
 from controller.providers.registry import Providers
 
-__all__ = ["FakeClient", "FakeProvider", "serving"]
+__all__ = ["SHAPE", "FakeBlock", "FakeClient", "FakeProvider", "serving"]
+
+NAME, BLOCK, WHERE = "fake", "Fake", "fake.local"
+
+
+@dataclass(frozen=True)
+class FakeBlock:
+    """A store's spec.Fake, as parsed."""
+
+    where: str = WHERE
+
+
+def parse_block(raw: object, field: str, namespace: str, p: Problems) -> FakeBlock:
+    """spec.Fake (`field`): every field optional."""
+    return FakeBlock(read_text(as_mapping(raw, field, p), "where", field, p) or WHERE)
+
+
+SHAPE = api.SourceShape(
+    names=(NAME,),
+    blocks=(api.StoreBlock(BLOCK, parse_block, {
+        "type": "object",
+        "description": "Read the in-memory fake source (ExternalSecrets with provider fake).",
+        "properties": {"where": {
+            "type": "string", "maxLength": MAX_FIELD_LENGTH,
+            "description": f"The name its clients give the fake. Default: {WHERE}."}},
+    }),),
+    provider_doc="fake, the in-memory example",
+)
 
 # Our own words for each kind: a FetchError's text never quotes a value (nor would a real
 # service's message, which the Alibaba provider never passes on either).
@@ -82,7 +113,9 @@ class FakeProvider:
             rules.may_use_controller_identity(
                 es.namespace, f"{entry.spec_field} has no secretStoreRef, so it")
             return FakeClient("controller")
-        return FakeClient(f"{store.kind}/{store.namespace}/{store.name}")
+        block = store.blocks.get(BLOCK)
+        where = block.where if isinstance(block, FakeBlock) else WHERE
+        return FakeClient(f"{store.kind}/{store.namespace}/{store.name}", where)
 
     def check_store(self, store: api.SecretStore, rules: StoreRules) -> bool:
         return False  # nothing to check: the fake needs no credentials
@@ -125,9 +158,10 @@ if TYPE_CHECKING:  # mypy proves the fake keeps the protocol
     _PROVIDER: Provider = FakeProvider()
 
 
-def serving(provider: Provider, *names: str) -> Providers:
-    """A registry in which `provider` serves `names` (default: the API's "kms" and "oos"), for
-    tests that drive the engine through the fake."""
+def serving(provider: Provider, *names: str, shape: api.SourceShape | None = None) -> Providers:
+    """A registry in which `provider` serves `names` (default: "kms" and "oos") with the store
+    blocks of `shape` (e.g. the Alibaba ones, for tests that drive the engine through the fake
+    with stores as users write them), for tests."""
     providers = Providers()
-    providers.register(provider, *(names or ("kms", "oos")))
+    providers.register(provider, *(names or ("kms", "oos")), shape=shape)
     return providers
