@@ -240,7 +240,8 @@ class World:
     instead, for the tests of its store rules (private CAs, ...)."""
 
     def __init__(self, argv: list[str] | None = None, namespace: str = "team",
-                 provider: FakeProvider | None = None, *, alibaba: bool = False) -> None:
+                 provider: FakeProvider | None = None, *, alibaba: bool = False,
+                 shape: api.SourceShape = ALIBABA) -> None:
         self.ns = namespace
         self.settings: Settings = load(argv or ["--polling-interval", "1h"], {})
         self.kube = FakeKube()
@@ -253,7 +254,8 @@ class World:
             self.providers.register(Alibaba(self.settings, kms=self.kms), shape=ALIBABA)
         else:
             self.kms = provider or FakeProvider()
-            self.providers.register(self.kms, *NAMES, shape=ALIBABA)
+            self.providers.register(self.kms, *(() if shape is not ALIBABA else NAMES),
+                                    shape=shape)
         # --max-cas-per-namespace, its index fed by add_store as the informer would
         self.cas = PrivateCas(self.settings.max_cas_per_namespace,
                               ca_identities(self.providers), self.providers.shape)
@@ -278,14 +280,16 @@ class World:
     def _store(self, kind: api.StoreKind, namespace: str, name: str) -> dict[str, Any] | None:
         return self.stores.get((str(kind), namespace, name))
 
-    def add_store(self, name: str, kms: dict[str, Any], created: str = "") -> None:
-        """Add (or replace) SecretStore `name`; `created`: its creationTimestamp."""
+    def add_store(self, name: str, kms: dict[str, Any], created: str = "", *,
+                  block: str = "KMS") -> None:
+        """Add (or replace) SecretStore `name` with `kms` as its spec.<block>; `created`: its
+        creationTimestamp."""
         event = "MODIFIED" if ("SecretStore", self.ns, name) in self.stores else "ADDED"
         raw = self.stores[("SecretStore", self.ns, name)] = {
             "kind": "SecretStore", "metadata": {"name": name, "namespace": self.ns,
                                                 "uid": f"store-{name}", "resourceVersion": "1",
                                                 "creationTimestamp": created},
-            "spec": {"KMS": kms}}
+            "spec": {block: kms}}
         self.cas.observe(event, raw)
 
     def add_es(self, name: str, spec: dict[str, Any], **meta: Any) -> dict[str, Any]:
