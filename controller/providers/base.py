@@ -1,14 +1,17 @@
 """What the controller and its secret sources say to each other, whatever the source (issue
 20, the source seam): the `Provider` protocol every source implements, the provider-neutral
 types it takes and returns (`RemoteRef`, `SecretValue`, a `ClientKey`), the kinds of a failed
-read and the error that carries one, and the problems a store can have.
+read and the error that carries one, the problems a store can have, and what the composition
+root lends a source it builds (`Wiring`). What a source adds to the API (its provider names
+and store blocks) is the API's own neutral type, `api.SourceShape`.
 
 A source (the Alibaba Cloud readers in controller/providers/alibaba: KMS, a KMS instance,
 OOS; the in-memory example in controller/providers/fake) learns whose read it makes from
 `tenant()` (to share its rate fairly) and raises `FetchError` with a `Kind`; the engine
 decides with the kind alone what a failure means for an ExternalSecret (retry with backoff,
 keep the data, which condition reason). Nothing here knows a source, and nothing here imports
-a controller: the API's resource types (controller.api) are the only thing of ours it names.
+a controller: the API's resource types (controller.api) and the operator's settings are the
+only things of ours it names.
 """
 
 from __future__ import annotations
