@@ -685,23 +685,21 @@ class WriteError(Exception):
 
 # ------------------------------------------------------------------- helpers
 _CONFLICT_MANAGER = re.compile(r'conflict with "([^"]{1,128})"')
-WORKER_ROLE_UNAVAILABLE = "WorkerRoleUnavailable"
-
-
 def _no_store(entry: api.DataEntry, error: FetchError) -> render.FetchFailure | None:
-    """An entry without a secretStoreRef falls back to the node's worker role; when that
-    fails, the message says first that the entry names no store (often the real mistake),
-    then the worker role's failure. The reason stays the failure's own: a cluster that
-    means to use the worker role (ack-secret-manager's default) is not told a store is
-    missing."""
-    if entry.store_ref is not None or error.code != WORKER_ROLE_UNAVAILABLE:
+    """An entry without a secretStoreRef reads with the controller's own identity (Alibaba:
+    the node's worker role); when the source says that identity could not be had
+    (`FetchError.own_identity`), the message says first that the entry names no store (often
+    the real mistake), then the source's own words. The reason stays the failure's own: a
+    cluster that means to use that identity (ack-secret-manager's default) is not told a store
+    is missing."""
+    if entry.store_ref is not None or not error.own_identity:
         return None
     field = entry.spec_field
     return render.FetchFailure(
         error.kind.value,
-        f"{field} has no secretStoreRef, so it reads with the node's worker role "
-        f"(--enable-worker-role), which failed ({error.reason}); set {field}.secretStoreRef "
-        "to a SecretStore with credentials, or attach a RAM role to the node's ECS instance")
+        f"{field} has no secretStoreRef, so it reads with the controller's own identity, "
+        f"which failed ({error.reason}); set {field}.secretStoreRef to a SecretStore with "
+        "credentials")
 
 
 def _is_ours(secret: dict[str, Any], es: api.ExternalSecret) -> bool:

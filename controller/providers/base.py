@@ -72,12 +72,16 @@ class FetchError(Exception):
         *,
         retry_after: float | None = None,
         token_expired: bool = False,
+        own_identity: bool = False,
     ) -> None:
         self.kind = kind
         self.code = code
         self.reason = reason
         self.retry_after = retry_after
         self.token_expired = token_expired
+        # The controller's own identity (what an entry without a store reads with) could not
+        # be had: the engine then says first that the entry names no store.
+        self.own_identity = own_identity
         super().__init__(reason)
 
     @property

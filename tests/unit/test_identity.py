@@ -316,6 +316,7 @@ def test_local_failures_never_copy_the_exception_text() -> None:
     metadata = classify(Wrapped(CredentialException(
         "Failed to get RAM session credentials from ECS metadata service. HttpCode=404")))
     assert metadata.code == "WorkerRoleUnavailable" and "attach a RAM role" in metadata.reason
+    assert metadata.own_identity and not sts_down.own_identity  # the engine names the store
     for error in (sts_down, tls, drop, token_file, disabled, metadata):
         assert token not in error.reason and "eyJ" not in error.reason
 

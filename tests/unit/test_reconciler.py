@@ -473,7 +473,8 @@ def test_an_entry_without_a_store_whose_worker_role_fails_says_it_names_no_store
     assert w.settings.enable_worker_role  # ack-secret-manager's default
     w.kms.fail["db"] = FetchError(
         Kind.TRANSIENT, "WorkerRoleUnavailable", "WorkerRoleUnavailable: the ECS metadata "
-        "service failed to give credentials for the node's ECS instance; will retry")
+        "service failed to give credentials for the node's ECS instance; will retry",
+        own_identity=True)
     w.add_es("app", _spec(entry("db", store=None)))
     outcome = w.reconcile("app")
     assert (outcome.ready, outcome.reason) == (False, "FetchFailed")

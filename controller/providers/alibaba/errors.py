@@ -274,11 +274,12 @@ def _credential_failure(text: str, subject: str) -> FetchError:
         if status >= 500 or not status:
             return FetchError(Kind.TRANSIENT, "WorkerRoleUnavailable",
                               f"WorkerRoleUnavailable: the ECS metadata service failed to give "
-                              f"credentials for {subject}; will retry")
+                              f"credentials for {subject}; will retry", own_identity=True)
         return FetchError(Kind.AUTH, "WorkerRoleUnavailable",
                           f"WorkerRoleUnavailable: the ECS metadata service has no RAM role "
                           f"credentials for {subject} (HTTP {status}); attach a RAM role to "
-                          "the node's ECS instance, or configure another identity")
+                          "the node's ECS instance, or configure another identity",
+                          own_identity=True)
     match = _STS_STATUS.search(text)
     status = int(match.group(1)) if match else 0
     code_match = _STS_CODE.search(text)

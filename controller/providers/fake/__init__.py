@@ -131,7 +131,8 @@ class FakeProvider:
             value = self.values.get(ref.name)
         if isinstance(fault, FetchError):  # a new one each time: a shared one's traceback grows
             raise FetchError(fault.kind, fault.code, fault.reason,
-                             retry_after=fault.retry_after, token_expired=fault.token_expired)
+                             retry_after=fault.retry_after, token_expired=fault.token_expired,
+                             own_identity=fault.own_identity)
         if fault is None and value is None:
             fault = Kind.NOT_FOUND
         if fault is not None:
