@@ -6,7 +6,7 @@ Secrets Operator's older spellings (namespaceSelector, refreshTime) read as well
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,12 +17,15 @@ from controller.api.fields import (
     as_items,
     as_mapping,
     as_string_map,
-    as_strings,
-    compile_go_regexp,
     parse_duration,
     read_text,
 )
-from controller.api.secretstore import NamespaceCondition, SelectorRequirement
+from controller.api.secretstore import (
+    ConditionLimits,
+    NamespaceCondition,
+    parse_condition,
+    parse_selector,
+)
 
 OWNER_LABEL = "alibabacloud.com/cluster-external-secret"  # value: the ClusterExternalSecret
 
@@ -32,7 +35,10 @@ MAX_CONDITIONS = 50  # spec.conditions / spec.namespaceSelectors items
 MAX_METADATA_ITEMS = 64  # externalSecretMetadata labels / annotations
 
 _NAME = re.compile(DNS_SUBDOMAIN_PATTERN)
-_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+_LIMITS = ConditionLimits(
+    items=MAX_CONDITIONS, items_fix="combine them into fewer selectors",
+    names=MAX_NAMESPACES, names_fix="use a label selector or a regular expression instead",
+    labels=MAX_METADATA_ITEMS)
 
 
 @dataclass(frozen=True)
@@ -87,50 +93,16 @@ def parse_cluster_external_secret(raw: Mapping[str, Any]) -> ClusterExternalSecr
 def _conditions(spec: Mapping[str, Any], p: Problems) -> tuple[NamespaceCondition, ...]:
     """spec.conditions (ack v0.6), spec.namespaceSelectors (ack, deprecated) and
     spec.namespaceSelector (External Secrets Operator's older spelling), all ORed."""
-    found: list[NamespaceCondition] = []
-    for i, item in enumerate(_items(spec.get("conditions"), "spec.conditions", p)):
-        where = f"spec.conditions[{i}]"
-        m = as_mapping(item, where, p)
-        regexes = _strings(m.get("namespaceRegexes"), f"{where}.namespaceRegexes", p)
-        for j, regex in enumerate(regexes):
-            try:
-                compile_go_regexp(regex)
-            except ValueError as exc:
-                p.add(f"{where}.namespaceRegexes[{j}]", f"is not a usable regular expression "
-                      f"({exc})", "fix the pattern (Go RE2 syntax)")
-        names = _strings(m.get("namespaces"), f"{where}.namespaces", p)
-        selector = m.get("namespaceSelector")
-        found.append(_selector(selector, f"{where}.namespaceSelector", p, names=names,
-                               regexes=regexes))
+    found = [parse_condition(item, f"spec.conditions[{i}]", p, _LIMITS)
+             for i, item in enumerate(_items(spec.get("conditions"), "spec.conditions", p))]
     for i, item in enumerate(_items(spec.get("namespaceSelectors"), "spec.namespaceSelectors",
                                     p)):
-        found.append(_selector(item if item is not None else {},
-                               f"spec.namespaceSelectors[{i}]", p))
+        found.append(parse_selector(item if item is not None else {},
+                                    f"spec.namespaceSelectors[{i}]", p, _LIMITS))
     if spec.get("namespaceSelector") is not None:
-        found.append(_selector(spec.get("namespaceSelector"), "spec.namespaceSelector", p))
+        found.append(parse_selector(spec.get("namespaceSelector"), "spec.namespaceSelector", p,
+                                    _LIMITS))
     return tuple(found)
-
-
-def _selector(raw: object, where: str, p: Problems, *, names: Sequence[str] = (),
-              regexes: Sequence[str] = ()) -> NamespaceCondition:
-    m = as_mapping(raw, where, p)
-    labels = _string_map(m.get("matchLabels"), f"{where}.matchLabels", p)
-    requirements: list[SelectorRequirement] = []
-    for i, item in enumerate(_items(m.get("matchExpressions"), f"{where}.matchExpressions", p)):
-        at = f"{where}.matchExpressions[{i}]"
-        r = as_mapping(item, at, p)
-        req = SelectorRequirement(read_text(r, "key", at, p), read_text(r, "operator", at, p),
-                                  _strings(r.get("values"), f"{at}.values", p))
-        if req.operator not in _OPERATORS:
-            p.add(f"{at}.operator", f"must be one of {', '.join(_OPERATORS)}",
-                  "use a Kubernetes label selector operator")
-        elif (req.operator in ("In", "NotIn")) != bool(req.values):
-            p.add(f"{at}.values", f"does not fit operator {req.operator}",
-                  "give values with In/NotIn and none with Exists/DoesNotExist")
-        requirements.append(req)
-    return NamespaceCondition(
-        namespaces=tuple(names), namespace_regexes=tuple(regexes),
-        match_labels=labels if raw is not None else None, match_expressions=tuple(requirements))
 
 
 def _refresh(spec: Mapping[str, Any], p: Problems) -> float | None:
@@ -149,12 +121,7 @@ def _refresh(spec: Mapping[str, Any], p: Problems) -> float | None:
 
 
 def _items(raw: object, where: str, p: Problems) -> list[object]:
-    return as_items(raw, where, p, MAX_CONDITIONS, "combine them into fewer selectors")
-
-
-def _strings(raw: object, where: str, p: Problems) -> tuple[str, ...]:
-    return as_strings(raw, where, p, limit=MAX_NAMESPACES,
-                      fix="use a label selector or a regular expression instead")
+    return as_items(raw, where, p, MAX_CONDITIONS, _LIMITS.items_fix)
 
 
 def _string_map(raw: object, where: str, p: Problems) -> dict[str, str]:

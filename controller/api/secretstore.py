@@ -149,7 +149,7 @@ def parse_cluster_secret_store(obj: Mapping[str, object], shape: Shape) -> Clust
     spec = as_mapping(obj.get("spec"), "spec", p)
     blocks = _parse_blocks(spec, "", shape, p)
     conditions = tuple(
-        _parse_condition(raw, f"spec.conditions[{i}]", p)
+        parse_condition(raw, f"spec.conditions[{i}]", p)
         for i, raw in enumerate(as_items(spec.get("conditions"), "spec.conditions", p))
     )
     p.raise_if_any()
@@ -208,35 +208,67 @@ def parse_service_account_ref(
 _OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 
 
-def _parse_condition(raw: object, field: str, p: Problems) -> NamespaceCondition:
+@dataclass(frozen=True)
+class ConditionLimits:
+    """Bounds on a namespace condition's lists (0: none), and the fix each names when passed:
+    a ClusterExternalSecret bounds them (api/clusterexternalsecret.py), a store does not."""
+
+    items: int = 0  # matchExpressions items
+    items_fix: str = "split the work over several ExternalSecrets"
+    names: int = 0  # namespaces, namespaceRegexes and values items
+    names_fix: str = "split the work over several ExternalSecrets"
+    labels: int = 0  # matchLabels entries
+
+
+NO_LIMITS = ConditionLimits()
+
+
+def parse_condition(raw: object, field: str, p: Problems,
+                    limits: ConditionLimits = NO_LIMITS) -> NamespaceCondition:
+    """One condition: namespaces, namespaceRegexes (Go RE2) and a namespaceSelector."""
     m = as_mapping(raw, field, p)
-    regexes = as_strings(m.get("namespaceRegexes"), f"{field}.namespaceRegexes", p)
+    regexes = _names(m.get("namespaceRegexes"), f"{field}.namespaceRegexes", p, limits)
     for i, regex in enumerate(regexes):
         try:
             compile_go_regexp(regex)
         except ValueError as exc:
             p.add(f"{field}.namespaceRegexes[{i}]", f"is not a usable regular expression "
                   f"({exc})", "fix the pattern (Go RE2 syntax)")
-    selector_raw = m.get("namespaceSelector")
-    selector = as_mapping(selector_raw, f"{field}.namespaceSelector", p)
-    labels = as_string_map(selector.get("matchLabels"), f"{field}.namespaceSelector.matchLabels", p)
+    names = _names(m.get("namespaces"), f"{field}.namespaces", p, limits)
+    return parse_selector(m.get("namespaceSelector"), f"{field}.namespaceSelector", p, limits,
+                          names=names, regexes=regexes)
+
+
+def parse_selector(raw: object, field: str, p: Problems, limits: ConditionLimits = NO_LIMITS,
+                   *, names: tuple[str, ...] = (), regexes: tuple[str, ...] = (),
+                   ) -> NamespaceCondition:
+    """A Kubernetes label selector (matchLabels, matchExpressions) as a condition, with the
+    `names` and `regexes` of the condition it belongs to; no selector (None) matches by those
+    alone."""
+    selector = as_mapping(raw, field, p)
+    labels = as_string_map(selector.get("matchLabels"), f"{field}.matchLabels", p,
+                           limits.labels)
     return NamespaceCondition(
-        namespaces=as_strings(m.get("namespaces"), f"{field}.namespaces", p),
-        namespace_regexes=regexes,
-        match_labels=labels if selector_raw is not None else None,
+        namespaces=names, namespace_regexes=regexes,
+        match_labels=labels if raw is not None else None,
         match_expressions=_parse_requirements(selector.get("matchExpressions"),
-                                              f"{field}.namespaceSelector.matchExpressions", p),
+                                              f"{field}.matchExpressions", p, limits),
     )
 
 
-def _parse_requirements(raw: object, field: str, p: Problems) -> tuple[SelectorRequirement, ...]:
+def _names(raw: object, field: str, p: Problems, limits: ConditionLimits) -> tuple[str, ...]:
+    return as_strings(raw, field, p, limit=limits.names, fix=limits.names_fix)
+
+
+def _parse_requirements(raw: object, field: str, p: Problems,
+                        limits: ConditionLimits) -> tuple[SelectorRequirement, ...]:
     found: list[SelectorRequirement] = []
-    for i, item in enumerate(as_items(raw, field, p)):
+    for i, item in enumerate(as_items(raw, field, p, limits.items, limits.items_fix)):
         item_field = f"{field}[{i}]"
         m = as_mapping(item, item_field, p)
         req = SelectorRequirement(read_text(m, "key", item_field, p),
                                   read_text(m, "operator", item_field, p),
-                                  as_strings(m.get("values"), f"{item_field}.values", p))
+                                  _names(m.get("values"), f"{item_field}.values", p, limits))
         if req.operator not in _OPERATORS:
             p.add(f"{item_field}.operator", f"must be one of {', '.join(_OPERATORS)}",
                   "use a Kubernetes label selector operator")
