@@ -146,17 +146,17 @@ def _patch_short_idle() -> None:
 
 
 def _manager_init_hook(hook: Any) -> None:
-    """Run `hook(manager, kms)` after every Manager.__init__."""
-    from controller.externalsecret.controller import Manager
+    """Run `hook(manager, kms)` after every ExternalSecrets.__init__."""
+    from controller.externalsecret.controller import ExternalSecrets
 
-    original = Manager.__init__
+    original = ExternalSecrets.__init__
 
-    def init(self: Manager, *args: Any, **kwargs: Any) -> None:
+    def init(self: ExternalSecrets, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
         providers = args[2] if len(args) > 2 else kwargs["providers"]
         hook(self, next(p for p in providers if hasattr(p, "readers")))  # the Alibaba one
 
-    Manager.__init__ = init  # type: ignore[method-assign]
+    ExternalSecrets.__init__ = init  # type: ignore[method-assign]
 
 
 def _patch_token_owner() -> None:

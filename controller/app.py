@@ -20,7 +20,7 @@ from types import FrameType
 
 from controller import __version__, buildinfo
 from controller.clusterexternalsecret.controller import ClusterExternalSecrets
-from controller.externalsecret.controller import Hooks, Key, Manager
+from controller.externalsecret.controller import ExternalSecrets, Hooks, Key
 from controller.externalsecret.reconciler import Outcome
 from controller.kube.client import api_client, without_retries
 from controller.kube.leader import LeaderElector
@@ -50,7 +50,8 @@ SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/names
 
 
 class MetricsHooks(Hooks):
-    """The manager's callbacks, recorded as Prometheus metrics (and values made redactable)."""
+    """The ExternalSecret controller's callbacks, recorded as Prometheus metrics (and values
+    made redactable)."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
@@ -151,20 +152,20 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
                                        on_identity=metrics.count_credential_refresh,
                                        tokens=service_account_tokens))
     instance = os.environ.get("POD_NAME") or socket.gethostname()
-    manager = Manager(settings, rest, providers, instance=instance, hooks=hooks,
-                      on_credential=register_secret)
+    external_secrets = ExternalSecrets(settings, rest, providers, instance=instance,
+                                       hooks=hooks, on_credential=register_secret)
     # --process-cluster-external-secret=false: ClusterExternalSecrets are left alone.
     cluster_secrets = (ClusterExternalSecrets(settings, rest)
                        if settings.process_cluster_external_secret else None)
     if cluster_secrets is None:
         log.info("ClusterExternalSecrets are not processed (--process-cluster-external-secret"
                  "=false)")
-    metrics.track_queue_depth(manager.queue.depth)
-    metrics.track_caches(manager.cache_footprints)
+    metrics.track_queue_depth(external_secrets.queue.depth)
+    metrics.track_caches(external_secrets.cache_footprints)
     servers = OpsServers(metrics, metrics_address=settings.metrics_bind_address,
                          health_address=settings.health_probe_bind_address,
-                         liveness={"threads": manager.threads_alive},
-                         readiness={"caches": manager.caches_synced})
+                         liveness={"threads": external_secrets.threads_alive},
+                         readiness={"caches": external_secrets.caches_synced})
     # The Lease has a client of its own, whose calls urllib3 never retries (kube/client.py).
     lease_api = without_retries(api) if settings.leader_elect else None
     elector = _elector(settings, Rest(lease_api), instance) if lease_api is not None else None
@@ -178,8 +179,8 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
                   "--metrics-bind-address and --health-probe-bind-address (0 disables)", exc)
         return 2
     try:
-        manager.start_caches()
-        if not manager.wait_caches(CACHE_SYNC_TIMEOUT, stop):
+        external_secrets.start_caches()
+        if not external_secrets.wait_caches(CACHE_SYNC_TIMEOUT, stop):
             if stop.is_set():
                 return 0  # stopped while the caches synced
             log.error("caches did not sync within %ss; are the CRDs installed and the RBAC "
@@ -189,7 +190,7 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
         if elector is not None and not elector.acquire(stop):
             return 0  # stopped while standing by
         metrics.set_leader(True)
-        manager.start_workers()
+        external_secrets.start_workers()
         # Logged once the workers exist (tests and operators take it as "syncing now").
         log.info("caches synced; syncing with %d workers", settings.workers)
         if cluster_secrets is not None:
@@ -200,7 +201,8 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
             holder.start()
         stop.wait()
     finally:
-        _shut_down(settings, manager, providers, elector, release, holder, cluster_secrets)
+        _shut_down(settings, external_secrets, providers, elector, release, holder,
+                   cluster_secrets)
         metrics.set_leader(False)
         servers.stop()
         providers.close()
@@ -211,7 +213,7 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
     return 1 if lost.is_set() else 0
 
 
-def _shut_down(settings: Settings, manager: Manager, providers: Providers,
+def _shut_down(settings: Settings, external_secrets: ExternalSecrets, providers: Providers,
                elector: LeaderElector | None, release: threading.Event,
                holder: threading.Thread | None,
                cluster_secrets: ClusterExternalSecrets | None = None) -> None:
@@ -219,10 +221,10 @@ def _shut_down(settings: Settings, manager: Manager, providers: Providers,
     meanwhile, so no successor overlaps them), then the Lease is released."""
     started = time.monotonic()
     if cluster_secrets is not None:
-        cluster_secrets.request_stop()  # winds down beside the manager's workers
+        cluster_secrets.request_stop()  # winds down beside the ExternalSecret workers
     # Keep a little of the deadline for the Lease release and the caches.
-    manager.stop(timeout=max(0.5, settings.shutdown_timeout - RELEASE_RESERVE),
-                 cancel=providers.cancel)
+    external_secrets.stop(timeout=max(0.5, settings.shutdown_timeout - RELEASE_RESERVE),
+                          cancel=providers.cancel)
     if cluster_secrets is not None:
         cluster_secrets.join(settings.shutdown_timeout - RELEASE_RESERVE
                              - (time.monotonic() - started))

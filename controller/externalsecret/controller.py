@@ -112,7 +112,11 @@ class Hooks:
     def retry(self) -> None: ...
 
 
-class Manager:
+class ExternalSecrets:
+    """The ExternalSecret controller: the caches and their handlers, the sync and poll
+    controllers (runtime.Controller each), and what they share (fetcher, poll schedule,
+    triggers); app.py starts and stops it."""
+
     def __init__(self, settings: Settings, rest: Rest, providers: Providers, *, instance: str,
                  hooks: Hooks | None = None, clock: Clock | None = None,
                  on_credential: Callable[[str], None] | None = None) -> None:

@@ -3,7 +3,8 @@ bookkeeping, driven by a reconcile function that returns a `Result`.
 
 In controller-runtime's words: a Reconciler is the logic (here a function from a key to a
 `Result`); a `Controller` is a queue and its workers, and owns requeues, backoff and retries;
-a Manager runs controllers (externalsecret/controller.py's `Manager`, app.py). ExternalSecret
+a Manager runs controllers (app.py; externalsecret/controller.py's `ExternalSecrets` holds
+the ExternalSecret syncs' and polls' controllers and their handlers). ExternalSecret
 syncs and KMS polls run on one each (so a change a user makes never waits behind background
 polls), as do the SecretStore status checks and the ClusterExternalSecret passes.
 

@@ -12,7 +12,7 @@ import pytest
 
 from controller import settings
 from controller.externalsecret import polls
-from controller.externalsecret.controller import Hooks, Manager, SecretPoll
+from controller.externalsecret.controller import ExternalSecrets, Hooks, SecretPoll
 from controller.externalsecret.fetcher import FetchRequest
 from controller.externalsecret.polls import PollSchedule
 from controller.externalsecret.reconciler import RETRY_CAP_NO_POLL, Outcome
@@ -122,7 +122,7 @@ class _World:
         cfg = settings.load(["--polling-interval", "60s", *argv], {})
         providers = serving(Alibaba(cfg), shape=ALIBABA) if alibaba else \
             serving(self.kms, shape=ALIBABA)
-        self.manager = Manager(cfg, rest=None, providers=providers,  # type: ignore[arg-type]
+        self.manager = ExternalSecrets(cfg, rest=None, providers=providers,  # type: ignore[arg-type]
                                instance="test", hooks=self.hooks, clock=self.clock)
         self.manager._started.set()
 

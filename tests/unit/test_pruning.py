@@ -287,7 +287,7 @@ def test_a_deleted_external_secret_releases_its_kms_client_credentials_and_token
     identity drops the KMS client and the credentials at once (not 10 minutes later), and the
     ServiceAccount token the identity read."""
     from controller import settings
-    from controller.externalsecret.controller import Manager
+    from controller.externalsecret.controller import ExternalSecrets
     from controller.externalsecret.fetcher import FetchRequest
 
     pool = IdentityPool(on_secret=None)
@@ -303,7 +303,7 @@ def test_a_deleted_external_secret_releases_its_kms_client_credentials_and_token
             return 0
 
     cfg = settings.load([], {})
-    manager = Manager(cfg, rest=None,  # type: ignore[arg-type]
+    manager = ExternalSecrets(cfg, rest=None,  # type: ignore[arg-type]
                       providers=serving(Alibaba(cfg, kms=kms, identities=pool, tokens=Tokens()),
                                         *NAMES, shape=ALIBABA),
                       instance="test")
