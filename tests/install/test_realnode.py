@@ -143,12 +143,17 @@ class Installed:
     def describe(self) -> str:
         out = self.k.kubectl("get", "pods,deploy,rs,events", "-n", self.namespace, "-o", "wide",
                              check=False)
+        # The Pods' own lines before their stacks: a dump is ~400 lines per Pod, and a tail
+        # taken after it held nothing else (a failed rollout's new leader said nothing).
+        said = self.k.kubectl("logs", "-n", self.namespace, "-l", SELECTOR, "--tail=150",
+                              "--prefix", check=False)
         for pod in self.pods():
             self.dump_stacks(pod.metadata.name)
-        logs = self.k.kubectl("logs", "-n", self.namespace, "-l", SELECTOR, "--tail=400",
-                              "--prefix", check=False)
+        stacks = self.k.kubectl("logs", "-n", self.namespace, "-l", SELECTOR, "--tail=400",
+                                "--prefix", check=False)
         # Restarts first: CI keeps the head and the tail of a long failure, not its middle.
-        return self._restarts() + out.stdout + out.stderr + logs.stdout[-60000:]
+        return (self._restarts() + out.stdout + out.stderr + stacks.stdout[-40000:]
+                + "\n--- the Pods' last lines before their stacks:\n" + said.stdout[-30000:])
 
     def _restarts(self) -> str:
         """Why a container restarted (its last state) and the end of its previous log."""
