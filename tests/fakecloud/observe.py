@@ -94,12 +94,16 @@ class RequestLog:
         with self._lock:
             return self._in_flight
 
-    def peak_rate(self, window: float = 1.0, action: str | None = None) -> float:
-        """Most calls seen in any sliding ``window`` seconds, per second."""
+    def peak_rate(self, window: float = 1.0, action: str | None = None, *,
+                  arrival: bool = False) -> float:
+        """Most calls seen in any sliding ``window`` seconds, per second: by when they were
+        done, or with ``arrival`` by when the fake began handling them (what a service's rate
+        limit counts; completions add the handler's own scheduling jitter)."""
         if window <= 0:
             raise ValueError("window must be positive")
         with self._lock:
-            times = [e["time"] for e in self._entries if action is None or e["action"] == action]
+            times = [e["time"] - (e["duration"] if arrival else 0.0) for e in self._entries
+                     if action is None or e["action"] == action]
         times.sort()
         best, start = 0, 0
         for end, t in enumerate(times):

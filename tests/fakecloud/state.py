@@ -248,8 +248,9 @@ class CloudState:
         status, code, duration."""
         return self.log.entries()
 
-    def peak_rate(self, window: float = 1.0, action: str | None = None) -> float:
-        return self.log.peak_rate(window, action)
+    def peak_rate(self, window: float = 1.0, action: str | None = None, *,
+                  arrival: bool = False) -> float:
+        return self.log.peak_rate(window, action, arrival=arrival)
 
     @property
     def peak_concurrency(self) -> int:

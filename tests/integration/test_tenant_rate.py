@@ -95,11 +95,17 @@ def test_a_tenant_asking_for_more_reads_than_the_rate_takes_one_tenants_share(
     window = time.monotonic() - window
     hostile_during = cloud.calls("GetSecretValue", identity="hostile") - hostile_before
     print(f"baseline {baseline:.3f}s, during {[round(d, 3) for d in during]}, hostile reads "
-          f"meanwhile {hostile_during}, peak KMS rate {cloud.peak_rate():.1f}/s")
+          f"meanwhile {hostile_during}, peak KMS rate {cloud.peak_rate(arrival=True):.1f}/s "
+          f"on arrival")
     # The endpoint was at its rate throughout, the hostile reads taking every start time the
     # other tenant did not (else this proves nothing) ...
     assert hostile_during + len(during) >= 0.8 * window / PERIOD, (hostile_during, window)
-    assert 9.0 <= cloud.peak_rate() <= 10.0
+    # ... and never above it, counted on arrival as a service counts. The limiter spaces
+    # starts so that rate + 1 of them span 1.1 s; with one core kept busy a call once reached
+    # the fake more than 100 ms late (11 completions in a second, 2026-12-07), so one more
+    # than the rate is allowed, as in test_identities' burst: rate + 2 takes 0.32 s of delay,
+    # and a limiter with a burst (a bucket of `rate` tokens: 2 * rate - 1) still fails.
+    assert 9.0 <= cloud.peak_rate(arrival=True) <= 11.0
     # Within twice the baseline: a read that finds the endpoint at its rate waits for the
     # next start time, at most one period (so the baseline counts as at least one period).
     # Before: 4.4 s; with a place per identity but start times in arrival order, two periods.
