@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Hashable, Iterable
-from types import FrameType
 
 from controller import __version__, buildinfo
 from controller.clusterexternalsecret.controller import ClusterExternalSecrets
@@ -35,6 +33,7 @@ from controller.ops.redact import (
     release_secrets,
     scrub,
 )
+from controller.ops.signals import watch_stop_signals
 from controller.ops.stacks import dump_on_sigquit
 from controller.providers import installed
 from controller.providers.alibaba.stores import operator_endpoints
@@ -115,13 +114,8 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
     _register_environment_credentials(settings)
     stop = stop or threading.Event()
 
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("received signal %d; shutting down", signum)
-        stop.set()
-
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        watch_stop_signals(stop, log)
         # SIGQUIT writes every thread's stack to stderr (the Pod's log) and carries on
         # (ops/stacks.py: why not faulthandler).
         dump_on_sigquit()

@@ -16,12 +16,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import stat
 import sys
 import threading
 from concurrent import futures
-from types import FrameType
 
 import grpc
 
@@ -33,6 +31,7 @@ from controller.ops.health import HealthServer
 from controller.ops.logs import setup_logging
 from controller.ops.redact import register_secret
 from controller.ops.server import EndpointServer, same_endpoint
+from controller.ops.signals import watch_stop_signals
 from controller.providers.alibaba.identity import (
     ACCESS_KEY,
     ECS_RAM_ROLE,
@@ -213,12 +212,7 @@ def main(argv: list[str]) -> int:
         register_secret(cfg.access_key_secret)
     stopping = threading.Event()
 
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("received signal %d; shutting down", signum)
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    watch_stop_signals(stopping, log)  # no lock is taken in a signal handler
     plugin: Plugin | None = None
     try:
         plugin = Plugin(cfg)
