@@ -41,6 +41,7 @@ from controller.providers.alibaba.identity import (
 )
 from controller.providers.alibaba.kms import Endpoint, Kms
 from controller.providers.alibaba.kms_crypto import KmsCrypto
+from controller.providers.alibaba.pool import CallPolicy
 
 log = logging.getLogger("controller.kmsplugin")
 
@@ -147,8 +148,8 @@ class Plugin:
     def __init__(self, cfg: settings_mod.PluginSettings) -> None:
         self.cfg = cfg
         self.metrics = PluginMetrics()
-        self.kms = Kms(IdentityPool(), region=cfg.region,
-                       connect_timeout_ms=1000, read_timeout_ms=int(cfg.kms_timeout * 1000))
+        self.kms = Kms(IdentityPool(), region=cfg.region, policy=CallPolicy(
+            connect_timeout_ms=1000, read_timeout_ms=int(cfg.kms_timeout * 1000)))
         self.crypto = KmsCrypto(self.kms, identity_of(cfg), endpoint_of(cfg),
                                 budget=cfg.kms_timeout, on_call=self.metrics.observe_kms)
         self.keys = KeyStateCache(cfg.key_id, self.crypto.describe_key,

@@ -46,6 +46,7 @@ from controller.providers.alibaba.kms_instance import (
     load_client_key,
     signed_headers,
 )
+from controller.providers.alibaba.pool import CallPolicy
 from tests.fakecloud import FakeCloud, FakeCloudAdmin
 from tests.fakecloud import dkms as fake_dkms
 
@@ -82,7 +83,7 @@ def client_key(cloud: FakeCloud) -> fake_dkms.ClientKey:
 
 @pytest.fixture
 def reader() -> Iterator[KmsInstance]:
-    instance = KmsInstance(max_retry_seconds=5)
+    instance = KmsInstance(CallPolicy(max_retry_seconds=5))
     yield instance
     instance.close()
 

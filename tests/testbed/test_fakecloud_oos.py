@@ -21,6 +21,7 @@ from controller.providers.alibaba.errors import FetchError, Kind
 from controller.providers.alibaba.identity import ACCESS_KEY, RAM_ROLE_ARN, Identity, IdentityPool
 from controller.providers.alibaba.kms import Endpoint
 from controller.providers.alibaba.oos import Oos, endpoint_for
+from controller.providers.alibaba.pool import CallPolicy
 from tests.fakecloud import FakeCloud, FakeCloudAdmin, Trust, seed
 
 AK, SK, ALICE = "LTAI5tFakeOosKey0001", "fake-oos-secret-0001", "alice"
@@ -48,7 +49,8 @@ def cloud() -> Iterator[FakeCloud]:
 
 @pytest.fixture
 def oos() -> Iterator[Oos]:
-    reader = Oos(IdentityPool(on_secret=None), region="cn-hangzhou", max_retry_seconds=5)
+    reader = Oos(IdentityPool(on_secret=None), region="cn-hangzhou",
+                 policy=CallPolicy(max_retry_seconds=5))
     yield reader
     reader.close()
 
@@ -178,7 +180,7 @@ def test_reader_retries_throttling_and_5xx_then_gives_up(cloud: FakeCloud, oos: 
         oos.get_secret_parameter(alice(), here(cloud), "app-db-password")
     assert throttled.value.kind == Kind.THROTTLED
     assert "--max-concurrent-oos-secret-pulls" in str(throttled.value)
-    assert cloud.calls("GetSecretParameter", service="oos") == 3 + oos.max_attempts
+    assert cloud.calls("GetSecretParameter", service="oos") == 3 + oos.policy.max_attempts
 
 
 def test_reader_survives_latency_and_dropped_connections(cloud: FakeCloud, oos: Oos) -> None:

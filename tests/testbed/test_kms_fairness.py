@@ -17,6 +17,7 @@ import pytest
 from controller.providers.alibaba.errors import FetchError, Kind
 from controller.providers.alibaba.identity import ACCESS_KEY, Identity, IdentityPool
 from controller.providers.alibaba.kms import Endpoint, Kms
+from controller.providers.alibaba.pool import CallPolicy
 from tests.fakecloud import FakeCloud
 from tests.fakecloud.tls import write_tls_files
 from tests.waiting import wait_for
@@ -37,8 +38,8 @@ def cloud() -> Iterator[FakeCloud]:
 
 @pytest.fixture
 def kms() -> Iterator[Kms]:
-    client = Kms(IdentityPool(on_secret=None), region="cn-hangzhou", max_attempts=3,
-                 max_retry_seconds=3.0)
+    client = Kms(IdentityPool(on_secret=None), region="cn-hangzhou",
+                 policy=CallPolicy(max_attempts=3, max_retry_seconds=3.0))
     yield client
     client.close()
 

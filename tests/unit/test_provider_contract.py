@@ -19,6 +19,7 @@ from controller import settings
 from controller.providers import ClientKey, FetchError, Kind, Provider, RemoteRef
 from controller.providers.alibaba.identity import ACCESS_KEY, Identity, IdentityPool
 from controller.providers.alibaba.kms import Endpoint, Kms
+from controller.providers.alibaba.pool import CallPolicy
 from controller.providers.alibaba.provider import Alibaba
 from controller.providers.alibaba.stores import Source
 from controller.providers.fake import FakeClient, FakeProvider
@@ -54,7 +55,8 @@ def _alibaba() -> Iterator[Subject]:
     with FakeCloud() as cloud:
         cloud.add_access_key(AK, SK, "contract")
         identities = IdentityPool(on_secret=None)
-        kms = Kms(identities, region="cn-hangzhou", max_attempts=1, max_retry_seconds=2)
+        kms = Kms(identities, region="cn-hangzhou",
+                  policy=CallPolicy(max_attempts=1, max_retry_seconds=2))
         provider = Alibaba(settings.load([], {}), kms=kms, identities=identities)
         client = Source(Identity(ACCESS_KEY, access_key_id=AK, access_key_secret=SK),
                         Endpoint(cloud.kms_endpoint, "http"))

@@ -21,6 +21,7 @@ from controller.providers.alibaba.identity import (
 from controller.providers.alibaba.kms import Endpoint, Kms
 from controller.providers.alibaba.kms_instance import InstanceEndpoint, KmsInstance
 from controller.providers.alibaba.oos import Oos
+from controller.providers.alibaba.pool import CallPolicy
 from controller.providers.alibaba.provider import NAMES, Alibaba
 from controller.providers.alibaba.shape import SHAPE as ALIBABA
 from controller.providers.alibaba.stores import CREDENTIAL_TTL, Source
@@ -118,7 +119,7 @@ def test_identity_pool_knows_which_token_files_live_identities_read() -> None:
 def test_kms_drops_idle_clients_limiters_and_cooldowns_and_their_credentials() -> None:
     clock = Clock(0.0)
     pool = IdentityPool(on_secret=None, idle=100.0, clock=clock)
-    kms = Kms(pool, region="cn-hangzhou", idle=100.0, clock=clock)
+    kms = Kms(pool, region="cn-hangzhou", policy=CallPolicy(idle=100.0, clock=clock))
     busy, gone = _ak(1), _ak(2)
     kept = kms.client(busy, HOST)
     kms.client(gone, HOST)
@@ -150,7 +151,7 @@ def test_kms_forget_identity_drops_its_clients_and_credentials_at_once() -> None
 def test_oos_drops_idle_clients_and_limiters() -> None:
     clock = Clock(0.0)
     pool = IdentityPool(on_secret=None, idle=100.0, clock=clock)
-    oos = Oos(pool, region="cn-hangzhou", idle=100.0, clock=clock)
+    oos = Oos(pool, region="cn-hangzhou", policy=CallPolicy(idle=100.0, clock=clock))
     host = Endpoint("oos.cn-hangzhou.aliyuncs.com")
     oos._client(_ak(1), host)
     oos._client(_ak(2), host)
@@ -166,7 +167,7 @@ def test_oos_drops_idle_clients_and_limiters() -> None:
 
 def test_kms_instance_closes_and_drops_idle_connection_pools() -> None:
     clock = Clock(0.0)
-    instance = KmsInstance(idle=100.0, clock=clock)
+    instance = KmsInstance(CallPolicy(idle=100.0, clock=clock))
     old = instance._pool(InstanceEndpoint("old.cryptoservice.kms.aliyuncs.com"))
     closed: list[bool] = []
     old.close = lambda: closed.append(True)  # type: ignore[method-assign]

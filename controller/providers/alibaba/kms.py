@@ -31,31 +31,19 @@ import os
 import ssl
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_after_delay,
-    stop_when_event_set,
-    wait_random_exponential,
-)
 
 from controller.ops.memory import release_free_memory
 from controller.providers import tenant
 from controller.providers.alibaba.errors import FetchError, Kind, classify
 from controller.providers.alibaba.identity import Identity, IdentityPool
+from controller.providers.alibaba.pool import DEFAULT_CALLS, CallPolicy, SdkClients
 from controller.providers.alibaba.pool import (
     RateLimiter as RateLimiter,  # re-exported: kms.RateLimiter
 )
-from controller.providers.alibaba.pool import SdkClients
 from controller.providers.base import SecretValue as SecretValue  # re-exported: kms.SecretValue
 
-CallHook = Callable[[str, str, float], None]  # (endpoint host, result code, seconds)
 COOLDOWN_BASE, COOLDOWN_CAP = 5.0, 60.0  # seconds an identity waits after sustained throttling
 SDK_DEFAULT_POOL = 40  # darabonba's DEFAULT_POOL_MAXSIZE: the session of endpoints without a CA
 
@@ -74,25 +62,16 @@ class Kms:
         identities: IdentityPool,
         *,
         region: str,
-        rate_per_endpoint: float = 10.0,
-        max_attempts: int = 4,
-        max_retry_seconds: float = 20.0,
-        connect_timeout_ms: int = 5000,
-        read_timeout_ms: int = 10000,
-        on_call: CallHook | None = None,
-        idle: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        policy: CallPolicy = DEFAULT_CALLS,
     ) -> None:
         self.identities = identities
         self.region = region
-        self.max_attempts = max_attempts
-        self.max_retry_seconds = max_retry_seconds
-        self.timeouts = (connect_timeout_ms, read_timeout_ms)
-        self.on_call = on_call
-        self.clock = clock
+        self.policy = policy
+        self.clock = policy.clock
         # Clients and limiters; cool-downs over for longer than `idle` go in the same sweep.
-        self.clients = SdkClients(identities, rate_per_endpoint, idle=idle, clock=clock,
-                                  on_sweep=self._prune_cooldowns, on_drop=self._dropped)
+        self.clients = SdkClients(identities, policy.rate_per_endpoint, idle=policy.idle,
+                                  clock=policy.clock, on_sweep=self._prune_cooldowns,
+                                  on_drop=self._dropped)
         self._lock = threading.Lock()  # guards the maps below
         self.cas = CaSessions()
         self._ca_users: dict[int, Endpoint] = {}  # id(SDK client) -> the endpoint it holds
@@ -149,9 +128,7 @@ class Kms:
         version_id: str = "", version_stage: str = "",
     ) -> SecretValue:
         """Read one secret version; raises FetchError (already retried where that helps)."""
-        policy = retrying(max_attempts=self.max_attempts,
-                          max_retry_seconds=self.max_retry_seconds,
-                          cancelled=self.clients.cancelled, token_refresh=True)
+        policy = self.policy.retrying(self.clients.cancelled, token_refresh=True)
         key = (identity.fingerprint(), endpoint.host)
         self._check_cooldown(key, identity, endpoint)
         try:
@@ -223,8 +200,7 @@ class Kms:
                 self.forget(identity, credential)
             raise error from None
         finally:
-            if self.on_call is not None:
-                self.on_call(endpoint.host, code, time.monotonic() - start)
+            self.policy.observe(endpoint.host, code, start)
         return _value(name, resp.body)
 
     def _limiter(self, host: str) -> RateLimiter:
@@ -245,8 +221,8 @@ class Kms:
                 endpoint=endpoint.host,
                 protocol=endpoint.protocol,
                 region_id=self.region,
-                connect_timeout=self.timeouts[0],
-                read_timeout=self.timeouts[1],
+                connect_timeout=self.policy.connect_timeout_ms,
+                read_timeout=self.policy.read_timeout_ms,
                 ca=ca_path,
                 max_idle_conns=pool_size,
             )
@@ -436,39 +412,3 @@ def _value(name: str, body: Any) -> SecretValue:
     return SecretValue(name=name, data=data, data_type=data_type,
                        version_id=str(body.version_id or ""), stages=stages)
 
-
-def retrying(*, max_attempts: int, max_retry_seconds: float, cancelled: threading.Event,
-             token_refresh: bool = False) -> Retrying:
-    """The retry policy of one read (KMS, OOS, KMS instance): at most `max_attempts` calls
-    and `max_retry_seconds`; waits for the service's retry-after when it sends one, else
-    exponential back-off with jitter; stops at once when `cancelled` is set. Retries a
-    retryable FetchError, and with `token_refresh` an expired security token once (the call
-    rebuilt the identity: the retry has new credentials)."""
-    refreshed = False
-
-    def should_retry(exc: BaseException) -> bool:
-        nonlocal refreshed
-        if not isinstance(exc, FetchError):
-            return False
-        if token_refresh and exc.token_expired and not refreshed:
-            refreshed = True
-            return True
-        return exc.retryable
-
-    def wait(state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, FetchError) and exc.retry_after:
-            return min(exc.retry_after, max_retry_seconds)
-        return float(wait_random_exponential(multiplier=0.2, max=5.0)(state))
-
-    def sleep(seconds: float) -> None:
-        cancelled.wait(seconds)
-
-    return Retrying(
-        stop=(stop_after_attempt(max_attempts) | stop_after_delay(max_retry_seconds)
-              | stop_when_event_set(cancelled)),
-        wait=wait,
-        sleep=sleep,
-        retry=retry_if_exception(should_retry),
-        reraise=True,
-    )

@@ -28,7 +28,7 @@ anything is derived. TLS: the instance CA (PEM) is trusted for that
 endpoint only (an `ssl` context per endpoint, no CA files); `ignore_ssl=True` disables
 verification and exists only because the caller (the lead's policy: an operator flag) asked.
 Retries, the per-endpoint rate limit and the error classes are the KMS path's
-(`kms.retrying`, `pool.RateLimiter`, `errors.service_error(product="KMS instance")`).
+(`pool.CallPolicy`, `pool.RateLimiter`, `errors.service_error(product="KMS instance")`).
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ from controller.ops.redact import register_secret
 from controller.providers import tenant
 from controller.providers.alibaba import pfx
 from controller.providers.alibaba.errors import FetchError, Kind, classify, service_error
-from controller.providers.alibaba.kms import CallHook, SecretValue, retrying
-from controller.providers.alibaba.pool import ClientPool, RateLimiter
+from controller.providers.alibaba.kms import SecretValue
+from controller.providers.alibaba.pool import DEFAULT_CALLS, CallPolicy, ClientPool, RateLimiter
 
 PRODUCT = "KMS instance"
 API_VERSION = "dkms-gcs-0.2"
@@ -149,25 +149,14 @@ class KmsInstance:
 
     def __init__(
         self,
-        *,
-        rate_per_endpoint: float = 10.0,
-        max_attempts: int = 4,
-        max_retry_seconds: float = 20.0,
-        connect_timeout_ms: int = 5000,
-        read_timeout_ms: int = 10000,
-        on_call: CallHook | None = None,
-        idle: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        policy: CallPolicy = DEFAULT_CALLS,
     ) -> None:
-        self.max_attempts = max_attempts
-        self.max_retry_seconds = max_retry_seconds
-        self.timeouts = (connect_timeout_ms / 1000.0, read_timeout_ms / 1000.0)
-        self.on_call = on_call
-        self.clock = clock
+        self.policy = policy
+        self.timeouts = (policy.connect_timeout_ms / 1000.0, policy.read_timeout_ms / 1000.0)
         # Connection pools (keep-alive connections) unused for `idle` seconds are closed.
         self.clients: ClientPool[InstanceEndpoint, _Pool] = ClientPool(
-            rate_per_endpoint, idle=idle, clock=clock, on_drop=lambda pool: pool.close(),
-            label="pools")
+            policy.rate_per_endpoint, idle=policy.idle, clock=policy.clock,
+            on_drop=lambda pool: pool.close(), label="pools")
         self.calls = 0
 
     def cancel(self) -> None:
@@ -183,9 +172,7 @@ class KmsInstance:
     def get_secret_value(self, key: ClientKey, endpoint: InstanceEndpoint, name: str,
                          version_id: str = "", version_stage: str = "") -> SecretValue:
         """Read one secret version; raises FetchError (already retried where that helps)."""
-        policy = retrying(max_attempts=self.max_attempts,
-                          max_retry_seconds=self.max_retry_seconds,
-                          cancelled=self.clients.cancelled)
+        policy = self.policy.retrying(self.clients.cancelled)
         body = encode([(1, name), (2, version_stage), (3, version_id)])
         result: SecretValue = policy(self._call, key, endpoint, name, body)
         return result
@@ -214,8 +201,7 @@ class KmsInstance:
             code = error.code
             raise error from None
         finally:
-            if self.on_call is not None:
-                self.on_call(endpoint.host, code, time.monotonic() - start)
+            self.policy.observe(endpoint.host, code, start)
 
     def _limiter(self, host: str) -> RateLimiter:
         return self.clients.limiter(host)

@@ -5,7 +5,7 @@ Why its own module: OOS is another product (own SDK `alibabacloud_oos20190601`, 
 `oos.<region>.aliyuncs.com`, numbered parameter versions instead of version ids and stages),
 but reads must behave exactly like KMS reads: the same identities (`IdentityPool`), one SDK
 client per (endpoint, identity), a rate limit and concurrency cap per endpoint
-(`pool.RateLimiter`), the same retry policy (`kms.retrying`) and the same error classes
+(`pool.RateLimiter`), the same call policy (`pool.CallPolicy`) and the same error classes
 (`errors.classify(product="OOS")`). The result is the `SecretValue` the fetcher already
 consumes: `data` the decrypted value, `data_type` "text", `version_id` the parameter
 version ("1", "2", ...), no stages. Clients and limiters unused for `idle` seconds are
@@ -15,14 +15,13 @@ dropped as in `kms` (`pool.SdkClients`; `forget_identity` drops one identity's n
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 from controller.providers import tenant
 from controller.providers.alibaba.errors import FetchError, Kind, classify
 from controller.providers.alibaba.identity import Identity, IdentityPool
-from controller.providers.alibaba.kms import CallHook, Endpoint, SecretValue, retrying
-from controller.providers.alibaba.pool import RateLimiter, SdkClients
+from controller.providers.alibaba.kms import Endpoint, SecretValue
+from controller.providers.alibaba.pool import DEFAULT_CALLS, CallPolicy, RateLimiter, SdkClients
 
 PRODUCT = "OOS"
 MAX_VERSION = 100  # documented range of ParameterVersion: 1-100
@@ -61,23 +60,13 @@ class Oos:
         identities: IdentityPool,
         *,
         region: str,
-        rate_per_endpoint: float = 10.0,
-        max_attempts: int = 4,
-        max_retry_seconds: float = 20.0,
-        connect_timeout_ms: int = 5000,
-        read_timeout_ms: int = 10000,
-        on_call: CallHook | None = None,
-        idle: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        policy: CallPolicy = DEFAULT_CALLS,
     ) -> None:
         self.identities = identities
         self.region = region
-        self.max_attempts = max_attempts
-        self.max_retry_seconds = max_retry_seconds
-        self.timeouts = (connect_timeout_ms, read_timeout_ms)
-        self.on_call = on_call
-        self.clock = clock
-        self.clients = SdkClients(identities, rate_per_endpoint, idle=idle, clock=clock)
+        self.policy = policy
+        self.clients = SdkClients(identities, policy.rate_per_endpoint, idle=policy.idle,
+                                  clock=policy.clock)
         self.calls = 0
 
     def cancel(self) -> None:
@@ -104,9 +93,7 @@ class Oos:
         """Read one encryption parameter, decrypted (`version` empty: the latest); raises
         FetchError, already retried where that helps."""
         number = parameter_version(version)
-        policy = retrying(max_attempts=self.max_attempts,
-                          max_retry_seconds=self.max_retry_seconds,
-                          cancelled=self.clients.cancelled, token_refresh=True)
+        policy = self.policy.retrying(self.clients.cancelled, token_refresh=True)
         result: SecretValue = policy(self._call, identity, endpoint, name, number)
         return result
 
@@ -151,8 +138,7 @@ class Oos:
                 self.clients.forget_credential(identity, credential)
             raise error from None
         finally:
-            if self.on_call is not None:
-                self.on_call(endpoint.host, code, time.monotonic() - start)
+            self.policy.observe(endpoint.host, code, start)
         return _value(name, resp.body)
 
     def _limiter(self, host: str) -> RateLimiter:
@@ -174,8 +160,9 @@ class Oos:
         except ValueError as exc:  # the credentials library refused the configuration
             raise classify(exc, who=identity.describe(), product=PRODUCT) from None
         config = Config(credential=credential, endpoint=endpoint.host, protocol=endpoint.protocol,
-                        region_id=self.region or None, connect_timeout=self.timeouts[0],
-                        read_timeout=self.timeouts[1])
+                        region_id=self.region or None,
+                        connect_timeout=self.policy.connect_timeout_ms,
+                        read_timeout=self.policy.read_timeout_ms)
         return Client(config), credential
 
 

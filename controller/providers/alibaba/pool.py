@@ -1,7 +1,7 @@
 """The bookkeeping that every reader of a cloud product shares (`kms.Kms`, `oos.Oos`,
-`kms_instance.KmsInstance`): their maps of clients and limiters, the idle sweep and the cancel
-flag live here once. (Their constructors still repeat the same settings, the retry and
-timeout knobs; folding those into one is part of the source seam, issue 20.)
+`kms_instance.KmsInstance`): how they call (`CallPolicy`: rate, retries, timeouts, the call
+hook, the idle bound, the clock, built once by `provider.from_settings`), their maps of
+clients and limiters, the idle sweep and the cancel flag live here once.
 
 Why it exists: each reader keeps clients (an SDK client per endpoint and identity, or a
 connection pool per KMS instance endpoint) and a rate limiter per endpoint host, drops both
@@ -22,7 +22,18 @@ import math
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
+
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    stop_when_event_set,
+    wait_random_exponential,
+)
 
 from controller.providers import FetchError, Kind
 from controller.providers.alibaba.identity import Identity, IdentityPool, IdleSweep
@@ -34,6 +45,70 @@ C = TypeVar("C")
 SdkKey = tuple[Any, Identity]  # (endpoint, identity)
 SdkEntry = tuple[Any, Any]  # (SDK client, the credentials client it signs with)
 
+
+CallHook = Callable[[str, str, float], None]  # (endpoint host, result code, seconds)
+
+
+@dataclass(frozen=True)
+class CallPolicy:
+    """How a reader calls its service: at most `rate_per_endpoint` calls a second to one
+    endpoint; a read makes at most `max_attempts` calls within `max_retry_seconds`; each call
+    connects within `connect_timeout_ms` and reads within `read_timeout_ms`; `on_call` is told
+    each call's endpoint, result code and seconds; clients and limiters unused for `idle`
+    seconds are dropped (None: kept); `clock` is monotonic time (tests pass a fake)."""
+
+    rate_per_endpoint: float = 10.0
+    max_attempts: int = 4
+    max_retry_seconds: float = 20.0
+    connect_timeout_ms: int = 5000
+    read_timeout_ms: int = 10000
+    on_call: CallHook | None = None
+    idle: float | None = None
+    clock: Callable[[], float] = time.monotonic
+
+    def observe(self, host: str, code: str, start: float) -> None:
+        """Tell `on_call` of one call that started at `start` (time.monotonic)."""
+        if self.on_call is not None:
+            self.on_call(host, code, time.monotonic() - start)
+
+    def retrying(self, cancelled: threading.Event, *, token_refresh: bool = False) -> Retrying:
+        """The retry policy of one read: at most `max_attempts` calls and
+        `max_retry_seconds`; waits for the service's retry-after when it sends one, else
+        exponential back-off with jitter; stops at once when `cancelled` is set. Retries a
+        retryable FetchError, and with `token_refresh` an expired security token once (the
+        call rebuilt the identity: the retry has new credentials)."""
+        refreshed = False
+        cap = self.max_retry_seconds
+
+        def should_retry(exc: BaseException) -> bool:
+            nonlocal refreshed
+            if not isinstance(exc, FetchError):
+                return False
+            if token_refresh and exc.token_expired and not refreshed:
+                refreshed = True
+                return True
+            return exc.retryable
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, FetchError) and exc.retry_after:
+                return min(exc.retry_after, cap)
+            return float(wait_random_exponential(multiplier=0.2, max=5.0)(state))
+
+        def sleep(seconds: float) -> None:
+            cancelled.wait(seconds)
+
+        return Retrying(
+            stop=(stop_after_attempt(self.max_attempts) | stop_after_delay(cap)
+                  | stop_when_event_set(cancelled)),
+            wait=wait,
+            sleep=sleep,
+            retry=retry_if_exception(should_retry),
+            reraise=True,
+        )
+
+
+DEFAULT_CALLS = CallPolicy()  # what a reader built without a policy uses (tests, tools)
 
 # Calls of one identity that may wait for an endpoint's start times at once: what one tenth of
 # a second of the endpoint's rate allows (1 at the default 10/s), so another caller's call

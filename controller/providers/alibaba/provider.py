@@ -23,6 +23,7 @@ from controller.providers.alibaba.identity import Identity, IdentityPool
 from controller.providers.alibaba.kms import Endpoint, Kms
 from controller.providers.alibaba.kms_instance import KmsInstance
 from controller.providers.alibaba.oos import Oos
+from controller.providers.alibaba.pool import CallPolicy
 from controller.providers.alibaba.shape import SHAPE
 from controller.providers.alibaba.stores import DKMS, KMS, OOS, AlibabaStores, Source, private_ca
 from controller.providers.base import (
@@ -156,15 +157,13 @@ def from_settings(settings: Settings, *, on_call: CallHook,
         return lambda endpoint, code, seconds: on_call(action, endpoint, code, seconds)
 
     identities = IdentityPool(on_build=lambda identity: on_identity(identity.kind))
-    kms = Kms(identities, region=settings.region,
-              rate_per_endpoint=settings.max_concurrent_kms_secret_pulls,
-              on_call=hook("GetSecretValue"))
-    oos = Oos(identities, region=settings.region,
-              rate_per_endpoint=settings.max_concurrent_oos_secret_pulls,
-              on_call=hook("GetSecretParameter"))
-    dedicated = DedicatedReader(KmsInstance(
-        rate_per_endpoint=settings.max_concurrent_kms_secret_pulls,
-        on_call=hook("GetSecretValue")))
+    kms_calls = CallPolicy(rate_per_endpoint=settings.max_concurrent_kms_secret_pulls,
+                           on_call=hook("GetSecretValue"))
+    oos_calls = CallPolicy(rate_per_endpoint=settings.max_concurrent_oos_secret_pulls,
+                           on_call=hook("GetSecretParameter"))
+    kms = Kms(identities, region=settings.region, policy=kms_calls)
+    oos = Oos(identities, region=settings.region, policy=oos_calls)
+    dedicated = DedicatedReader(KmsInstance(policy=kms_calls))
     return Alibaba(settings, kms=kms, oos=oos, dedicated=dedicated, identities=identities,
                    tokens=tokens(identities.token_file_in_use),
                    check_client_key=dedicated.check)
