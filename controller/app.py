@@ -36,7 +36,6 @@ from controller.ops.redact import (
 from controller.ops.signals import watch_stop_signals
 from controller.ops.stacks import dump_on_sigquit
 from controller.providers import installed
-from controller.providers.alibaba.stores import operator_endpoints
 from controller.providers.base import Wiring
 from controller.providers.registry import Providers
 from controller.settings import Settings
@@ -121,7 +120,7 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
         dump_on_sigquit()
 
     metrics = Metrics(version=__version__, commit=buildinfo.commit(),
-                      known_endpoints=operator_endpoints(settings))
+                      known_endpoints=installed.named_endpoints(settings))
     hooks = MetricsHooks(metrics)
 
     def on_source_call(action: str, endpoint: str, code: str, seconds: float) -> None:

@@ -103,6 +103,19 @@ def test_build_registers_each_installed_source_under_its_shape() -> None:
         providers.close()
 
 
+def test_the_metrics_name_the_endpoints_each_installed_source_takes_from_the_settings() -> None:
+    cfg = settings.load(["--region=cn-x", "--oos-endpoint=oos.flag.example",
+                         "--allowed-endpoints=kms.team.example:8443,*.wild.example"], {})
+    assert installed.named_endpoints(cfg) == (
+        "kms-vpc.cn-x.aliyuncs.com", "oos.flag.example", "kms.team.example:8443")
+    # the fake names none; a source that names one already named adds it once
+    again = installed.Installed(fake.SHAPE, lambda _w: FakeProvider(),
+                                lambda _cfg: ("oos.flag.example", "fake.example"))
+    assert installed.named_endpoints(cfg, WITH_FAKE) == installed.named_endpoints(cfg)
+    assert installed.named_endpoints(cfg, (*installed.INSTALLED, again)) == (
+        *installed.named_endpoints(cfg), "fake.example")
+
+
 def test_an_external_secret_syncs_through_the_installed_fake_and_its_store_block() -> None:
     provider = FakeProvider({"db": VALUE})
     w = World(provider=provider, shape=fake.SHAPE)
