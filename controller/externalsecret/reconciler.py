@@ -12,7 +12,7 @@ a failed entry keeps its last good keys; an unexpected error in one sync becomes
 Ready=False, never a crash; nothing here ever logs or reports a secret value.
 
 Fairness: the CPU-bound part of a sync (parsing fetched values, templates, rendering; on a
-budget) runs under its namespace's lock (`render_gate`, runtime/gates.py), so one namespace
+budget) runs under its namespace's lock (`render_gate`, controller/gates.py), so one namespace
 renders one object at a time. In CPython the renders of all threads share one interpreter
 lock anyway, so this costs a namespace no throughput, but a tenant whose templates are heavy
 competes with every other tenant as one thread, not as one per worker. Fetches and writes
@@ -38,6 +38,7 @@ from controller import api, gotemplate
 from controller.externalsecret import render, templates
 from controller.externalsecret import status as status_mod
 from controller.externalsecret.fetcher import Fetcher, FetchRequest
+from controller.gates import KeyedGates
 from controller.kube.informer import NAMESPACE_CACHE_FULL, overflow_message
 from controller.names import (
     ACK_FINALIZER,
@@ -56,7 +57,6 @@ from controller.ops.memory import release_free_memory
 from controller.ops.neterrors import out_of_reach
 from controller.providers import FetchError, Kind, on_behalf_of
 from controller.runtime.controller import Result
-from controller.runtime.gates import KeyedGates
 from controller.secretstore.stores import StoreProblem, StoreResolver
 
 log = logging.getLogger(__name__)

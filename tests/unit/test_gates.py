@@ -1,4 +1,4 @@
-"""KeyedGates (runtime/gates.py). As the reconciler's render gate (a lock per namespace): one
+"""KeyedGates (controller/gates.py). As the reconciler's render gate (a lock per namespace): one
 render at a time per namespace, namespaces independent, nothing kept once no one renders (a
 namespace per tenant must not leave a lock behind). With semaphores, as a per-caller limit whose
 place can be given back before the block ends: at most N users of a key in, counted users keep
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 
-from controller.runtime.gates import KeyedGates
+from controller.gates import KeyedGates
 
 DEADLINE = 5.0
 

@@ -35,6 +35,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from controller.gates import KeyedGates
 from controller.providers import FetchError, Kind
 from controller.providers.alibaba.identity import Identity, IdentityPool, IdleSweep
 
@@ -150,7 +151,8 @@ class RateLimiter:
         self.slots = threading.BoundedSemaphore(max(1, int(rate)))
         self.per_caller = max(1, per_caller if per_caller is not None
                               else int(self.rate * PER_CALLER_SECONDS))
-        self._callers: dict[Hashable, tuple[threading.Semaphore, int]] = {}
+        self._callers: KeyedGates[threading.Semaphore] = KeyedGates(
+            lambda: threading.Semaphore(self.per_caller))
         self._local = threading.local()  # the current thread's caller and place (turn)
         # The calls waiting for a start time, by (their caller's last start, arrival), each
         # with the event that wakes it when it becomes the first in line.
@@ -171,33 +173,25 @@ class RateLimiter:
         least recently (`acquire`), another caller's call starts within one period (0.11 s at
         10/s). Calls in flight are not limited per caller: one caller alone still uses every
         slot when the service is slow."""
-        with self._lock:
-            gate, users = self._callers.get(caller, (threading.Semaphore(self.per_caller), 0))
-            self._callers[caller] = (gate, users + 1)
-        held = [False]
+        with self._callers.entry(caller) as gate:
+            held = [False]
 
-        def give_back() -> None:
-            if held[0]:
-                held[0] = False
-                gate.release()
+            def give_back() -> None:
+                if held[0]:
+                    held[0] = False
+                    gate.release()
 
-        try:
-            gate.acquire()
-            held[0] = True
-            self._local.give_back = give_back
-            self._local.caller = caller
-            with self.slots:
-                yield
-        finally:
-            self._local.give_back = None
-            self._local.caller = None
-            give_back()
-            with self._lock:
-                gate, users = self._callers[caller]
-                if users <= 1:
-                    del self._callers[caller]
-                else:
-                    self._callers[caller] = (gate, users - 1)
+            try:
+                gate.acquire()
+                held[0] = True
+                self._local.give_back = give_back
+                self._local.caller = caller
+                with self.slots:
+                    yield
+            finally:
+                self._local.give_back = None
+                self._local.caller = None
+                give_back()
 
     def acquire(self, cancel: threading.Event | None = None) -> None:
         """Wait for this call's start time: the next one that no caller served less recently

@@ -3,9 +3,10 @@ its last, so keys that come and go (a namespace per tenant, an identity per stor
 nothing behind.
 
 Two users today: the ExternalSecret reconciler renders one object at a time per namespace
-(a lock per namespace, `hold`), and the Alibaba reader's rate limiter lets a bounded number
-of one caller's calls wait for a start time (a semaphore per caller, `entry`: it gives its
-place back before the call ends).
+(a lock per namespace, `hold`), and the Alibaba readers' rate limiter (providers/alibaba/
+pool.py) lets a bounded number of one caller's calls wait for a start time (a semaphore per
+caller, `entry`: it gives its place back before the call ends). It imports nothing of ours,
+so the engine, the providers and the kms-plugin may all use it (.importlinter: "stands alone").
 """
 
 from __future__ import annotations
