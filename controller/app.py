@@ -33,8 +33,8 @@ from controller.ops.redact import (
     release_secrets,
     scrub,
 )
-from controller.ops.signals import watch_stop_signals
-from controller.ops.stacks import dump_on_sigquit
+from controller.ops.signals import watch_signals
+from controller.ops.stacks import dump_stacks
 from controller.providers import installed
 from controller.providers.base import Wiring
 from controller.providers.registry import Providers
@@ -114,10 +114,9 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
     stop = stop or threading.Event()
 
     if threading.current_thread() is threading.main_thread():
-        watch_stop_signals(stop, log)
         # SIGQUIT writes every thread's stack to stderr (the Pod's log) and carries on
         # (ops/stacks.py: why not faulthandler).
-        dump_on_sigquit()
+        watch_signals(stop, log, on_quit=dump_stacks)
 
     metrics = Metrics(version=__version__, commit=buildinfo.commit(),
                       known_endpoints=installed.named_endpoints(settings))

@@ -31,7 +31,7 @@ from controller.ops.health import HealthServer
 from controller.ops.logs import setup_logging
 from controller.ops.redact import register_secret
 from controller.ops.server import EndpointServer, same_endpoint
-from controller.ops.signals import watch_stop_signals
+from controller.ops.signals import watch_signals
 from controller.providers.alibaba.identity import (
     ACCESS_KEY,
     ECS_RAM_ROLE,
@@ -213,7 +213,7 @@ def main(argv: list[str]) -> int:
         register_secret(cfg.access_key_secret)
     stopping = threading.Event()
 
-    watch_stop_signals(stopping, log)  # no lock is taken in a signal handler
+    watch_signals(stopping, log)  # no lock is taken in a signal handler
     plugin: Plugin | None = None
     try:
         plugin = Plugin(cfg)

@@ -4,19 +4,18 @@ as a JVM does: for a controller that runs but does nothing.
 Why not `faulthandler.register(SIGQUIT, all_threads=True)`: its C handler walks every
 thread's state without the GIL, and a thread being created or ending at that moment (the
 ops server starts one per connection, the credentials library runs a pool) can crash the
-process (a test saw SIGSEGV right after SIGQUIT). This handler runs in the main thread as an
-ordinary Python signal handler, with the GIL: safe, at the cost of not answering while the
-main thread is itself stuck in C code (its wait for the stop signal is not). Frames only
-(file, line, function), never variables, so no values; the format is faulthandler's.
+process (a test saw SIGSEGV right after SIGQUIT). `dump_stacks` runs in an ordinary thread
+with the GIL, the one that hears signals (ops/signals.py, `on_quit`): safe, and it answers
+whatever the main thread is doing (a Python handler would wait for the main thread, which
+spends its life in a wait in C). Frames only (file, line, function), never variables, so no
+values; the format is faulthandler's.
 """
 
 from __future__ import annotations
 
-import signal
 import sys
 import threading
 import traceback
-from types import FrameType
 from typing import TextIO
 
 
@@ -34,12 +33,8 @@ def format_threads(current: int | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def dump_on_sigquit(stream: TextIO | None = None) -> None:
-    """Install the handler (call from the main thread)."""
-
-    def dump(_signum: int, _frame: FrameType | None) -> None:
-        out = stream or sys.stderr
-        out.write(format_threads(threading.get_ident()))
-        out.flush()
-
-    signal.signal(signal.SIGQUIT, dump)
+def dump_stacks(stream: TextIO | None = None) -> None:
+    """Every thread's stack to `stream` (stderr), the calling thread marked as current."""
+    out = stream or sys.stderr
+    out.write(format_threads(threading.get_ident()))
+    out.flush()

@@ -1,13 +1,12 @@
-"""SIGQUIT's dump (ops/stacks.py): every thread by name with its frames, never a value."""
+"""SIGQUIT's dump (ops/stacks.py): every thread by name with its frames, never a value. That
+SIGQUIT writes it, whatever the main thread does: tests/unit/test_signals.py."""
 
 from __future__ import annotations
 
 import io
-import os
-import signal
 import threading
 
-from controller.ops.stacks import dump_on_sigquit, format_threads
+from controller.ops.stacks import dump_stacks, format_threads
 
 
 def _parked_in_a_known_function(release: threading.Event, secret: str) -> None:
@@ -30,12 +29,9 @@ def test_every_thread_is_named_with_its_frames_and_no_value() -> None:
     assert "VALUE-NEVER-SHOWN" not in text
 
 
-def test_sigquit_writes_the_dump_and_the_process_carries_on() -> None:
+def test_the_dump_goes_to_the_stream_with_the_calling_thread_as_current() -> None:
     out = io.StringIO()
-    previous = signal.getsignal(signal.SIGQUIT)
-    dump_on_sigquit(out)
-    try:
-        os.kill(os.getpid(), signal.SIGQUIT)  # the handler runs before kill returns here
-        assert "in test_sigquit_writes_the_dump_and_the_process_carries_on" in out.getvalue()
-    finally:
-        signal.signal(signal.SIGQUIT, previous)
+    dump_stacks(out)
+    text = out.getvalue()
+    assert "Current thread 0x" in text
+    assert "in test_the_dump_goes_to_the_stream_with_the_calling_thread_as_current" in text
